@@ -1,0 +1,31 @@
+# Each target does its own setup: a fresh clone needs nothing but python3.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.agentrt-installed
+# torch==2.13.0 first: it is the CPU build available locally; the project's own range accepts it.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test install bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/agentrt demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

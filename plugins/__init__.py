@@ -1,0 +1,1 @@
+"""The built-in plugins of agentrt, registered through the ``agentrt`` entry-point group like any third-party plugin."""

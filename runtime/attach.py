@@ -1,0 +1,90 @@
+"""Gymnasium environments as peers: ``agentrt attach gym ENV_ID``. Each environment is one peer
+with its own session; all of them step in lockstep so the runtime can decide for them in one batch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gymnasium
+import numpy as np
+
+from runtime.peer import Peer
+
+
+@dataclass
+class EpisodeResult:
+    peer: int
+    episode_return: float
+    steps: int
+    by_teacher: int
+    student_version: int
+
+
+@dataclass
+class AttachSummary:
+    env_id: str
+    episodes: list[EpisodeResult] = field(default_factory=list)
+    steps: int = 0
+    by_student: int = 0
+    by_teacher: int = 0
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        returns = [e.episode_return for e in self.episodes]
+        return {"env": self.env_id, "episodes": len(self.episodes), "steps": self.steps,
+                "mean_return": float(np.mean(returns)) if returns else None,
+                "returns": returns, "decided_by_student": self.by_student, "decided_by_teacher": self.by_teacher,
+                "duration_s": round(self.duration_s, 3)}
+
+
+def run_gym_peers(endpoint: str, env_id: str, episodes: int, peers: int = 1, policy: str = "auto", seed: int = 0,
+                  wait_s: float = 60.0, on_episode: Callable[[EpisodeResult], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> AttachSummary:
+    """Run ``peers`` environments against the runtime until ``episodes`` episodes have finished."""
+    envs = [gymnasium.make(env_id) for _ in range(peers)]
+    clients = [Peer(endpoint, env.observation_space, env.action_space, name=f"{env_id}#{i}") for i, env in enumerate(envs)]
+    summary = AttachSummary(env_id)
+    started = time.monotonic()
+    try:
+        for client in clients:
+            client.connect(wait_s=wait_s)
+        observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+        returns, lengths, teacher_steps = [0.0] * peers, [0] * peers, [0] * peers
+        rewards = [0.0] * peers
+        next_seed = seed + peers
+        while len(summary.episodes) < episodes and not (should_stop and should_stop()):
+            for i, (client, obs) in enumerate(zip(clients, observations)):
+                client.submit(obs, reward=rewards[i], episode_start=lengths[i] == 0, policy=policy)
+            for i, (client, env) in enumerate(zip(clients, envs)):
+                answer = client.result()
+                observations[i], reward, terminated, truncated, _ = env.step(_to_env_action(answer.action, env))
+                rewards[i] = float(reward)
+                returns[i] += rewards[i]
+                lengths[i] += 1
+                teacher = answer.decided_by == "teacher"
+                teacher_steps[i] += teacher
+                summary.steps += 1
+                summary.by_teacher += teacher
+                summary.by_student += not teacher
+                if terminated or truncated:
+                    result = EpisodeResult(i, returns[i], lengths[i], teacher_steps[i], answer.student_version)
+                    summary.episodes.append(result)
+                    if on_episode:
+                        on_episode(result)
+                    observations[i] = env.reset(seed=next_seed)[0]
+                    next_seed += 1
+                    returns[i], lengths[i], teacher_steps[i] = 0.0, 0, 0
+    finally:
+        for client in clients:
+            client.close()
+        for env in envs:
+            env.close()
+        summary.duration_s = time.monotonic() - started
+    summary.episodes = summary.episodes[:episodes] if len(summary.episodes) > episodes else summary.episodes
+    return summary
+
+
+def _to_env_action(action: np.ndarray, env: gymnasium.Env):
+    return int(action) if isinstance(env.action_space, gymnasium.spaces.Discrete) else action

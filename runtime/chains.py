@@ -1,0 +1,36 @@
+"""Chains of perception transforms and execution filters, built from the configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from runtime.interfaces import StreamStep
+from runtime.pluginmanager import Component, Plugins, serve
+
+_SECTIONS = {"perception": ("perception", "transforms"), "execution": ("execution", "filters")}
+
+
+class Chain:
+    """Configured steps applied in order; a step that raises surfaces as a PluginFailure naming it."""
+
+    def __init__(self, plugins: Plugins, point: str, config: dict[str, Any], input_space: spaces.Space) -> None:
+        section, key = _SECTIONS[point]
+        self.steps: list[tuple[Component, StreamStep]] = []
+        space = input_space
+        for name in config[section][key]:
+            step = plugins.build(point, name, dict(config[section]["params"].get(name, {})), space)
+            space = step.output_space
+            self.steps.append((plugins.get(point, name), step))
+        self.output_space = space
+
+    def __call__(self, item: np.ndarray, stream: bytes) -> np.ndarray:
+        for component, step in self.steps:
+            item = serve(component, step, item, stream)
+        return item
+
+    def reset(self, stream: bytes) -> None:
+        for component, step in self.steps:
+            serve(component, step.reset, stream)

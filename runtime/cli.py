@@ -1,0 +1,239 @@
+"""The ``agentrt`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime import config as config_module
+from runtime import control
+
+
+def _load_config(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "run_dir", None):
+        overrides.setdefault("daemon", {})["run_dir"] = str(Path(args.run_dir).absolute())
+    if getattr(args, "log_format", None):
+        overrides.setdefault("daemon", {})["log_format"] = args.log_format
+    if getattr(args, "peer_endpoint", None):
+        overrides.setdefault("daemon", {})["peer_endpoint"] = args.peer_endpoint
+    config = config_module.load(getattr(args, "config", None), overrides=overrides)
+    config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"]).absolute())
+    return config
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="configuration file (default: $AGENTRT_CONFIG or ./agentrt.toml)")
+    parser.add_argument("--run-dir", help="run directory (default: $AGENTRT_RUN_DIR or daemon.run_dir)")
+
+
+# --- up / down / status ------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    from runtime.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
+
+    config = _load_config(args)
+    run_dir = Path(config["daemon"]["run_dir"])
+    if not args.detach:
+        try:
+            return Daemon(config).run()
+        except DaemonError as exc:
+            print(f"agentrt up: {exc}", file=sys.stderr)
+            return 1
+    if read_pid(run_dir) is not None:
+        print(f"agentrt up: a daemon already runs with run directory {run_dir}", file=sys.stderr)
+        return 1
+    prepare_run_dir(run_dir)
+    command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir)]
+    for flag, value in (("--config", args.config), ("--log-format", args.log_format), ("--peer-endpoint", args.peer_endpoint)):
+        if value:
+            command += [flag, value]
+    with open(run_dir / "daemon.log", "ab") as log_file:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(f"agentrt up: the daemon exited with code {process.returncode}; see {run_dir / 'daemon.log'}", file=sys.stderr)
+            return 1
+        try:
+            control.request(run_dir, "ping", timeout_s=0.5)
+            print(json.dumps({"pid": process.pid, "run_dir": str(run_dir), "log": str(run_dir / "daemon.log")}))
+            return 0
+        except control.DaemonUnreachable:
+            time.sleep(0.1)
+    print(f"agentrt up: the daemon did not answer within {args.wait:g} s; see {run_dir / 'daemon.log'}", file=sys.stderr)
+    return 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from runtime.daemon import read_pid
+
+    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+    pid = read_pid(run_dir)
+    try:
+        control.request(run_dir, "down")
+    except control.DaemonUnreachable as exc:
+        if pid is None:
+            print(f"agentrt down: {exc}", file=sys.stderr)
+            return 1
+        os.kill(pid, signal.SIGTERM)  # the daemon is alive but not answering: ask the OS instead
+    deadline = time.monotonic() + args.wait
+    while pid is not None and time.monotonic() < deadline:
+        if read_pid(run_dir) is None:
+            print(json.dumps({"stopped": pid}))
+            return 0
+        time.sleep(0.05)
+    if pid is None:
+        return 0
+    print(f"agentrt down: the daemon (pid {pid}) is still running after {args.wait:g} s", file=sys.stderr)
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+    try:
+        status = control.request(run_dir, "status")
+    except control.DaemonUnreachable as exc:
+        print(f"agentrt status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status))
+    else:
+        from runtime.display import print_status
+
+        print_status(status)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    try:
+        config = _load_config(args)
+    except config_module.ConfigError as exc:
+        print(f"agentrt config: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(config, indent=2) if args.json else config_module.to_toml(config))
+    return 0
+
+
+# --- peers and demo ------------------------------------------------------------------------------------
+def cmd_attach_gym(args: argparse.Namespace) -> int:
+    from runtime.attach import run_gym_peers
+
+    endpoint = args.endpoint or _load_config(args)["daemon"]["peer_endpoint"]
+
+    def report(episode):
+        if not args.json:
+            print(f"peer {episode.peer}: return {episode.episode_return:.1f} in {episode.steps} steps "
+                  f"(teacher decided {episode.by_teacher}, student v{episode.student_version})", flush=True)
+
+    summary = run_gym_peers(endpoint, args.env_id, args.episodes, args.peers, args.policy, args.seed,
+                            wait_s=args.wait, on_episode=report)
+    result = summary.as_dict()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
+              f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from runtime.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from runtime.display import print_plugins
+    from runtime.pluginmanager import PluginError, describe
+
+    config = _load_config(args)
+    try:
+        listing = describe(config)
+    except PluginError as exc:
+        print(f"agentrt plugins: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(listing))
+    else:
+        print_plugins(listing)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from runtime import __version__
+
+    parser = argparse.ArgumentParser(prog="agentrt", description="Agent runtime: a student decides, a teacher teaches.")
+    parser.add_argument("--version", action="version", version=f"agentrt {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the daemon (foreground unless --detach)")
+    _add_common(up)
+    up.add_argument("--detach", action="store_true", help="run in the background; print its pid")
+    up.add_argument("--log-format", choices=["auto", "json", "console"])
+    up.add_argument("--peer-endpoint", help="ZeroMQ endpoint for peers, e.g. tcp://127.0.0.1:7411")
+    up.add_argument("--wait", type=float, default=60.0, help="with --detach: seconds to wait for the daemon")
+    up.set_defaults(handler=cmd_up)
+
+    down = commands.add_parser("down", help="stop the daemon of a run directory gracefully")
+    _add_common(down)
+    down.add_argument("--wait", type=float, default=15.0)
+    down.set_defaults(handler=cmd_down)
+
+    status = commands.add_parser("status", help="roles, peers and counters of a running daemon")
+    _add_common(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    config = commands.add_parser("config", help="configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="print the effective configuration")
+    _add_common(show)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_config_show)
+
+    attach = commands.add_parser("attach", help="attach peers to a running daemon")
+    attach_commands = attach.add_subparsers(dest="attach_command", required=True)
+    gym = attach_commands.add_parser("gym", help="run Gymnasium environments as peers")
+    _add_common(gym)
+    gym.add_argument("env_id")
+    gym.add_argument("--episodes", type=int, default=10)
+    gym.add_argument("--peers", type=int, default=1)
+    gym.add_argument("--policy", choices=["auto", "student", "teacher"], default="auto",
+                     help="who decides: the runtime's query policy (auto), or force student or teacher")
+    gym.add_argument("--seed", type=int, default=0)
+    gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
+    gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
+    gym.add_argument("--json", action="store_true")
+    gym.set_defaults(handler=cmd_attach_gym)
+
+    demo = commands.add_parser("demo", help="online distillation on CartPole-v1, end to end")
+    _add_common(demo)
+    demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
+    demo.add_argument("--peers", type=int, default=4)
+    demo.add_argument("--max-train-s", type=float, default=180.0)
+    demo.add_argument("--eval-episodes", type=int, default=20)
+    demo.set_defaults(handler=cmd_demo)
+
+    plugins = commands.add_parser("plugins", help="loaded plugins and what the configuration selects")
+    _add_common(plugins)
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(handler=cmd_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except config_module.ConfigError as exc:
+        print(f"agentrt: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

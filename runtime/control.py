@@ -1,0 +1,33 @@
+"""Client side of the daemon's control socket, used by the CLI (status, down, ping)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from runtime import protocol, transport
+
+
+class DaemonUnreachable(ConnectionError):
+    pass
+
+
+def request(run_dir: str | Path, command: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """Send one control command to the daemon of ``run_dir`` and return its result."""
+    endpoint_file = transport.socket_dir(run_dir) / transport.CONTROL
+    if not endpoint_file.exists():
+        raise DaemonUnreachable(f"no daemon is running with run directory {run_dir}")
+    client = transport.Transport(run_dir, protocol.DEFAULT_MAX_MESSAGE_BYTES, linger_ms=0)
+    try:
+        sock = client.connect(zmq.REQ, client.internal(transport.CONTROL))
+        sock.send(protocol.encode("control", command=command))
+        if not sock.poll(timeout_s * 1000):
+            raise DaemonUnreachable(f"the daemon in {run_dir} did not answer within {timeout_s:g} s")
+        reply = protocol.decode(sock.recv(), accept=frozenset({"control_reply"}))
+    finally:
+        client.close()
+    if not reply["ok"]:
+        raise RuntimeError(reply.get("message", "command failed"))
+    return reply.get("result", {})

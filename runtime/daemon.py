@@ -1,0 +1,247 @@
+"""The runtime daemon: prepares the run directory, starts and supervises the role processes,
+aggregates their stats and answers control commands (status, down) from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from runtime import __version__, logs, protocol, transport
+from runtime.checkpoints import atomic_write
+from runtime.roles import ROLES
+
+PID_FILE = "daemon.pid"
+CONFIG_SNAPSHOT = "config.json"
+
+
+class DaemonError(RuntimeError):
+    pass
+
+
+@dataclass
+class RoleProcess:
+    """One supervised role: its current process, restart bookkeeping and last reported stats."""
+
+    name: str
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    reported_pid: int | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    carried: Counter = field(default_factory=Counter)  # counters of earlier incarnations
+    gauges: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.process is None:
+            return "backoff" if self.restart_at is not None else "stopped"
+        if self.process.poll() is not None:
+            return "exited"
+        return "running" if self.reported_pid == self.process.pid else "starting"
+
+    def totals(self) -> Counter:
+        return self.carried + Counter(self.counters)
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory private to this user (0700) and refuse one owned by someone else."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = run_dir.stat()
+    if info.st_uid != os.getuid():
+        raise DaemonError(f"run directory {run_dir} belongs to another user")
+    os.chmod(run_dir, 0o700)
+    transport.socket_dir(run_dir).mkdir(mode=0o700, exist_ok=True)
+
+
+def read_pid(run_dir: Path) -> int | None:
+    try:
+        pid = int((run_dir / PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+class Daemon:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        settings = config["daemon"]
+        self.run_dir = Path(settings["run_dir"])
+        self.log = logs.configure("daemon", settings["log_format"], settings["log_level"])
+        self.roles = {name: RoleProcess(name) for name in ROLES}
+        self.stopping = False
+        self.started_at = time.monotonic()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def run(self) -> int:
+        existing = read_pid(self.run_dir)
+        if existing is not None and existing != os.getpid():
+            raise DaemonError(f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir")
+        prepare_run_dir(self.run_dir)
+        self._remove_sockets()  # leftovers of a daemon that was killed
+        atomic_write(self.run_dir / CONFIG_SNAPSHOT, json.dumps(self.config).encode())
+        atomic_write(self.run_dir / PID_FILE, f"{os.getpid()}\n".encode())
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        self.transport = transport.Transport(self.run_dir, self.config["protocol"]["max_message_bytes"],
+                                             self.config["daemon"]["socket_linger_ms"])
+        try:
+            self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.CONTROL))
+            self.stats = self.transport.bind(zmq.PULL, self.transport.internal(transport.STATS))
+            self.log.info("daemon_started", run_dir=str(self.run_dir), version=__version__,
+                          peer_endpoint=self.config["daemon"]["peer_endpoint"])
+            for role in self.roles.values():
+                self._spawn(role)
+            self._loop()
+        finally:
+            self._stop_roles()
+            self.transport.close()
+            self._remove_sockets()
+            (self.run_dir / PID_FILE).unlink(missing_ok=True)
+            self.log.info("daemon_stopped")
+        return 0
+
+    def _request_stop(self, signum: int, _frame: Any) -> None:
+        self.stopping = True
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.stats, zmq.POLLIN)
+        while not self.stopping:
+            for sock, _ in poller.poll(50):
+                if sock is self.stats:
+                    self._collect_stats()
+                else:
+                    self._answer_control()
+            self._supervise()
+
+    # --- supervision -----------------------------------------------------------------------------
+    def _spawn(self, role: RoleProcess) -> None:
+        role.process = subprocess.Popen([sys.executable, "-m", "runtime.roles", role.name, "--run-dir", str(self.run_dir)])
+        role.started_at = time.monotonic()
+        role.restart_at = None
+        role.reported_pid = None
+        self.log.info("role_spawned", child=role.name, child_pid=role.process.pid, restarts=role.restarts)
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        settings = self.config["daemon"]
+        for role in self.roles.values():
+            if role.process is not None and role.process.poll() is not None:
+                code = role.process.returncode
+                uptime = now - role.started_at
+                role.carried += Counter(role.counters)
+                role.counters = {}
+                role.backoff = settings["restart_backoff_s"] if uptime >= settings["restart_reset_s"] or not role.backoff \
+                    else min(role.backoff * 2, settings["restart_backoff_max_s"])
+                role.restart_at = now + role.backoff
+                role.process = None
+                self.log.error("role_exited", child=role.name, exit_code=code, uptime_s=round(uptime, 2),
+                               restart_in_s=round(role.backoff, 3))
+            if role.process is None and role.restart_at is not None and now >= role.restart_at:
+                role.restarts += 1
+                self._spawn(role)
+
+    def _stop_roles(self) -> None:
+        alive = [r.process for r in self.roles.values() if r.process is not None and r.process.poll() is None]
+        for process in alive:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config["daemon"]["stop_timeout_s"]
+        for process in alive:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                self.log.warning("role_killed", child_pid=process.pid)
+                process.kill()
+                process.wait()
+
+    def _remove_sockets(self) -> None:
+        sockets = transport.socket_dir(self.run_dir)
+        if sockets.is_dir():
+            for entry in sockets.iterdir():
+                entry.unlink(missing_ok=True)
+
+    # --- stats and control -----------------------------------------------------------------------
+    def _collect_stats(self) -> None:
+        for _ in range(256):
+            try:
+                data = self.stats.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = protocol.decode(data, self.transport.socket_limit(), accept=frozenset({"stats"}))
+            except protocol.ProtocolError as exc:
+                self.log.warning("stats_rejected", error=exc.message)
+                continue
+            role = self.roles.get(message["role"])
+            # A report from an earlier incarnation must not overwrite the current one's.
+            if role is not None and role.process is not None and role.process.pid == message["pid"]:
+                role.reported_pid = message["pid"]
+                role.counters = message["counters"]
+                role.gauges = message["gauges"]
+
+    def _answer_control(self) -> None:
+        try:
+            request = protocol.decode(self.control.recv(), self.transport.socket_limit(), accept=frozenset({"control"}))
+        except protocol.ProtocolError as exc:
+            self.control.send(protocol.encode("control_reply", ok=False, message=exc.message))
+            return
+        command = request["command"]
+        if command == "status":
+            reply = protocol.encode("control_reply", ok=True, result=self.status())
+        elif command == "down":
+            self.stopping = True
+            reply = protocol.encode("control_reply", ok=True, result={"pid": os.getpid()})
+        elif command == "ping":
+            reply = protocol.encode("control_reply", ok=True, result={"pid": os.getpid(), "version": __version__})
+        else:
+            reply = protocol.encode("control_reply", ok=False, message=f"unknown command {command!r}")
+        self.control.send(reply)
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        totals = {name: role.totals() for name, role in self.roles.items()}
+        errors: Counter = Counter()
+        for counts in totals.values():
+            errors.update({k.removeprefix("errors."): v for k, v in counts.items() if k.startswith("errors.")})
+        gateway, decision = totals["gateway"], totals["decision"]
+        distill = self.roles["distillation"].gauges
+        return {
+            "daemon": {"pid": os.getpid(), "version": __version__, "uptime_s": round(now - self.started_at, 3),
+                       "run_dir": str(self.run_dir), "peer_endpoint": self.config["daemon"]["peer_endpoint"]},
+            "roles": {name: {"pid": role.process.pid if role.process else None, "state": role.state,
+                             "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
+                             "restarts": role.restarts, "counters": dict(totals[name]), "gauges": role.gauges}
+                      for name, role in self.roles.items()},
+            "peers_connected": self.roles["gateway"].gauges.get("peers_connected", 0),
+            "observations": gateway["observations"],
+            "actions": gateway["actions_sent"],
+            "episodes": gateway["episodes"],
+            "errors": {"total": sum(errors.values()), "by_code": dict(errors)},
+            "student_version": self.roles["decision"].gauges.get("student_version", 0),
+            "published_version": distill.get("version", 0),
+            "decisions": {"total": decision["decisions"], "by_teacher": decision["decided_by_teacher"],
+                          "by_student": decision["decisions"] - decision["decided_by_teacher"]},
+            "teacher_queries": totals["teacher"]["labels"],
+            "labels_requested": decision["labels_requested"],
+            "distillation": {"train_steps": totals["distillation"]["train_steps"], "loss": distill.get("loss"),
+                             "agreement": distill.get("agreement"), "buffer": distill.get("buffer", 0)},
+        }

@@ -1,0 +1,39 @@
+"""Human-readable views for the terminal (rich tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_status(status: dict[str, Any]) -> None:
+    console = Console()
+    daemon = status["daemon"]
+    console.print(f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  peers at {daemon['peer_endpoint']}")
+    roles = Table("role", "pid", "state", "uptime s", "restarts")
+    for name, role in status["roles"].items():
+        roles.add_row(name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]))
+    console.print(roles)
+    decisions = status["decisions"]
+    summary = Table("peers", "observations", "actions", "errors", "student version", "by student", "by teacher", "teacher queries")
+    summary.add_row(str(status["peers_connected"]), str(status["observations"]), str(status["actions"]),
+                    str(status["errors"]["total"]), str(status["student_version"]), str(decisions["by_student"]),
+                    str(decisions["by_teacher"]), str(status["teacher_queries"]))
+    console.print(summary)
+    if status["errors"]["by_code"]:
+        console.print("errors: " + ", ".join(f"{code} {count}" for code, count in status["errors"]["by_code"].items()))
+
+
+def print_plugins(listing: dict[str, Any]) -> None:
+    console = Console()
+    plugins = Table("plugin", "distribution", "version", "origin", "hooks")
+    for plugin in listing["plugins"]:
+        plugins.add_row(plugin["name"], plugin["distribution"], plugin["version"], plugin["origin"], ", ".join(plugin["hooks"]))
+    console.print(plugins)
+    points = Table("extension point", "available (plugin)", "selected")
+    for point, entry in listing["extension_points"].items():
+        available = ", ".join(f"{name} ({plugin})" for name, plugin in entry["available"].items())
+        points.add_row(point, available, ", ".join(entry["selected"]))
+    console.print(points)

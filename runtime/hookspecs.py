@@ -1,0 +1,152 @@
+"""Hook specifications: every extension point of agentrt, in one place.
+
+Plugins are modules (or objects) registered under the ``agentrt`` entry-point group; they implement
+any of these hooks with ``@runtime.hookimpl``. The built-in plugins in ``plugins/`` are registered
+the same way and use nothing a third-party plugin could not.
+
+Two families of hooks:
+
+* ``agentrt_register_*`` hooks are called once in each role process, right after the plugins load.
+  Each returns a dict mapping a component name to a factory; every implementation's dict is
+  collected (all results), and a name registered by two plugins is a start-up error naming both.
+  ``agentrt.toml`` then selects components by name, with their ``params`` table. Keep heavy
+  imports (torch) inside the factories: the perception and execution processes load every plugin
+  but should not pay for torch unless a configured component needs it.
+
+* Lifecycle hooks (``agentrt_role_*``, ``agentrt_peer_*``, ``agentrt_weights_*``) are notifications.
+  Every implementation is called, in registration order; return values are ignored, and an
+  implementation that raises is logged with its plugin and hook name without affecting the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+from gymnasium import spaces
+
+from runtime.interfaces import (
+    QueryPolicyFactory,
+    StepFactory,
+    StrategyFactory,
+    StudentFactory,
+    TeacherFactory,
+)
+
+PROJECT_NAME = "agentrt"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+@hookspec
+def agentrt_register_students() -> dict[str, StudentFactory]:
+    """Register student model factories.
+
+    Called in: decision and distillation processes (and ``agentrt distill``), once at start-up.
+    Returns: ``{name: factory}``. ``factory(params, observation_space, action_space)`` builds the
+    student ``torch.nn.Module``. ``observation_space`` is the space of the features the student
+    receives (after perception), ``action_space`` the agent's action space. ``forward(x)`` maps a
+    float32 batch ``(B, *observation_space.shape)`` to ``(B, runtime.spaces.output_size(action_space))``:
+    logits for a discrete action space, actions for a box. A student that can expose intermediate
+    features for feature-hint strategies also provides ``forward_features(x) -> (outputs, features)``.
+    Combination: all results are merged; duplicate names are an error.
+    """
+
+
+@hookspec
+def agentrt_register_teachers() -> dict[str, TeacherFactory]:
+    """Register teacher factories.
+
+    Called in: the teacher process (and ``agentrt distill`` / ``agentrt teacher serve``), at start-up.
+    Returns: ``{name: factory}``; ``factory(params, observation_space, action_space)`` returns an
+    object with ``label(observations: np.ndarray) -> np.ndarray`` (see ``runtime.interfaces.Teacher``).
+    The teacher sees raw observations (before perception): it is the reference, not the student.
+    Combination: all results are merged; duplicate names are an error.
+    """
+
+
+@hookspec
+def agentrt_register_distillation_strategies() -> dict[str, StrategyFactory]:
+    """Register distillation strategies (losses).
+
+    Called in: the distillation process (and ``agentrt distill``), at start-up.
+    Returns: ``{name: factory}``; ``factory(params)`` returns an object with
+    ``loss(inputs: runtime.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise). A
+    strategy with learnable parts (a feature projection) is also a ``torch.nn.Module``; its
+    parameters are trained together with the student's.
+    Combination: all results are merged; duplicate names are an error.
+    """
+
+
+@hookspec
+def agentrt_register_query_policies() -> dict[str, QueryPolicyFactory]:
+    """Register teacher query policies.
+
+    Called in: the decision process, at start-up.
+    Returns: ``{name: factory}``; ``factory(params)`` returns an object with
+    ``decide(context: QueryContext) -> QueryDecision``, called once per batch of observations:
+    for each observation, whether to ask the teacher for a label and whether the teacher acts
+    instead of the student (an acting teacher's output doubles as a label).
+    Combination: all results are merged; duplicate names are an error.
+    """
+
+
+@hookspec
+def agentrt_register_perception_transforms() -> dict[str, StepFactory]:
+    """Register perception transforms (observation -> features).
+
+    Called in: perception (to run them) and in decision/distillation (to learn the feature space).
+    Returns: ``{name: factory}``; ``factory(params, input_space)`` returns a
+    ``runtime.interfaces.StreamStep``: ``step(features, stream) -> features`` with ``output_space``
+    set. Transforms listed in ``perception.transforms`` are chained in that order, each getting
+    the previous one's output space.
+    Combination: all results are merged; duplicate names are an error.
+    """
+
+
+@hookspec
+def agentrt_register_execution_filters() -> dict[str, StepFactory]:
+    """Register execution filters (action -> safe action).
+
+    Called in: the execution process, at start-up.
+    Returns: ``{name: factory}``; ``factory(params, action_space)`` returns a
+    ``runtime.interfaces.StreamStep``: ``step(action, stream) -> action``. Filters listed in
+    ``execution.filters`` are chained in that order. A filter should clamp, not raise: raising
+    sends the peer a PLUGIN_FAILED error instead of an action.
+    Combination: all results are merged; duplicate names are an error.
+    """
+
+
+@hookspec
+def agentrt_role_started(role: str, config: dict[str, Any]) -> None:
+    """Called in every role process once its sockets are up, with the role's name and the
+    effective configuration (read-only). Return value ignored."""
+
+
+@hookspec
+def agentrt_role_stopping(role: str) -> None:
+    """Called in every role process when it begins a graceful shutdown (SIGTERM/SIGINT or parent
+    gone), before its sockets close. Keep it short: the daemon kills roles that take too long."""
+
+
+@hookspec
+def agentrt_peer_attached(peer_id: str, peer_name: str, observation_space: spaces.Space,
+                          action_space: spaces.Space) -> None:
+    """Called in the gateway process after a peer's hello was accepted and its welcome sent."""
+
+
+@hookspec
+def agentrt_peer_detached(peer_id: str, reason: str) -> None:
+    """Called in the gateway process when a peer says bye or times out (``reason``: "bye",
+    "timeout" or "rehello")."""
+
+
+@hookspec
+def agentrt_weights_published(version: int, path: str, metrics: dict[str, float]) -> None:
+    """Called in the distillation process after student ``version`` was written to ``path``
+    (safetensors) and announced; ``metrics`` holds at least ``loss`` and ``agreement``."""
+
+
+@hookspec
+def agentrt_weights_swapped(version: int) -> None:
+    """Called in the decision process right after student ``version`` started serving."""

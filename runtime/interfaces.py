@@ -1,0 +1,100 @@
+"""The objects that plugins hand to the runtime. Hook specifications (runtime/hookspecs.py) return these.
+
+Arrays crossing these interfaces are numpy arrays, batched along the first axis, except for the
+student and the distillation strategy, which work on torch tensors inside the torch processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+from gymnasium import spaces
+
+if TYPE_CHECKING:  # torch is imported only by the processes that run models
+    import torch
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Labels observations. Runs in the teacher process (and inside the distiller for offline work)."""
+
+    def label(self, observations: np.ndarray) -> np.ndarray:
+        """Return outputs (B, output_size): logits for a discrete action space, actions for a box.
+
+        A box teacher may return (B, 2 * output_size): means followed by variances.
+        """
+        ...
+
+
+@dataclass
+class StrategyInputs:
+    """What a distillation strategy sees for one minibatch (torch tensors, first axis = batch)."""
+
+    student_outputs: "torch.Tensor"
+    teacher_outputs: "torch.Tensor"
+    hard_labels: "torch.Tensor | None" = None
+    student_features: "torch.Tensor | None" = None
+    teacher_features: "torch.Tensor | None" = None
+    agreement: float | None = None  # the student's recent agreement with the teacher, 0..1
+
+
+@runtime_checkable
+class DistillationStrategy(Protocol):
+    """Turns student and teacher outputs into a scalar loss to minimise."""
+
+    def loss(self, inputs: StrategyInputs) -> "torch.Tensor":
+        ...
+
+
+@dataclass
+class QueryContext:
+    """What a query policy knows about one batch of observations in the decision process."""
+
+    features: np.ndarray                 # (B, ...) features the student saw
+    student_outputs: np.ndarray          # (B, output_size)
+    student_version: int                 # 0 while no trained student has been published
+    action_space: spaces.Space
+    forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
+
+
+@dataclass
+class QueryDecision:
+    """Per observation: ask the teacher for a label, and let the teacher act instead of the student."""
+
+    label: np.ndarray        # bool (B,)
+    teacher_acts: np.ndarray  # bool (B,); an acting teacher's output is also used as the label
+
+
+@runtime_checkable
+class QueryPolicy(Protocol):
+    def decide(self, context: QueryContext) -> QueryDecision:
+        ...
+
+
+class StreamStep:
+    """Base for perception transforms and execution filters: a step applied to one stream's items.
+
+    A stream is one peer's sequence of observations (or actions), keyed by ``stream`` (bytes); a
+    step that keeps per-stream state (frame stacks, the previous action) drops it in ``reset``,
+    which the runtime calls when that stream starts a new episode or leaves. ``output_space`` is
+    the space of what the step returns, so the student can be built for the features it will see.
+    """
+
+    output_space: spaces.Space
+
+    def __call__(self, item: np.ndarray, stream: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self, stream: bytes) -> None:
+        """Forget ``stream``; stateless steps need not override this."""
+
+
+# Factories registered by plugins. ``params`` is the plugin's own table from agentrt.toml.
+StudentFactory = Callable[[dict[str, Any], spaces.Space, spaces.Space], "torch.nn.Module"]
+TeacherFactory = Callable[[dict[str, Any], spaces.Space, spaces.Space], Teacher]
+StrategyFactory = Callable[[dict[str, Any]], DistillationStrategy]
+QueryPolicyFactory = Callable[[dict[str, Any]], QueryPolicy]
+# Perception transforms get the space of their input; execution filters get the action space.
+StepFactory = Callable[[dict[str, Any], spaces.Space], StreamStep]

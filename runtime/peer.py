@@ -1,0 +1,182 @@
+"""Peer SDK: attach a robot or simulator to an agentrt runtime. Needs only pyzmq, msgpack and numpy.
+
+    peer = Peer("tcp://127.0.0.1:7411", observation_space, action_space, name="robot-7")
+    peer.connect()                      # waits for the runtime if it is not up yet
+    action = peer.act(obs).action       # one observation in, one action out
+    peer.close()
+
+Spaces are given in the wire form of docs/protocol.md, or as Gymnasium spaces when gymnasium is
+installed. ``act`` resends an unanswered observation every ``resend_s`` and reconnects (new
+socket, new hello) after ``reconnect_after`` silent resends, so a restarting runtime costs the
+control loop a delay, not an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import zmq
+
+from runtime import protocol
+from runtime.protocol import ErrorCode
+
+PEER_RECEIVES = frozenset({"welcome", "action", "error", "heartbeat"})
+
+
+class PeerError(RuntimeError):
+    """The runtime refused a request: ``code`` is a protocol ErrorCode."""
+
+    def __init__(self, code: int, message: str, seq: int | None = None) -> None:
+        super().__init__(f"{_code_name(code)} ({code}): {message}")
+        self.code = code
+        self.seq = seq
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return "UNKNOWN_ERROR"
+
+
+@dataclass(frozen=True)
+class Action:
+    action: np.ndarray
+    seq: int
+    student_version: int
+    decided_by: str
+
+
+def space_to_wire(space: Any) -> dict[str, Any]:
+    if isinstance(space, Mapping):
+        return dict(space)
+    from runtime.spaces import to_wire  # needs gymnasium, only when Gymnasium spaces are passed
+
+    return to_wire(space)
+
+
+class Peer:
+    def __init__(self, endpoint: str, observation_space: Any, action_space: Any, name: str = "",
+                 timeout_s: float = 30.0, resend_s: float = 0.5, reconnect_after: int = 4,
+                 max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.spaces = {"observation_space": space_to_wire(observation_space),
+                       "action_space": space_to_wire(action_space)}
+        self.timeout_s = timeout_s
+        self.resend_s = resend_s
+        self.reconnect_after = reconnect_after
+        self.max_message_bytes = max_message_bytes
+        self.context = zmq.Context()
+        self.socket: zmq.Socket | None = None
+        self.peer_id: str | None = None
+        self.welcome: dict[str, Any] = {}
+        self.seq = 0
+        self.pending: bytes | None = None
+        self.reconnects = 0
+        self.resends = 0
+
+    # --- session ---------------------------------------------------------------------------------
+    def connect(self, wait_s: float | None = None) -> dict[str, Any]:
+        """Open a session: send hello until welcomed. Waits ``wait_s`` seconds (None: forever)."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while True:
+            self._new_socket()
+            self.socket.send(protocol.encode("hello", peer_name=self.name, **self.spaces))
+            remaining = self.resend_s if deadline is None else min(self.resend_s, deadline - time.monotonic())
+            message = self._receive(max(remaining, 0.0))
+            if message is not None and message.kind == "welcome":
+                self.peer_id = message["peer_id"]
+                self.welcome = message.fields
+                return self.welcome
+            if message is not None and message.kind == "error":
+                raise PeerError(message["code"], message["message"])
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no runtime answered at {self.endpoint} within {wait_s:g} s")
+
+    def _new_socket(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.reconnects += 1
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 200)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_message_bytes + 4096)
+        self.socket.connect(self.endpoint)
+
+    def _receive(self, timeout_s: float) -> protocol.Message | None:
+        if not self.socket.poll(timeout_s * 1000):
+            return None
+        return protocol.decode(self.socket.recv(), 2 * self.max_message_bytes + 4096, accept=PEER_RECEIVES)
+
+    # --- observations ----------------------------------------------------------------------------
+    def submit(self, obs: np.ndarray, reward: float | None = None, episode_start: bool | None = None,
+               policy: str = "auto") -> int:
+        """Send an observation without waiting; collect its action with ``result``. Returns its seq.
+
+        ``reward`` is the reward for the previous action; ``episode_start`` marks the first
+        observation after a reset; ``policy`` "student" or "teacher" forces who decides.
+        """
+        if self.socket is None:
+            self.connect()
+        self.seq += 1
+        fields: dict[str, Any] = {"seq": self.seq, "obs": np.asarray(obs), "policy": policy}
+        if reward is not None:
+            fields["reward"] = float(reward)
+        if episode_start is not None:
+            fields["episode_start"] = bool(episode_start)
+        self.pending = protocol.encode("observation", **fields)
+        self.socket.send(self.pending)
+        return self.seq
+
+    def result(self) -> Action:
+        """Wait for the action of the last submitted observation, resending and reconnecting as needed."""
+        deadline = time.monotonic() + self.timeout_s
+        silent = 0
+        while time.monotonic() < deadline:
+            message = self._receive(self.resend_s)
+            if message is None:
+                silent += 1
+                if silent >= self.reconnect_after:
+                    self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
+                    silent = 0
+                self.resends += 1
+                self.socket.send(self.pending)
+                continue
+            if message.kind == "action" and message["seq"] == self.seq:
+                return Action(message["action"], message["seq"], message["student_version"], message["decided_by"])
+            if message.kind == "error" and message["seq"] in (self.seq, None):
+                if message["code"] == ErrorCode.NOT_ATTACHED:  # the runtime restarted: open a new session
+                    self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
+                    self.socket.send(self.pending)
+                    continue
+                raise PeerError(message["code"], message["message"], message["seq"])
+            # Anything else answers an older request (a resend's duplicate): ignore it.
+        raise TimeoutError(f"no action for observation {self.seq} within {self.timeout_s:g} s")
+
+    def act(self, obs: np.ndarray, **kwargs: Any) -> Action:
+        """Send one observation and return its action."""
+        self.submit(obs, **kwargs)
+        return self.result()
+
+    def heartbeat(self) -> bool:
+        """Tell the runtime this peer is alive while idle; True if it answered."""
+        self.socket.send(protocol.encode("heartbeat"))
+        message = self._receive(self.resend_s)
+        return message is not None and message.kind == "heartbeat"
+
+    def close(self, reason: str = "done") -> None:
+        if self.socket is not None:
+            self.socket.send(protocol.encode("bye", reason=reason), zmq.NOBLOCK)
+            self.socket.close()
+            self.socket = None
+        self.context.term()
+
+    def __enter__(self) -> "Peer":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""The wire protocol: message kinds, their fields, error codes, and the msgpack codec.
+
+This module is the single definition of the protocol in code; docs/protocol.md describes it for
+peers written in other languages, and a test keeps the two in step.
+
+Every message is one msgpack map: ``{"v": PROTOCOL_VERSION, "kind": <str>, ...fields}``.
+N-dimensional arrays are maps ``{"dtype": <str>, "shape": [<uint>...], "data": <bin>}`` holding
+raw little-endian, C-ordered bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+#: Default upper bound for one encoded message, in bytes (configurable as ``protocol.max_message_bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+
+ARRAY_DTYPES = (
+    "bool", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64",
+)
+
+
+class ErrorCode(enum.IntEnum):
+    """Error codes carried by ``error`` messages. 1xx: envelope, 2xx: session, 3xx: data, 5xx: runtime."""
+
+    MALFORMED_MESSAGE = 100
+    UNSUPPORTED_VERSION = 101
+    UNKNOWN_KIND = 102
+    INVALID_FIELD = 103
+    MESSAGE_TOO_LARGE = 104
+    NOT_ATTACHED = 200
+    SPACE_MISMATCH = 201
+    WRONG_SHAPE = 300
+    WRONG_DTYPE = 301
+    NOT_FINITE = 302
+    PLUGIN_FAILED = 500
+    UNAVAILABLE = 501
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol; carries the code and, when known, the offending ``seq``."""
+
+    def __init__(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.seq = seq
+
+
+# Field types. "array" is the n-d array map above; "space" is a space description (docs/protocol.md).
+UINT, INT, FLOAT, STR, BOOL, BIN, ARRAY, MAP, LIST = (
+    "uint", "int", "float", "str", "bool", "bin", "array", "map", "list",
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    required: bool = True
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    fields: tuple[Field, ...]
+    peer_facing: bool
+    doc: str
+
+
+def _kind(name: str, peer_facing: bool, doc: str, *fields: Field) -> Kind:
+    return Kind(name, tuple(fields), peer_facing, doc)
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    # --- peer <-> runtime -------------------------------------------------------------------
+    _kind("hello", True, "peer -> runtime: first message of a session; declares the peer's spaces",
+          Field("observation_space", MAP), Field("action_space", MAP),
+          Field("peer_name", STR, required=False)),
+    _kind("welcome", True, "runtime -> peer: the session is open",
+          Field("peer_id", STR), Field("observation_space", MAP), Field("action_space", MAP),
+          Field("student_version", UINT), Field("max_message_bytes", UINT),
+          Field("peer_timeout_ms", UINT)),
+    _kind("observation", True, "peer -> runtime: one observation; answered by one action or one error",
+          Field("seq", UINT), Field("obs", ARRAY),
+          Field("reward", FLOAT, required=False), Field("episode_start", BOOL, required=False),
+          Field("policy", STR, required=False)),
+    _kind("action", True, "runtime -> peer: the action for observation `seq`",
+          Field("seq", UINT), Field("action", ARRAY), Field("student_version", UINT),
+          Field("decided_by", STR)),
+    _kind("error", True, "either direction: a request was refused",
+          Field("code", UINT), Field("message", STR), Field("seq", UINT, nullable=True)),
+    _kind("heartbeat", True, "either direction: liveness; the runtime answers each with a heartbeat"),
+    _kind("bye", True, "peer -> runtime: the session ends", Field("reason", STR, required=False)),
+    # --- between role processes (ipc only; not for peers) ------------------------------------
+    _kind("observed", False, "gateway -> perception: a validated observation from a peer",
+          Field("route", BIN), Field("seq", UINT), Field("obs", ARRAY), Field("policy", STR),
+          Field("new_episode", BOOL)),
+    _kind("features", False, "perception -> decision: an observation and its features",
+          Field("route", BIN), Field("seq", UINT), Field("obs", ARRAY), Field("features", ARRAY),
+          Field("policy", STR)),
+    _kind("decided", False, "decision -> execution: the raw action chosen for an observation",
+          Field("route", BIN), Field("seq", UINT), Field("action", ARRAY),
+          Field("student_version", UINT), Field("decided_by", STR)),
+    _kind("reply", False, "execution or any role -> gateway: a finished message to deliver to a peer",
+          Field("route", BIN), Field("payload", BIN), Field("payload_kind", STR)),
+    _kind("sample", False, "decision -> distillation: an observation chosen for a teacher label",
+          Field("obs", ARRAY), Field("features", ARRAY), Field("teacher_output", ARRAY, nullable=True)),
+    _kind("teach", False, "decision or distillation -> teacher: label a batch of observations",
+          Field("request_id", UINT), Field("obs", ARRAY)),
+    _kind("taught", False, "teacher -> requester: the teacher's outputs for a `teach` batch",
+          Field("request_id", UINT), Field("outputs", ARRAY)),
+    _kind("weights", False, "distillation -> decision (PUB): a new student version is on disk",
+          Field("version", UINT), Field("path", STR)),
+    _kind("stats", False, "any role -> daemon: counters and gauges of one role process",
+          Field("role", STR), Field("pid", UINT), Field("counters", MAP), Field("gauges", MAP)),
+    _kind("control", False, "CLI -> daemon: a command", Field("command", STR),
+          Field("args", MAP, required=False)),
+    _kind("control_reply", False, "daemon -> CLI: a command's result",
+          Field("ok", BOOL), Field("result", MAP, required=False), Field("message", STR, required=False)),
+)}
+
+PEER_KINDS = frozenset(name for name, kind in KINDS.items() if kind.peer_facing)
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str
+    fields: dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    array = np.asarray(array)
+    if array.dtype.name not in ARRAY_DTYPES:
+        raise TypeError(f"dtype {array.dtype.name} cannot travel; allowed: {', '.join(ARRAY_DTYPES)}")
+    little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return {"dtype": array.dtype.name, "shape": list(array.shape), "data": little.tobytes()}
+
+
+def decode_array(value: Any, field: str = "array") -> np.ndarray:
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: expected an array map")
+    dtype, shape, data = value.get("dtype"), value.get("shape"), value.get("data")
+    if dtype not in ARRAY_DTYPES:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: dtype {dtype!r} is not one of {', '.join(ARRAY_DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape must be a list of non-negative integers")
+    if not isinstance(data, bytes):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: data must be bin")
+    np_dtype = np.dtype(dtype).newbyteorder("<")
+    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+    if len(data) != expected:
+        raise ProtocolError(ErrorCode.INVALID_FIELD,
+                            f"{field}: {len(data)} data bytes, but dtype {dtype} and shape {shape} need {expected}")
+    return np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=False).reshape(shape)
+
+
+def encode(kind: str, **fields: Any) -> bytes:
+    """Encode one message; numpy arrays in ``fields`` are converted to array maps."""
+    spec = KINDS[kind]
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": kind}
+    for field in spec.fields:
+        if field.name not in fields:
+            if field.required:
+                raise ValueError(f"{kind}: missing field {field.name}")
+            continue
+        value = fields[field.name]
+        if field.type == ARRAY and value is not None:
+            value = encode_array(value)
+        body[field.name] = value
+    return msgpack.packb(body, use_bin_type=True)
+
+
+_TYPE_CHECKS = {
+    UINT: lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    FLOAT: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    STR: lambda v: isinstance(v, str),
+    BOOL: lambda v: isinstance(v, bool),
+    BIN: lambda v: isinstance(v, bytes),
+    MAP: lambda v: isinstance(v, dict),
+    LIST: lambda v: isinstance(v, list),
+    ARRAY: lambda v: isinstance(v, dict),
+}
+
+
+def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: frozenset[str] | None = None) -> Message:
+    """Decode and validate one message. Raises ProtocolError with the code to send back.
+
+    ``accept`` limits the kinds this endpoint takes (peer-facing endpoints accept PEER_KINDS only).
+    Unknown fields are dropped, for forward compatibility.
+    """
+    if len(data) > max_bytes:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"not a msgpack message: {type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "a message must be a msgpack map")
+    seq = body.get("seq") if _TYPE_CHECKS[UINT](body.get("seq")) else None
+    version = body.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
+                            f"protocol version {version!r} is not supported; this runtime speaks {PROTOCOL_VERSION}", seq)
+    kind = body.get("kind")
+    spec = KINDS.get(kind) if isinstance(kind, str) else None
+    if spec is None or (accept is not None and kind not in accept):
+        raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind!r}", seq)
+    fields: dict[str, Any] = {}
+    for field in spec.fields:
+        if field.name not in body:
+            if field.required:
+                raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: missing field {field.name!r}", seq)
+            continue
+        value = body[field.name]
+        if value is None and field.nullable:
+            fields[field.name] = None
+            continue
+        if not _TYPE_CHECKS[field.type](value):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field {field.name!r} must be {field.type}", seq)
+        fields[field.name] = decode_array(value, field.name) if field.type == ARRAY else value
+    return Message(kind, fields)
+
+
+def error_message(code: ErrorCode, message: str, seq: int | None = None) -> bytes:
+    return encode("error", code=int(code), message=message, seq=seq)

@@ -1,0 +1,163 @@
+"""What every role process shares: logging, plugins, sockets, the poll loop, stats, clean shutdown."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import structlog
+import zmq
+
+from runtime import logs, pluginmanager, protocol, transport
+from runtime.pluginmanager import PluginFailure
+from runtime.protocol import ErrorCode, Message
+from runtime.spaces import agent_spaces
+
+# A drain loop handles at most this many messages from one socket before the others get a turn.
+DRAIN_LIMIT = 256
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the daemon dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check in the loop covers it
+
+
+class Role:
+    """Base class of a role process. Subclasses set ``name``, create sockets in ``setup`` and
+    register handlers with ``on``; the base runs the loop until SIGTERM/SIGINT or the daemon dies."""
+
+    name = "role"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        die_with_parent()
+        self.parent_pid = os.getppid()
+        self.config = config
+        daemon = config["daemon"]
+        self.log = logs.configure(self.name, daemon["log_format"], daemon["log_level"])
+        self.transport = transport.Transport(daemon["run_dir"], config["protocol"]["max_message_bytes"],
+                                             daemon["socket_linger_ms"])
+        self.max_message_bytes = config["protocol"]["max_message_bytes"]
+        self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, Any] = {}
+        self.poller = zmq.Poller()
+        self.handlers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
+        self.stopping = False
+        self.stats_interval = daemon["stats_interval_s"]
+        self.plugins = pluginmanager.load(config["plugins"])
+        self.observation_space, self.action_space = agent_spaces(config["agent"])
+
+    # --- for subclasses ---------------------------------------------------------------------
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def poll_timeout_ms(self) -> int:
+        """How long the loop may block waiting for messages; roles with background work return less."""
+        return 100
+
+    def tick(self) -> None:
+        """Called once per loop iteration, after messages were handled."""
+
+    def teardown(self) -> None:
+        """Called before the sockets close."""
+
+    def on(self, sock: zmq.Socket, handler: Callable[[zmq.Socket], None]) -> None:
+        self.poller.register(sock, zmq.POLLIN)
+        self.handlers[sock] = handler
+
+    def count_error(self, code: ErrorCode, **context: Any) -> None:
+        self.counters[f"errors.{code.name}"] += 1
+        self.log.warning("message_rejected", code=int(code), error=code.name, **context)
+
+    def decode(self, data: bytes, kinds: frozenset[str]) -> Message | None:
+        """Decode an internal message; one that does not decode is counted and dropped (never fatal)."""
+        try:
+            return protocol.decode(data, self.transport.socket_limit(), accept=kinds)
+        except protocol.ProtocolError as exc:
+            self.count_error(exc.code, detail=exc.message, source="internal")
+            return None
+
+    def drain(self, sock: zmq.Socket, handle: Callable[[bytes], None]) -> None:
+        """Receive up to DRAIN_LIMIT single-frame messages that are ready and hand each to ``handle``."""
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(data)
+
+    def send(self, sock: zmq.Socket, data: bytes | list[bytes], what: str) -> bool:
+        """Send without blocking; a full queue drops the message and counts it instead of stalling the role."""
+        try:
+            if isinstance(data, list):
+                sock.send_multipart(data, zmq.NOBLOCK)
+            else:
+                sock.send(data, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.counters[f"dropped.{what}"] += 1
+            return False
+
+    def reply_error(self, returns: zmq.Socket, route: bytes, code: ErrorCode, message: str, seq: int | None) -> None:
+        """Send an error for a peer's request back through the gateway (and count it here)."""
+        self.count_error(code, detail=message, seq=seq)
+        payload = protocol.error_message(code, message, seq)
+        self.send(returns, protocol.encode("reply", route=route, payload=payload, payload_kind="error"), "reply")
+
+    def plugin_failed(self, failure: PluginFailure, returns: zmq.Socket, route: bytes, seq: int | None) -> None:
+        """A plugin raised while serving a peer's request: log it by plugin and hook, answer the peer."""
+        component = failure.component
+        self.log.error("plugin_failed", plugin=component.plugin, hook=component.hook, component=component.name,
+                       error=f"{type(failure.error).__name__}: {failure.error}")
+        self.reply_error(returns, route, ErrorCode.PLUGIN_FAILED, str(failure), seq)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def _request_stop(self, signum: int, _frame: Any) -> None:
+        self.stopping = True
+
+    def _report_stats(self) -> None:
+        self.gauges["torch_loaded"] = "torch" in sys.modules
+        message = protocol.encode("stats", role=self.name, pid=os.getpid(),
+                                  counters=dict(self.counters), gauges=self.gauges)
+        self.send(self._stats, message, "stats")
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        self._stats = self.transport.connect(zmq.PUSH, self.transport.internal(transport.STATS), hwm=16)
+        try:
+            self.setup()
+            self.plugins.notify("agentrt_role_started", role=self.name, config=self.config)
+            self.log.info("role_started")
+            next_stats = 0.0
+            while not self.stopping:
+                for sock, _ in self.poller.poll(self.poll_timeout_ms()):
+                    self.handlers[sock](sock)
+                self.tick()
+                now = time.monotonic()
+                if now >= next_stats:
+                    next_stats = now + self.stats_interval
+                    self._report_stats()
+                    if os.getppid() != self.parent_pid:
+                        self.log.warning("daemon_gone")
+                        break
+            self.plugins.notify("agentrt_role_stopping", role=self.name)
+            self.log.info("role_stopping")
+            self._report_stats()
+            self.teardown()
+        except Exception:
+            self.log.exception("role_crashed")
+            return 1
+        finally:
+            self.transport.close()
+        self.log.info("role_stopped")
+        return 0
+

@@ -1,0 +1,183 @@
+"""Gateway: the peer-facing ROUTER. Validates every peer message, keeps sessions, routes replies back.
+
+Peer message handling lives here: decode → session check → observation check → forward to
+perception. Replies (actions, errors from later roles) come back on the return PULL socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from runtime import protocol, spaces, transport
+from runtime.protocol import ErrorCode, ProtocolError
+from runtime.roles.base import Role
+
+PEER_ACCEPTS = frozenset({"hello", "observation", "heartbeat", "bye", "error"})
+POLICIES = frozenset({"auto", "student", "teacher"})
+# Transport events that mean a client spoke something other than ZMTP, or broke the handshake.
+HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+@dataclass
+class Session:
+    peer_id: str
+    peer_name: str
+    last_seen: float
+    observed: int = 0
+
+
+class Gateway(Role):
+    name = "gateway"
+
+    def setup(self) -> None:
+        endpoint = self.config["daemon"]["peer_endpoint"]
+        self.peers = self.transport.bind(zmq.ROUTER, endpoint)
+        self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
+        self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
+        self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))
+        self.monitor = self.transport.monitor(self.peers, HANDSHAKE_FAILURES)
+        self.weights = self.transport.connect(zmq.SUB, self.transport.internal(transport.WEIGHTS))
+        self.weights.setsockopt(zmq.SUBSCRIBE, b"")
+        self.on(self.weights, self.on_weights)
+        self.on(self.peers, self.on_peer_message)
+        self.on(self.returns, self.on_return)
+        self.on(self.monitor, self.on_transport_event)
+        self.sessions: dict[bytes, Session] = {}
+        self.peer_numbers = itertools.count(1)
+        self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
+        self.welcome_spaces = {"observation_space": spaces.to_wire(self.observation_space),
+                               "action_space": spaces.to_wire(self.action_space)}
+        self.student_version = 0
+        self.next_sweep = 0.0
+        self.gauges.update(peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    # --- peers -----------------------------------------------------------------------------------
+    def on_peer_message(self, sock: zmq.Socket) -> None:
+        for _ in range(256):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            route, payload = frames[0], frames[-1]
+            if len(frames) != 2:
+                self.reject(route, ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"expected one frame per message, got {len(frames) - 1}"))
+                continue
+            try:
+                self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=PEER_ACCEPTS))
+            except ProtocolError as exc:
+                self.reject(route, exc)
+
+    def handle_peer(self, route: bytes, message: protocol.Message) -> None:
+        session = self.sessions.get(route)
+        if session is not None:
+            session.last_seen = time.monotonic()
+        if message.kind == "hello":
+            self.on_hello(route, message)
+        elif session is None:
+            if message.kind != "bye":
+                raise ProtocolError(ErrorCode.NOT_ATTACHED, "no session: send hello first", message.get("seq"))
+        elif message.kind == "observation":
+            self.on_observation(route, session, message)
+        elif message.kind == "heartbeat":
+            self.to_peer(route, protocol.encode("heartbeat"), "heartbeat")
+        elif message.kind == "bye":
+            self.detach(route, "bye")
+        elif message.kind == "error":
+            self.counters["peer_reported_errors"] += 1
+            self.log.warning("peer_reported_error", peer_id=session.peer_id, code=message["code"], detail=message["message"])
+
+    def on_hello(self, route: bytes, message: protocol.Message) -> None:
+        try:
+            observation_space = spaces.from_wire(message["observation_space"], "observation_space")
+            action_space = spaces.from_wire(message["action_space"], "action_space")
+        except (ValueError, TypeError, ProtocolError) as exc:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"hello: {exc}") from None
+        for what, theirs, ours in (("observation", observation_space, self.observation_space),
+                                   ("action", action_space, self.action_space)):
+            if not spaces.same_space(theirs, ours):
+                raise ProtocolError(ErrorCode.SPACE_MISMATCH,
+                                    f"{what} space {spaces.describe(theirs)} does not match the agent's {spaces.describe(ours)}")
+        if route in self.sessions:
+            self.detach(route, "rehello")
+        session = Session(f"peer-{next(self.peer_numbers)}-{uuid.uuid4().hex[:8]}", message.get("peer_name", ""), time.monotonic())
+        self.sessions[route] = session
+        self.gauges["peers_connected"] = len(self.sessions)
+        self.counters["peers_attached"] += 1
+        welcome = protocol.encode("welcome", peer_id=session.peer_id, student_version=self.student_version,
+                                  max_message_bytes=self.max_message_bytes,
+                                  peer_timeout_ms=int(self.peer_timeout * 1000), **self.welcome_spaces)
+        self.to_peer(route, welcome, "welcome")
+        self.log.info("peer_attached", peer_id=session.peer_id, peer_name=session.peer_name)
+        self.plugins.notify("agentrt_peer_attached", peer_id=session.peer_id, peer_name=session.peer_name,
+                            observation_space=observation_space, action_space=action_space)
+
+    def on_observation(self, route: bytes, session: Session, message: protocol.Message) -> None:
+        seq = message["seq"]
+        obs = spaces.check_observation(message["obs"], self.observation_space, seq)
+        policy = message.get("policy", "auto")
+        if policy not in POLICIES:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"observation: policy {policy!r} is not one of auto, student, teacher", seq)
+        self.counters["observations"] += 1
+        episode_start = bool(message.get("episode_start")) or session.observed == 0
+        session.observed += 1
+        self.counters["episodes"] += episode_start
+        observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
+        if not self.send(self.to_perception, observed, "observation"):
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the runtime is overloaded; observation dropped", seq)
+
+    def detach(self, route: bytes, reason: str) -> None:
+        session = self.sessions.pop(route)
+        self.gauges["peers_connected"] = len(self.sessions)
+        self.counters["peers_detached"] += 1
+        self.log.info("peer_detached", peer_id=session.peer_id, reason=reason)
+        self.plugins.notify("agentrt_peer_detached", peer_id=session.peer_id, reason=reason)
+
+    def reject(self, route: bytes, error: ProtocolError) -> None:
+        session = self.sessions.get(route)
+        self.count_error(error.code, detail=error.message, seq=error.seq, peer_id=session.peer_id if session else None)
+        self.to_peer(route, protocol.error_message(error.code, error.message, error.seq), "error")
+
+    def to_peer(self, route: bytes, payload: bytes, what: str) -> None:
+        try:
+            self.peers.send_multipart([route, payload], zmq.NOBLOCK)
+        except zmq.ZMQError:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading): count, move on
+            self.counters[f"undeliverable.{what}"] += 1
+
+    # --- replies from the pipeline ---------------------------------------------------------------
+    def on_return(self, sock: zmq.Socket) -> None:
+        self.drain(sock, self.handle_return)
+
+    def handle_return(self, data: bytes) -> None:
+        reply = self.decode(data, frozenset({"reply"}))
+        if reply is None:
+            return
+        self.to_peer(reply["route"], reply["payload"], reply["payload_kind"])
+        self.counters[f"{reply['payload_kind']}s_sent"] += 1
+
+    def on_transport_event(self, sock: zmq.Socket) -> None:
+        event = recv_monitor_message(sock)
+        self.count_error(ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", event=int(event["event"]))
+        self.counters["handshake_failures"] += 1
+
+    def on_weights(self, sock: zmq.Socket) -> None:
+        self.drain(sock, self.handle_weights)
+
+    def handle_weights(self, data: bytes) -> None:
+        weights = self.decode(data, frozenset({"weights"}))
+        if weights is not None:
+            self.student_version = weights["version"]
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + 1.0
+        for route in [r for r, s in self.sessions.items() if now - s.last_seen > self.peer_timeout]:
+            self.detach(route, "timeout")

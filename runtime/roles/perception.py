@@ -1,0 +1,38 @@
+"""Perception: observation -> features, through the configured chain of perception transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import zmq
+
+from runtime import protocol, transport
+from runtime.chains import Chain
+from runtime.pluginmanager import PluginFailure
+from runtime.roles.base import Role
+
+
+class Perception(Role):
+    name = "perception"
+
+    def setup(self) -> None:
+        self.chain = Chain(self.plugins, "perception", self.config, self.observation_space)
+        self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.PERCEPTION_IN))
+        self.to_decision = self.transport.connect(zmq.PUSH, self.transport.internal(transport.DECISION_IN))
+        self.returns = self.transport.connect(zmq.PUSH, self.transport.internal(transport.GATEWAY_RETURN))
+        self.on(self.inbox, lambda sock: self.drain(sock, self.handle))
+
+    def handle(self, data: bytes) -> None:
+        message = self.decode(data, frozenset({"observed"}))
+        if message is None:
+            return
+        route, seq, obs = message["route"], message["seq"], message["obs"]
+        try:
+            if message["new_episode"]:
+                self.chain.reset(route)
+            features = self.chain(np.asarray(obs, dtype=np.float32), route)
+        except PluginFailure as failure:
+            self.plugin_failed(failure, self.returns, route, seq)
+            return
+        self.counters["observations"] += 1
+        self.send(self.to_decision, protocol.encode("features", route=route, seq=seq, obs=obs, features=features,
+                                                    policy=message["policy"]), "features")

@@ -1,0 +1,104 @@
+"""Observation and action spaces: the wire form (docs/protocol.md, Spaces), Gymnasium spaces, checks.
+
+The wire form is a map: ``{"type": "box", "shape": [...], "dtype": "float32", "low": <array>, "high": <array>}``
+or ``{"type": "discrete", "n": <uint>}``. Low and high travel as protocol arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from runtime.protocol import ErrorCode, ProtocolError, decode_array, encode_array
+
+
+def to_wire(space: spaces.Space) -> dict[str, Any]:
+    if isinstance(space, spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    if isinstance(space, spaces.Box):
+        return {"type": "box", "shape": list(space.shape), "dtype": space.dtype.name,
+                "low": encode_array(space.low), "high": encode_array(space.high)}
+    raise TypeError(f"space {space} is not supported; use Box or Discrete")
+
+
+def from_wire(data: Mapping[str, Any], what: str = "space") -> spaces.Space:
+    """Build a Gymnasium space from its wire form (or the same form written in TOML with plain lists)."""
+    kind = data.get("type")
+    if kind == "discrete":
+        n = data.get("n")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{what}: discrete space needs a positive integer n")
+        return spaces.Discrete(n)
+    if kind == "box":
+        shape = data.get("shape")
+        if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise ValueError(f"{what}: box space needs a shape of positive integers")
+        dtype = np.dtype(data.get("dtype", "float32"))
+        low, high = (_bound(data.get(name, default), shape, dtype, what)
+                     for name, default in (("low", -np.inf), ("high", np.inf)))
+        return spaces.Box(low=low, high=high, shape=tuple(shape), dtype=dtype)
+    raise ValueError(f"{what}: unknown space type {kind!r}; expected 'box' or 'discrete'")
+
+
+def _bound(value: Any, shape: list[int], dtype: np.dtype, what: str) -> np.ndarray:
+    if isinstance(value, dict):
+        value = decode_array(value, what)
+    return np.broadcast_to(np.asarray(value, dtype=dtype), tuple(shape)).copy()
+
+
+def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[spaces.Space, spaces.Space]:
+    """The agent's observation and action spaces: explicit ones if configured, else the env's."""
+    observation, action = agent_config.get("observation_space"), agent_config.get("action_space")
+    if observation and action:
+        return from_wire(observation, "agent.observation_space"), from_wire(action, "agent.action_space")
+    env = gymnasium.make(agent_config["env"])
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def same_space(a: spaces.Space, b: spaces.Space) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, spaces.Discrete):
+        return a.n == b.n
+    return (a.shape == b.shape and a.dtype == b.dtype
+            and np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high))
+
+
+def describe(space: spaces.Space) -> str:
+    if isinstance(space, spaces.Discrete):
+        return f"discrete(n={space.n})"
+    return f"box(shape={list(space.shape)}, dtype={space.dtype.name})"
+
+
+def check_observation(obs: np.ndarray, space: spaces.Space, seq: int | None) -> np.ndarray:
+    """Validate an observation against the agent's space; raise the ProtocolError to send back."""
+    expected_shape = space.shape if isinstance(space, spaces.Box) else ()
+    if tuple(obs.shape) != tuple(expected_shape):
+        raise ProtocolError(ErrorCode.WRONG_SHAPE, f"observation shape {list(obs.shape)}, expected {list(expected_shape)}", seq)
+    expected_dtype = space.dtype
+    if obs.dtype != expected_dtype:
+        raise ProtocolError(ErrorCode.WRONG_DTYPE, f"observation dtype {obs.dtype.name}, expected {expected_dtype.name}", seq)
+    if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+        raise ProtocolError(ErrorCode.NOT_FINITE, "observation contains NaN or infinity", seq)
+    return obs
+
+
+def output_size(action_space: spaces.Space) -> int:
+    """Width of a policy's output: logits for a discrete space, one value per dimension for a box."""
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    return int(np.prod(action_space.shape))
+
+
+def actions_from_outputs(outputs: np.ndarray, action_space: spaces.Space) -> np.ndarray:
+    """Turn a batch of policy outputs (B, output_size) into a batch of actions."""
+    if isinstance(action_space, spaces.Discrete):
+        return outputs.argmax(axis=1).astype(np.int64)
+    actions = outputs.reshape((outputs.shape[0],) + action_space.shape).astype(action_space.dtype)
+    return np.clip(actions, action_space.low, action_space.high)

@@ -1,0 +1,92 @@
+"""The one place where ZeroMQ sockets are made, so that security and limits apply to all of them.
+
+Roles never call ``context.socket`` themselves: they ask a Transport for a bound or connected
+socket by type. Internal endpoints are ipc files in ``<run_dir>/sock`` (mode 0700).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import zmq
+
+# Linux limits a unix socket path to 107 bytes; checked up front for a clear error.
+MAX_IPC_PATH = 107
+
+# Internal endpoint names: who binds each is documented in docs/architecture.md.
+GATEWAY_RETURN = "gateway"
+PERCEPTION_IN = "perception"
+DECISION_IN = "decision"
+EXECUTION_IN = "execution"
+DISTILLATION_IN = "distillation"
+TEACHER = "teacher"
+WEIGHTS = "weights"
+STATS = "stats"
+CONTROL = "control"
+
+
+def socket_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "sock"
+
+
+def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
+    path = socket_dir(run_dir) / name
+    if len(str(path)) > MAX_IPC_PATH:
+        raise ValueError(f"run directory {run_dir} is too long for ipc sockets ({len(str(path))} > {MAX_IPC_PATH} bytes); choose a shorter one")
+    return f"ipc://{path}"
+
+
+class Transport:
+    """Creates sockets with the runtime's limits: bounded linger, maximum message size, high-water marks."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], max_message_bytes: int, linger_ms: int = 200) -> None:
+        self.run_dir = Path(run_dir)
+        self.context = zmq.Context()
+        self.max_message_bytes = max_message_bytes
+        self.linger_ms = linger_ms
+        self._sockets: list[zmq.Socket] = []
+
+    def socket_limit(self) -> int:
+        """Hard cap enforced by ZeroMQ itself: above it the connection is dropped without a reply.
+
+        It is twice the decoder's limit, so that a message somewhat over the limit still reaches
+        the decoder and earns a MESSAGE_TOO_LARGE reply.
+        """
+        return 2 * self.max_message_bytes + 4096
+
+    def _make(self, socket_type: int, hwm: int) -> zmq.Socket:
+        sock = self.context.socket(socket_type)
+        sock.setsockopt(zmq.LINGER, self.linger_ms)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.socket_limit())
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sockets.append(sock)
+        return sock
+
+    def bind(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> zmq.Socket:
+        sock = self._make(socket_type, hwm)
+        sock.bind(endpoint)
+        return sock
+
+    def connect(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> zmq.Socket:
+        sock = self._make(socket_type, hwm)
+        sock.connect(endpoint)
+        return sock
+
+    def monitor(self, sock: zmq.Socket, events: int) -> zmq.Socket:
+        """A PAIR socket receiving ``sock``'s transport events (closed with the others)."""
+        monitor = sock.get_monitor_socket(events)
+        monitor.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(monitor)
+        return monitor
+
+    def internal(self, name: str) -> str:
+        return ipc_endpoint(self.run_dir, name)
+
+    def close(self) -> None:
+        """Close every socket (each lingers at most ``linger_ms``) and the context."""
+        for sock in reversed(self._sockets):  # monitors before the sockets they watch
+            sock.close()
+        self._sockets.clear()
+        self.context.term()

@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--peers", type=int, default=4)
     demo.add_argument("--max-train-s", type=float, default=180.0)
     demo.add_argument("--eval-episodes", type=int, default=20)
+    demo.add_argument("--plot", default="agentrt-demo.png", help="learning-curve PNG ('' for none)")
     demo.set_defaults(handler=cmd_demo)
 
     plugins = commands.add_parser("plugins", help="loaded plugins and what the configuration selects")

@@ -1,0 +1,233 @@
+"""``agentrt demo``: online distillation on CartPole-v1, end to end, with the default configuration.
+
+A private daemon starts; Gymnasium peers attach with an untrained student; the student learns
+from the teacher while it acts; then it is evaluated acting alone, and a summary compares it
+with the teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from runtime import config as config_module
+from runtime.attach import EpisodeResult, run_gym_peers
+from runtime.launch import ChildDaemon
+
+ENV_ID = "CartPole-v1"
+TARGET_RETURN = 475.0
+WINDOW = 12  # recent episodes that must look good before the student is evaluated alone
+
+
+@dataclass
+class Progress:
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "starting"
+    episodes: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    history: list[tuple[float, float, float]] = field(default_factory=list)  # (t, return, teacher share)
+    evaluations: list[float] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, episode: EpisodeResult) -> None:
+        self.episodes.append(episode)
+        self.history.append((time.monotonic() - self.started, episode.episode_return, episode.by_teacher / episode.steps))
+
+    def ready_for_evaluation(self) -> bool:
+        if len(self.episodes) < WINDOW:
+            return False
+        steps = sum(e.steps for e in self.episodes)
+        teacher_share = sum(e.by_teacher for e in self.episodes) / steps
+        return min(e.episode_return for e in self.episodes) >= TARGET_RETURN and teacher_share <= 0.05
+
+    def table(self) -> Table:
+        status = self.status
+        decisions = status.get("decisions", {})
+        observations = max(status.get("observations", 0), 1)
+        recent = [e.episode_return for e in self.episodes]
+        table = Table(title=f"agentrt demo: online distillation on {ENV_ID}", title_justify="left")
+        # Short headers: the table must fit an 80-column terminal.
+        for column in ("time", "phase", "student", "agrees", "episodes", "return", f"mean/{WINDOW}",
+                       "T acts", "T asked"):
+            table.add_column(column, justify="right")
+        agreement = status.get("distillation", {}).get("agreement")
+        table.add_row(
+            f"{time.monotonic() - self.started:.0f} s", self.phase, f"v{status.get('student_version', 0)}",
+            "-" if agreement is None else f"{agreement:.1%}", str(status.get("episodes", 0)),
+            f"{recent[-1]:.0f}" if recent else "-", f"{statistics.mean(recent):.0f}" if recent else "-",
+            f"{decisions.get('by_teacher', 0) / max(decisions.get('total', 0), 1):.1%}",
+            f"{status.get('teacher_queries', 0) / observations:.1%}",
+        )
+        return table
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    console = Console(stderr=args.json)
+    config = config_module.load(getattr(args, "config", None))
+    progress = Progress()
+    with ChildDaemon(config_path=getattr(args, "config", None)) as daemon:
+        try:
+            daemon.wait_ready()
+            with Live(progress.table(), console=console, refresh_per_second=4, transient=False) as live:
+                student_returns = train_and_evaluate(daemon, args, progress, live)
+            status = daemon.status()
+        except BaseException:
+            console.print(f"[red]demo failed; daemon log: {daemon.log_path}")
+            raise
+    summary = summarize(config, daemon, status, student_returns, progress)
+    if args.plot:
+        write_plot(progress, args.plot)
+        summary["plot"] = args.plot
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_summary(console, summary)
+    return 0 if summary["student_mean_return"] >= TARGET_RETURN else 1
+
+
+def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: Progress, live: Live) -> list[float]:
+    """Train until the recent episodes look good, evaluate the student alone; repeat while it falls short."""
+    deadline = progress.started + args.max_train_s
+    seed = 0
+    while True:
+        progress.phase = "learning"
+        stop = threading.Event()
+        worker = threading.Thread(target=run_gym_peers, kwargs=dict(
+            endpoint=daemon.endpoint, env_id=ENV_ID, episodes=10**9, peers=args.peers, seed=seed,
+            on_episode=progress.record, should_stop=stop.is_set))
+        worker.start()
+        try:
+            while worker.is_alive() and not progress.ready_for_evaluation() and time.monotonic() < deadline:
+                progress.status = daemon.status()
+                live.update(progress.table())
+                time.sleep(0.25)
+        finally:
+            stop.set()
+            worker.join()
+        progress.phase = "evaluating"
+        live.update(progress.table())
+        evaluation = run_gym_peers(daemon.endpoint, ENV_ID, args.eval_episodes, args.peers, policy="student",
+                                   seed=10_000 + seed)
+        returns = [e.episode_return for e in evaluation.episodes]
+        progress.evaluations.append(float(np.mean(returns)))
+        progress.status = daemon.status()
+        progress.phase = f"eval={np.mean(returns):.0f}"
+        live.update(progress.table())
+        if np.mean(returns) >= TARGET_RETURN or time.monotonic() >= deadline:
+            return returns
+        progress.episodes.clear()
+        seed += 1000
+
+
+def bare_latency_us(policy, observations: np.ndarray, repeats: int = 200) -> float:
+    """Median time of one single-observation decision, outside the runtime."""
+    timings = []
+    for index in range(repeats):
+        started = time.perf_counter()
+        policy(observations[index % len(observations)][None])
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1e6
+
+
+def summarize(config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any], student_returns: list[float],
+              progress: Progress) -> dict[str, Any]:
+    import gymnasium
+    import torch
+
+    from runtime import pluginmanager
+    from runtime.checkpoints import CheckpointStore, load_safetensors
+    from runtime.models import build_student
+    from runtime.spaces import agent_spaces
+
+    torch.set_num_threads(1)
+    plugins = pluginmanager.load(config["plugins"])
+    observation_space, action_space = agent_spaces(config["agent"])
+    teacher = plugins.build("teacher", config["teacher"]["plugin"], dict(config["teacher"]["params"]),
+                            observation_space, action_space)
+    student = build_student(plugins, config, observation_space, action_space).eval()
+    store = CheckpointStore(daemon.run_dir / "checkpoints")
+    student.load_state_dict(load_safetensors(store.path(status["student_version"]))[0])
+
+    def student_policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return student(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    env = gymnasium.make(ENV_ID)
+    teacher_returns, visited = [], []
+    for episode in range(len(student_returns)):
+        obs, _ = env.reset(seed=20_000 + episode)
+        total, done = 0.0, False
+        while not done:
+            visited.append(obs)
+            obs, reward, terminated, truncated, _ = env.step(int(teacher.label(obs[None]).argmax()))
+            total += reward
+            done = terminated or truncated
+        teacher_returns.append(total)
+    visited = np.asarray(visited, dtype=np.float32)
+    teacher_params = sum(p.numel() for p in teacher.module.parameters()) if hasattr(teacher, "module") else None
+    observations = max(status["observations"], 1)
+    return {
+        "env": ENV_ID,
+        "student_mean_return": float(np.mean(student_returns)),
+        "student_returns": student_returns,
+        "teacher_mean_return": float(np.mean(teacher_returns)),
+        "teacher_query_fraction": status["teacher_queries"] / observations,
+        "teacher_queries": status["teacher_queries"],
+        "steps": status["observations"],
+        "decided_by_teacher": status["decisions"]["by_teacher"],
+        "student_version": status["student_version"],
+        "student_params": sum(p.numel() for p in student.parameters()),
+        "teacher_params": teacher_params,
+        "student_latency_us": bare_latency_us(student_policy, visited),
+        "teacher_latency_us": bare_latency_us(teacher.label, visited),
+        "evaluations": progress.evaluations,
+        "duration_s": round(time.monotonic() - progress.started, 1),
+    }
+
+
+def print_summary(console: Console, summary: dict[str, Any]) -> None:
+    console.print()
+    table = Table(title="summary", title_justify="left")
+    for column in ("", "parameters", "µs per decision", "mean return"):
+        table.add_column(column, justify="right")
+    table.add_row("teacher", f"{summary['teacher_params']:,}", f"{summary['teacher_latency_us']:.0f}",
+                  f"{summary['teacher_mean_return']:.1f}")
+    table.add_row("student", f"{summary['student_params']:,}", f"{summary['student_latency_us']:.0f}",
+                  f"{summary['student_mean_return']:.1f}")
+    console.print(table)
+    console.print(f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
+                  f"({summary['teacher_query_fraction']:.1%}); student v{summary['student_version']} evaluated alone over "
+                  f"{len(summary['student_returns'])} episodes; {summary['duration_s']:.0f} s in all")
+    if "plot" in summary:
+        console.print(f"learning curve: {summary['plot']}")
+
+
+def write_plot(progress: Progress, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times, returns, shares = zip(*progress.history) if progress.history else ((), (), ())
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(times, returns, ".", alpha=0.5, label="episode return (student + cascade)")
+    axis.set_xlabel("seconds")
+    axis.set_ylabel("return")
+    twin = axis.twinx()
+    twin.plot(times, shares, color="tab:red", alpha=0.6, label="teacher share of decisions")
+    twin.set_ylabel("teacher share")
+    twin.set_ylim(0, 1)
+    figure.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,79 @@
+"""Starting a daemon as a child process and waiting for it: used by ``agentrt demo``, the
+benchmarks and the tests, which each want a private daemon on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from runtime import control
+
+
+def free_tcp_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def private_run_dir() -> Path:
+    # Short on purpose: ipc socket paths must stay under 107 bytes.
+    return Path(tempfile.mkdtemp(prefix="art-"))
+
+
+class ChildDaemon:
+    """A daemon in a child process (foreground mode), logging JSON to ``<run_dir>/daemon.log``."""
+
+    def __init__(self, run_dir: Path | None = None, endpoint: str | None = None, config_path: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.run_dir = run_dir or private_run_dir()
+        self.endpoint = endpoint or free_tcp_endpoint()
+        self.log_path = self.run_dir / "daemon.log"
+        command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(self.run_dir),
+                   "--peer-endpoint", self.endpoint, "--log-format", "json"]
+        if config_path:
+            command += ["--config", config_path]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            env={**os.environ, **(env or {})})
+
+    def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        return control.request(self.run_dir, "status", timeout_s=timeout_s)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> dict[str, Any]:
+        """Wait until every role reports itself running."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with code {self.process.returncode}; see {self.log_path}")
+            try:
+                status = self.status(timeout_s=1.0)
+                if all(role["state"] == "running" for role in status["roles"].values()):
+                    return status
+            except control.DaemonUnreachable:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the daemon was not ready within {timeout_s:g} s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM and wait (the daemon stops its roles); SIGKILL only if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> "ChildDaemon":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,142 @@
+"""The whole path with real processes: daemon, roles, Gymnasium peers, supervision, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import gymnasium
+import numpy as np
+import psutil
+
+from runtime.attach import run_gym_peers
+from runtime.peer import Peer
+from runtime.transport import socket_dir
+
+
+def test_two_peers_counts_match_status(daemon):
+    result = daemon.cli("attach", "gym", "CartPole-v1", "--episodes", "6", "--peers", "2",
+                        "--endpoint", daemon.endpoint, "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 6
+    assert summary["decided_by_student"] + summary["decided_by_teacher"] == summary["steps"]
+    steps = summary["steps"]
+    status = daemon.wait_until(lambda s: s["actions"] == steps and s["observations"] == steps
+                               and s["decisions"]["total"] == steps, what="counters to catch up")
+    assert status["errors"]["total"] == 0
+    assert status["decisions"]["by_teacher"] == summary["decided_by_teacher"]
+    assert status["teacher_queries"] >= status["decisions"]["by_teacher"]
+    # The peers said bye; the gateway forgot them.
+    assert daemon.wait_until(lambda s: s["peers_connected"] == 0, what="peers detached")
+    status_text = daemon.cli("status")
+    assert status_text.returncode == 0 and "decision" in status_text.stdout
+
+
+def test_student_learns_and_weights_are_hot_swapped(daemon):
+    summary = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=6, peers=2)
+    versions = [e.student_version for e in summary.episodes]
+    assert versions[-1] > versions[0] >= 0, versions
+    status = daemon.wait_until(lambda s: s["student_version"] >= 2, what="a published student")
+    assert status["distillation"]["train_steps"] > 0
+    checkpoints = sorted(p.name for p in (daemon.run_dir / "checkpoints").iterdir())
+    assert f"student-v{status['student_version']}.safetensors" in checkpoints
+    assert not [name for name in checkpoints if name.endswith(".tmp")]
+
+
+def test_decision_killed_is_restarted_and_peers_keep_getting_actions(daemon):
+    env = gymnasium.make("CartPole-v1")
+    peers = [Peer(daemon.endpoint, env.observation_space, env.action_space, resend_s=0.2) for _ in range(2)]
+    for peer in peers:
+        peer.connect(wait_s=10)
+    obs, _ = env.reset(seed=0)
+    for peer in peers:
+        peer.act(obs)
+    before = daemon.status()["roles"]
+    os.kill(before["decision"]["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    answered = []
+
+    def keep_acting(peer):
+        peer.act(obs)
+        answered.append(time.monotonic() - killed_at)
+
+    threads = [threading.Thread(target=keep_acting, args=(peer,)) for peer in peers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(answered) == 2 and max(answered) < 3.0, answered
+    after = daemon.wait_running()["roles"]
+    assert after["decision"]["restarts"] == 1 and after["decision"]["pid"] != before["decision"]["pid"]
+    for name in ("gateway", "perception", "execution", "teacher", "distillation"):
+        assert after[name]["pid"] == before[name]["pid"] and after[name]["restarts"] == 0, name
+    assert "role_exited" in daemon.log()
+    for peer in peers:
+        peer.close()
+
+
+def test_down_leaves_no_process_and_no_ipc_file(daemon):
+    pids = [role["pid"] for role in daemon.status()["roles"].values()] + [daemon.process.pid]
+    result = daemon.cli("down")
+    assert result.returncode == 0, result.stderr
+    assert daemon.process.wait(timeout=10) == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert list(socket_dir(daemon.run_dir).iterdir()) == []
+    assert not (daemon.run_dir / "daemon.pid").exists()
+
+
+def test_sigterm_stops_everything_within_five_seconds(daemon):
+    pids = [role["pid"] for role in daemon.status()["roles"].values()]
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert list(socket_dir(daemon.run_dir).iterdir()) == []
+
+
+def test_roles_exit_when_the_daemon_is_killed(daemon):
+    pids = [role["pid"] for role in daemon.status()["roles"].values()]
+    daemon.process.kill()
+    daemon.process.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def test_peer_started_before_the_daemon_waits_for_it():
+    from conftest import start_daemon
+    from runtime.launch import free_tcp_endpoint
+
+    env = gymnasium.make("CartPole-v1")
+    endpoint = free_tcp_endpoint()
+    peer = Peer(endpoint, env.observation_space, env.action_space)
+    welcomed = []
+    waiter = threading.Thread(target=lambda: welcomed.append(peer.connect(wait_s=60)))
+    waiter.start()
+    time.sleep(0.5)
+    running = start_daemon(endpoint=endpoint)
+    try:
+        waiter.join(timeout=60)
+        assert welcomed and welcomed[0]["peer_id"]
+        action = peer.act(np.zeros(4, dtype=np.float32))
+        assert action.action.shape == () and action.decided_by in ("student", "teacher")
+    finally:
+        peer.close()
+        running.stop()
+
+
+def test_perception_and_execution_do_not_load_torch(shared_daemon):
+    roles = shared_daemon.wait_until(lambda s: "torch_loaded" in s["roles"]["perception"]["gauges"])["roles"]
+    assert roles["perception"]["gauges"]["torch_loaded"] is False
+    assert roles["execution"]["gauges"]["torch_loaded"] is False
+    assert roles["gateway"]["gauges"]["torch_loaded"] is False
+    assert roles["decision"]["gauges"]["torch_loaded"] is True

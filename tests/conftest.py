@@ -19,6 +19,14 @@ import pytest
 from runtime import control
 
 
+def alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,7 +93,7 @@ class RunningDaemon:
                 self.process.kill()
                 self.process.wait()
         for pid in self.seen_pids:
-            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -10,9 +10,10 @@ import time
 
 import gymnasium
 import numpy as np
-import psutil
 
+from conftest import alive, start_daemon
 from runtime.attach import run_gym_peers
+from runtime.launch import free_tcp_endpoint
 from runtime.peer import Peer
 from runtime.transport import socket_dir
 
@@ -85,9 +86,9 @@ def test_down_leaves_no_process_and_no_ipc_file(daemon):
     assert result.returncode == 0, result.stderr
     assert daemon.process.wait(timeout=10) == 0
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.05)
-    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert not [pid for pid in pids if alive(pid)]
     assert list(socket_dir(daemon.run_dir).iterdir()) == []
     assert not (daemon.run_dir / "daemon.pid").exists()
 
@@ -98,7 +99,7 @@ def test_sigterm_stops_everything_within_five_seconds(daemon):
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=5) == 0
     assert time.monotonic() - started < 5
-    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert not [pid for pid in pids if alive(pid)]
     assert list(socket_dir(daemon.run_dir).iterdir()) == []
 
 
@@ -107,15 +108,12 @@ def test_roles_exit_when_the_daemon_is_killed(daemon):
     daemon.process.kill()
     daemon.process.wait()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.05)
-    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert not [pid for pid in pids if alive(pid)]
 
 
 def test_peer_started_before_the_daemon_waits_for_it():
-    from conftest import start_daemon
-    from runtime.launch import free_tcp_endpoint
-
     env = gymnasium.make("CartPole-v1")
     endpoint = free_tcp_endpoint()
     peer = Peer(endpoint, env.observation_space, env.action_space)

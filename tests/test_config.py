@@ -1,0 +1,109 @@
+"""Configuration: defaults, file, environment, validation that names the key, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import agentrt, alive, short_run_dir, start_daemon
+from runtime import config
+from runtime.launch import free_tcp_endpoint
+
+
+def test_every_key_has_a_default_and_defaults_validate():
+    defaults = config.defaults()
+    assert set(defaults) == set(config.SCHEMA)
+    assert all(set(defaults[section]) == set(keys) for section, keys in config.SCHEMA.items())
+    assert config.merge(config.defaults(), defaults, "defaults") == defaults
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[daemon]\nbogus = 1\n", "unknown key daemon.bogus"),
+    ("[nonsense]\nx = 1\n", "unknown section [nonsense]"),
+    ("[daemon]\nlog_format = 'xml'\n", "daemon.log_format"),
+    ("[distillation]\nbatch_size = 'big'\n", "distillation.batch_size"),
+    ("[distillation]\nbatch_size = 0\n", "distillation.batch_size"),
+    ("[plugins]\nautoload = 'yes'\n", "plugins.autoload"),
+    ("[daemon\n", "not valid TOML"),
+])
+def test_bad_configuration_names_the_key(tmp_path, toml, message):
+    path = tmp_path / "agentrt.toml"
+    path.write_text(toml)
+    with pytest.raises(config.ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        config.load(path, environ={})
+
+
+def test_environment_overrides_file_and_parses_values(tmp_path):
+    path = tmp_path / "agentrt.toml"
+    path.write_text("[distillation]\nlearning_rate = 0.1\nbatch_size = 16\n")
+    loaded = config.load(path, environ={"AGENTRT_DISTILLATION_LEARNING_RATE": "0.01",
+                                        "AGENTRT_STUDENT_PARAMS": "{hidden = [64, 64]}",
+                                        "AGENTRT_PLUGINS_DISABLE": "foo,bar",
+                                        "AGENTRT_RUN_DIR": "/tmp/somewhere"})
+    assert loaded["distillation"]["learning_rate"] == 0.01
+    assert loaded["distillation"]["batch_size"] == 16
+    assert loaded["student"]["params"] == {"hidden": [64, 64]}
+    assert loaded["plugins"]["disable"] == ["foo", "bar"]
+    assert loaded["daemon"]["run_dir"] == "/tmp/somewhere"
+
+
+def test_environment_variable_with_unknown_key_is_named():
+    with pytest.raises(config.ConfigError, match="daemon.nope"):
+        config.load(environ={"AGENTRT_DAEMON_NOPE": "1"})
+
+
+def test_config_show_prints_the_effective_configuration(tmp_path):
+    path = tmp_path / "agentrt.toml"
+    path.write_text("[decision]\nbatch_max = 7\n")
+    result = agentrt("config", "show", "--config", str(path), "--json", env={"AGENTRT_TEACHER_TIMEOUT_MS": "99"})
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["decision"]["batch_max"] == 7 and shown["teacher"]["timeout_ms"] == 99
+    as_toml = agentrt("config", "show", "--config", str(path))
+    assert "batch_max = 7" in as_toml.stdout
+    assert config.merge(config.defaults(), __import__("tomllib").loads(as_toml.stdout), "shown")["decision"]["batch_max"] == 7
+
+
+def test_up_with_a_bad_key_fails_at_start_up_naming_it(tmp_path):
+    path = tmp_path / "agentrt.toml"
+    path.write_text("[decision]\nbatch_maxx = 7\n")
+    result = agentrt("up", "--config", str(path), "--run-dir", str(short_run_dir()), timeout=30)
+    assert result.returncode == 2
+    assert "decision.batch_maxx" in result.stderr
+
+
+def test_two_daemons_side_by_side_and_cli_finds_each_by_run_dir():
+    first, second = start_daemon(), start_daemon()
+    try:
+        for running in (first, second):
+            result = running.cli("status", "--json")
+            assert result.returncode == 0, result.stderr
+            status = json.loads(result.stdout)
+            assert status["daemon"]["pid"] == running.process.pid
+            assert status["daemon"]["peer_endpoint"] == running.endpoint
+        same_dir = agentrt("up", "--run-dir", str(first.run_dir), timeout=30)
+        assert same_dir.returncode == 1 and "already runs" in same_dir.stderr
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_detach_then_down():
+    run_dir = short_run_dir()
+    started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", free_tcp_endpoint(), timeout=90)
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    try:
+        assert int((run_dir / "daemon.pid").read_text()) == pid
+        assert run_dir.stat().st_mode & 0o777 == 0o700
+        stopped = agentrt("down", "--run-dir", str(run_dir), timeout=30)
+        assert stopped.returncode == 0, stopped.stderr
+        assert json.loads(stopped.stdout)["stopped"] == pid
+        assert not alive(pid)
+        assert agentrt("status", "--run-dir", str(run_dir)).returncode == 1
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

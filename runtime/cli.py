@@ -117,7 +117,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     except config_module.ConfigError as exc:
         print(f"agentrt config: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(config, indent=2) if args.json else config_module.to_toml(config))
+    print(json.dumps(config, indent=2) if args.json else config_module.to_toml(config, annotate=args.annotate))
     return 0
 
 
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="print the effective configuration")
     _add_common(show)
     show.add_argument("--json", action="store_true")
+    show.add_argument("--annotate", action="store_true", help="explain each key in a comment")
     show.set_defaults(handler=cmd_config_show)
 
     attach = commands.add_parser("attach", help="attach peers to a running daemon")

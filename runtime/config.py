@@ -225,16 +225,21 @@ def default_run_dir(environ: Mapping[str, str]) -> str:
     return str(Path(base) / "agentrt") if base else f"/tmp/agentrt-{os.getuid()}"
 
 
-def to_toml(config: Config) -> str:
-    """Render a configuration as TOML (for ``agentrt config show``)."""
+def to_toml(config: Config, annotate: bool = False) -> str:
+    """Render a configuration as TOML (``agentrt config show``); ``annotate`` adds each key's doc."""
     lines: list[str] = []
     for section, table in config.items():
         plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
         tables = {k: v for k, v in table.items() if isinstance(v, dict)}
         lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in plain.items()]
+        for key, value in plain.items():
+            if annotate:
+                lines.append(f"# {SCHEMA[section][key].doc}")
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
         for key, value in tables.items():
+            if annotate:
+                lines.append(f"# {SCHEMA[section][key].doc}")
             lines.append(f"[{section}.{key}]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
             lines.append("")

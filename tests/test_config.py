@@ -107,3 +107,11 @@ def test_detach_then_down():
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_shipped_example_configuration_is_valid_and_current():
+    from pathlib import Path
+
+    shipped = Path(__file__).parent.parent / "deploy" / "agentrt.toml"
+    loaded = config.load(shipped, environ={})
+    assert loaded == config.load(environ={"AGENTRT_RUN_DIR": "/run/agentrt"}), "regenerate deploy/agentrt.toml"

@@ -1,4 +1,5 @@
-"""Built-in teachers: a torch checkpoint (safetensors) and a scripted callable."""
+"""Built-in teachers: a torch checkpoint (safetensors), a scripted callable, a remote teacher
+served by ``agentrt teacher serve``, and an ensemble of teachers."""
 
 from __future__ import annotations
 
@@ -83,6 +84,102 @@ def build_scripted_teacher(params: dict[str, Any], observation_space: spaces.Spa
     return ScriptedTeacher(getattr(importlib.import_module(module_name), attribute))
 
 
+class RemoteTeacher:
+    """A teacher served by ``agentrt teacher serve`` on another host (a GPU box, say), over ZeroMQ.
+
+    Speaks the internal ``teach``/``taught`` messages on a DEALER socket; a request unanswered
+    within ``timeout_ms`` raises TimeoutError (the requester then keeps the student's action, or
+    asks again later for a label). The socket is made on first use, in the process that uses it.
+    """
+
+    def __init__(self, endpoint: str, timeout_ms: int, max_message_bytes: int) -> None:
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self.max_message_bytes = max_message_bytes
+        self.request_id = 0
+        self.transport = None
+        self.socket = None
+
+    def _connect(self):
+        import zmq
+
+        from runtime.transport import Transport
+
+        self.transport = Transport(None, self.max_message_bytes, linger_ms=0)
+        self.socket = self.transport.connect(zmq.DEALER, self.endpoint)
+
+    def label(self, observations: np.ndarray) -> np.ndarray:
+        from runtime import protocol
+
+        if self.socket is None:
+            self._connect()
+        self.request_id += 1
+        self.socket.send(protocol.encode("teach", request_id=self.request_id, obs=np.asarray(observations)))
+        deadline = self.timeout_ms
+        while self.socket.poll(deadline):
+            reply = protocol.decode(self.socket.recv(), self.transport.socket_limit(), accept=frozenset({"taught"}))
+            if reply["request_id"] == self.request_id:  # older ids are late answers to timed-out requests
+                return reply["outputs"]
+        raise TimeoutError(f"remote teacher at {self.endpoint} did not answer within {self.timeout_ms} ms")
+
+
+def build_remote_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> RemoteTeacher:
+    """A teacher on another host: ``endpoint = "tcp://gpu-box:7412"`` (see ``agentrt teacher serve``)."""
+    from runtime.protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+    options = with_defaults("teacher remote", params, {"endpoint": "", "timeout_ms": 1000,
+                                                        "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES})
+    if not options["endpoint"]:
+        raise ValueError("teacher remote: parameter 'endpoint' is required, e.g. 'tcp://gpu-box:7412'")
+    return RemoteTeacher(options["endpoint"], int(options["timeout_ms"]), int(options["max_message_bytes"]))
+
+
+class EnsembleTeacher:
+    """Several teachers answering together.
+
+    ``combine``: "mean_probs" (discrete: average the members' softmax distributions, weighted,
+    and return its log as logits), "mean" (weighted mean of outputs, for box actions) or "stack"
+    (concatenate the members' outputs, (B, K * A), for the ``multi_teacher`` strategy).
+    """
+
+    def __init__(self, members: list, weights: np.ndarray, combine: str) -> None:
+        self.members = members
+        self.weights = weights
+        self.combine = combine
+
+    def label(self, observations: np.ndarray) -> np.ndarray:
+        outputs = np.stack([np.asarray(member.label(observations), dtype=np.float64) for member in self.members])
+        if self.combine == "stack":
+            return np.concatenate(list(outputs), axis=1).astype(np.float32)
+        if self.combine == "mean":
+            return np.tensordot(self.weights, outputs, axes=1).astype(np.float32)
+        shifted = np.exp(outputs - outputs.max(axis=2, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=2, keepdims=True)
+        mixture = np.tensordot(self.weights, probabilities, axes=1)
+        return np.log(np.maximum(mixture, 1e-12)).astype(np.float32)
+
+
+def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> EnsembleTeacher:
+    """``members = [{plugin = "checkpoint", params = {...}}, ...]``, optional ``weights``; members
+    are built by name through the loaded plugins, so third-party teachers can join too."""
+    from runtime.pluginmanager import active
+
+    default_combine = "mean_probs" if isinstance(action_space, spaces.Discrete) else "mean"
+    options = with_defaults("teacher ensemble", params, {"members": [], "weights": [], "combine": default_combine})
+    members = options["members"]
+    if len(members) < 2:
+        raise ValueError("teacher ensemble: give at least two members, e.g. members = [{plugin = \"checkpoint\"}, ...]")
+    if options["combine"] not in ("mean_probs", "mean", "stack"):
+        raise ValueError("teacher ensemble: combine must be 'mean_probs', 'mean' or 'stack'")
+    weights = np.asarray(options["weights"] or [1.0] * len(members), dtype=np.float64)
+    if len(weights) != len(members) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("teacher ensemble: weights must be one non-negative number per member, not all zero")
+    plugins = active()
+    built = [plugins.build("teacher", member["plugin"], dict(member.get("params", {})), observation_space, action_space)
+             for member in members]
+    return EnsembleTeacher(built, weights / weights.sum(), options["combine"])
+
+
 def cartpole_controller(observations: np.ndarray) -> np.ndarray:
     """The linear state-feedback controller the built-in CartPole teacher was distilled from, as logits."""
     from plugins.train_cartpole_teacher import EXPERT_GAINS
@@ -93,4 +190,5 @@ def cartpole_controller(observations: np.ndarray) -> np.ndarray:
 
 @hookimpl
 def agentrt_register_teachers() -> dict[str, Any]:
-    return {"checkpoint": build_checkpoint_teacher, "scripted": build_scripted_teacher}
+    return {"checkpoint": build_checkpoint_teacher, "scripted": build_scripted_teacher,
+            "remote": build_remote_teacher, "ensemble": build_ensemble_teacher}

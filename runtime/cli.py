@@ -166,6 +166,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher_serve(args: argparse.Namespace) -> int:
+    from runtime.roles.teacher import TeacherRole
+
+    return TeacherRole(_load_config(args), supervised=False, endpoint=args.endpoint).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from runtime import __version__
 
@@ -222,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval-episodes", type=int, default=20)
     demo.add_argument("--plot", default="agentrt-demo.png", help="learning-curve PNG ('' for none)")
     demo.set_defaults(handler=cmd_demo)
+
+    teacher = commands.add_parser("teacher", help="teacher tools")
+    teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
+    serve = teacher_commands.add_parser("serve", help="serve the configured teacher over TCP for remote daemons")
+    _add_common(serve)
+    serve.add_argument("--endpoint", default="tcp://127.0.0.1:7412",
+                       help="where to listen (tcp://0.0.0.0:7412 for other hosts)")
+    serve.set_defaults(handler=cmd_teacher_serve)
 
     plugins = commands.add_parser("plugins", help="loaded plugins and what the configuration selects")
     _add_common(plugins)

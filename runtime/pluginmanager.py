@@ -26,6 +26,8 @@ EXTENSION_POINTS: dict[str, str] = {
 
 log = structlog.get_logger()
 
+_active: "Plugins | None" = None
+
 
 class PluginError(Exception):
     """A plugin could not be loaded or used; the message names the plugin and the hook."""
@@ -114,6 +116,14 @@ class Plugins:
                 log.error("plugin_hook_failed", plugin=impl.plugin_name, hook=hook_name, error=f"{type(exc).__name__}: {exc}")
 
 
+def active() -> Plugins:
+    """The plugins loaded in this process: for components built from other components (an
+    ensemble of teachers names its members), resolved the same way the configuration is."""
+    if _active is None:
+        raise PluginError("no plugins are loaded in this process yet")
+    return _active
+
+
 def _call_impl(impl: pluggy.HookImpl, hook_name: str, kwargs: dict[str, Any]) -> Any:
     # Called one implementation at a time so that results and failures can be attributed to a plugin.
     try:
@@ -160,7 +170,9 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
     missing = wanted - set(infos)
     if missing:
         raise PluginError(f"plugins.load names {', '.join(sorted(missing))}, but no such entry point is installed in group {ENTRY_POINT_GROUP!r}")
-    return Plugins(manager, infos)
+    global _active
+    _active = Plugins(manager, infos)
+    return _active
 
 
 def _register(manager: pluggy.PluginManager, plugin: object, info: PluginInfo) -> None:

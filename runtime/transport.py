@@ -40,8 +40,8 @@ def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
 class Transport:
     """Creates sockets with the runtime's limits: bounded linger, maximum message size, high-water marks."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], max_message_bytes: int, linger_ms: int = 200) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | os.PathLike[str] | None, max_message_bytes: int, linger_ms: int = 200) -> None:
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.context = zmq.Context()
         self.max_message_bytes = max_message_bytes
         self.linger_ms = linger_ms
@@ -82,6 +82,8 @@ class Transport:
         return monitor
 
     def internal(self, name: str) -> str:
+        if self.run_dir is None:
+            raise ValueError(f"internal endpoint {name!r} needs a run directory")
         return ipc_endpoint(self.run_dir, name)
 
     def close(self) -> None:

@@ -37,14 +37,18 @@ class Role:
 
     name = "role"
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        die_with_parent()
+    def __init__(self, config: dict[str, Any], supervised: bool = True) -> None:
+        """``supervised``: run under the daemon (report stats, exit with it); False for a role run
+        on its own, such as ``agentrt teacher serve``."""
+        self.supervised = supervised
+        if supervised:
+            die_with_parent()
         self.parent_pid = os.getppid()
         self.config = config
         daemon = config["daemon"]
         self.log = logs.configure(self.name, daemon["log_format"], daemon["log_level"])
-        self.transport = transport.Transport(daemon["run_dir"], config["protocol"]["max_message_bytes"],
-                                             daemon["socket_linger_ms"])
+        self.transport = transport.Transport(daemon["run_dir"] if supervised else None,
+                                             config["protocol"]["max_message_bytes"], daemon["socket_linger_ms"])
         self.max_message_bytes = config["protocol"]["max_message_bytes"]
         self.counters: Counter[str] = Counter()
         self.gauges: dict[str, Any] = {}
@@ -124,6 +128,8 @@ class Role:
         self.stopping = True
 
     def _report_stats(self) -> None:
+        if not self.supervised:
+            return
         self.gauges["torch_loaded"] = "torch" in sys.modules
         message = protocol.encode("stats", role=self.name, pid=os.getpid(),
                                   counters=dict(self.counters), gauges=self.gauges)
@@ -132,7 +138,8 @@ class Role:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self._stats = self.transport.connect(zmq.PUSH, self.transport.internal(transport.STATS), hwm=16)
+        if self.supervised:
+            self._stats = self.transport.connect(zmq.PUSH, self.transport.internal(transport.STATS), hwm=16)
         try:
             self.setup()
             self.plugins.notify("agentrt_role_started", role=self.name, config=self.config)
@@ -146,7 +153,7 @@ class Role:
                 if now >= next_stats:
                     next_stats = now + self.stats_interval
                     self._report_stats()
-                    if os.getppid() != self.parent_pid:
+                    if self.supervised and os.getppid() != self.parent_pid:
                         self.log.warning("daemon_gone")
                         break
             self.plugins.notify("agentrt_role_stopping", role=self.name)

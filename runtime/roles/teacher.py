@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import zmq
@@ -13,7 +14,14 @@ from runtime.roles.base import Role
 
 
 class TeacherRole(Role):
+    """Serves the configured teacher on the internal ``teacher`` socket, or, run on its own by
+    ``agentrt teacher serve``, on a TCP endpoint for daemons on other hosts (the ``remote`` teacher)."""
+
     name = "teacher"
+
+    def __init__(self, config: dict[str, Any], supervised: bool = True, endpoint: str | None = None) -> None:
+        super().__init__(config, supervised)
+        self.endpoint = endpoint
 
     def setup(self) -> None:
         import torch
@@ -23,7 +31,9 @@ class TeacherRole(Role):
         self.component = self.plugins.get("teacher", settings["plugin"])
         self.teacher = self.plugins.build("teacher", settings["plugin"], dict(settings["params"]),
                                           self.observation_space, self.action_space)
-        self.server = self.transport.bind(zmq.ROUTER, self.transport.internal(transport.TEACHER))
+        self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
+        self.log.info("teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
+                      plugin=settings["plugin"])
         self.on(self.server, self.on_request)
         self.gauges.update(latency_us=0.0)
 

@@ -1,0 +1,95 @@
+"""Teachers: the shipped CartPole checkpoint, scripted, ensemble, and a remote teacher served by
+``agentrt teacher serve`` that a daemon uses over real ZeroMQ."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import gymnasium
+import numpy as np
+import pytest
+
+from conftest import start_daemon
+from runtime import config, pluginmanager
+from runtime.attach import run_gym_peers
+from runtime.launch import free_tcp_endpoint
+
+CARTPOLE = gymnasium.make("CartPole-v1")
+
+
+def build(name: str, params: dict):
+    plugins = pluginmanager.load(config.defaults()["plugins"])
+    return plugins.build("teacher", name, params, CARTPOLE.observation_space, CARTPOLE.action_space)
+
+
+def teacher_return(teacher, episodes: int = 5) -> float:
+    returns = []
+    for episode in range(episodes):
+        obs, _ = CARTPOLE.reset(seed=500 + episode)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = CARTPOLE.step(int(teacher.label(obs[None]).argmax()))
+            total += reward
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def test_shipped_cartpole_teacher_is_large_small_on_disk_and_good():
+    from plugins.teachers import BUILTIN_CHECKPOINTS
+
+    teacher = build("checkpoint", {"path": "builtin:cartpole"})
+    assert BUILTIN_CHECKPOINTS["cartpole"].stat().st_size < 2 * 1024 * 1024
+    assert sum(p.numel() for p in teacher.module.parameters()) > 50_000
+    assert teacher_return(teacher) >= 490
+
+
+def test_checkpoint_teacher_rejects_a_mismatched_space_by_name():
+    plugins = pluginmanager.load(config.defaults()["plugins"])
+    with pytest.raises(pluginmanager.PluginError, match="teachers.*checkpoint.*shape"):
+        plugins.build("teacher", "checkpoint", {}, gymnasium.spaces.Box(-1, 1, (3,)), CARTPOLE.action_space)
+
+
+def test_scripted_teacher_and_ensemble_of_checkpoint_and_scripted():
+    scripted = build("scripted", {"callable": "plugins.teachers:cartpole_controller"})
+    assert teacher_return(scripted, 2) == 500
+    ensemble = build("ensemble", {"members": [{"plugin": "checkpoint"},
+                                              {"plugin": "scripted", "params": {"callable": "plugins.teachers:cartpole_controller"}}],
+                                  "weights": [3, 1]})
+    observations = np.random.default_rng(0).normal(0, 0.05, (16, 4)).astype(np.float32)
+    members = [build("checkpoint", {}).label(observations), scripted.label(observations)]
+    shifted = [np.exp(m.astype(np.float64) - m.max(axis=1, keepdims=True)) for m in members]
+    probabilities = [e / e.sum(axis=1, keepdims=True) for e in shifted]
+    expected = np.log(0.75 * probabilities[0] + 0.25 * probabilities[1])
+    np.testing.assert_allclose(ensemble.label(observations), expected, rtol=1e-4, atol=1e-5)
+    stacked = build("ensemble", {"members": [{"plugin": "checkpoint"}, {"plugin": "checkpoint"}], "combine": "stack"})
+    assert stacked.label(observations).shape == (16, 4)
+    with pytest.raises(pluginmanager.PluginError, match="at least two members"):
+        build("ensemble", {"members": [{"plugin": "checkpoint"}]})
+
+
+def test_daemon_learns_from_a_remote_teacher_served_elsewhere():
+    endpoint = free_tcp_endpoint()
+    server = subprocess.Popen([sys.executable, "-m", "runtime", "teacher", "serve", "--endpoint", endpoint],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    running = None
+    try:
+        remote = build("remote", {"endpoint": endpoint, "timeout_ms": 30_000})
+        local = build("checkpoint", {})
+        observations = np.random.default_rng(1).normal(0, 0.1, (8, 4)).astype(np.float32)
+        np.testing.assert_allclose(remote.label(observations), local.label(observations), rtol=1e-5)
+        running = start_daemon(f'[teacher]\nplugin = "remote"\n[teacher.params]\nendpoint = "{endpoint}"\n')
+        summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=4, peers=2)
+        assert summary.by_teacher > 0
+        status = running.wait_until(lambda s: s["student_version"] >= 1, what="a student taught remotely")
+        assert status["errors"]["total"] == 0
+    finally:
+        if running is not None:
+            running.stop()
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=10)[0]
+    assert server.returncode == 0, output
+    assert "teacher_serving" in output

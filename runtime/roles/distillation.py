@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import zmq
+from gymnasium import spaces
 
 from runtime import protocol, transport
 from runtime.checkpoints import CheckpointStore, load_safetensors
@@ -16,7 +17,8 @@ from runtime.models import build_student
 from runtime.pluginmanager import PluginFailure, serve
 from runtime.replay import ReplayBuffer
 from runtime.roles.base import Role
-from gymnasium import spaces
+
+LABEL_TIMEOUT_S = 10.0
 
 
 class Distillation(Role):
@@ -45,7 +47,7 @@ class Distillation(Role):
         self.discrete = isinstance(self.action_space, spaces.Discrete)
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
         self.pending_since = 0.0
-        self.in_flight: dict[int, np.ndarray] = {}  # request id -> features of that batch
+        self.in_flight: dict[int, tuple[float, np.ndarray]] = {}  # request id -> (sent at, features)
         self.request_ids = itertools.count(1)
         self.steps_since_publish = 0
         self.last_publish = time.monotonic()
@@ -78,7 +80,7 @@ class Distillation(Role):
     def request_labels(self) -> None:
         observations = np.stack([obs for obs, _ in self.pending])
         request_id = next(self.request_ids)
-        self.in_flight[request_id] = np.stack([features for _, features in self.pending])
+        self.in_flight[request_id] = (time.monotonic(), np.stack([features for _, features in self.pending]))
         self.pending.clear()
         self.send(self.teacher, protocol.encode("teach", request_id=request_id, obs=observations), "teach")
 
@@ -86,9 +88,9 @@ class Distillation(Role):
         reply = self.decode(data, frozenset({"taught"}))
         if reply is None:
             return
-        features = self.in_flight.pop(reply["request_id"], None)
-        if features is not None:
-            self.add_labelled(features, reply["outputs"])
+        request = self.in_flight.pop(reply["request_id"], None)
+        if request is not None:
+            self.add_labelled(request[1], reply["outputs"])
 
     def add_labelled(self, features: np.ndarray, outputs: np.ndarray) -> None:
         self.measure_agreement(features, outputs)
@@ -117,8 +119,12 @@ class Distillation(Role):
         return int(1000 * self.train_time * (1 - share) / share)
 
     def tick(self) -> None:
-        if self.pending and time.monotonic() - self.pending_since > self.settings["label_wait_ms"] / 1000:
+        now = time.monotonic()
+        if self.pending and now - self.pending_since > self.settings["label_wait_ms"] / 1000:
             self.request_labels()
+        # A teacher that restarted never answers what it had in hand: forget those requests.
+        for request_id in [i for i, (sent, _) in self.in_flight.items() if now - sent > LABEL_TIMEOUT_S]:
+            self.counters["labels_lost"] += len(self.in_flight.pop(request_id)[1])
         self.train_time = 0.0
         if len(self.buffer) >= self.settings["min_samples"]:
             self.train_step()

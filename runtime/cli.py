@@ -38,8 +38,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from runtime.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
 
+    from runtime.pluginmanager import PluginError, describe
+    from runtime.roles.base import EX_CONFIG
+
     config = _load_config(args)
     run_dir = Path(config["daemon"]["run_dir"])
+    try:
+        describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
+    except PluginError as exc:
+        print(f"agentrt up: {exc}", file=sys.stderr)
+        return EX_CONFIG
     if not args.detach:
         try:
             return Daemon(config).run()

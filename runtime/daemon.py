@@ -19,6 +19,7 @@ import zmq
 from runtime import __version__, logs, protocol, transport
 from runtime.checkpoints import atomic_write
 from runtime.roles import ROLES
+from runtime.roles.base import EX_CONFIG
 
 PID_FILE = "daemon.pid"
 CONFIG_SNAPSHOT = "config.json"
@@ -87,6 +88,7 @@ class Daemon:
         self.log = logs.configure("daemon", settings["log_format"], settings["log_level"])
         self.roles = {name: RoleProcess(name) for name in ROLES}
         self.stopping = False
+        self.exit_code = 0
         self.started_at = time.monotonic()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -115,8 +117,8 @@ class Daemon:
             self.transport.close()
             self._remove_sockets()
             (self.run_dir / PID_FILE).unlink(missing_ok=True)
-            self.log.info("daemon_stopped")
-        return 0
+            self.log.info("daemon_stopped", exit_code=self.exit_code)
+        return self.exit_code
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stopping = True
@@ -148,6 +150,12 @@ class Daemon:
             if role.process is not None and role.process.poll() is not None:
                 code = role.process.returncode
                 uptime = now - role.started_at
+                if code == EX_CONFIG:
+                    self.log.error("role_misconfigured", child=role.name, hint="see role_setup_failed above; fix the configuration")
+                    self.exit_code = EX_CONFIG
+                    self.stopping = True
+                    role.process = None
+                    return
                 role.carried += Counter(role.counters)
                 role.counters = {}
                 role.backoff = settings["restart_backoff_s"] if uptime >= settings["restart_reset_s"] or not role.backoff \

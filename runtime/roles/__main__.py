@@ -7,7 +7,11 @@ import importlib
 import json
 from pathlib import Path
 
+import structlog
+
+from runtime.pluginmanager import PluginError
 from runtime.roles import ROLE_MODULES
+from runtime.roles.base import EX_CONFIG
 
 
 def main() -> int:
@@ -19,7 +23,13 @@ def main() -> int:
     config = json.loads((Path(args.run_dir) / "config.json").read_text())
     module_name, _, class_name = ROLE_MODULES[args.role].partition(":")
     role_class = getattr(importlib.import_module(module_name), class_name)
-    return role_class(config).run()
+    try:
+        role = role_class(config)
+    except PluginError as exc:
+        # Role.__init__ configured logging before loading plugins, so this line is structured too.
+        structlog.get_logger().error("role_setup_failed", error=str(exc))
+        return EX_CONFIG
+    return role.run()
 
 
 if __name__ == "__main__":

@@ -14,12 +14,15 @@ import structlog
 import zmq
 
 from runtime import logs, pluginmanager, protocol, transport
-from runtime.pluginmanager import PluginFailure
+from runtime.pluginmanager import PluginError, PluginFailure
 from runtime.protocol import ErrorCode, Message
 from runtime.spaces import agent_spaces
 
 # A drain loop handles at most this many messages from one socket before the others get a turn.
 DRAIN_LIMIT = 256
+# Exit status of a role that cannot start with this configuration (sysexits EX_CONFIG): restarting
+# it cannot help, so the daemon stops instead of restarting it.
+EX_CONFIG = 78
 PR_SET_PDEATHSIG = 1
 
 
@@ -141,7 +144,11 @@ class Role:
         if self.supervised:
             self._stats = self.transport.connect(zmq.PUSH, self.transport.internal(transport.STATS), hwm=16)
         try:
-            self.setup()
+            try:
+                self.setup()
+            except (PluginError, ValueError) as exc:
+                self.log.error("role_setup_failed", error=str(exc))
+                return EX_CONFIG
             self.plugins.notify("agentrt_role_started", role=self.name, config=self.config)
             self.log.info("role_started")
             next_stats = 0.0

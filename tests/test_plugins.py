@@ -1,0 +1,198 @@
+"""The plugin surface: loading from entry points, listing, disabling, and every error path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import gymnasium
+import numpy as np
+import pytest
+
+from conftest import agentrt, short_run_dir, start_daemon
+from plugin_fixtures import make_distribution
+from runtime import config, hookimpl, hookspecs, pluginmanager
+from runtime.peer import Peer, PeerError
+from runtime.protocol import ErrorCode
+
+EXTRA_STUDENT = """
+    from runtime import hookimpl
+
+    @hookimpl
+    def agentrt_register_students():
+        return {"extra_linear": lambda params, observation_space, action_space: None}
+"""
+
+
+def env_with(site) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def plugins_json(site, *args: str, env: dict | None = None) -> dict:
+    result = agentrt("plugins", "--json", *args, env={**env_with(site), **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_fresh_install_lists_builtins_for_every_extension_point():
+    result = agentrt("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    points = listing["extension_points"]
+    assert set(points) == set(pluginmanager.EXTENSION_POINTS)
+    for point, entry in points.items():
+        assert entry["available"], f"no built-in {point}"
+        assert all(plugin in {p["name"] for p in listing["plugins"]} for plugin in entry["available"].values())
+        assert set(entry["selected"]) <= set(entry["available"])
+    assert all(p["distribution"] == "agentrt" and p["builtin"] for p in listing["plugins"])
+    assert {"mlp"} <= set(points["student"]["available"]) and "soft_target" in points["strategy"]["available"]
+
+
+def test_third_party_plugin_is_listed_and_can_be_disabled_or_kept_out(tmp_path):
+    site = make_distribution(tmp_path, "extra-plugin", {"extra_plugin": EXTRA_STUDENT}, {"extra": "extra_plugin"})
+    listed = plugins_json(site)
+    extra = next(p for p in listed["plugins"] if p["name"] == "extra")
+    assert extra["distribution"] == "extra-plugin" and extra["version"] == "1.0" and not extra["builtin"]
+    assert extra["hooks"] == ["agentrt_register_students"]
+    assert listed["extension_points"]["student"]["available"]["extra_linear"] == "extra"
+
+    by_env = plugins_json(site, env={"AGENTRT_PLUGINS_DISABLE": "extra"})
+    assert "extra" not in {p["name"] for p in by_env["plugins"]}
+    no_autoload = plugins_json(site, env={"AGENTRT_PLUGINS_AUTOLOAD": "false"})
+    assert "extra" not in {p["name"] for p in no_autoload["plugins"]}
+    assert "students" in {p["name"] for p in no_autoload["plugins"]}
+    named = plugins_json(site, env={"AGENTRT_PLUGINS_AUTOLOAD": "false", "AGENTRT_PLUGINS_LOAD": "extra"})
+    assert "extra" in {p["name"] for p in named["plugins"]}
+
+
+def test_plugin_that_fails_to_import_fails_start_up_with_its_name(tmp_path):
+    site = make_distribution(tmp_path, "broken-plugin", {"broken_plugin": "import does_not_exist_anywhere\n"},
+                             {"broken": "broken_plugin"})
+    result = agentrt("up", "--run-dir", str(short_run_dir()), env=env_with(site), timeout=60)
+    assert result.returncode == 78
+    assert "plugin 'broken'" in result.stderr and "failed to import" in result.stderr
+    assert "does_not_exist_anywhere" in result.stderr
+
+
+def test_hook_implementation_with_an_unknown_argument_is_rejected_at_load(tmp_path):
+    source = """
+        from runtime import hookimpl
+
+        @hookimpl
+        def agentrt_peer_attached(peer_id, favourite_colour):
+            pass
+    """
+    site = make_distribution(tmp_path, "typo-plugin", {"typo_plugin": source}, {"typo": "typo_plugin"})
+    result = agentrt("plugins", env=env_with(site))
+    assert result.returncode == 1
+    assert "plugin 'typo'" in result.stderr and "agentrt_peer_attached" in result.stderr
+    assert "favourite_colour" in result.stderr
+
+
+def test_hook_with_no_matching_spec_is_rejected(tmp_path):
+    source = """
+        from runtime import hookimpl
+
+        @hookimpl
+        def agentrt_register_studnets():
+            return {}
+    """
+    site = make_distribution(tmp_path, "misspelt", {"misspelt_plugin": source}, {"misspelt": "misspelt_plugin"})
+    result = agentrt("plugins", env=env_with(site))
+    assert result.returncode == 1
+    assert "plugin 'misspelt'" in result.stderr and "agentrt_register_studnets" in result.stderr
+
+
+def test_component_registered_twice_names_both_plugins(tmp_path):
+    site = make_distribution(tmp_path, "twins", {"twin_a": EXTRA_STUDENT, "twin_b": EXTRA_STUDENT},
+                             {"twin_a": "twin_a", "twin_b": "twin_b"})
+    result = agentrt("plugins", env=env_with(site))
+    assert result.returncode == 1
+    assert re.search(r"'extra_linear' is registered by both plugin 'twin_a' and plugin 'twin_b'", result.stderr)
+
+
+def test_unknown_component_in_configuration_is_named_at_start_up(tmp_path):
+    result = agentrt("up", "--run-dir", str(short_run_dir()), env={"AGENTRT_STUDENT_PLUGIN": "transformer9000"})
+    assert result.returncode == 78
+    assert "no student named 'transformer9000'" in result.stderr and "available: " in result.stderr
+
+
+def test_role_that_cannot_build_its_component_stops_the_daemon(tmp_path):
+    running = start_daemon(env={"AGENTRT_STUDENT_PARAMS": "{hiddden = [8]}"}, wait=False)
+    try:
+        assert running.process.wait(timeout=60) == 78
+        log = running.log()
+        assert "role_setup_failed" in log and "hiddden" in log and "role_misconfigured" in log
+    finally:
+        running.stop()
+
+
+FLAKY_TRANSFORM = """
+    import numpy as np
+    from runtime import hookimpl
+    from runtime.interfaces import StreamStep
+
+    class Fragile(StreamStep):
+        def __init__(self, space):
+            self.output_space = space
+
+        def __call__(self, features, stream):
+            if features[0] > 1.0:
+                raise RuntimeError("cart too far right for this transform")
+            return features
+
+    @hookimpl
+    def agentrt_register_perception_transforms():
+        return {"fragile": lambda params, space: Fragile(space)}
+"""
+
+
+def test_plugin_raising_while_serving_is_named_and_the_role_keeps_running(tmp_path):
+    site = make_distribution(tmp_path, "fragile-plugin", {"fragile_plugin": FLAKY_TRANSFORM}, {"fragile": "fragile_plugin"})
+    running = start_daemon('[perception]\ntransforms = ["fragile"]\n', env=env_with(site))
+    try:
+        perception_pid = running.status()["roles"]["perception"]["pid"]
+        env = gymnasium.make("CartPole-v1")
+        with Peer(running.endpoint, env.observation_space, env.action_space, timeout_s=10) as peer:
+            with pytest.raises(PeerError) as failure:
+                peer.act(np.array([2.0, 0, 0, 0], dtype=np.float32))
+            assert failure.value.code == ErrorCode.PLUGIN_FAILED and failure.value.seq == peer.seq
+            assert "fragile" in str(failure.value) and "agentrt_register_perception_transforms" in str(failure.value)
+            assert peer.act(np.zeros(4, dtype=np.float32)).action.shape == ()
+        status = running.wait_until(lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED") == 1, what="the failure counted")
+        assert status["roles"]["perception"]["pid"] == perception_pid and status["roles"]["perception"]["restarts"] == 0
+        failed = [json.loads(line) for line in running.log().splitlines() if '"plugin_failed"' in line]
+        assert failed and failed[0]["plugin"] == "fragile" and failed[0]["hook"] == "agentrt_register_perception_transforms"
+        assert failed[0]["role"] == "perception"
+    finally:
+        running.stop()
+
+
+def test_lifecycle_hook_that_raises_is_logged_and_others_still_run(tmp_path, capsys):
+    calls = []
+
+    class Noisy:
+        @hookimpl
+        def agentrt_weights_swapped(self, version):
+            raise RuntimeError("boom")
+
+    class Quiet:
+        @hookimpl
+        def agentrt_weights_swapped(self, version):
+            calls.append(version)
+
+    plugins = pluginmanager.load(config.defaults()["plugins"], extra={"noisy": Noisy(), "quiet": Quiet()})
+    plugins.notify("agentrt_weights_swapped", version=3)
+    assert calls == [3]
+    assert "noisy" in capsys.readouterr().out
+
+
+def test_every_hookspec_is_documented_in_plugins_md():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    specs = [name for name in dir(hookspecs) if name.startswith("agentrt_")]
+    assert len(specs) >= 12
+    missing = [name for name in specs if f"`{name}" not in text]
+    assert not missing, f"undocumented hooks in docs/plugins.md: {missing}"

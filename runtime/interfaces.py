@@ -57,6 +57,9 @@ class QueryContext:
     student_version: int                 # 0 while no trained student has been published
     action_space: spaces.Space
     forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
+    # (K, B, output_size) when the student is an ensemble exposing ``forward_members``, else None
+    member_outputs: np.ndarray | None = None
+    observations: np.ndarray | None = None  # (B, ...) raw observations, as the teacher would see them
 
 
 @dataclass

@@ -45,6 +45,12 @@ class TorchTeacher:
         with self._torch.no_grad():
             return self.module(self._torch.as_tensor(observations, dtype=self._torch.float32)).numpy()
 
+    def label_with_features(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs and the network's last hidden layer, for feature-hint distillation."""
+        with self._torch.no_grad():
+            outputs, features = self.module.forward_features(self._torch.as_tensor(observations, dtype=self._torch.float32))
+        return outputs.numpy(), features.numpy()
+
 
 def build_checkpoint_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> TorchTeacher:
     """A teacher network stored as safetensors; its architecture is read from the file's metadata."""

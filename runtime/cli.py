@@ -174,6 +174,46 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_student_list(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from runtime.registry import FILE_NAME, Registry
+
+    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+    if not (run_dir / FILE_NAME).exists():
+        print(f"agentrt student list: no student registry in {run_dir}", file=sys.stderr)
+        return 1
+    registry = Registry(run_dir, readonly=True)
+    try:
+        versions, serving = [v.as_dict() for v in registry.versions()], registry.serving()
+    except sqlite3.OperationalError as exc:
+        print(f"agentrt student list: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        registry.close()
+    if args.json:
+        print(json.dumps({"serving": serving, "versions": versions}))
+    else:
+        from runtime.display import print_students
+
+        print_students(versions, serving)
+    return 0
+
+
+def cmd_student_rollback(args: argparse.Namespace) -> int:
+    from runtime.transport import DISTILLATION_CONTROL
+
+    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+    try:
+        result = control.request(run_dir, "rollback", args={"to": args.to} if args.to is not None else {},
+                                 endpoint=DISTILLATION_CONTROL, timeout_s=10)
+    except (control.DaemonUnreachable, RuntimeError) as exc:
+        print(f"agentrt student rollback: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
     from runtime.roles.teacher import TeacherRole
 
@@ -236,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval-episodes", type=int, default=20)
     demo.add_argument("--plot", default="agentrt-demo.png", help="learning-curve PNG ('' for none)")
     demo.set_defaults(handler=cmd_demo)
+
+    student = commands.add_parser("student", help="student versions")
+    student_commands = student.add_subparsers(dest="student_command", required=True)
+    listing = student_commands.add_parser("list", help="every published version and which one serves")
+    _add_common(listing)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_student_list)
+    rollback = student_commands.add_parser("rollback", help="serve an earlier version again")
+    _add_common(rollback)
+    rollback.add_argument("--to", type=int, help="version to serve (default: the promoted one before the serving one)")
+    rollback.set_defaults(handler=cmd_student_rollback)
 
     teacher = commands.add_parser("teacher", help="teacher tools")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)

@@ -14,15 +14,17 @@ class DaemonUnreachable(ConnectionError):
     pass
 
 
-def request(run_dir: str | Path, command: str, timeout_s: float = 3.0) -> dict[str, Any]:
-    """Send one control command to the daemon of ``run_dir`` and return its result."""
-    endpoint_file = transport.socket_dir(run_dir) / transport.CONTROL
+def request(run_dir: str | Path, command: str, timeout_s: float = 3.0, args: dict[str, Any] | None = None,
+            endpoint: str = transport.CONTROL) -> dict[str, Any]:
+    """Send one control command to the daemon of ``run_dir`` (or, with ``endpoint``, to another
+    control socket of it, such as the distiller's) and return its result."""
+    endpoint_file = transport.socket_dir(run_dir) / endpoint
     if not endpoint_file.exists():
         raise DaemonUnreachable(f"no daemon is running with run directory {run_dir}")
     client = transport.Transport(run_dir, protocol.DEFAULT_MAX_MESSAGE_BYTES, linger_ms=0)
     try:
-        sock = client.connect(zmq.REQ, client.internal(transport.CONTROL))
-        sock.send(protocol.encode("control", command=command))
+        sock = client.connect(zmq.REQ, client.internal(endpoint))
+        sock.send(protocol.encode("control", command=command, args=args or {}))
         if not sock.poll(timeout_s * 1000):
             raise DaemonUnreachable(f"the daemon in {run_dir} did not answer within {timeout_s:g} s")
         reply = protocol.decode(sock.recv(), accept=frozenset({"control_reply"}))

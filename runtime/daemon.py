@@ -53,7 +53,9 @@ class RoleProcess:
         return "running" if self.reported_pid == self.process.pid else "starting"
 
     def totals(self) -> Counter:
-        return self.carried + Counter(self.counters)
+        total = Counter(self.carried)
+        total.update(self.counters)  # update, unlike +, keeps counters that are still zero
+        return total
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -156,7 +158,7 @@ class Daemon:
                     self.stopping = True
                     role.process = None
                     return
-                role.carried += Counter(role.counters)
+                role.carried.update(role.counters)
                 role.counters = {}
                 role.backoff = settings["restart_backoff_s"] if uptime >= settings["restart_reset_s"] or not role.backoff \
                     else min(role.backoff * 2, settings["restart_backoff_max_s"])

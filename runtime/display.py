@@ -37,3 +37,13 @@ def print_plugins(listing: dict[str, Any]) -> None:
         available = ", ".join(f"{name} ({plugin})" for name, plugin in entry["available"].items())
         points.add_row(point, available, ", ".join(entry["selected"]))
     console.print(points)
+
+
+def print_students(versions: list[dict[str, Any]], serving: int) -> None:
+    table = Table("version", "parent", "status", "samples", "train steps", "held-out agreement", "vs serving then", "")
+    for v in versions:
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+        table.add_row(str(v["version"]), str(v["parent"] or "-"), v["status"], str(v["samples_seen"]), str(v["train_steps"]),
+                      fmt(v["heldout_agreement"]), fmt(v["serving_agreement"]), "← serving" if v["version"] == serving else "")
+    Console().print(table)

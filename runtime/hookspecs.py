@@ -48,7 +48,9 @@ def agentrt_register_students() -> dict[str, StudentFactory]:
     receives (after perception), ``action_space`` the agent's action space. ``forward(x)`` maps a
     float32 batch ``(B, *observation_space.shape)`` to ``(B, runtime.spaces.output_size(action_space))``:
     logits for a discrete action space, actions for a box. A student that can expose intermediate
-    features for feature-hint strategies also provides ``forward_features(x) -> (outputs, features)``.
+    features for feature-hint strategies also provides ``forward_features(x) -> (outputs, features)``;
+    an ensemble student may provide ``forward_members(x) -> (K, B, output_size)``, whose spread the
+    query policies see as ``QueryContext.member_outputs`` (decision then acts on the members' mean).
     Combination: all results are merged; duplicate names are an error.
     """
 

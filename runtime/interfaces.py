@@ -24,6 +24,9 @@ class Teacher(Protocol):
         """Return outputs (B, output_size): logits for a discrete action space, actions for a box.
 
         A box teacher may return (B, 2 * output_size): means followed by variances.
+        A teacher may also offer ``label_with_features(observations) -> (outputs, features)``,
+        features being (B, ...) hidden activations, for feature-hint strategies
+        (``distillation.teacher_features = true``).
         """
         ...
 

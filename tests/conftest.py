@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,7 @@ class RunningDaemon:
         for pid in self.seen_pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def start_daemon(config_text: str = "", env: dict | None = None, wait: bool = True,

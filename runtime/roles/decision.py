@@ -4,18 +4,33 @@ or labels; new student weights are swapped in between batches."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import zmq
 
-from runtime import protocol, transport
+from runtime import protocol, registry, transport
 from runtime.checkpoints import CheckpointStore, load_safetensors
 from runtime.interfaces import QueryContext
 from runtime.models import build_student
 from runtime.pluginmanager import PluginFailure, serve
 from runtime.roles.base import Role
 from runtime.spaces import actions_from_outputs
+
+
+def serving_version(run_dir: str) -> int:
+    """The version the registry says should serve (0 before the first promotion)."""
+    if not (Path(run_dir) / registry.FILE_NAME).exists():
+        return 0
+    store = registry.Registry(run_dir, readonly=True)
+    try:
+        return store.serving()
+    except sqlite3.OperationalError:  # the distiller has not created its tables yet
+        return 0
+    finally:
+        store.close()
 
 
 class Decision(Role):
@@ -31,11 +46,10 @@ class Decision(Role):
         query = self.config["query"]
         self.policy_component = self.plugins.get("query_policy", query["policy"])
         self.policy = self.plugins.build("query_policy", query["policy"], dict(query["params"]))
-        self.store = CheckpointStore(f"{self.config['daemon']['run_dir']}/checkpoints")
         self.version = 0
-        latest = self.store.latest()
-        if latest:
-            self.swap_in(latest, str(self.store.path(latest)))
+        serving = serving_version(self.config["daemon"]["run_dir"])
+        if serving:
+            self.swap_in(serving, str(CheckpointStore(f"{self.config['daemon']['run_dir']}/checkpoints").path(serving)))
         self.batch_max = self.config["decision"]["batch_max"]
         self.teacher_timeout_ms = self.config["teacher"]["timeout_ms"]
         self.request_ids = itertools.count(1)
@@ -87,13 +101,20 @@ class Decision(Role):
 
     def decide(self, batch: list[protocol.Message]) -> None:
         features = np.stack([m["features"] for m in batch]).astype(np.float32, copy=False)
+        observations = np.stack([m["obs"] for m in batch])
         try:
             started = time.perf_counter()
             with self.torch.no_grad():
-                outputs = serve(self.student_component, self.student, self.torch.from_numpy(features)).numpy()
+                inputs = self.torch.from_numpy(features)
+                if hasattr(self.student, "forward_members"):  # an ensemble: its members' spread informs the policy
+                    members = serve(self.student_component, self.student.forward_members, inputs).numpy()
+                    outputs = members.mean(axis=0)
+                else:
+                    members, outputs = None, serve(self.student_component, self.student, inputs).numpy()
             self.gauges["student_latency_us"] = (time.perf_counter() - started) * 1e6 / len(batch)
             context = QueryContext(features=features, student_outputs=outputs, student_version=self.version,
-                                   action_space=self.action_space, forced=[m["policy"] for m in batch])
+                                   action_space=self.action_space, forced=[m["policy"] for m in batch],
+                                   member_outputs=members, observations=observations)
             choice = serve(self.policy_component, self.policy.decide, context)
         except PluginFailure as failure:
             for message in batch:
@@ -103,7 +124,7 @@ class Decision(Role):
         teacher_outputs = np.full(len(batch), None, dtype=object)
         acting = np.flatnonzero(choice.teacher_acts)
         if len(acting):
-            answer = self.ask_teacher(np.stack([batch[i]["obs"] for i in acting]))
+            answer = self.ask_teacher(observations[acting])
             if answer is not None:
                 outputs = outputs.copy()
                 outputs[acting] = answer[:, : outputs.shape[1]]

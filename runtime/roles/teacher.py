@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,35 @@ import zmq
 from runtime import protocol, transport
 from runtime.pluginmanager import PluginFailure, serve
 from runtime.roles.base import Role
+
+
+class AnswerCache:
+    """Teacher answers keyed by the observation's bytes (optionally rounded), least recently used out."""
+
+    def __init__(self, size: int, decimals: int) -> None:
+        self.size = size
+        self.decimals = decimals
+        self.entries: OrderedDict[bytes, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+
+    def key(self, observation: np.ndarray) -> bytes:
+        if self.decimals >= 0 and observation.dtype.kind == "f":
+            observation = np.round(observation, self.decimals)
+        return observation.dtype.str.encode() + repr(observation.shape).encode() + observation.tobytes()
+
+    def get(self, key: bytes, want_features: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+        entry = self.entries.get(key)
+        if entry is None or (want_features and entry[1] is None):
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: bytes, outputs: np.ndarray, features: np.ndarray | None) -> None:
+        if self.size == 0:
+            return
+        self.entries[key] = (outputs, features)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
 
 
 class TeacherRole(Role):
@@ -31,6 +61,10 @@ class TeacherRole(Role):
         self.component = self.plugins.get("teacher", settings["plugin"])
         self.teacher = self.plugins.build("teacher", settings["plugin"], dict(settings["params"]),
                                           self.observation_space, self.action_space)
+        self.cache = AnswerCache(settings["cache_size"], settings["cache_decimals"])
+        self.features_wanted = self.config["distillation"]["teacher_features"]
+        if self.config["distillation"]["teacher_features"] and not hasattr(self.teacher, "label_with_features"):
+            raise ValueError(f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features")
         self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
         self.log.info("teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
                       plugin=settings["plugin"])
@@ -49,16 +83,39 @@ class TeacherRole(Role):
             request = self.decode(data, frozenset({"teach"}))
             if request is None:
                 continue
-            started = time.perf_counter()
             try:
-                outputs = np.asarray(serve(self.component, self.teacher.label, request["obs"]), dtype=np.float32)
+                reply = self.answer(request)
             except PluginFailure as failure:
                 self.log.error("plugin_failed", plugin=failure.component.plugin, hook=failure.component.hook,
                                error=str(failure.error))
                 self.counters["errors.PLUGIN_FAILED"] += 1
                 continue
-            batch = len(outputs)
-            self.gauges["latency_us"] = (time.perf_counter() - started) * 1e6 / max(batch, 1)
-            self.counters["labels"] += batch
-            self.counters["requests"] += 1
-            self.send(sock, [identity, protocol.encode("taught", request_id=request["request_id"], outputs=outputs)], "taught")
+            self.send(sock, [identity, reply], "taught")
+
+    def answer(self, request: protocol.Message) -> bytes:
+        """Label a batch, asking the teacher only for observations it has not answered before."""
+        observations = request["obs"]
+        # With feature hints on, features are computed for every answer, so that the distiller's
+        # later request for an observation the teacher already acted on is a cache hit.
+        want_features = bool(request.get("want_features")) or self.features_wanted
+        keys = [self.cache.key(obs) for obs in observations]
+        missing = [i for i, key in enumerate(keys) if self.cache.get(key, want_features) is None]
+        if missing:
+            started = time.perf_counter()
+            batch = observations[missing]
+            if want_features:
+                outputs, features = serve(self.component, self.teacher.label_with_features, batch)
+            else:
+                outputs, features = serve(self.component, self.teacher.label, batch), None
+            self.gauges["latency_us"] = (time.perf_counter() - started) * 1e6 / len(missing)
+            for row, index in enumerate(missing):
+                self.cache.put(keys[index], np.asarray(outputs[row], dtype=np.float32),
+                               None if features is None else np.asarray(features[row], dtype=np.float32).ravel())
+        answers = [self.cache.get(key, want_features) for key in keys]
+        self.counters["labels"] += len(missing)
+        self.counters["cache_hits"] += len(keys) - len(missing)
+        self.counters["requests"] += 1
+        fields = {"outputs": np.stack([outputs for outputs, _ in answers])}
+        if request.get("want_features"):
+            fields["features"] = np.stack([features for _, features in answers])
+        return protocol.encode("taught", request_id=request["request_id"], **fields)

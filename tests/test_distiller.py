@@ -1,0 +1,165 @@
+"""The online distiller with real processes: versions, registry, promotion gate, rollback,
+crash recovery, the teacher-answer cache and feature hints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import gymnasium
+import numpy as np
+
+from conftest import start_daemon
+from plugin_fixtures import make_distribution
+from runtime.attach import run_gym_peers
+from runtime.peer import Peer
+
+FAST = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
+
+
+def students(running) -> dict:
+    result = running.cli("student", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_versions_are_registered_and_rollback_serves_an_earlier_one():
+    running = start_daemon(env=FAST)
+    try:
+        run_gym_peers(running.endpoint, "CartPole-v1", episodes=6, peers=2)
+        running.wait_until(lambda s: s["student_version"] >= 3, what="three promoted versions")
+        listed = students(running)
+        promoted = [v for v in listed["versions"] if v["status"] == "promoted"]
+        assert len(promoted) >= 3 and listed["serving"] == promoted[-1]["version"]
+        assert [v["version"] for v in listed["versions"]] == sorted(v["version"] for v in listed["versions"])
+        assert all(v["parent"] is None or v["parent"] < v["version"] for v in listed["versions"])
+        assert promoted[-1]["samples_seen"] >= promoted[0]["samples_seen"]
+
+        target = promoted[0]["version"]
+        result = running.cli("student", "rollback", "--to", str(target))
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["serving"] == target
+        running.wait_until(lambda s: s["student_version"] == target, what="decision serving the rolled-back version")
+        assert students(running)["serving"] == target
+        bad = running.cli("student", "rollback", "--to", "9999")
+        assert bad.returncode == 1 and "no student version 9999" in bad.stderr
+    finally:
+        running.stop()
+
+
+def test_distiller_killed_mid_training_resumes_and_decision_keeps_serving():
+    running = start_daemon(env=FAST)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_playing():
+        try:
+            run_gym_peers(running.endpoint, "CartPole-v1", episodes=10**6, peers=2, should_stop=stop.is_set)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    player = threading.Thread(target=keep_playing)
+    player.start()
+    try:
+        status = running.wait_until(lambda s: s["roles"]["distillation"]["gauges"].get("version", 0) >= 2,
+                                    what="the distiller publishing")
+        before_version = status["roles"]["distillation"]["gauges"]["version"]
+        os.kill(status["roles"]["distillation"]["pid"], signal.SIGKILL)
+        actions_at_kill = status["actions"]
+        restarted = running.wait_until(lambda s: s["roles"]["distillation"]["restarts"] == 1
+                                       and s["roles"]["distillation"]["state"] == "running", what="distiller restarted")
+        assert restarted["actions"] > actions_at_kill  # decision kept serving
+        resumed = running.wait_until(lambda s: s["roles"]["distillation"]["gauges"].get("version", 0) > before_version,
+                                     timeout=60, what="versions continuing after the restart")
+        versions = [v["version"] for v in students(running)["versions"]]
+        assert versions == list(range(1, len(versions) + 1)), versions  # no number reused or skipped
+        assert '"distiller_resumed"' in running.log()
+        assert resumed["roles"]["decision"]["restarts"] == 0
+    finally:
+        stop.set()
+        player.join(timeout=30)
+        running.stop()
+    assert not errors, errors
+
+
+SABOTEUR = """
+    import torch
+    from runtime import hookimpl
+
+    class Saboteur:
+        '''Honest soft-target training for a while, then training on inverted labels.'''
+
+        def __init__(self, honest_steps):
+            self.honest_steps = honest_steps
+            self.steps = 0
+
+        def loss(self, inputs):
+            self.steps += 1
+            labels = inputs.teacher_outputs.argmax(dim=1)
+            if self.steps > self.honest_steps:
+                labels = 1 - labels
+            return torch.nn.functional.cross_entropy(inputs.student_outputs, labels)
+
+    @hookimpl
+    def agentrt_register_distillation_strategies():
+        return {"saboteur": lambda params: Saboteur(params.get("honest_steps", 400))}
+"""
+
+
+def test_promotion_gate_refuses_a_worse_candidate_and_decision_keeps_the_old_version(tmp_path):
+    site = make_distribution(tmp_path, "saboteur-plugin", {"saboteur_plugin": SABOTEUR}, {"saboteur": "saboteur_plugin"})
+    running = start_daemon('[distillation]\nstrategy = "saboteur"\nparams = { honest_steps = 400 }\n'
+                           "heldout_share = 0.3\nmin_heldout = 16\n",
+                           env={**FAST, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    try:
+        run_gym_peers(running.endpoint, "CartPole-v1", episodes=4, peers=2)
+        honest = running.wait_until(lambda s: s["student_version"] >= 1, what="an honest student")
+        stop = threading.Event()
+        player = threading.Thread(target=run_gym_peers, kwargs=dict(
+            endpoint=running.endpoint, env_id="CartPole-v1", episodes=10**6, peers=2, should_stop=stop.is_set))
+        player.start()
+        try:
+            status = running.wait_until(lambda s: s["roles"]["distillation"]["counters"].get("candidates_rejected", 0) >= 2,
+                                        timeout=90, what="sabotaged candidates rejected")
+        finally:
+            stop.set()
+            player.join(timeout=30)
+        listed = students(running)
+        rejected = [v for v in listed["versions"] if v["status"] == "rejected"]
+        promoted = [v for v in listed["versions"] if v["status"] == "promoted"]
+        assert rejected and promoted and honest["student_version"] >= 1
+        assert all(v["heldout_agreement"] < v["serving_agreement"] - 0.02 for v in rejected)
+        assert listed["serving"] == promoted[-1]["version"] < rejected[-1]["version"]
+        assert status["student_version"] == listed["serving"]
+        assert '"candidate_rejected"' in running.log()
+    finally:
+        running.stop()
+
+
+def test_teacher_answer_cache_never_pays_twice_for_the_same_observation(daemon):
+    env = gymnasium.make("CartPole-v1")
+    observation = np.array([0.01, -0.02, 0.03, 0.04], dtype=np.float32)
+    with Peer(daemon.endpoint, env.observation_space, env.action_space) as peer:
+        first = peer.act(observation, policy="teacher")
+        second = peer.act(observation, policy="teacher")
+    assert first.decided_by == second.decided_by == "teacher"
+    assert int(first.action) == int(second.action)
+    status = daemon.wait_until(lambda s: s["roles"]["teacher"]["counters"].get("cache_hits", 0) >= 1, what="a cache hit")
+    teacher = status["roles"]["teacher"]["counters"]
+    assert teacher["labels"] == 1, teacher
+
+
+def test_feature_hints_train_on_teacher_features():
+    running = start_daemon('[distillation]\nstrategy = "feature_hints"\nteacher_features = true\n'
+                           '[distillation.params]\nstudent_dim = 32\nteacher_dim = 256\n', env=FAST)
+    try:
+        run_gym_peers(running.endpoint, "CartPole-v1", episodes=4, peers=2)
+        status = running.wait_until(lambda s: s["student_version"] >= 1, what="a student trained with hints")
+        assert status["errors"]["total"] == 0
+        assert np.isfinite(status["distillation"]["loss"])
+        assert status["roles"]["teacher"]["counters"]["cache_hits"] > 0  # acting answers re-asked for features, free
+    finally:
+        running.stop()

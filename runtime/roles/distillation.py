@@ -10,23 +10,18 @@ and version numbers continue.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 
 import numpy as np
 import zmq
-from gymnasium import spaces
 
 from runtime import protocol, transport
 from runtime.checkpoints import CheckpointStore, load_safetensors
-from runtime.evaluation import agreement_and_loss, per_sample_disagreement
-from runtime.interfaces import StrategyInputs
-from runtime.models import build_student
-from runtime.pluginmanager import PluginFailure, serve
+from runtime.pluginmanager import PluginFailure
 from runtime.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
-from runtime.replay import ReplayBuffer
 from runtime.roles.base import Role
+from runtime.trainer import Trainer
 
 LABEL_TIMEOUT_S = 10.0
 
@@ -37,14 +32,10 @@ class Distillation(Role):
     def setup(self) -> None:
         import torch
 
-        self.torch = torch
         settings = self.config["distillation"]
         torch.set_num_threads(settings["torch_threads"])
         self.settings = settings
-        self.discrete = isinstance(self.action_space, spaces.Discrete)
-        self.student = build_student(self.plugins, self.config, self.observation_space, self.action_space)
-        self.strategy_component = self.plugins.get("strategy", settings["strategy"])
-        self.strategy = self.plugins.build("strategy", settings["strategy"], dict(settings["params"]))
+        self.trainer = Trainer(self.plugins, self.config, self.observation_space, self.action_space)
         run_dir = self.config["daemon"]["run_dir"]
         self.store = CheckpointStore(f"{run_dir}/checkpoints")
         self.registry = Registry(run_dir)
@@ -54,14 +45,8 @@ class Distillation(Role):
         if self.serving_version:
             self.serving_state = load_safetensors(self.store.path(self.serving_version))[0]
         if self.version:  # resume: versions continue after a crash or restart
-            self.student.load_state_dict(load_safetensors(self.store.path(self.version))[0])
+            self.trainer.load(load_safetensors(self.store.path(self.version))[0])
             self.log.info("distiller_resumed", version=self.version, serving=self.serving_version)
-        self.judge = copy.deepcopy(self.student).eval()  # scratch module for scoring the serving version
-        self.optimizer = self.make_optimizer()
-        self.buffer = ReplayBuffer(settings["buffer_samples"], settings["buffer_bytes"], settings["eviction"],
-                                   settings["prioritized"], settings["priority_alpha"], settings["seed"])
-        self.heldout = ReplayBuffer(settings["heldout_samples"], settings["buffer_bytes"], seed=settings["seed"])
-        self.random = np.random.default_rng(settings["seed"])
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
         self.pending_since = 0.0
         self.in_flight: dict[int, tuple[float, np.ndarray]] = {}  # request id -> (sent at, features)
@@ -70,8 +55,6 @@ class Distillation(Role):
         self.added_at_publish = 0
         self.last_publish = time.monotonic()
         self.train_time = 0.0
-        self.agreement: float | None = None
-        self.loss: float | None = None
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DISTILLATION_IN))
         self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
@@ -82,12 +65,6 @@ class Distillation(Role):
         self.on(self.control, self.on_control)
         self.gauges.update(version=self.version, serving_version=self.serving_version, buffer=0, heldout=0,
                            loss=None, agreement=None, train_steps_per_s=0.0)
-
-    def make_optimizer(self):
-        parameters = list(self.student.parameters())
-        if isinstance(self.strategy, self.torch.nn.Module):
-            parameters += list(self.strategy.parameters())
-        return self.torch.optim.Adam(parameters, lr=self.settings["learning_rate"])
 
     def teardown(self) -> None:
         self.registry.close()
@@ -126,29 +103,14 @@ class Distillation(Role):
             self.add_labelled(request[1], reply["outputs"], reply.get("features"))
 
     def add_labelled(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None) -> None:
-        features = features.astype(np.float32, copy=False)
-        outputs = outputs.astype(np.float32, copy=False)
-        with self.torch.no_grad():
-            student = self.student(self.torch.from_numpy(features)).numpy()
-        # Agreement on fresh labels, before training on them: an honest online estimate.
-        agree, _ = agreement_and_loss(student, outputs, self.discrete)
-        self.agreement = agree if self.agreement is None else 0.95 * self.agreement + 0.05 * agree
-        columns = {"features": features, "outputs": outputs}
-        if teacher_features is not None:
-            columns["teacher_features"] = teacher_features.reshape(len(features), -1)
-        held = self.random.random(len(features)) < self.settings["heldout_share"]
-        if held.any():
-            self.heldout.add(**{name: column[held] for name, column in columns.items()})
-        if (~held).any():
-            priorities = per_sample_disagreement(student[~held], outputs[~held], self.discrete)
-            self.buffer.add(priority=priorities, **{name: column[~held] for name, column in columns.items()})
+        self.trainer.add_labelled(features, outputs, teacher_features)
         self.counters["labels"] += len(features)
-        self.gauges.update(agreement=round(self.agreement, 4), buffer=len(self.buffer), heldout=len(self.heldout),
-                           buffer_bytes=self.buffer.nbytes)
+        self.gauges.update(agreement=round(self.trainer.agreement, 4), buffer=len(self.trainer.buffer),
+                           heldout=len(self.trainer.heldout), buffer_bytes=self.trainer.buffer.nbytes)
 
     # --- training --------------------------------------------------------------------------------
     def poll_timeout_ms(self) -> int:
-        if len(self.buffer) < self.settings["min_samples"] or self.train_time == 0.0:
+        if not self.trainer.ready() or self.train_time == 0.0:
             return 20
         # Stay within the configured CPU share: rest in proportion to the time spent training.
         share = self.settings["cpu_share"]
@@ -164,74 +126,43 @@ class Distillation(Role):
         self.train_time = 0.0
         cycle_done = self.steps_since_publish >= self.settings["steps_per_publish"]
         # Without new labels there is nothing new to learn: train one cycle, then rest (and publish nothing).
-        new_labels = self.buffer.added > self.added_at_publish
-        if len(self.buffer) >= self.settings["min_samples"] and (new_labels or not cycle_done):
+        new_labels = self.trainer.buffer.added > self.added_at_publish
+        if self.trainer.ready() and (new_labels or not cycle_done):
             self.train_step()
         if cycle_done and new_labels and now - self.last_publish >= self.settings["publish_interval_s"]:
             self.publish_candidate()
 
     def train_step(self) -> None:
-        torch = self.torch
         started = time.perf_counter()
-        index, batch = self.buffer.sample(self.settings["batch_size"])
-        teacher = torch.from_numpy(batch["outputs"])
-        features = torch.from_numpy(batch["features"])
-        if hasattr(self.student, "forward_features"):
-            outputs, student_features = self.student.forward_features(features)
-        else:
-            outputs, student_features = self.student(features), None
-        teacher_features = batch.get("teacher_features")
-        inputs = StrategyInputs(student_outputs=outputs, teacher_outputs=teacher,
-                                hard_labels=teacher.argmax(dim=1) if self.discrete else None,
-                                student_features=student_features,
-                                teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
-                                agreement=self.agreement)
         try:
-            loss = serve(self.strategy_component, self.strategy.loss, inputs)
+            self.trainer.train_step()
         except PluginFailure as failure:
             self.counters["errors.PLUGIN_FAILED"] += 1
             self.log.error("plugin_failed", plugin=failure.component.plugin, hook=failure.component.hook,
                            error=str(failure.error))
             return
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        if self.buffer.prioritized:
-            detached = outputs.detach().numpy()
-            self.buffer.update_priorities(index, per_sample_disagreement(detached, batch["outputs"], self.discrete))
-        self.loss = loss.item()
         self.steps_since_publish += 1
         self.counters["train_steps"] += 1
         self.train_time = time.perf_counter() - started
 
     # --- versions --------------------------------------------------------------------------------
-    def score(self, state) -> tuple[float | None, float | None]:
-        """Held-out (agreement, loss) of a set of student weights; None while the set is too small."""
-        if len(self.heldout) < self.settings["min_heldout"]:
-            return None, None
-        self.judge.load_state_dict(state)
-        features = self.heldout.columns["features"][: len(self.heldout)]
-        with self.torch.no_grad():
-            outputs = self.judge(self.torch.from_numpy(features)).numpy()
-        return agreement_and_loss(outputs, self.heldout.columns["outputs"][: len(self.heldout)], self.discrete)
-
     def publish_candidate(self) -> None:
         elapsed = time.monotonic() - self.last_publish
-        state = {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
-        candidate_agreement, candidate_loss = self.score(state)
-        serving_agreement = self.score(self.serving_state)[0] if self.serving_state is not None else None
+        state = self.trainer.state()
+        candidate_agreement, candidate_loss = self.trainer.score(state)
+        serving_agreement = self.trainer.score(self.serving_state)[0] if self.serving_state is not None else None
         promoted = candidate_agreement is None or serving_agreement is None or \
             candidate_agreement >= serving_agreement - self.settings["promotion_margin"]
         self.version += 1
-        path = self.store.save(self.version, state, {"loss": str(self.loss), "agreement": str(self.agreement),
+        path = self.store.save(self.version, state, {"loss": str(self.trainer.loss), "agreement": str(self.trainer.agreement),
                                                      "parent": str(self.serving_version)})
-        self.registry.record(self.version, self.serving_version or None, self.buffer.added, self.counters["train_steps"],
+        self.registry.record(self.version, self.serving_version or None, self.trainer.buffer.added, self.counters["train_steps"],
                              candidate_agreement, candidate_loss, serving_agreement,
                              PROMOTED if promoted else REJECTED, str(path))
-        self.gauges.update(version=self.version, loss=self.loss, train_steps_per_s=round(self.steps_since_publish / elapsed, 1))
+        self.gauges.update(version=self.version, loss=self.trainer.loss, train_steps_per_s=round(self.steps_since_publish / elapsed, 1))
         self.steps_since_publish = 0
         self.last_publish = time.monotonic()
-        self.added_at_publish = self.buffer.added
+        self.added_at_publish = self.trainer.buffer.added
         if not promoted:
             self.counters["candidates_rejected"] += 1
             self.log.warning("candidate_rejected", version=self.version, heldout_agreement=candidate_agreement,
@@ -239,9 +170,9 @@ class Distillation(Role):
             self.prune_checkpoints()
             return
         self.serve_version(self.version, str(path), state)
-        metrics = {"loss": self.loss, "agreement": self.agreement, "heldout_agreement": candidate_agreement,
-                   "samples": self.buffer.added}
-        self.log.info("weights_published", version=self.version, loss=round(self.loss, 5),
+        metrics = {"loss": self.trainer.loss, "agreement": self.trainer.agreement, "heldout_agreement": candidate_agreement,
+                   "samples": self.trainer.buffer.added}
+        self.log.info("weights_published", version=self.version, loss=round(self.trainer.loss, 5),
                       heldout_agreement=candidate_agreement, serving_agreement=serving_agreement)
         self.plugins.notify("agentrt_weights_published", version=self.version, path=str(path), metrics=metrics)
         self.prune_checkpoints()
@@ -277,8 +208,7 @@ class Distillation(Role):
         self.registry.set_status(previous, ROLLED_BACK)
         self.registry.serve(target.version, f"rollback from {previous}")
         # Train on from the restored weights: the newer ones were judged worse by a person.
-        self.student.load_state_dict(state)
-        self.optimizer = self.make_optimizer()
+        self.trainer.load(state)
         self.serve_version(target.version, target.path, state)
         self.log.warning("student_rolled_back", version=target.version, previous=previous)
         sock.send(protocol.encode("control_reply", ok=True, result={"serving": target.version, "previous": previous}))

@@ -1,0 +1,116 @@
+"""The student's training loop, independent of any socket: replay buffer, held-out set, strategy,
+optimizer, online agreement and held-out scoring. The distillation role drives it from messages;
+the benchmarks drive it in-process."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from runtime.evaluation import agreement_and_loss, per_sample_disagreement
+from runtime.interfaces import StrategyInputs
+from runtime.models import build_student
+from runtime.pluginmanager import Plugins, serve
+from runtime.replay import ReplayBuffer
+
+
+class Trainer:
+    def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
+                 action_space: spaces.Space) -> None:
+        import torch
+
+        self.torch = torch
+        settings = config["distillation"]
+        self.settings = settings
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.student = build_student(plugins, config, observation_space, action_space)
+        self.judge = copy.deepcopy(self.student).eval()  # scratch copy for scoring other weights
+        self.strategy_component = plugins.get("strategy", settings["strategy"])
+        self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]))
+        self.optimizer = self._optimizer()
+        self.buffer = ReplayBuffer(settings["buffer_samples"], settings["buffer_bytes"], settings["eviction"],
+                                   settings["prioritized"], settings["priority_alpha"], settings["seed"])
+        self.heldout = ReplayBuffer(settings["heldout_samples"], settings["buffer_bytes"], seed=settings["seed"])
+        self.random = np.random.default_rng(settings["seed"])
+        self.agreement: float | None = None
+        self.loss: float | None = None
+        self.steps = 0
+
+    def _optimizer(self):
+        parameters = list(self.student.parameters())
+        if isinstance(self.strategy, self.torch.nn.Module):
+            parameters += list(self.strategy.parameters())
+        return self.torch.optim.Adam(parameters, lr=self.settings["learning_rate"])
+
+    def ready(self) -> bool:
+        return len(self.buffer) >= self.settings["min_samples"]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.student(self.torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
+
+    def add_labelled(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None) -> None:
+        """Add teacher-labelled samples; a ``heldout_share`` of them go to the held-out set instead."""
+        features = np.asarray(features, dtype=np.float32)
+        outputs = np.asarray(outputs, dtype=np.float32)
+        student = self.predict(features)
+        # Agreement on fresh labels, before training on them: an honest online estimate.
+        agree, _ = agreement_and_loss(student, outputs, self.discrete)
+        self.agreement = agree if self.agreement is None else 0.95 * self.agreement + 0.05 * agree
+        columns = {"features": features, "outputs": outputs}
+        if teacher_features is not None:
+            columns["teacher_features"] = np.asarray(teacher_features, dtype=np.float32).reshape(len(features), -1)
+        held = self.random.random(len(features)) < self.settings["heldout_share"]
+        if held.any():
+            self.heldout.add(**{name: column[held] for name, column in columns.items()})
+        if (~held).any():
+            priorities = per_sample_disagreement(student[~held], outputs[~held], self.discrete)
+            self.buffer.add(priority=priorities, **{name: column[~held] for name, column in columns.items()})
+
+    def train_step(self) -> float:
+        """One minibatch step; returns the loss. Strategy failures surface as PluginFailure."""
+        torch = self.torch
+        index, batch = self.buffer.sample(self.settings["batch_size"])
+        teacher = torch.from_numpy(batch["outputs"])
+        features = torch.from_numpy(batch["features"])
+        if hasattr(self.student, "forward_features"):
+            outputs, student_features = self.student.forward_features(features)
+        else:
+            outputs, student_features = self.student(features), None
+        teacher_features = batch.get("teacher_features")
+        inputs = StrategyInputs(student_outputs=outputs, teacher_outputs=teacher,
+                                hard_labels=teacher.argmax(dim=1) if self.discrete else None,
+                                student_features=student_features,
+                                teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
+                                agreement=self.agreement)
+        loss = serve(self.strategy_component, self.strategy.loss, inputs)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if self.buffer.prioritized:
+            self.buffer.update_priorities(index, per_sample_disagreement(outputs.detach().numpy(), batch["outputs"], self.discrete))
+        self.loss = loss.item()
+        self.steps += 1
+        return self.loss
+
+    def state(self) -> dict[str, Any]:
+        """A copy of the student's weights."""
+        return {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue training from ``state`` with a fresh optimizer."""
+        self.student.load_state_dict(state)
+        self.optimizer = self._optimizer()
+
+    def score(self, state: dict[str, Any]) -> tuple[float | None, float | None]:
+        """Held-out (agreement, loss) of a set of student weights; None while the set is too small."""
+        if len(self.heldout) < self.settings["min_heldout"]:
+            return None, None
+        self.judge.load_state_dict(state)
+        size = len(self.heldout)
+        with self.torch.no_grad():
+            outputs = self.judge(self.torch.from_numpy(self.heldout.columns["features"][:size])).numpy()
+        return agreement_and_loss(outputs, self.heldout.columns["outputs"][:size], self.discrete)

@@ -6,18 +6,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import pytest
 
 from runtime import control
+from runtime.launch import ChildDaemon, private_run_dir
 
 
 def alive(pid: int) -> bool:
@@ -28,32 +26,21 @@ def alive(pid: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def short_run_dir() -> Path:
-    # ipc paths must stay under 107 bytes; pytest's tmp_path can be longer than that.
-    return Path(tempfile.mkdtemp(prefix="art-"))
-
-
 def agentrt(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "runtime", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@dataclass
-class RunningDaemon:
-    run_dir: Path
-    endpoint: str
-    process: subprocess.Popen
-    env: dict[str, str]
-    seen_pids: set[int] = field(default_factory=set)
+class RunningDaemon(ChildDaemon):
+    """A test's daemon: remembers every role pid it saw, so teardown can make sure all are gone."""
 
-    def status(self) -> dict:
-        status = control.request(self.run_dir, "status", timeout_s=5)
+    def __init__(self, run_dir: Path, endpoint: str | None, config_path: str | None, env: dict[str, str]) -> None:
+        super().__init__(run_dir, endpoint, config_path, env)
+        self.env = env
+        self.seen_pids: set[int] = set()
+
+    def status(self, timeout_s: float = 5.0) -> dict:
+        status = super().status(timeout_s)
         self.seen_pids.update(r["pid"] for r in status["roles"].values() if r["pid"])
         return status
 
@@ -73,12 +60,12 @@ class RunningDaemon:
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}; last status: {json.dumps(status)[:2000]}")
 
-    def wait_running(self, timeout: float = 60.0) -> dict:
+    def wait_running(self, timeout: float = 90.0) -> dict:
         return self.wait_until(lambda s: all(r["state"] == "running" for r in s["roles"].values()),
                                timeout, "all roles running")
 
     def log(self) -> str:
-        return (self.run_dir / "test-daemon.log").read_text()
+        return self.log_path.read_text()
 
     def stop(self) -> None:
         """Stop gracefully, then make sure that every process this daemon ever had is gone."""
@@ -87,12 +74,7 @@ class RunningDaemon:
                 self.status()
             except control.DaemonUnreachable:
                 pass
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().stop()
         for pid in self.seen_pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -101,19 +83,13 @@ class RunningDaemon:
 
 def start_daemon(config_text: str = "", env: dict | None = None, wait: bool = True,
                  endpoint: str | None = None) -> RunningDaemon:
-    run_dir = short_run_dir()
-    endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
-    env = {"AGENTRT_DAEMON_STATS_INTERVAL_S": "0.1", **(env or {})}
-    command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir), "--peer-endpoint", endpoint,
-               "--log-format", "json"]
+    run_dir = private_run_dir()
+    config_path = None
     if config_text:
         config_path = run_dir / "agentrt.toml"
         config_path.write_text(config_text)
-        command += ["--config", str(config_path)]
-    log = open(run_dir / "test-daemon.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **env})
-    log.close()
-    daemon = RunningDaemon(run_dir, endpoint, process, env)
+    env = {"AGENTRT_DAEMON_STATS_INTERVAL_S": "0.1", **(env or {})}
+    daemon = RunningDaemon(run_dir, endpoint, str(config_path) if config_path else None, env)
     if wait:
         try:
             daemon.wait_running()

@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from conftest import agentrt, alive, short_run_dir, start_daemon
+from conftest import agentrt, alive, start_daemon
 from runtime import config
-from runtime.launch import free_tcp_endpoint
+from runtime.launch import free_tcp_endpoint, private_run_dir
 
 
 def test_every_key_has_a_default_and_defaults_validate():
@@ -70,7 +70,7 @@ def test_config_show_prints_the_effective_configuration(tmp_path):
 def test_up_with_a_bad_key_fails_at_start_up_naming_it(tmp_path):
     path = tmp_path / "agentrt.toml"
     path.write_text("[decision]\nbatch_maxx = 7\n")
-    result = agentrt("up", "--config", str(path), "--run-dir", str(short_run_dir()), timeout=30)
+    result = agentrt("up", "--config", str(path), "--run-dir", str(private_run_dir()), timeout=30)
     assert result.returncode == 2
     assert "decision.batch_maxx" in result.stderr
 
@@ -92,7 +92,7 @@ def test_two_daemons_side_by_side_and_cli_finds_each_by_run_dir():
 
 
 def test_detach_then_down():
-    run_dir = short_run_dir()
+    run_dir = private_run_dir()
     started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", free_tcp_endpoint(), timeout=90)
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]

@@ -10,10 +10,11 @@ import gymnasium
 import numpy as np
 import pytest
 
-from conftest import agentrt, short_run_dir, start_daemon
+from conftest import agentrt, start_daemon
 from plugin_fixtures import make_distribution
 from runtime import config, hookimpl, hookspecs, pluginmanager
 from runtime.peer import Peer, PeerError
+from runtime.launch import private_run_dir
 from runtime.protocol import ErrorCode
 
 EXTRA_STUDENT = """
@@ -45,7 +46,9 @@ def test_fresh_install_lists_builtins_for_every_extension_point():
         assert entry["available"], f"no built-in {point}"
         assert all(plugin in {p["name"] for p in listing["plugins"]} for plugin in entry["available"].values())
         assert set(entry["selected"]) <= set(entry["available"])
-    assert all(p["distribution"] == "agentrt" and p["builtin"] for p in listing["plugins"])
+    builtins = {p["name"]: p for p in listing["plugins"] if p["builtin"]}
+    assert set(builtins) >= {"students", "teachers", "strategies", "query_policies", "perception", "execution"}
+    assert all(p["distribution"] == "agentrt" for p in builtins.values())
     assert {"mlp"} <= set(points["student"]["available"]) and "soft_target" in points["strategy"]["available"]
 
 
@@ -69,7 +72,7 @@ def test_third_party_plugin_is_listed_and_can_be_disabled_or_kept_out(tmp_path):
 def test_plugin_that_fails_to_import_fails_start_up_with_its_name(tmp_path):
     site = make_distribution(tmp_path, "broken-plugin", {"broken_plugin": "import does_not_exist_anywhere\n"},
                              {"broken": "broken_plugin"})
-    result = agentrt("up", "--run-dir", str(short_run_dir()), env=env_with(site), timeout=60)
+    result = agentrt("up", "--run-dir", str(private_run_dir()), env=env_with(site), timeout=60)
     assert result.returncode == 78
     assert "plugin 'broken'" in result.stderr and "failed to import" in result.stderr
     assert "does_not_exist_anywhere" in result.stderr
@@ -113,7 +116,7 @@ def test_component_registered_twice_names_both_plugins(tmp_path):
 
 
 def test_unknown_component_in_configuration_is_named_at_start_up(tmp_path):
-    result = agentrt("up", "--run-dir", str(short_run_dir()), env={"AGENTRT_STUDENT_PLUGIN": "transformer9000"})
+    result = agentrt("up", "--run-dir", str(private_run_dir()), env={"AGENTRT_STUDENT_PLUGIN": "transformer9000"})
     assert result.returncode == 78
     assert "no student named 'transformer9000'" in result.stderr and "available: " in result.stderr
 

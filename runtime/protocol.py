@@ -11,6 +11,7 @@ raw little-endian, C-ordered bytes.
 from __future__ import annotations
 
 import enum
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +117,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     _kind("sample", False, "decision -> distillation: an observation chosen for a teacher label",
           Field("obs", ARRAY), Field("features", ARRAY), Field("teacher_output", ARRAY, nullable=True)),
     _kind("teach", False, "decision or distillation -> teacher: label a batch of observations",
-          Field("request_id", UINT), Field("obs", ARRAY)),
-    _kind("taught", False, "teacher -> requester: the teacher's outputs for a `teach` batch",
-          Field("request_id", UINT), Field("outputs", ARRAY)),
+          Field("request_id", UINT), Field("obs", ARRAY), Field("want_features", BOOL, required=False)),
+    _kind("taught", False, "teacher -> requester: the teacher's outputs (and features, if asked) for a `teach` batch",
+          Field("request_id", UINT), Field("outputs", ARRAY), Field("features", ARRAY, required=False)),
     _kind("weights", False, "distillation -> decision (PUB): a new student version is on disk",
           Field("version", UINT), Field("path", STR)),
     _kind("stats", False, "any role -> daemon: counters and gauges of one role process",
@@ -152,22 +153,41 @@ def encode_array(array: np.ndarray) -> dict[str, Any]:
     return {"dtype": array.dtype.name, "shape": list(array.shape), "data": little.tobytes()}
 
 
-def decode_array(value: Any, field: str = "array") -> np.ndarray:
+def decode_array(value: Any, field: str = "array", seq: int | None = None) -> np.ndarray:
     if not isinstance(value, dict):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: expected an array map")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: expected an array map", seq)
     dtype, shape, data = value.get("dtype"), value.get("shape"), value.get("data")
     if dtype not in ARRAY_DTYPES:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: dtype {dtype!r} is not one of {', '.join(ARRAY_DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape must be a list of non-negative integers")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: dtype {dtype!r} is not one of {', '.join(ARRAY_DTYPES)}", seq)
+    # type() rather than isinstance(): msgpack true/false decode to bool, which is an int subclass.
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape must be a list of non-negative integers", seq)
     if not isinstance(data, bytes):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: data must be bin")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: data must be bin", seq)
     np_dtype = np.dtype(dtype).newbyteorder("<")
-    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
-    if len(data) != expected:
+    if len(data) != array_nbytes(shape, np_dtype.itemsize, len(data)):
         raise ProtocolError(ErrorCode.INVALID_FIELD,
-                            f"{field}: {len(data)} data bytes, but dtype {dtype} and shape {shape} need {expected}")
-    return np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=False).reshape(shape)
+                            f"{field}: {len(data)} data bytes do not match dtype {dtype} and shape {reprlib.repr(shape)}", seq)
+    try:
+        return np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=False).reshape(shape)
+    except ValueError:  # too many dims, or an empty array whose other dims exceed numpy's limits
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape {reprlib.repr(shape)} is not supported", seq) from None
+
+
+def array_nbytes(shape: list[int], itemsize: int, limit: int) -> int:
+    """Bytes an array of ``shape`` needs: exact up to ``limit``; past it, some larger number.
+
+    Python ints, not np.prod (which wraps around on huge dims), and stopping early, so that a
+    long list of huge dims cannot make a product millions of bits long.
+    """
+    if 0 in shape:
+        return 0
+    size = itemsize
+    for dim in shape:
+        size *= dim
+        if size > limit:
+            break
+    return size
 
 
 def encode(kind: str, **fields: Any) -> bytes:
@@ -215,7 +235,7 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "a message must be a msgpack map")
     seq = body.get("seq") if _TYPE_CHECKS[UINT](body.get("seq")) else None
     version = body.get("v")
-    if version != PROTOCOL_VERSION:
+    if not _TYPE_CHECKS[UINT](version) or version != PROTOCOL_VERSION:  # 1.0 == True == 1 in Python
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
                             f"protocol version {version!r} is not supported; this runtime speaks {PROTOCOL_VERSION}", seq)
     kind = body.get("kind")
@@ -234,7 +254,7 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
             continue
         if not _TYPE_CHECKS[field.type](value):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field {field.name!r} must be {field.type}", seq)
-        fields[field.name] = decode_array(value, field.name) if field.type == ARRAY else value
+        fields[field.name] = decode_array(value, field.name, seq) if field.type == ARRAY else value
     return Message(kind, fields)
 
 

@@ -12,7 +12,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from runtime.protocol import ErrorCode, ProtocolError, decode_array, encode_array
+from runtime.protocol import ARRAY_DTYPES, ErrorCode, ProtocolError, array_nbytes, decode_array, encode_array
 
 
 def to_wire(space: spaces.Space) -> dict[str, Any]:
@@ -24,19 +24,28 @@ def to_wire(space: spaces.Space) -> dict[str, Any]:
     raise TypeError(f"space {space} is not supported; use Box or Discrete")
 
 
-def from_wire(data: Mapping[str, Any], what: str = "space") -> spaces.Space:
-    """Build a Gymnasium space from its wire form (or the same form written in TOML with plain lists)."""
+def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | None = None) -> spaces.Space:
+    """Build a Gymnasium space from its wire form (or the same form written in TOML with plain lists).
+
+    Raises ValueError for a bad description. ``max_elements`` bounds a box's size, so that a peer's
+    hello cannot make the runtime allocate huge bound arrays.
+    """
     kind = data.get("type")
     if kind == "discrete":
         n = data.get("n")
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"{what}: discrete space needs a positive integer n")
+        if type(n) is not int or not 1 <= n <= np.iinfo(np.int64).max:
+            raise ValueError(f"{what}: discrete space needs a positive integer n (at most 2**63-1)")
         return spaces.Discrete(n)
     if kind == "box":
         shape = data.get("shape")
-        if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d > 0 for d in shape):
+        if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d > 0 for d in shape):
             raise ValueError(f"{what}: box space needs a shape of positive integers")
-        dtype = np.dtype(data.get("dtype", "float32"))
+        if max_elements is not None and array_nbytes(shape, 1, max_elements) > max_elements:
+            raise ValueError(f"{what}: box space has more than {max_elements} elements")
+        dtype_name = data.get("dtype", "float32")
+        if dtype_name not in ARRAY_DTYPES:
+            raise ValueError(f"{what}: dtype {dtype_name!r} is not one of {', '.join(ARRAY_DTYPES)}")
+        dtype = np.dtype(dtype_name)
         low, high = (_bound(data.get(name, default), shape, dtype, what)
                      for name, default in (("low", -np.inf), ("high", np.inf)))
         return spaces.Box(low=low, high=high, shape=tuple(shape), dtype=dtype)
@@ -46,7 +55,10 @@ def from_wire(data: Mapping[str, Any], what: str = "space") -> spaces.Space:
 def _bound(value: Any, shape: list[int], dtype: np.dtype, what: str) -> np.ndarray:
     if isinstance(value, dict):
         value = decode_array(value, what)
-    return np.broadcast_to(np.asarray(value, dtype=dtype), tuple(shape)).copy()
+    try:
+        return np.broadcast_to(np.asarray(value, dtype=dtype), tuple(shape)).copy()
+    except OverflowError as exc:  # e.g. low = -1000 for an int8 box
+        raise ValueError(f"{what}: bound out of range for {dtype.name}: {exc}") from None
 
 
 def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[spaces.Space, spaces.Space]:

@@ -95,8 +95,8 @@ class Gateway(Role):
 
     def on_hello(self, route: bytes, message: protocol.Message) -> None:
         try:
-            observation_space = spaces.from_wire(message["observation_space"], "observation_space")
-            action_space = spaces.from_wire(message["action_space"], "action_space")
+            observation_space = spaces.from_wire(message["observation_space"], "observation_space", self.max_message_bytes)
+            action_space = spaces.from_wire(message["action_space"], "action_space", self.max_message_bytes)
         except (ValueError, TypeError, ProtocolError) as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"hello: {exc}") from None
         for what, theirs, ours in (("observation", observation_space, self.observation_space),
@@ -163,7 +163,8 @@ class Gateway(Role):
 
     def on_transport_event(self, sock: zmq.Socket) -> None:
         event = recv_monitor_message(sock)
-        self.count_error(ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", event=int(event["event"]))
+        # not event=...: structlog takes the log message as its first argument, named "event"
+        self.count_error(ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", transport_event=int(event["event"]))
         self.counters["handshake_failures"] += 1
 
     def on_weights(self, sock: zmq.Socket) -> None:

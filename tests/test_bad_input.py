@@ -1,0 +1,212 @@
+"""Bad input from peers, against a real daemon (docs/protocol.md, Error codes).
+
+Each refusal must be answered as documented (code and seq), counted in ``status()["errors"]``,
+leave the refused peer's session usable, and leave the runtime serving a well-behaved peer with
+the same gateway process (no crash, no restart). All tests share one daemon.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import gymnasium
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from runtime import protocol, spaces
+from runtime.peer import Peer
+from runtime.protocol import ErrorCode
+
+ENV = gymnasium.make("CartPole-v1")
+SPACES = {"observation_space": spaces.to_wire(ENV.observation_space), "action_space": spaces.to_wire(ENV.action_space)}
+GOOD_OBS = np.array([0.01, -0.02, 0.03, -0.04], dtype=np.float32)
+LIMIT = protocol.DEFAULT_MAX_MESSAGE_BYTES  # the daemon runs with the default
+SOCKET_CAP = 2 * LIMIT + 4096  # runtime.transport.Transport.socket_limit()
+REPLY_S = 3.0  # generous: a reply normally takes milliseconds
+STATS_S = 5.0  # stats arrive every 0.1 s
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def dealer(endpoint: str) -> Iterator[zmq.Socket]:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close(linger=0)
+
+
+def receive(sock: zmq.Socket, timeout_s: float = REPLY_S) -> protocol.Message | None:
+    if not sock.poll(timeout_s * 1000):
+        return None
+    return protocol.decode(sock.recv(), SOCKET_CAP)
+
+
+def exchange(sock: zmq.Socket, frames: list[bytes]) -> protocol.Message:
+    sock.send_multipart(frames)
+    reply = receive(sock)
+    assert reply is not None, f"no reply within {REPLY_S} s"
+    return reply
+
+
+def attach(sock: zmq.Socket) -> protocol.Message:
+    welcome = exchange(sock, [protocol.encode("hello", peer_name="bad-input", **SPACES)])
+    assert welcome.kind == "welcome", welcome
+    return welcome
+
+
+def packed(**body) -> bytes:
+    """A message built by hand (version 1 unless ``v`` says otherwise), as a foreign peer would."""
+    return msgpack.packb({"v": 1, **body}, use_bin_type=True)
+
+
+def observation(seq: int, obs: np.ndarray = GOOD_OBS, **fields) -> bytes:
+    return protocol.encode("observation", seq=seq, obs=obs, **fields)
+
+
+def padded_observation(seq: int, padding_bytes: int) -> bytes:
+    """A valid observation, grown by an unknown field (which the decoder would ignore)."""
+    return packed(kind="observation", seq=seq, obs=protocol.encode_array(GOOD_OBS), padding=bytes(padding_bytes))
+
+
+def hello_with(**space_overrides) -> bytes:
+    return protocol.encode("hello", **{**SPACES, **space_overrides})
+
+
+def error_counts(status: dict) -> Counter:
+    return Counter(status["errors"]["by_code"])
+
+
+def wait_for_counts(daemon, what: str, grown: Callable[[dict], bool]) -> dict:
+    """Poll status until ``grown(status)``; stats arrive every 0.1 s."""
+    deadline = time.monotonic() + STATS_S
+    while True:
+        status = daemon.status()
+        if grown(status):
+            return status
+        assert time.monotonic() < deadline, f"{what} did not grow within {STATS_S} s: {status['errors']}"
+        time.sleep(0.05)
+
+
+def wait_for_error_count(daemon, code: ErrorCode, before: dict) -> dict:
+    return wait_for_counts(daemon, f"errors.by_code.{code.name}",
+                           lambda s: error_counts(s)[code.name] > error_counts(before)[code.name])
+
+
+def assert_serving(daemon, before: dict) -> None:
+    """A well-behaved peer still gets actions, from the same gateway process."""
+    peer = Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="well-behaved", timeout_s=10)
+    try:
+        peer.connect(wait_s=10)
+        answer = peer.act(GOOD_OBS, episode_start=True)
+    finally:
+        peer.close()
+    assert answer.seq == 1 and ENV.action_space.contains(int(answer.action))
+    assert answer.decided_by in ("student", "teacher")
+    gateway_before, gateway_after = before["roles"]["gateway"], daemon.status()["roles"]["gateway"]
+    assert (gateway_after["pid"], gateway_after["restarts"]) == (gateway_before["pid"], gateway_before["restarts"])
+
+
+# --- one refusal per case -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    frames: Callable[[], list[bytes]]  # built lazily: some are megabytes
+    code: ErrorCode
+    seq: int | None
+    attached: bool = True  # send after a hello (and check the session survives the refusal)
+
+
+CASES = {
+    "malformed-msgpack": Case(lambda: [packed(kind="observation", seq=10)[:-4]], ErrorCode.MALFORMED_MESSAGE, None),
+    "not-a-map": Case(lambda: [msgpack.packb([1, "observation", 10])], ErrorCode.MALFORMED_MESSAGE, None),
+    "wrong-version": Case(lambda: [packed(v=2, kind="observation", seq=11, obs=protocol.encode_array(GOOD_OBS))],
+                          ErrorCode.UNSUPPORTED_VERSION, 11),
+    "unknown-kind": Case(lambda: [packed(kind="teleport", seq=12)], ErrorCode.UNKNOWN_KIND, 12),
+    "internal-kind": Case(lambda: [protocol.encode("observed", route=b"x", seq=13, obs=GOOD_OBS, policy="auto", new_episode=True)],
+                          ErrorCode.UNKNOWN_KIND, 13),
+    "observation-before-hello": Case(lambda: [observation(14)], ErrorCode.NOT_ATTACHED, 14, attached=False),
+    "hello-with-mismatched-spaces": Case(
+        lambda: [hello_with(observation_space=spaces.to_wire(gymnasium.spaces.Box(-1, 1, (5,), np.float32)))],
+        ErrorCode.SPACE_MISMATCH, None, attached=False),
+    "wrong-shape": Case(lambda: [observation(15, np.zeros(5, np.float32))], ErrorCode.WRONG_SHAPE, 15),
+    "wrong-dtype": Case(lambda: [observation(16, GOOD_OBS.astype(np.float64))], ErrorCode.WRONG_DTYPE, 16),
+    "nan": Case(lambda: [observation(17, np.array([0, np.nan, 0, 0], np.float32))], ErrorCode.NOT_FINITE, 17),
+    "plus-inf": Case(lambda: [observation(18, np.array([0, 0, np.inf, 0], np.float32))], ErrorCode.NOT_FINITE, 18),
+    "array-size-mismatch": Case(lambda: [packed(kind="observation", seq=19, obs={"dtype": "float32", "shape": [4], "data": bytes(15)})],
+                                ErrorCode.INVALID_FIELD, 19),
+    # Dims whose product wraps around 64 bits to the data's size: this used to crash the gateway.
+    "overflowing-dims": Case(lambda: [packed(kind="observation", seq=20, obs={"dtype": "uint8", "shape": [2**62 + 1, 4], "data": bytes(4)})],
+                             ErrorCode.INVALID_FIELD, 20),
+    "unknown-policy": Case(lambda: [observation(21, policy="boss")], ErrorCode.INVALID_FIELD, 21),
+    # Spaces that used to crash the gateway (OverflowError) or make it allocate 40 GB of bounds.
+    "huge-discrete-space": Case(lambda: [hello_with(action_space={"type": "discrete", "n": 2**64 - 1})],
+                                ErrorCode.INVALID_FIELD, None, attached=False),
+    "huge-box-space": Case(lambda: [hello_with(observation_space={"type": "box", "shape": [100_000, 100_000], "dtype": "float32"})],
+                           ErrorCode.INVALID_FIELD, None, attached=False),
+    "oversized": Case(lambda: [padded_observation(22, (LIMIT + SOCKET_CAP) // 2)], ErrorCode.MESSAGE_TOO_LARGE, None),
+    "multi-frame": Case(lambda: [observation(23), observation(23)], ErrorCode.MALFORMED_MESSAGE, None),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_bad_message_is_refused_counted_and_survived(shared_daemon, case):
+    before = shared_daemon.status()
+    with dealer(shared_daemon.endpoint) as sock:
+        if case.attached:
+            assert attach(sock)["max_message_bytes"] == LIMIT
+        reply = exchange(sock, case.frames())
+        assert reply.kind == "error", reply
+        assert (ErrorCode(reply["code"]), reply["seq"]) == (case.code, case.seq), reply["message"]
+        if case.attached:  # the refusal was the only reply, and the session is still open
+            follow_up = exchange(sock, [observation(100)])
+            assert (follow_up.kind, follow_up.get("seq")) == ("action", 100), follow_up
+    wait_for_error_count(shared_daemon, case.code, before)
+    assert_serving(shared_daemon, before)
+
+
+# --- refusals without a reply ---------------------------------------------------------------------
+
+
+def test_message_over_the_socket_cap_drops_the_connection(shared_daemon):
+    before = shared_daemon.status()
+    with dealer(shared_daemon.endpoint) as sock:
+        attach(sock)
+        sock.send(padded_observation(30, SOCKET_CAP))
+        assert receive(sock, timeout_s=1.0) is None, "ZeroMQ should drop the connection without a reply"
+        # The DEALER reconnects by itself, but as a new connection: the session is gone.
+        reply = exchange(sock, [observation(31)])
+        assert (reply.kind, reply["code"], reply["seq"]) == ("error", ErrorCode.NOT_ATTACHED, 31)
+    after = wait_for_error_count(shared_daemon, ErrorCode.NOT_ATTACHED, before)
+    # The decoder never saw the message: nothing was counted as too large.
+    assert error_counts(after)["MESSAGE_TOO_LARGE"] == error_counts(before)["MESSAGE_TOO_LARGE"]
+    assert_serving(shared_daemon, before)
+
+
+def test_raw_tcp_garbage_is_a_handshake_failure(shared_daemon):
+    before = shared_daemon.status()
+    host, port = shared_daemon.endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=REPLY_S) as conn:
+        greeting = conn.recv(10)
+        assert greeting[:1] == b"\xff" and greeting[9:10] == b"\x7f", f"not a ZMTP signature: {greeting.hex()}"
+        conn.sendall(random.Random(7).randbytes(256))
+
+    def failures(status: dict) -> int:
+        return status["roles"]["gateway"]["counters"].get("handshake_failures", 0)
+
+    after = wait_for_counts(shared_daemon, "handshake_failures", lambda s: failures(s) > failures(before))
+    assert error_counts(after)["MALFORMED_MESSAGE"] > error_counts(before)["MALFORMED_MESSAGE"]
+    assert_serving(shared_daemon, before)

@@ -73,11 +73,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "student": {
         "plugin": Key("mlp", str, "student model factory, by name (agentrt plugins)"),
-        "params": Key({"hidden": [32]}, dict, "parameters for the student factory"),
+        "params": Key({}, dict, "parameters for the student factory (each component has its own defaults)"),
     },
     "teacher": {
         "plugin": Key("checkpoint", str, "teacher factory, by name"),
-        "params": Key({"path": "builtin:cartpole"}, dict, "parameters for the teacher factory"),
+        "params": Key({}, dict, "parameters for the teacher factory (the checkpoint teacher defaults to builtin:cartpole)"),
         "timeout_ms": Key(200, int, "how long decision waits for the teacher to act before keeping the student's action", _positive, "> 0"),
         "cache_size": Key(100_000, int, "teacher answers remembered by observation, so no question is paid twice (0: off)", lambda v: v >= 0, ">= 0"),
         "cache_decimals": Key(-1, int, "round observations to this many decimals for the cache key (-1: exact)"),
@@ -88,7 +88,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "distillation": {
         "strategy": Key("soft_target", str, "distillation strategy (loss), by name"),
-        "params": Key({"temperature": 2.0, "alpha": 0.5}, dict, "parameters for the strategy"),
+        "params": Key({}, dict, "parameters for the strategy (soft_target defaults to temperature 2, alpha 0.5)"),
         "learning_rate": Key(3e-3, NUMBER, "Adam learning rate", _positive, "> 0"),
         "batch_size": Key(128, int, "training minibatch size", _positive, "> 0"),
         "min_samples": Key(64, int, "labelled samples needed before training starts", _positive, "> 0"),

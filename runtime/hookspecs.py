@@ -6,7 +6,8 @@ the same way and use nothing a third-party plugin could not.
 
 Two families of hooks:
 
-* ``agentrt_register_*`` hooks are called once in each role process, right after the plugins load.
+* ``agentrt_register_*`` hooks are called once in every role process (and by ``agentrt plugins``),
+  right after the plugins load; the factories they return are only called where the component runs.
   Each returns a dict mapping a component name to a factory; every implementation's dict is
   collected (all results), and a name registered by two plugins is a start-up error naming both.
   ``agentrt.toml`` then selects components by name, with their ``params`` table. Keep heavy
@@ -42,7 +43,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 def agentrt_register_students() -> dict[str, StudentFactory]:
     """Register student model factories.
 
-    Called in: decision and distillation processes (and ``agentrt distill``), once at start-up.
+    Factories run in: decision and distillation (and ``agentrt distill``), once at start-up.
     Returns: ``{name: factory}``. ``factory(params, observation_space, action_space)`` builds the
     student ``torch.nn.Module``. ``observation_space`` is the space of the features the student
     receives (after perception), ``action_space`` the agent's action space. ``forward(x)`` maps a
@@ -59,7 +60,7 @@ def agentrt_register_students() -> dict[str, StudentFactory]:
 def agentrt_register_teachers() -> dict[str, TeacherFactory]:
     """Register teacher factories.
 
-    Called in: the teacher process (and ``agentrt distill`` / ``agentrt teacher serve``), at start-up.
+    Factories run in: the teacher process (and ``agentrt distill`` / ``agentrt teacher serve``), at start-up.
     Returns: ``{name: factory}``; ``factory(params, observation_space, action_space)`` returns an
     object with ``label(observations: np.ndarray) -> np.ndarray`` (see ``runtime.interfaces.Teacher``).
     The teacher sees raw observations (before perception): it is the reference, not the student.
@@ -71,7 +72,7 @@ def agentrt_register_teachers() -> dict[str, TeacherFactory]:
 def agentrt_register_distillation_strategies() -> dict[str, StrategyFactory]:
     """Register distillation strategies (losses).
 
-    Called in: the distillation process (and ``agentrt distill``), at start-up.
+    Factories run in: the distillation process (and ``agentrt distill``), at start-up.
     Returns: ``{name: factory}``; ``factory(params)`` returns an object with
     ``loss(inputs: runtime.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise). A
     strategy with learnable parts (a feature projection) is also a ``torch.nn.Module``; its
@@ -84,7 +85,7 @@ def agentrt_register_distillation_strategies() -> dict[str, StrategyFactory]:
 def agentrt_register_query_policies() -> dict[str, QueryPolicyFactory]:
     """Register teacher query policies.
 
-    Called in: the decision process, at start-up.
+    Factories run in: the decision process, at start-up.
     Returns: ``{name: factory}``; ``factory(params)`` returns an object with
     ``decide(context: QueryContext) -> QueryDecision``, called once per batch of observations:
     for each observation, whether to ask the teacher for a label and whether the teacher acts
@@ -97,11 +98,12 @@ def agentrt_register_query_policies() -> dict[str, QueryPolicyFactory]:
 def agentrt_register_perception_transforms() -> dict[str, StepFactory]:
     """Register perception transforms (observation -> features).
 
-    Called in: perception (to run them) and in decision/distillation (to learn the feature space).
+    Factories run in: perception (to run them) and decision/distillation (to learn the feature space).
     Returns: ``{name: factory}``; ``factory(params, input_space)`` returns a
-    ``runtime.interfaces.StreamStep``: ``step(features, stream) -> features`` with ``output_space``
-    set. Transforms listed in ``perception.transforms`` are chained in that order, each getting
-    the previous one's output space.
+    ``runtime.interfaces.StreamStep`` with ``output_space`` set, called as
+    ``step(features, stream) -> features`` on one observation at a time; ``step.reset(stream)``
+    is called when that stream (peer) starts a new episode. Transforms listed in
+    ``perception.transforms`` are chained in that order, each getting the previous one's output space.
     Combination: all results are merged; duplicate names are an error.
     """
 
@@ -110,9 +112,9 @@ def agentrt_register_perception_transforms() -> dict[str, StepFactory]:
 def agentrt_register_execution_filters() -> dict[str, StepFactory]:
     """Register execution filters (action -> safe action).
 
-    Called in: the execution process, at start-up.
+    Factories run in: the execution process, at start-up.
     Returns: ``{name: factory}``; ``factory(params, action_space)`` returns a
-    ``runtime.interfaces.StreamStep``: ``step(action, stream) -> action``. Filters listed in
+    ``runtime.interfaces.StreamStep``, called as ``step(action, stream) -> action`` on one action at a time. Filters listed in
     ``execution.filters`` are chained in that order. A filter should clamp, not raise: raising
     sends the peer a PLUGIN_FAILED error instead of an action.
     Combination: all results are merged; duplicate names are an error.
@@ -144,9 +146,10 @@ def agentrt_peer_detached(peer_id: str, reason: str) -> None:
 
 
 @hookspec
-def agentrt_weights_published(version: int, path: str, metrics: dict[str, float]) -> None:
+def agentrt_weights_published(version: int, path: str, metrics: dict[str, float | None]) -> None:
     """Called in the distillation process after student ``version`` was written to ``path``
-    (safetensors) and announced; ``metrics`` holds at least ``loss`` and ``agreement``."""
+    (safetensors), passed the promotion gate and was announced; ``metrics`` holds ``loss``,
+    ``agreement``, ``heldout_agreement`` (None while the held-out set is small) and ``samples``."""
 
 
 @hookspec

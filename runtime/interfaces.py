@@ -1,7 +1,8 @@
 """The objects that plugins hand to the runtime. Hook specifications (runtime/hookspecs.py) return these.
 
-Arrays crossing these interfaces are numpy arrays, batched along the first axis, except for the
-student and the distillation strategy, which work on torch tensors inside the torch processes.
+Arrays crossing these interfaces are numpy arrays: batched along the first axis for teachers and
+query policies, one observation or action at a time for perception transforms and execution
+filters. Students and distillation strategies work on torch tensors inside the torch processes.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class StreamStep:
 
     A stream is one peer's sequence of observations (or actions), keyed by ``stream`` (bytes); a
     step that keeps per-stream state (frame stacks, the previous action) drops it in ``reset``,
-    which the runtime calls when that stream starts a new episode or leaves. ``output_space`` is
+    which the runtime calls when that stream starts a new episode. Streams that vanish are never
+    announced, so keep per-stream state bounded (least recently used out). ``output_space`` is
     the space of what the step returns, so the student can be built for the features it will see.
     """
 

@@ -107,9 +107,15 @@ class Peer:
         self.socket.connect(self.endpoint)
 
     def _receive(self, timeout_s: float) -> protocol.Message | None:
-        if not self.socket.poll(timeout_s * 1000):
-            return None
-        return protocol.decode(self.socket.recv(), 2 * self.max_message_bytes + 4096, accept=PEER_RECEIVES)
+        deadline = time.monotonic() + timeout_s
+        while self.socket.poll(max(deadline - time.monotonic(), 0.0) * 1000):
+            try:
+                return protocol.decode(self.socket.recv(), 2 * self.max_message_bytes + 4096, accept=PEER_RECEIVES)
+            except protocol.ProtocolError as exc:
+                if exc.code != ErrorCode.UNKNOWN_KIND:
+                    raise
+                # A newer runtime may send kinds this SDK does not know: skip them.
+        return None
 
     # --- observations ----------------------------------------------------------------------------
     def submit(self, obs: np.ndarray, reward: float | None = None, episode_start: bool | None = None,

@@ -44,6 +44,7 @@ class ErrorCode(enum.IntEnum):
     NOT_FINITE = 302
     PLUGIN_FAILED = 500
     UNAVAILABLE = 501
+    INTERNAL_ERROR = 502
 
 
 class ProtocolError(Exception):
@@ -169,7 +170,8 @@ def decode_array(value: Any, field: str = "array", seq: int | None = None) -> np
         raise ProtocolError(ErrorCode.INVALID_FIELD,
                             f"{field}: {len(data)} data bytes do not match dtype {dtype} and shape {reprlib.repr(shape)}", seq)
     try:
-        return np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=False).reshape(shape)
+        # A copy in native byte order: writable, so torch can wrap it without warnings.
+        return np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("=")).reshape(shape)
     except ValueError:  # too many dims, or an empty array whose other dims exceed numpy's limits
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape {reprlib.repr(shape)} is not supported", seq) from None
 

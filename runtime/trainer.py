@@ -45,6 +45,16 @@ class Trainer:
             parameters += list(self.strategy.parameters())
         return self.torch.optim.Adam(parameters, lr=self.settings["learning_rate"])
 
+    def _optimize_new_parameters(self) -> None:
+        """A strategy may create parameters on its first call (a feature projection sized from the
+        data): give them to the optimizer as they appear."""
+        if not isinstance(self.strategy, self.torch.nn.Module):
+            return
+        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        fresh = [p for p in self.strategy.parameters() if id(p) not in known]
+        if fresh:
+            self.optimizer.add_param_group({"params": fresh})
+
     def ready(self) -> bool:
         return len(self.buffer) >= self.settings["min_samples"]
 
@@ -87,6 +97,7 @@ class Trainer:
                                 teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
                                 agreement=self.agreement)
         loss = serve(self.strategy_component, self.strategy.loss, inputs)
+        self._optimize_new_parameters()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

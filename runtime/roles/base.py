@@ -119,11 +119,14 @@ class Role:
         payload = protocol.error_message(code, message, seq)
         self.send(returns, protocol.encode("reply", route=route, payload=payload, payload_kind="error"), "reply")
 
-    def plugin_failed(self, failure: PluginFailure, returns: zmq.Socket, route: bytes, seq: int | None) -> None:
-        """A plugin raised while serving a peer's request: log it by plugin and hook, answer the peer."""
+    def log_plugin_failure(self, failure: PluginFailure) -> None:
         component = failure.component
         self.log.error("plugin_failed", plugin=component.plugin, hook=component.hook, component=component.name,
                        error=f"{type(failure.error).__name__}: {failure.error}")
+
+    def plugin_failed(self, failure: PluginFailure, returns: zmq.Socket, route: bytes, seq: int | None) -> None:
+        """A plugin raised while serving a peer's request: log it by plugin and hook, answer the peer."""
+        self.log_plugin_failure(failure)
         self.reply_error(returns, route, ErrorCode.PLUGIN_FAILED, str(failure), seq)
 
     # --- the loop -------------------------------------------------------------------------------

@@ -138,8 +138,7 @@ class Distillation(Role):
             self.trainer.train_step()
         except PluginFailure as failure:
             self.counters["errors.PLUGIN_FAILED"] += 1
-            self.log.error("plugin_failed", plugin=failure.component.plugin, hook=failure.component.hook,
-                           error=str(failure.error))
+            self.log_plugin_failure(failure)
             return
         self.steps_since_publish += 1
         self.counters["train_steps"] += 1

@@ -73,6 +73,9 @@ class Gateway(Role):
                 self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=PEER_ACCEPTS))
             except ProtocolError as exc:
                 self.reject(route, exc)
+            except Exception as exc:  # a bug must cost one request, not every peer's session
+                self.log.exception("peer_message_failed")
+                self.reject(route, ProtocolError(ErrorCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
 
     def handle_peer(self, route: bytes, message: protocol.Message) -> None:
         session = self.sessions.get(route)

@@ -86,8 +86,7 @@ class TeacherRole(Role):
             try:
                 reply = self.answer(request)
             except PluginFailure as failure:
-                self.log.error("plugin_failed", plugin=failure.component.plugin, hook=failure.component.hook,
-                               error=str(failure.error))
+                self.log_plugin_failure(failure)
                 self.counters["errors.PLUGIN_FAILED"] += 1
                 continue
             self.send(sock, [identity, reply], "taught")

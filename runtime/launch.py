@@ -3,6 +3,7 @@ benchmarks and the tests, which each want a private daemon on a free port."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from runtime import control
 
@@ -46,20 +47,27 @@ class ChildDaemon:
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         return control.request(self.run_dir, "status", timeout_s=timeout_s)
 
-    def wait_ready(self, timeout_s: float = 90.0) -> dict[str, Any]:
-        """Wait until every role reports itself running."""
-        deadline = time.monotonic() + timeout_s
+    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+                   what: str = "condition") -> dict[str, Any]:
+        """Poll the status until ``predicate`` holds; fail early if the daemon exits."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with code {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"the daemon exited with code {self.process.returncode} waiting for {what}; see {self.log_path}")
             try:
                 status = self.status(timeout_s=1.0)
-                if all(role["state"] == "running" for role in status["roles"].values()):
+                if predicate(status):
                     return status
             except control.DaemonUnreachable:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"the daemon was not ready within {timeout_s:g} s; see {self.log_path}")
+        raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}; last status: {json.dumps(status)[:2000]}")
+
+    def wait_ready(self, timeout: float = 90.0) -> dict[str, Any]:
+        """Wait until every role reports itself running."""
+        return self.wait_until(lambda s: all(r["state"] == "running" for r in s["roles"].values()), timeout,
+                               "all roles running")
 
     def stop(self, timeout_s: float = 15.0) -> int:
         """SIGTERM and wait (the daemon stops its roles); SIGKILL only if it does not exit in time."""

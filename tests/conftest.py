@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -47,22 +45,6 @@ class RunningDaemon(ChildDaemon):
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return agentrt(*args, "--run-dir", str(self.run_dir), env=self.env, timeout=timeout)
 
-    def wait_until(self, predicate, timeout: float = 30.0, what: str = "condition") -> dict:
-        deadline = time.monotonic() + timeout
-        status = {}
-        while time.monotonic() < deadline:
-            try:
-                status = self.status()
-                if predicate(status):
-                    return status
-            except control.DaemonUnreachable:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; last status: {json.dumps(status)[:2000]}")
-
-    def wait_running(self, timeout: float = 90.0) -> dict:
-        return self.wait_until(lambda s: all(r["state"] == "running" for r in s["roles"].values()),
-                               timeout, "all roles running")
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -92,7 +74,7 @@ def start_daemon(config_text: str = "", env: dict | None = None, wait: bool = Tr
     daemon = RunningDaemon(run_dir, endpoint, str(config_path) if config_path else None, env)
     if wait:
         try:
-            daemon.wait_running()
+            daemon.wait_ready()
         except BaseException:
             daemon.stop()
             raise

@@ -71,7 +71,7 @@ def test_decision_killed_is_restarted_and_peers_keep_getting_actions(daemon):
     for thread in threads:
         thread.join(timeout=10)
     assert len(answered) == 2 and max(answered) < 3.0, answered
-    after = daemon.wait_running()["roles"]
+    after = daemon.wait_ready()["roles"]
     assert after["decision"]["restarts"] == 1 and after["decision"]["pid"] != before["decision"]["pid"]
     for name in ("gateway", "perception", "execution", "teacher", "distillation"):
         assert after[name]["pid"] == before[name]["pid"] and after[name]["restarts"] == 0, name

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-import structlog
 import zmq
 
 from runtime import logs, pluginmanager, protocol, transport

@@ -162,3 +162,23 @@ def test_feature_hints_train_on_teacher_features():
         assert status["roles"]["teacher"]["counters"]["cache_hits"] > 0  # acting answers re-asked for features, free
     finally:
         running.stop()
+
+
+def test_configured_query_policies_govern_what_the_teacher_is_asked():
+    running = start_daemon('[query]\npolicy = "budget"\n[query.params]\ntotal = 150\n', env=FAST)
+    try:
+        summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=40, peers=2)
+        status = running.wait_until(lambda s: s["observations"] == summary.steps, what="counters")
+        assert summary.steps > 150
+        assert status["labels_requested"] == 150  # the budget, exactly: no more, and all of it used
+        assert status["decisions"]["by_teacher"] == 0
+    finally:
+        running.stop()
+    running = start_daemon('[query]\npolicy = "uncertainty"\n[query.params]\nmeasure = "margin"\ntarget_rate = 0.2\n', env=FAST)
+    try:
+        summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=40, peers=2)
+        status = running.wait_until(lambda s: s["observations"] == summary.steps, what="counters")
+        assert summary.steps > 200
+        assert 0.1 < status["labels_requested"] / status["observations"] < 0.3
+    finally:
+        running.stop()

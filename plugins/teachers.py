@@ -16,7 +16,7 @@ from runtime.params import with_defaults
 from runtime.spaces import output_size
 
 ASSETS = Path(__file__).parent / "assets"
-BUILTIN_CHECKPOINTS = {"cartpole": ASSETS / "cartpole_teacher.safetensors"}
+BUILTIN_CHECKPOINTS = {"cartpole": ASSETS / "cartpole_teacher.safetensors", "pendulum": ASSETS / "pendulum_teacher.safetensors"}
 
 
 def resolve_checkpoint(path: str) -> Path:
@@ -188,10 +188,9 @@ def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Spa
 
 def cartpole_controller(observations: np.ndarray) -> np.ndarray:
     """The linear state-feedback controller the built-in CartPole teacher was distilled from, as logits."""
-    from plugins.train_cartpole_teacher import EXPERT_GAINS
+    from plugins.train_cartpole_teacher import expert_logits
 
-    push = np.asarray(observations, dtype=np.float64) @ EXPERT_GAINS
-    return np.stack([-push, push], axis=1).astype(np.float32)
+    return expert_logits(observations)
 
 
 @hookimpl

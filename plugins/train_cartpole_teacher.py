@@ -20,67 +20,22 @@ import argparse
 import json
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
-import torch
-from torch import nn
 
-from plugins.nets import MLP, parameter_count
+from plugins.imitation import dagger, evaluate, network_policy
+from plugins.nets import parameter_count
 from runtime.checkpoints import save_safetensors
 
+ENV_ID = "CartPole-v1"
 EXPERT_GAINS = np.array([0.1, 0.5, 1.0, 0.5])
 HIDDEN = [256, 256]
 DEFAULT_OUTPUT = Path(__file__).parent / "assets" / "cartpole_teacher.safetensors"
 
 
-def expert_action(observations: np.ndarray) -> np.ndarray:
-    return (observations @ EXPERT_GAINS > 0).astype(np.int64)
-
-
-def rollout(env: gym.Env, policy, episodes: int, seed: int) -> tuple[np.ndarray, list[float]]:
-    states, returns = [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            states.append(obs)
-            obs, reward, terminated, truncated, _ = env.step(int(policy(obs[None])[0]))
-            total += reward
-            done = terminated or truncated
-        returns.append(total)
-    return np.asarray(states, dtype=np.float32), returns
-
-
-def network_policy(net: nn.Module):
-    def act(observations: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.as_tensor(observations, dtype=torch.float32)).argmax(dim=1).numpy()
-    return act
-
-
-def train(seed: int = 0, rounds: int = 4, episodes_per_round: int = 10) -> tuple[nn.Module, float]:
-    torch.manual_seed(seed)
-    env = gym.make("CartPole-v1")
-    net = MLP((4,), 2, HIDDEN)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    dataset = np.zeros((0, 4), dtype=np.float32)
-    policy = expert_action
-    for round_index in range(rounds):
-        states, returns = rollout(env, policy, episodes_per_round, seed=seed + 1000 * round_index)
-        dataset = np.concatenate([dataset, states])
-        x = torch.as_tensor(dataset)
-        y = torch.as_tensor(expert_action(dataset))
-        for _ in range(1500):
-            index = torch.randint(0, len(x), (256,))
-            loss = nn.functional.cross_entropy(net(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        print(json.dumps({"round": round_index, "samples": len(dataset), "rollout_mean_return": float(np.mean(returns)),
-                          "loss": round(loss.item(), 5)}))
-        policy = network_policy(net)
-    _, returns = rollout(env, policy, 100, seed=seed + 99_000)
-    return net, float(np.mean(returns))
+def expert_logits(observations: np.ndarray) -> np.ndarray:
+    """The expert as logits (B, 2): push right when ``K · obs > 0``."""
+    push = np.asarray(observations, dtype=np.float64) @ EXPERT_GAINS
+    return np.stack([-push, push], axis=1).astype(np.float32)
 
 
 def main() -> int:
@@ -88,12 +43,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
-    net, mean_return = train(args.seed)
+    net = dagger(ENV_ID, expert_logits, HIDDEN, args.seed, rounds=4, episodes_per_round=10, steps_per_round=1500)
+    mean_return = evaluate(ENV_ID, network_policy(net), episodes=100, seed=args.seed + 99_000)
     if mean_return < 490:
         print(json.dumps({"error": "teacher below 490 mean return", "mean_return": mean_return}))
         return 1
     metadata = {"architecture": "mlp", "input_shape": json.dumps([4]), "output_size": "2",
-                "hidden": json.dumps(HIDDEN), "activation": "relu", "env": "CartPole-v1",
+                "hidden": json.dumps(HIDDEN), "activation": "relu", "env": ENV_ID,
                 "mean_return_100": f"{mean_return:.1f}", "seed": str(args.seed),
                 "procedure": "plugins/train_cartpole_teacher.py"}
     save_safetensors(net.state_dict(), args.output, metadata)

@@ -16,6 +16,7 @@ from runtime.checkpoints import CheckpointStore, load_safetensors
 from runtime.interfaces import QueryContext
 from runtime.models import build_student
 from runtime.pluginmanager import PluginFailure, serve
+from runtime.protocol import ErrorCode
 from runtime.roles.base import Role
 from runtime.spaces import actions_from_outputs
 
@@ -122,7 +123,10 @@ class Decision(Role):
             return
         decided_by = np.array(["student"] * len(batch), dtype=object)
         teacher_outputs = np.full(len(batch), None, dtype=object)
-        acting = np.flatnonzero(choice.teacher_acts)
+        # A student that outputs NaN or infinity must not act: the teacher stands in.
+        broken = ~np.isfinite(outputs).all(axis=1)
+        self.counters["student_not_finite"] += int(broken.sum())
+        acting = np.flatnonzero(choice.teacher_acts | broken)
         if len(acting):
             answer = self.ask_teacher(observations[acting])
             if answer is not None:
@@ -134,6 +138,10 @@ class Decision(Role):
                     teacher_outputs[index] = answer[row]
         actions = actions_from_outputs(outputs, self.action_space)
         for index, message in enumerate(batch):
+            if not np.isfinite(outputs[index]).all():  # the teacher could not stand in either
+                self.reply_error(self.returns, message["route"], ErrorCode.UNAVAILABLE,
+                                 "the student produced a non-finite output and the teacher did not answer", message["seq"])
+                continue
             self.send(self.to_execution, protocol.encode(
                 "decided", route=message["route"], seq=message["seq"], action=actions[index],
                 student_version=self.version, decided_by=decided_by[index]), "decided")

@@ -1,4 +1,14 @@
-"""Built-in execution filters: turn a decided action into a safe one for the peer."""
+"""Built-in execution filters: turn a decided action into a safe one for the peer.
+
+Pick by what the peer can take:
+
+* ``clip``: always (the default): keeps actions inside the action space, whoever decided them.
+* ``rate_limit``: box actions driving something that must not jump (motors, steering): bounds the
+  change between a stream's consecutive actions. List it after ``clip``: then the action and the
+  remembered previous one are both in bounds, and so is every action between them.
+
+No torch here: the execution process loads this module and runs these filters.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from plugins._checks import box_space, positive_array, positive_int
+from plugins._streams import StreamState
 from runtime import hookimpl
 from runtime.interfaces import StreamStep
 from runtime.params import with_defaults
@@ -27,10 +39,53 @@ class Clip(StreamStep):
 
 
 def build_clip(params: dict[str, Any], action_space: spaces.Space) -> Clip:
+    """No params."""
     with_defaults("execution clip", params, {})
     return Clip(action_space)
 
 
+class RateLimit(StreamStep):
+    """Each action component moves at most ``max_delta`` from the stream's previous action.
+
+    The first action of a stream (and the first after ``reset``) passes unchanged. The previous
+    action is the one sent, after limiting, so a far target is approached in steps of ``max_delta``.
+    At most ``max_streams`` streams are remembered; the least recently used one is forgotten.
+    """
+
+    def __init__(self, action_space: spaces.Box, max_delta: np.ndarray, max_streams: int) -> None:
+        self.output_space = action_space
+        self.max_delta = max_delta
+        self.previous: StreamState[np.ndarray] = StreamState(max_streams)
+
+    def __call__(self, action: np.ndarray, stream: bytes) -> np.ndarray:
+        previous = self.previous.get(stream)
+        if previous is not None:
+            action = np.clip(action, previous - self.max_delta, previous + self.max_delta).astype(action.dtype, copy=False)
+        self.previous.put(stream, np.array(action, copy=True))
+        return action
+
+    def reset(self, stream: bytes) -> None:
+        self.previous.forget(stream)
+
+
+def build_rate_limit(params: dict[str, Any], action_space: spaces.Space) -> RateLimit:
+    """Params: ``max_delta`` (required: a number > 0, or one per action dimension),
+    ``max_streams`` (streams remembered, default 1024)."""
+    component = "execution rate_limit"
+    options = with_defaults(component, params, {"max_delta": None, "max_streams": 1024})
+    space = box_space(component, action_space, "a box action space (discrete actions have no rate to limit)")
+    if options["max_delta"] is None:
+        raise ValueError(f"{component}: max_delta is required (a number > 0, or one per action dimension)")
+    max_delta = positive_array(component, "max_delta", options["max_delta"], space.shape)
+    if np.issubdtype(space.dtype, np.integer):
+        # Integer actions move in whole steps: a fractional bound would be truncated towards zero
+        # when cast back, which can overshoot the limit; a limit below 1 would freeze the action.
+        max_delta = np.floor(max_delta)
+        if (max_delta < 1).any():
+            raise ValueError(f"{component}: max_delta must be at least 1 for an integer action space")
+    return RateLimit(space, max_delta, positive_int(component, "max_streams", options["max_streams"]))
+
+
 @hookimpl
 def agentrt_register_execution_filters() -> dict[str, Any]:
-    return {"clip": build_clip}
+    return {"clip": build_clip, "rate_limit": build_rate_limit}

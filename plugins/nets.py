@@ -10,13 +10,23 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-class MLP(nn.Module):
+class FeatureNet(nn.Module):
+    """A student network: ``forward_features(x) -> (outputs, features)``, and ``forward`` the outputs
+    alone, so feature-hint strategies and plain inference run the same computation."""
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+class MLP(FeatureNet):
     """A multilayer perceptron over flattened observations; exposes its last hidden layer as features."""
 
     def __init__(self, input_shape: tuple[int, ...], output_size: int, hidden: list[int], activation: str = "relu") -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        _check_activation(activation)
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden:
@@ -29,8 +39,68 @@ class MLP(nn.Module):
         features = self.body(x)
         return self.head(features), features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+
+class CNN(FeatureNet):
+    """Strided convolutions over images, then a linear head; exposes the flattened conv features.
+
+    ``input_shape`` is ``(..., H, W, C)`` when ``channels_last`` (Gymnasium image envs and the
+    ``image`` transform), else ``(..., C, H, W)``. Leading axes, such as a framestack's ``k``, are
+    folded into the channels, so stacked frames are seen together by the first convolution. Each
+    convolution is padded by ``kernel // 2``, so even a tiny image leaves at least one pixel.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], output_size: int, channels: list[int], kernel: int = 3,
+                 stride: int = 2, channels_last: bool = True, activation: str = "relu") -> None:
+        super().__init__()
+        _check_activation(activation)
+        if len(input_shape) < 3:
+            layout = "H, W, C" if channels_last else "C, H, W"
+            raise ValueError(f"needs an image of shape (..., {layout}), e.g. from the image transform; got shape {list(input_shape)}")
+        if channels_last:
+            *stacked, height, width, depth = input_shape
+        else:
+            *stacked, depth, height, width = input_shape
+        self.channels_last = channels_last
+        self.in_channels = math.prod(stacked) * depth
+        layers: list[nn.Module] = []
+        width_in = self.in_channels
+        for size in channels:
+            layers += [nn.Conv2d(width_in, size, kernel, stride, padding=kernel // 2), ACTIVATIONS[activation]()]
+            width_in = size
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():  # the flattened size depends on padding/stride rounding: let torch work it out
+            flat = self.body(torch.zeros(1, self.in_channels, height, width)).shape[1]
+        self.head = nn.Linear(flat, output_size)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.float()  # uint8-valued features work too; scaling is the image transform's job
+        if self.channels_last:
+            x = x.movedim(-1, -3)
+        x = x.reshape(x.shape[0], self.in_channels, *x.shape[-2:])
+        features = self.body(x)
+        return self.head(features), features
+
+
+class GRUNet(FeatureNet):
+    """A GRU over a history ``(T, D)`` of feature vectors (oldest first, as the ``framestack``
+    transform gives); the last step's top-layer hidden state feeds a linear head and is the features."""
+
+    def __init__(self, input_shape: tuple[int, ...], output_size: int, hidden: int = 64, layers: int = 1) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"needs a 2-D (T, D) history, e.g. from the framestack transform; got shape {list(input_shape)}")
+        self.gru = nn.GRU(input_shape[1], hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, output_size)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sequence, _ = self.gru(x.float())
+        last = sequence[:, -1]
+        return self.head(last), last
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
 
 
 def parameter_count(module: nn.Module) -> int:

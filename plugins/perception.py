@@ -1,4 +1,16 @@
-"""Built-in perception transforms: observation -> features."""
+"""Built-in perception transforms: observation -> features.
+
+Pick by the observations and the student:
+
+* ``normalize``: vector observations whose components have very different scales (the usual first
+  transform for an ``mlp`` student on a control task).
+* ``image``: image observations; resizes, optionally greys and scales frames for a ``cnn`` student.
+* ``framestack``: the student needs a short history (velocities from positions, motion from
+  frames): an ``mlp`` over the flattened stack, a ``gru`` over its steps or a ``cnn`` over frames.
+  Put it last, after the transforms that work on single observations.
+
+No torch here: the perception process loads this module and runs these transforms.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +19,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from plugins._checks import box_space, choice, flag, positive_float, positive_int, positive_ints
+from plugins._streams import StreamState
 from runtime import hookimpl
 from runtime.interfaces import StreamStep
 from runtime.params import with_defaults
+
+# ITU-R BT.601 luma weights, the usual RGB -> grey conversion (as in OpenCV and Pillow).
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 class RunningNormalize(StreamStep):
@@ -35,12 +52,132 @@ class RunningNormalize(StreamStep):
 
 
 def build_normalize(params: dict[str, Any], input_space: spaces.Space) -> RunningNormalize:
-    options = with_defaults("perception normalize", params, {"clip": 5.0, "epsilon": 1e-8})
-    if not isinstance(input_space, spaces.Box):
-        raise ValueError("perception normalize needs a box observation space")
-    return RunningNormalize(input_space, float(options["clip"]), float(options["epsilon"]))
+    """Params: ``clip`` (standard deviations, default 5.0), ``epsilon`` (added to the std, default 1e-8)."""
+    component = "perception normalize"
+    options = with_defaults(component, params, {"clip": 5.0, "epsilon": 1e-8})
+    space = box_space(component, input_space, "a box observation space")
+    return RunningNormalize(space, positive_float(component, "clip", options["clip"]),
+                            positive_float(component, "epsilon", options["epsilon"]))
+
+
+class FrameStack(StreamStep):
+    """The last ``k`` feature arrays of each stream, oldest first: output shape ``(k, *input_shape)``.
+
+    A new stream (or one just reset) starts with ``k`` copies of its first item, so the student sees
+    a full-size history from the first step, with no made-up zeros. At most ``max_streams`` streams
+    are kept; the least recently used one is dropped beyond that.
+    """
+
+    def __init__(self, input_space: spaces.Box, k: int, max_streams: int) -> None:
+        self.k = k
+        stacked = (k, *input_space.shape)
+        self.output_space = spaces.Box(np.broadcast_to(input_space.low, stacked).astype(np.float32),
+                                       np.broadcast_to(input_space.high, stacked).astype(np.float32),
+                                       shape=stacked, dtype=np.float32)
+        self.stacks: StreamState[np.ndarray] = StreamState(max_streams)
+
+    def __call__(self, features: np.ndarray, stream: bytes) -> np.ndarray:
+        stack = self.stacks.get(stream)
+        if stack is None:
+            stack = np.repeat(np.asarray(features, dtype=np.float32)[np.newaxis], self.k, axis=0)
+            self.stacks.put(stream, stack)
+        else:
+            stack[:-1] = stack[1:]
+            stack[-1] = features
+        return stack.copy()  # the stack changes in place on the stream's next item
+
+    def reset(self, stream: bytes) -> None:
+        self.stacks.forget(stream)
+
+
+def build_framestack(params: dict[str, Any], input_space: spaces.Space) -> FrameStack:
+    """Params: ``k`` (items kept, default 4), ``max_streams`` (streams kept, default 1024)."""
+    component = "perception framestack"
+    options = with_defaults(component, params, {"k": 4, "max_streams": 1024})
+    space = box_space(component, input_space, "a box observation space")
+    return FrameStack(space, positive_int(component, "k", options["k"]),
+                      positive_int(component, "max_streams", options["max_streams"]))
+
+
+class ImageResize(StreamStep):
+    """Resize an ``(H, W, C)`` or ``(H, W)`` image to ``size``, optionally to grey, and scale it.
+
+    ``nearest`` (the default) picks the source pixel under each output pixel's centre: cheapest, and
+    it keeps thin features (sprites, lines) crisp. ``bilinear`` blends the four nearest source pixels:
+    smoother, for natural images. Neither averages over a large area when shrinking much, so fine
+    detail may alias. Grey is the BT.601 luma of RGB (an alpha channel is ignored) or, for other
+    channel counts, the channel mean. The output is ``(height, width, 1 or C)`` float32, channels-last.
+    """
+
+    def __init__(self, input_space: spaces.Box, size: list[int], grayscale: bool, scale: float,
+                 interpolation: str) -> None:
+        in_height, in_width = input_space.shape[:2]
+        channels = input_space.shape[2] if len(input_space.shape) == 3 else 1
+        self.in_shape = (in_height, in_width, channels)
+        self.rows = _sample_grid(in_height, size[0], interpolation)
+        self.cols = _sample_grid(in_width, size[1], interpolation)
+        self.grey = None
+        if grayscale and channels > 1:
+            self.grey = np.zeros(channels, dtype=np.float32)
+            if channels in (3, 4):
+                self.grey[:3] = _LUMA
+            else:
+                self.grey[:] = 1.0 / channels
+        self.scale = scale
+        # Resizing and greying blend pixels with weights summing to 1, so the bounds only scale.
+        self.low = np.float32(np.min(input_space.low) * scale)
+        self.high = np.float32(np.max(input_space.high) * scale)
+        out_channels = 1 if grayscale else channels
+        self.output_space = spaces.Box(self.low, self.high, shape=(size[0], size[1], out_channels), dtype=np.float32)
+
+    def __call__(self, image: np.ndarray, stream: bytes) -> np.ndarray:
+        image = np.asarray(image, dtype=np.float32).reshape(self.in_shape)
+        image = _resample(image, self.rows, axis=0)
+        image = _resample(image, self.cols, axis=1)
+        if self.grey is not None:
+            image = (image @ self.grey)[..., np.newaxis]
+        # float32 rounding in the blends can overshoot the bounds by an ulp; the space must hold.
+        return np.clip(image * self.scale, self.low, self.high).astype(np.float32, copy=False)
+
+
+def _sample_grid(source: int, target: int, interpolation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``target`` output positions along one axis: two source indices and the weight of
+    the second (0 for nearest). Pixel centres are aligned (half-pixel offsets), as OpenCV does."""
+    centres = (np.arange(target) + 0.5) * (source / target)
+    if interpolation == "nearest":
+        index = np.minimum(centres.astype(np.int64), source - 1)
+        return index, index, np.zeros(target, dtype=np.float32)
+    position = np.clip(centres - 0.5, 0, source - 1)
+    first = position.astype(np.int64)
+    second = np.minimum(first + 1, source - 1)
+    return first, second, (position - first).astype(np.float32)
+
+
+def _resample(image: np.ndarray, grid: tuple[np.ndarray, np.ndarray, np.ndarray], axis: int) -> np.ndarray:
+    first, second, weight = grid
+    if first is second:  # nearest
+        return np.take(image, first, axis=axis)
+    shape = [1] * image.ndim
+    shape[axis] = -1
+    weight = weight.reshape(shape)
+    return np.take(image, first, axis=axis) * (1 - weight) + np.take(image, second, axis=axis) * weight
+
+
+def build_image(params: dict[str, Any], input_space: spaces.Space) -> ImageResize:
+    """Params: ``size`` ([height, width], default [84, 84]), ``grayscale`` (default false),
+    ``scale`` (multiplies pixel values, default 1/255: uint8 frames land in [0, 1]),
+    ``interpolation`` ("nearest" (default) or "bilinear")."""
+    component = "perception image"
+    options = with_defaults(component, params, {"size": [84, 84], "grayscale": False, "scale": 1 / 255,
+                                                "interpolation": "nearest"})
+    space = box_space(component, input_space, "an image box observation space, (H, W, C) or (H, W)",
+                      min_ndim=2, max_ndim=3)
+    return ImageResize(space, positive_ints(component, "size", options["size"], length=2),
+                       flag(component, "grayscale", options["grayscale"]),
+                       positive_float(component, "scale", options["scale"]),
+                       choice(component, "interpolation", options["interpolation"], ("nearest", "bilinear")))
 
 
 @hookimpl
 def agentrt_register_perception_transforms() -> dict[str, Any]:
-    return {"normalize": build_normalize}
+    return {"normalize": build_normalize, "framestack": build_framestack, "image": build_image}

@@ -105,3 +105,19 @@ def _check_activation(activation: str) -> None:
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class Ensemble(FeatureNet):
+    """K independently initialised members; ``forward`` is their mean, ``forward_members`` all of
+    them, so the decision process can hand their disagreement to the query policy."""
+
+    def __init__(self, members: list[FeatureNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward_members(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members])
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, features = zip(*(member.forward_features(x) for member in self.members))
+        return torch.stack(outputs).mean(dim=0), torch.cat(features, dim=1)

@@ -48,6 +48,28 @@ def build_mlp(params: dict[str, Any], observation_space: spaces.Space, action_sp
                                          list(options["hidden"]), options["activation"]))
 
 
+def build_ensemble(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space):
+    """K students of another kind acting on their mean; pick it with the ``disagreement`` query
+    policy, which asks the teacher where the members disagree.
+
+    Params: ``members`` (K, default 5), ``member`` (the member's student name, default "mlp"),
+    ``member_params`` (its params table, default {}).
+    """
+    from runtime.pluginmanager import active
+
+    from plugins.nets import Ensemble
+
+    component = "student ensemble"
+    options = with_defaults(component, params, {"members": 5, "member": "mlp", "member_params": {}})
+    if not isinstance(options["members"], int) or options["members"] < 2:
+        raise ValueError(f"{component}: members must be an integer >= 2")
+    if options["member"] == "ensemble":
+        raise ValueError(f"{component}: an ensemble cannot have ensembles as members")
+    plugins = active()
+    return Ensemble([plugins.build("student", options["member"], dict(options["member_params"]), observation_space, action_space)
+                     for _ in range(options["members"])])
+
+
 def build_cnn(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> CNN:
     """A small CNN for image observations.
 
@@ -87,4 +109,4 @@ def build_gru(params: dict[str, Any], observation_space: spaces.Space, action_sp
 
 @hookimpl
 def agentrt_register_students() -> dict[str, Any]:
-    return {"mlp": build_mlp, "cnn": build_cnn, "gru": build_gru}
+    return {"mlp": build_mlp, "cnn": build_cnn, "gru": build_gru, "ensemble": build_ensemble}

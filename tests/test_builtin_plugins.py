@@ -441,3 +441,21 @@ def test_clip_clamps_box_actions_per_dimension():
     assert step(item(0.5, 1.5), b"s").tolist() == [0.5, 1.5]
     with pytest.raises(ValueError, match="^execution clip: unknown parameter 'low'"):
         FILTERS["clip"]({"low": 0}, spaces.Discrete(3))
+
+
+def test_ensemble_student_exposes_its_members_and_acts_on_their_mean():
+    from runtime import config, pluginmanager
+
+    plugins = pluginmanager.load(config.defaults()["plugins"])
+    observation_space, action_space = spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(3)
+    ensemble = plugins.build("student", "ensemble", {"members": 3, "member_params": {"hidden": [8]}},
+                             observation_space, action_space)
+    x = torch.randn(5, 4)
+    members = ensemble.forward_members(x)
+    assert members.shape == (3, 5, 3)
+    assert not torch.allclose(members[0], members[1])  # independently initialised
+    torch.testing.assert_close(ensemble(x), members.mean(dim=0))
+    outputs, features = ensemble.forward_features(x)
+    assert features.shape == (5, 24)
+    with pytest.raises(pluginmanager.PluginError, match="members must be an integer >= 2"):
+        plugins.build("student", "ensemble", {"members": 1}, observation_space, action_space)

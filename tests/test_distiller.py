@@ -182,3 +182,17 @@ def test_configured_query_policies_govern_what_the_teacher_is_asked():
         assert 0.1 < status["labels_requested"] / status["observations"] < 0.3
     finally:
         running.stop()
+
+
+def test_disagreement_policy_sees_the_ensemble_students_members():
+    running = start_daemon('[student]\nplugin = "ensemble"\nparams = { members = 3 }\n'
+                           '[query]\npolicy = "disagreement"\nparams = { measure = "variance", target_rate = 0.3, fallback_share = 0.0 }\n',
+                           env=FAST)
+    try:
+        summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=30, peers=2)
+        status = running.wait_until(lambda s: s["observations"] == summary.steps, what="counters")
+        # fallback_share is 0: every label here was chosen from the members' disagreement
+        assert 0.15 < status["labels_requested"] / status["observations"] < 0.45
+        assert status["errors"]["total"] == 0
+    finally:
+        running.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import zmq
 
 from runtime import __version__, logs, protocol, transport
 from runtime.checkpoints import atomic_write
+from runtime.launcher import Launcher, RoleHandle
 from runtime.roles import ROLES
 from runtime.roles.base import EX_CONFIG
 
@@ -34,7 +34,7 @@ class RoleProcess:
     """One supervised role: its current process, restart bookkeeping and last reported stats."""
 
     name: str
-    process: subprocess.Popen | None = None
+    process: RoleHandle | None = None
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = 0.0
@@ -89,6 +89,7 @@ class Daemon:
         self.run_dir = Path(settings["run_dir"])
         self.log = logs.configure("daemon", settings["log_format"], settings["log_level"])
         self.roles = {name: RoleProcess(name) for name in ROLES}
+        self.launcher = Launcher()
         self.stopping = False
         self.exit_code = 0
         self.started_at = time.monotonic()
@@ -139,7 +140,7 @@ class Daemon:
 
     # --- supervision -----------------------------------------------------------------------------
     def _spawn(self, role: RoleProcess) -> None:
-        role.process = subprocess.Popen([sys.executable, "-m", "runtime.roles", role.name, "--run-dir", str(self.run_dir)])
+        role.process = self.launcher.start(role.name, str(self.run_dir))
         role.started_at = time.monotonic()
         role.restart_at = None
         role.reported_pid = None

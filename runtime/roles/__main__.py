@@ -14,14 +14,11 @@ from runtime.roles import ROLE_MODULES
 from runtime.roles.base import EX_CONFIG
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.roles")
-    parser.add_argument("role", choices=sorted(ROLE_MODULES))
-    parser.add_argument("--run-dir", required=True)
-    args = parser.parse_args()
+def run(role_name: str, run_dir: str) -> int:
+    """Run one role until it is told to stop; the exit status tells the daemon what happened."""
     # The daemon writes the effective configuration once, so every role runs with exactly the same one.
-    config = json.loads((Path(args.run_dir) / "config.json").read_text())
-    module_name, _, class_name = ROLE_MODULES[args.role].partition(":")
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    module_name, _, class_name = ROLE_MODULES[role_name].partition(":")
     role_class = getattr(importlib.import_module(module_name), class_name)
     try:
         role = role_class(config)
@@ -30,6 +27,14 @@ def main() -> int:
         structlog.get_logger().error("role_setup_failed", error=str(exc))
         return EX_CONFIG
     return role.run()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.roles")
+    parser.add_argument("role", choices=sorted(ROLE_MODULES))
+    parser.add_argument("--run-dir", required=True)
+    args = parser.parse_args()
+    return run(args.role, args.run_dir)
 
 
 if __name__ == "__main__":

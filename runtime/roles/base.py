@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -26,7 +27,8 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the daemon dies, even by SIGKILL."""
+    """Ask Linux to SIGTERM this process when its parent dies, even by SIGKILL (the parent is the
+    daemon, or for forked roles the fork server; the loop also watches the daemon itself)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -128,6 +130,12 @@ class Role:
         self.log_plugin_failure(failure)
         self.reply_error(returns, route, ErrorCode.PLUGIN_FAILED, str(failure), seq)
 
+    def _daemon_alive(self) -> bool:
+        parent = multiprocessing.parent_process()
+        if parent is not None:  # forked by the daemon's fork server: the daemon is not our OS parent
+            return parent.is_alive()
+        return os.getppid() == self.parent_pid
+
     # --- the loop -------------------------------------------------------------------------------
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stopping = True
@@ -162,7 +170,7 @@ class Role:
                 if now >= next_stats:
                     next_stats = now + self.stats_interval
                     self._report_stats()
-                    if self.supervised and os.getppid() != self.parent_pid:
+                    if self.supervised and not self._daemon_alive():
                         self.log.warning("daemon_gone")
                         break
             self.plugins.notify("agentrt_role_stopping", role=self.name)

@@ -1,0 +1,78 @@
+"""How the daemon starts role processes.
+
+Roles that run models (decision, distillation, teacher) are forked from a fork server that has
+already imported torch: a restarted decision process serves again in a fraction of a second
+instead of paying torch's import (about 2 s here), and the three share torch's pages in memory.
+The other roles are started fresh with ``python -m runtime.roles`` so that they never load torch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import subprocess
+import sys
+from typing import Protocol
+
+TORCH_ROLES = frozenset({"decision", "distillation", "teacher"})
+PRELOAD = ["torch", "runtime.roles.decision", "runtime.roles.distillation", "runtime.roles.teacher"]
+
+
+class RoleHandle(Protocol):
+    """What the supervisor needs of a child process (subprocess.Popen has exactly this)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def send_signal(self, signum: int) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+class ForkedRole:
+    """A role forked from the fork server, behind the same interface as subprocess.Popen."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self.process.is_alive():
+            self.returncode = self.process.exitcode
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            import os
+
+            os.kill(self.pid, signum)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(f"role pid {self.pid}", timeout or 0)
+        return self.returncode
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _run_forked(role: str, run_dir: str) -> None:
+    from runtime.roles.__main__ import run
+
+    sys.exit(run(role, run_dir))
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(PRELOAD)
+
+    def start(self, role: str, run_dir: str) -> RoleHandle:
+        if role in TORCH_ROLES:
+            process = self.context.Process(target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False)
+            process.start()
+            return ForkedRole(process)
+        return subprocess.Popen([sys.executable, "-m", "runtime.roles", role, "--run-dir", run_dir])

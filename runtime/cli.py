@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to listen (tcp://0.0.0.0:7412 for other hosts)")
     serve.set_defaults(handler=cmd_teacher_serve)
 
+    from runtime.offline import add_parser as add_distill_parser
+
+    add_distill_parser(commands)
+
     plugins = commands.add_parser("plugins", help="loaded plugins and what the configuration selects")
     _add_common(plugins)
     plugins.add_argument("--json", action="store_true")

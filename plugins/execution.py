@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from plugins._checks import box_space, positive_array, positive_int
 from plugins._streams import StreamState
 from runtime import hookimpl
 from runtime.interfaces import StreamStep
-from runtime.params import with_defaults
+from runtime.params import box_space, positive_array, positive_int, with_defaults
 
 
 class Clip(StreamStep):

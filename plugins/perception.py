@@ -19,11 +19,18 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from plugins._checks import box_space, choice, flag, positive_float, positive_int, positive_ints
 from plugins._streams import StreamState
 from runtime import hookimpl
 from runtime.interfaces import StreamStep
-from runtime.params import with_defaults
+from runtime.params import (
+    box_space,
+    choice,
+    flag,
+    positive_float,
+    positive_int,
+    positive_ints,
+    with_defaults,
+)
 
 # ITU-R BT.601 luma weights, the usual RGB -> grey conversion (as in OpenCV and Pillow).
 _LUMA = np.array([0.299, 0.587, 0.114])

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from gymnasium import spaces
 
-from plugins._checks import box_space, flag, positive_int, positive_ints
 from runtime import hookimpl
-from runtime.params import with_defaults
+from runtime.params import box_space, flag, positive_int, positive_ints, with_defaults
 from runtime.spaces import output_size
 
 if TYPE_CHECKING:
@@ -55,9 +54,8 @@ def build_ensemble(params: dict[str, Any], observation_space: spaces.Space, acti
     Params: ``members`` (K, default 5), ``member`` (the member's student name, default "mlp"),
     ``member_params`` (its params table, default {}).
     """
-    from runtime.pluginmanager import active
-
     from plugins.nets import Ensemble
+    from runtime.pluginmanager import active
 
     component = "student ensemble"
     options = with_defaults(component, params, {"members": 5, "member": "mlp", "member_params": {}})

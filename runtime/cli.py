@@ -37,7 +37,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     from runtime.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
-
     from runtime.pluginmanager import PluginError, describe
     from runtime.roles.base import EX_CONFIG
 

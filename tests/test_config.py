@@ -7,8 +7,8 @@ import os
 import signal
 
 import pytest
-
 from conftest import agentrt, alive, start_daemon
+
 from runtime import config
 from runtime.launch import free_tcp_endpoint, private_run_dir
 

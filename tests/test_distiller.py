@@ -10,9 +10,9 @@ import threading
 
 import gymnasium
 import numpy as np
-
 from conftest import start_daemon
 from plugin_fixtures import make_distribution
+
 from runtime.attach import run_gym_peers
 from runtime.peer import Peer
 

@@ -10,8 +10,8 @@ import time
 
 import gymnasium
 import numpy as np
-
 from conftest import alive, start_daemon
+
 from runtime.attach import run_gym_peers
 from runtime.launch import free_tcp_endpoint
 from runtime.peer import Peer

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("sklearn")
 torch = pytest.importorskip("torch")
 
-from runtime import offline, pluginmanager  # noqa: E402
 from runtime import config as config_module  # noqa: E402
+from runtime import offline, pluginmanager  # noqa: E402
 
 FAST = ["--steps", "600", "--teacher-steps", "1000"]
 

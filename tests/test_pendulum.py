@@ -15,8 +15,8 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
-
 from conftest import start_daemon
+
 from plugins import train_pendulum_teacher as recipe
 from runtime import config, pluginmanager
 from runtime.attach import run_gym_peers

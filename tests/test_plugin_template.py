@@ -18,8 +18,8 @@ from pathlib import Path
 
 import gymnasium
 import pytest
-
 from conftest import agentrt, start_daemon
+
 from runtime.attach import run_gym_peers
 from runtime.checkpoints import CheckpointStore
 from runtime.peer import Peer

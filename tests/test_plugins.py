@@ -9,12 +9,12 @@ import re
 import gymnasium
 import numpy as np
 import pytest
-
 from conftest import agentrt, start_daemon
 from plugin_fixtures import make_distribution
+
 from runtime import config, hookimpl, hookspecs, pluginmanager
-from runtime.peer import Peer, PeerError
 from runtime.launch import private_run_dir
+from runtime.peer import Peer, PeerError
 from runtime.protocol import ErrorCode
 
 EXTRA_STUDENT = """

@@ -10,8 +10,8 @@ import sys
 import gymnasium
 import numpy as np
 import pytest
-
 from conftest import start_daemon
+
 from runtime import config, pluginmanager
 from runtime.attach import run_gym_peers
 from runtime.launch import free_tcp_endpoint

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import math
 
+import agentrt_template
 import numpy as np
 import pytest
 import structlog
 import torch
-from gymnasium import spaces
-
-import agentrt_template
 from agentrt_template.strategies import SoftTargetSmoothed, usage
 from agentrt_template.students import build_residual_mlp
+from gymnasium import spaces
+
 from runtime import pluginmanager
 from runtime.interfaces import StrategyInputs
 
@@ -61,7 +61,9 @@ def inputs(student: torch.Tensor, teacher: torch.Tensor) -> StrategyInputs:
 
 
 def test_without_smoothing_the_loss_is_the_builtin_soft_target():
-    from plugins.strategies import SoftTarget  # agentrt's built-in: a reference to compare against
+    from plugins.strategies import (
+        SoftTarget,  # agentrt's built-in: a reference to compare against
+    )
 
     torch.manual_seed(0)
     student, teacher = torch.randn(8, 3), torch.randn(8, 3)

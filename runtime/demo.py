@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import threading
 import time
@@ -85,6 +86,7 @@ def run_demo(args: argparse.Namespace) -> int:
             console.print(f"[red]demo failed; daemon log: {daemon.log_path}")
             raise
     summary = summarize(config, daemon, status, student_returns, progress)
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)  # kept only when the demo fails, for its log
     if args.plot:
         write_plot(progress, args.plot)
         summary["plot"] = args.plot

@@ -92,3 +92,30 @@ def test_daemon_learns_from_a_remote_teacher_served_elsewhere():
         output = server.communicate(timeout=10)[0]
     assert server.returncode == 0, output
     assert "teacher_serving" in output
+
+
+@pytest.mark.parametrize("cache_size", [0, 1, 100])
+def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
+    from runtime import protocol
+    from runtime.protocol import ErrorCode, ProtocolError
+    from runtime.roles.teacher import TeacherRole
+
+    settings = config.defaults()
+    settings["teacher"]["cache_size"] = cache_size
+    settings["daemon"]["log_format"] = "json"
+    role = TeacherRole(settings, supervised=False, endpoint=free_tcp_endpoint())
+    try:
+        role.setup()
+        batch = np.random.default_rng(3).normal(0, 0.1, (5, 4)).astype(np.float32)
+        batch[3] = batch[1]  # a repeated question inside one batch
+        for _ in range(2):
+            reply = protocol.decode(role.answer(protocol.decode(protocol.encode("teach", request_id=1, obs=batch))))
+            np.testing.assert_allclose(reply["outputs"], build("checkpoint", {}).label(batch), rtol=1e-5)
+        # 4 distinct questions per batch; a cache of one remembers only the last of them
+        assert role.counters["labels"] == {0: 8, 1: 7, 100: 4}[cache_size]
+        for bad in (np.zeros((0, 4), np.float32), np.zeros(4, np.float32), np.zeros((2, 3), np.float32)):
+            with pytest.raises(ProtocolError) as refused:
+                role.answer(protocol.decode(protocol.encode("teach", request_id=2, obs=bad)))
+            assert refused.value.code == ErrorCode.WRONG_SHAPE
+    finally:
+        role.transport.close()

@@ -11,6 +11,7 @@ import zmq
 
 from runtime import protocol, transport
 from runtime.pluginmanager import PluginFailure, serve
+from runtime.protocol import ErrorCode, ProtocolError
 from runtime.roles.base import Role
 
 
@@ -85,36 +86,55 @@ class TeacherRole(Role):
                 continue
             try:
                 reply = self.answer(request)
+            except ProtocolError as exc:  # a malformed batch (anyone may reach `agentrt teacher serve`)
+                self.count_error(exc.code, detail=exc.message)
+                continue
             except PluginFailure as failure:
                 self.log_plugin_failure(failure)
                 self.counters["errors.PLUGIN_FAILED"] += 1
                 continue
             self.send(sock, [identity, reply], "taught")
 
+    def label(self, observations: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Ask the teacher plugin; what it returns is checked, so a bad teacher fails as a plugin."""
+        if want_features:
+            outputs, features = serve(self.component, self.teacher.label_with_features, observations)
+            features = np.asarray(features, dtype=np.float32).reshape(len(observations), -1)
+        else:
+            outputs, features = serve(self.component, self.teacher.label, observations), None
+        outputs = np.asarray(outputs, dtype=np.float32)
+        if outputs.ndim != 2 or len(outputs) != len(observations) or not np.isfinite(outputs).all():
+            raise PluginFailure(self.component, ValueError(
+                f"label() returned shape {list(outputs.shape)} (finite: {bool(np.isfinite(outputs).all())}) "
+                f"for {len(observations)} observations; expected ({len(observations)}, k), finite"))
+        return outputs, features
+
     def answer(self, request: protocol.Message) -> bytes:
         """Label a batch, asking the teacher only for observations it has not answered before."""
         observations = request["obs"]
+        if observations.ndim != 1 + len(self.observation_space.shape) or len(observations) == 0 \
+                or observations.shape[1:] != self.observation_space.shape:
+            raise ProtocolError(ErrorCode.WRONG_SHAPE, f"teach: a batch of shape {list(observations.shape)} does not "
+                                f"hold observations of shape {list(self.observation_space.shape)}")
         # With feature hints on, features are computed for every answer, so that the distiller's
         # later request for an observation the teacher already acted on is a cache hit.
-        want_features = bool(request.get("want_features")) or self.features_wanted
+        want_features = bool(request.get("want_features")) and hasattr(self.teacher, "label_with_features") \
+            or self.features_wanted
         keys = [self.cache.key(obs) for obs in observations]
-        missing = [i for i, key in enumerate(keys) if self.cache.get(key, want_features) is None]
+        known = {key: self.cache.get(key, want_features) for key in keys}
+        missing = {key: index for index, key in reversed(list(enumerate(keys))) if known[key] is None}  # first index per key
         if missing:
             started = time.perf_counter()
-            batch = observations[missing]
-            if want_features:
-                outputs, features = serve(self.component, self.teacher.label_with_features, batch)
-            else:
-                outputs, features = serve(self.component, self.teacher.label, batch), None
+            outputs, features = self.label(observations[list(missing.values())], want_features)
             self.gauges["latency_us"] = (time.perf_counter() - started) * 1e6 / len(missing)
-            for row, index in enumerate(missing):
-                self.cache.put(keys[index], np.asarray(outputs[row], dtype=np.float32),
-                               None if features is None else np.asarray(features[row], dtype=np.float32).ravel())
-        answers = [self.cache.get(key, want_features) for key in keys]
+            for row, key in enumerate(missing):
+                known[key] = (outputs[row], None if features is None else features[row])
+                self.cache.put(key, *known[key])
+        answers = [known[key] for key in keys]
         self.counters["labels"] += len(missing)
         self.counters["cache_hits"] += len(keys) - len(missing)
         self.counters["requests"] += 1
         fields = {"outputs": np.stack([outputs for outputs, _ in answers])}
-        if request.get("want_features"):
+        if request.get("want_features") and want_features:
             fields["features"] = np.stack([features for _, features in answers])
         return protocol.encode("taught", request_id=request["request_id"], **fields)

@@ -1,5 +1,5 @@
-"""The student registry: every published student version, its lineage and held-out scores, and
-which version serves. SQLite in the run directory (``students.sqlite``), written by the distiller
+"""The student registry: every candidate student version (promoted or rejected by the gate), the
+version it was trained on from (``parent``), its held-out scores, and which version serves. SQLite in the run directory (``students.sqlite``), written by the distiller
 only; the decision process and ``agentrt student list`` read it."""
 
 from __future__ import annotations
@@ -111,14 +111,15 @@ class Registry:
         """The version a rollback should serve: ``to``, or the promoted version before the serving one."""
         current = self.serving()
         if to is None:
-            row = self.db.execute("SELECT * FROM versions WHERE status = ? AND version < ? ORDER BY version DESC LIMIT 1",
-                                  (PROMOTED, current)).fetchone()
-            if row is None:
-                raise ValueError(f"no promoted version before the serving version {current} to roll back to")
-            return VersionRecord(*row)
+            rows = self.db.execute("SELECT * FROM versions WHERE status = ? AND version < ? ORDER BY version DESC",
+                                   (PROMOTED, current))
+            record = next((r for r in map(lambda row: VersionRecord(*row), rows) if Path(r.path).exists()), None)
+            if record is None:
+                raise ValueError(f"no promoted version with a checkpoint on disk before the serving version {current}")
+            return record
         record = self.get(to)
         if record is None:
             raise ValueError(f"no student version {to} in the registry")
         if not Path(record.path).exists():
-            raise ValueError(f"the checkpoint of version {to} is gone ({record.path})")
+            raise ValueError(f"the checkpoint of version {to} was pruned ({record.path}); see distillation.keep_checkpoints")
         return record

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from runtime.evaluation import agreement_and_loss, per_sample_disagreement
 from runtime.interfaces import StrategyInputs
 from runtime.models import build_student
-from runtime.pluginmanager import Plugins, serve
+from runtime.pluginmanager import PluginFailure, Plugins, serve
 from runtime.replay import ReplayBuffer
 
 
@@ -37,7 +37,6 @@ class Trainer:
         self.random = np.random.default_rng(settings["seed"])
         self.agreement: float | None = None
         self.loss: float | None = None
-        self.steps = 0
 
     def _optimizer(self):
         parameters = list(self.student.parameters())
@@ -69,7 +68,9 @@ class Trainer:
         student = self.predict(features)
         # Agreement on fresh labels, before training on them: an honest online estimate.
         agree, _ = agreement_and_loss(student, outputs, self.discrete)
-        self.agreement = agree if self.agreement is None else 0.95 * self.agreement + 0.05 * agree
+        # Weighted by samples, so single teacher-acted samples do not count as much as a whole batch.
+        weight = 1 - 0.95 ** len(features)
+        self.agreement = agree if self.agreement is None else self.agreement + weight * (agree - self.agreement)
         columns = {"features": features, "outputs": outputs}
         if teacher_features is not None:
             columns["teacher_features"] = np.asarray(teacher_features, dtype=np.float32).reshape(len(features), -1)
@@ -97,14 +98,17 @@ class Trainer:
                                 teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
                                 agreement=self.agreement)
         loss = serve(self.strategy_component, self.strategy.loss, inputs)
+        if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad and torch.isfinite(loss)):
+            # A loss that cannot be minimised must not reach the optimizer (NaN would poison the weights).
+            raise PluginFailure(self.strategy_component, ValueError(
+                f"loss() must return a finite scalar tensor with a gradient, got {loss!r:.80}"))
         self._optimize_new_parameters()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        if self.buffer.prioritized:
+        if self.buffer.prioritized or self.buffer.eviction == "lowest_priority":
             self.buffer.update_priorities(index, per_sample_disagreement(outputs.detach().numpy(), batch["outputs"], self.discrete))
         self.loss = loss.item()
-        self.steps += 1
         return self.loss
 
     def state(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class RunningDaemon(ChildDaemon):
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def stop(self) -> None:
+    def stop(self, remove_run_dir: bool = True) -> None:
         """Stop gracefully, then make sure that every process this daemon ever had is gone."""
         if self.process.poll() is None:
             try:
@@ -60,12 +60,13 @@ class RunningDaemon(ChildDaemon):
         for pid in self.seen_pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def start_daemon(config_text: str = "", env: dict | None = None, wait: bool = True,
-                 endpoint: str | None = None) -> RunningDaemon:
-    run_dir = private_run_dir()
+                 endpoint: str | None = None, run_dir: Path | None = None) -> RunningDaemon:
+    run_dir = run_dir or private_run_dir()
     config_path = None
     if config_text:
         config_path = run_dir / "agentrt.toml"

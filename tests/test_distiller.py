@@ -196,3 +196,20 @@ def test_disagreement_policy_sees_the_ensemble_students_members():
         assert status["errors"]["total"] == 0
     finally:
         running.stop()
+
+
+def test_restart_with_a_different_student_stops_with_a_clear_error_instead_of_crash_looping():
+    first = start_daemon(env=FAST)
+    try:
+        run_gym_peers(first.endpoint, "CartPole-v1", episodes=4, peers=2)
+        first.wait_until(lambda s: s["student_version"] >= 1, what="a checkpoint on disk")
+        bad = first.cli("student", "rollback", "--to", "-3")
+        assert bad.returncode == 1 and "no student version -3" in bad.stderr
+    finally:
+        first.stop(remove_run_dir=False)
+    second = start_daemon('[student.params]\nhidden = [7]\n', env=FAST, run_dir=first.run_dir, wait=False)
+    try:
+        assert second.process.wait(timeout=60) == 78
+        assert "do not fit the configured student" in second.log()
+    finally:
+        second.stop()

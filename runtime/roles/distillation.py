@@ -11,6 +11,7 @@ and version numbers continue.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import numpy as np
@@ -42,11 +43,17 @@ class Distillation(Role):
         self.version = max(self.registry.latest_version(), self.store.latest())
         self.serving_version = self.registry.serving()
         self.serving_state = None
-        if self.serving_version:
-            self.serving_state = load_safetensors(self.store.path(self.serving_version))[0]
-        if self.version:  # resume: versions continue after a crash or restart
-            self.trainer.load(load_safetensors(self.store.path(self.version))[0])
-            self.log.info("distiller_resumed", version=self.version, serving=self.serving_version)
+        try:
+            if self.serving_version:
+                self.serving_state = load_safetensors(self.store.path(self.serving_version))[0]
+                self.trainer.judge.load_state_dict(self.serving_state)  # fails now if the student changed shape
+            if self.version:  # resume: versions continue after a crash or restart
+                self.trainer.load(load_safetensors(self.store.path(self.version))[0])
+                self.log.info("distiller_resumed", version=self.version, serving=self.serving_version)
+        except (RuntimeError, OSError) as exc:
+            raise ValueError(f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
+                             "use another run directory, or remove its checkpoints/ and students.sqlite") from None
+        self.trained_from = self.version or None  # the version the weights in training started from
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
         self.pending_since = 0.0
         self.in_flight: dict[int, tuple[float, np.ndarray]] = {}  # request id -> (sent at, features)
@@ -54,7 +61,7 @@ class Distillation(Role):
         self.steps_since_publish = 0
         self.added_at_publish = 0
         self.last_publish = time.monotonic()
-        self.train_time = 0.0
+        self.next_train_at = 0.0
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DISTILLATION_IN))
         self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
@@ -110,11 +117,14 @@ class Distillation(Role):
 
     # --- training --------------------------------------------------------------------------------
     def poll_timeout_ms(self) -> int:
-        if not self.trainer.ready() or self.train_time == 0.0:
-            return 20
-        # Stay within the configured CPU share: rest in proportion to the time spent training.
-        share = self.settings["cpu_share"]
-        return int(1000 * self.train_time * (1 - share) / share)
+        if not self.wants_training():
+            return 20  # still wake up to send a partly filled label batch in time
+        return min(100, math.ceil(max(0.0, self.next_train_at - time.monotonic()) * 1000))
+
+    def wants_training(self) -> bool:
+        # Without new labels there is nothing new to learn: train one cycle, then rest (and publish nothing).
+        cycle_done = self.steps_since_publish >= self.settings["steps_per_publish"]
+        return self.trainer.ready() and (self.trainer.buffer.added > self.added_at_publish or not cycle_done)
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -123,26 +133,27 @@ class Distillation(Role):
         # A teacher that restarted never answers what it had in hand: forget those requests.
         for request_id in [i for i, (sent, _) in self.in_flight.items() if now - sent > LABEL_TIMEOUT_S]:
             self.counters["labels_lost"] += len(self.in_flight.pop(request_id)[1])
-        self.train_time = 0.0
-        cycle_done = self.steps_since_publish >= self.settings["steps_per_publish"]
-        # Without new labels there is nothing new to learn: train one cycle, then rest (and publish nothing).
-        new_labels = self.trainer.buffer.added > self.added_at_publish
-        if self.trainer.ready() and (new_labels or not cycle_done):
-            self.train_step()
-        if cycle_done and new_labels and now - self.last_publish >= self.settings["publish_interval_s"]:
+        if self.wants_training() and now >= self.next_train_at:
+            spent = self.train_step()
+            # Stay within the configured CPU share: rest in proportion to the time spent training.
+            share = self.settings["cpu_share"]
+            self.next_train_at = time.monotonic() + spent * (1 - share) / share
+        if self.steps_since_publish >= self.settings["steps_per_publish"] and self.trainer.buffer.added > self.added_at_publish \
+                and now - self.last_publish >= self.settings["publish_interval_s"]:
             self.publish_candidate()
 
-    def train_step(self) -> None:
+    def train_step(self) -> float:
+        """One training step; returns the seconds it took."""
         started = time.perf_counter()
         try:
             self.trainer.train_step()
         except PluginFailure as failure:
             self.counters["errors.PLUGIN_FAILED"] += 1
             self.log_plugin_failure(failure)
-            return
-        self.steps_since_publish += 1
-        self.counters["train_steps"] += 1
-        self.train_time = time.perf_counter() - started
+        else:
+            self.steps_since_publish += 1
+            self.counters["train_steps"] += 1
+        return time.perf_counter() - started
 
     # --- versions --------------------------------------------------------------------------------
     def publish_candidate(self) -> None:
@@ -155,13 +166,14 @@ class Distillation(Role):
         self.version += 1
         path = self.store.save(self.version, state, {"loss": str(self.trainer.loss), "agreement": str(self.trainer.agreement),
                                                      "parent": str(self.serving_version)})
-        self.registry.record(self.version, self.serving_version or None, self.trainer.buffer.added, self.counters["train_steps"],
+        self.registry.record(self.version, self.trained_from, self.trainer.buffer.added, self.counters["train_steps"],
                              candidate_agreement, candidate_loss, serving_agreement,
                              PROMOTED if promoted else REJECTED, str(path))
         self.gauges.update(version=self.version, loss=self.trainer.loss, train_steps_per_s=round(self.steps_since_publish / elapsed, 1))
         self.steps_since_publish = 0
         self.last_publish = time.monotonic()
         self.added_at_publish = self.trainer.buffer.added
+        self.trained_from = self.version  # training goes on from these weights, promoted or not
         if not promoted:
             self.counters["candidates_rejected"] += 1
             self.log.warning("candidate_rejected", version=self.version, heldout_agreement=candidate_agreement,
@@ -191,23 +203,28 @@ class Distillation(Role):
     # --- control ---------------------------------------------------------------------------------
     def on_control(self, sock: zmq.Socket) -> None:
         request = self.decode(sock.recv(), frozenset({"control"}))
-        if request is None:
-            sock.send(protocol.encode("control_reply", ok=False, message="malformed request"))
-            return
-        if request["command"] != "rollback":
-            sock.send(protocol.encode("control_reply", ok=False, message=f"unknown command {request['command']!r}"))
-            return
         try:
-            target = self.registry.rollback_target(request.get("args", {}).get("to"))
-        except ValueError as exc:
+            if request is None:
+                raise ValueError("malformed request")
+            if request["command"] != "rollback":
+                raise ValueError(f"unknown command {request['command']!r}")
+            result = self.rollback(request.get("args", {}).get("to"))
+        except (ValueError, OSError, RuntimeError) as exc:  # the CLI waits for an answer, whatever happens
             sock.send(protocol.encode("control_reply", ok=False, message=str(exc)))
             return
-        previous = self.serving_version
+        sock.send(protocol.encode("control_reply", ok=True, result=result))
+
+    def rollback(self, to: int | None) -> dict[str, int]:
+        if to is not None and not isinstance(to, int):
+            raise ValueError(f"rollback: version must be an integer, not {to!r}")
+        target = self.registry.rollback_target(to)
         state = load_safetensors(target.path)[0]
+        previous = self.serving_version
         self.registry.set_status(previous, ROLLED_BACK)
         self.registry.serve(target.version, f"rollback from {previous}")
         # Train on from the restored weights: the newer ones were judged worse by a person.
         self.trainer.load(state)
+        self.trained_from = target.version
         self.serve_version(target.version, target.path, state)
         self.log.warning("student_rolled_back", version=target.version, previous=previous)
-        sock.send(protocol.encode("control_reply", ok=True, result={"serving": target.version, "previous": previous}))
+        return {"serving": target.version, "previous": previous}

@@ -8,7 +8,8 @@ import numpy as np
 from gymnasium import spaces
 
 from runtime.interfaces import StreamStep
-from runtime.pluginmanager import Component, Plugins, serve
+from runtime.pluginmanager import Component, PluginFailure, Plugins, serve
+from runtime.spaces import describe
 
 _SECTIONS = {"perception": ("perception", "transforms"), "execution": ("execution", "filters")}
 
@@ -28,7 +29,11 @@ class Chain:
 
     def __call__(self, item: np.ndarray, stream: bytes) -> np.ndarray:
         for component, step in self.steps:
-            item = serve(component, step, item, stream)
+            item = np.asarray(serve(component, step, item, stream))
+            # Checked here, so a step returning the wrong thing fails as that plugin, not later in encoding.
+            if item.shape != step.output_space.shape or item.dtype.kind not in "biuf":
+                raise PluginFailure(component, ValueError(
+                    f"returned {item.dtype} {list(item.shape)}, its output space is {describe(step.output_space)}"))
         return item
 
     def reset(self, stream: bytes) -> None:

@@ -39,12 +39,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     from runtime.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
     from runtime.pluginmanager import PluginError, describe
     from runtime.roles.base import EX_CONFIG
+    from runtime.spaces import agent_spaces
 
     config = _load_config(args)
     run_dir = Path(config["daemon"]["run_dir"])
     try:
         describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
-    except PluginError as exc:
+        agent_spaces(config["agent"])
+    except (PluginError, ValueError) as exc:
         print(f"agentrt up: {exc}", file=sys.stderr)
         return EX_CONFIG
     if not args.detach:

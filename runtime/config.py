@@ -205,7 +205,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 # Variables with the prefix that are not configuration keys.
-_NON_CONFIG_ENV = frozenset({"AGENTRT_CONFIG"})
+_NON_CONFIG_ENV = frozenset({"AGENTRT_CONFIG", "AGENTRT_DAEMON_PID"})
 
 
 def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,

@@ -3,6 +3,7 @@ aggregates their stats and answers control commands (status, down) from the CLI.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -17,11 +18,12 @@ import zmq
 
 from runtime import __version__, logs, protocol, transport
 from runtime.checkpoints import atomic_write
-from runtime.launcher import Launcher, RoleHandle
+from runtime.role_processes import Launcher, RoleHandle
 from runtime.roles import ROLES
 from runtime.roles.base import EX_CONFIG
 
 PID_FILE = "daemon.pid"
+LOCK_FILE = "daemon.lock"
 CONFIG_SNAPSHOT = "config.json"
 
 
@@ -100,6 +102,12 @@ class Daemon:
         if existing is not None and existing != os.getpid():
             raise DaemonError(f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir")
         prepare_run_dir(self.run_dir)
+        # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
+        self._lock = open(self.run_dir / LOCK_FILE, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DaemonError(f"another daemon is starting or running with run directory {self.run_dir}") from None
         self._remove_sockets()  # leftovers of a daemon that was killed
         atomic_write(self.run_dir / CONFIG_SNAPSHOT, json.dumps(self.config).encode())
         atomic_write(self.run_dir / PID_FILE, f"{os.getpid()}\n".encode())
@@ -136,7 +144,8 @@ class Daemon:
                     self._collect_stats()
                 else:
                     self._answer_control()
-            self._supervise()
+            if not self.stopping:  # on Ctrl-C the roles get SIGINT too: their exits are not crashes
+                self._supervise()
 
     # --- supervision -----------------------------------------------------------------------------
     def _spawn(self, role: RoleProcess) -> None:

@@ -106,7 +106,7 @@ def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: 
         stop = threading.Event()
         worker = threading.Thread(target=run_gym_peers, kwargs=dict(
             endpoint=daemon.endpoint, env_id=ENV_ID, episodes=10**9, peers=args.peers, seed=seed,
-            on_episode=progress.record, should_stop=stop.is_set))
+            on_episode=progress.record, should_stop=stop.is_set), daemon=True)  # Ctrl-C must not wait for it
         worker.start()
         try:
             while worker.is_alive() and not progress.ready_for_evaluation() and time.monotonic() < deadline:

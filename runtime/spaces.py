@@ -62,15 +62,22 @@ def _bound(value: Any, shape: list[int], dtype: np.dtype, what: str) -> np.ndarr
 
 
 def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[spaces.Space, spaces.Space]:
-    """The agent's observation and action spaces: explicit ones if configured, else the env's."""
-    observation, action = agent_config.get("observation_space"), agent_config.get("action_space")
-    if observation and action:
-        return from_wire(observation, "agent.observation_space"), from_wire(action, "agent.action_space")
-    env = gymnasium.make(agent_config["env"])
-    try:
-        return env.observation_space, env.action_space
-    finally:
-        env.close()
+    """The agent's observation and action spaces: each explicit one if configured, else the env's.
+
+    Raises ValueError naming the key for an unknown env or a malformed space.
+    """
+    explicit = {key: from_wire(agent_config[key], f"agent.{key}")
+                for key in ("observation_space", "action_space") if agent_config.get(key)}
+    if len(explicit) < 2:
+        try:
+            env = gymnasium.make(agent_config["env"])
+        except gymnasium.error.Error as exc:
+            raise ValueError(f"agent.env: {exc}") from None
+        try:
+            explicit = {"observation_space": env.observation_space, "action_space": env.action_space, **explicit}
+        finally:
+            env.close()
+    return explicit["observation_space"], explicit["action_space"]
 
 
 def same_space(a: spaces.Space, b: spaces.Space) -> bool:

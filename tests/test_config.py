@@ -115,3 +115,23 @@ def test_shipped_example_configuration_is_valid_and_current():
     shipped = Path(__file__).parent.parent / "deploy" / "agentrt.toml"
     loaded = config.load(shipped, environ={})
     assert loaded == config.load(environ={"AGENTRT_RUN_DIR": "/run/agentrt"}), "regenerate deploy/agentrt.toml"
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[agent]\nenv = "NoSuchEnv-v0"\n', "agent.env"),
+    ('[agent]\nobservation_space = { type = "box", shape = [0] }\n', "agent.observation_space"),
+])
+def test_bad_agent_spaces_fail_at_start_up_naming_the_key(tmp_path, toml, message):
+    path = tmp_path / "agentrt.toml"
+    path.write_text(toml)
+    result = agentrt("up", "--config", str(path), "--run-dir", str(private_run_dir()), timeout=60)
+    assert result.returncode == 78
+    assert message in result.stderr
+
+
+def test_one_explicit_space_overrides_only_that_space():
+    from runtime.spaces import agent_spaces
+
+    observation, action = agent_spaces({"env": "CartPole-v1", "action_space": {"type": "discrete", "n": 3},
+                                        "observation_space": {}})
+    assert action.n == 3 and observation.shape == (4,)

@@ -22,7 +22,7 @@ def run(role_name: str, run_dir: str) -> int:
     role_class = getattr(importlib.import_module(module_name), class_name)
     try:
         role = role_class(config)
-    except PluginError as exc:
+    except (PluginError, ValueError) as exc:
         # Role.__init__ configured logging before loading plugins, so this line is structured too.
         structlog.get_logger().error("role_setup_failed", error=str(exc))
         return EX_CONFIG

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import zmq
 
 from runtime import logs, pluginmanager, protocol, transport
+from runtime.role_processes import DAEMON_PID_ENV
 from runtime.pluginmanager import PluginError, PluginFailure
 from runtime.protocol import ErrorCode, Message
 from runtime.spaces import agent_spaces
@@ -47,7 +48,7 @@ class Role:
         self.supervised = supervised
         if supervised:
             die_with_parent()
-        self.parent_pid = os.getppid()
+        self.parent_pid = int(os.environ.get(DAEMON_PID_ENV, os.getppid()))
         self.config = config
         daemon = config["daemon"]
         self.log = logs.configure(self.name, daemon["log_format"], daemon["log_level"])

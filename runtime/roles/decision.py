@@ -144,7 +144,7 @@ class Decision(Role):
                 continue
             self.send(self.to_execution, protocol.encode(
                 "decided", route=message["route"], seq=message["seq"], action=actions[index],
-                student_version=self.version, decided_by=decided_by[index]), "decided")
+                student_version=self.version, decided_by=decided_by[index], new_episode=message["new_episode"]), "decided")
             if choice.label[index]:
                 self.counters["labels_requested"] += 1
                 self.send(self.to_distiller, protocol.encode(

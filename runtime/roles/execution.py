@@ -25,6 +25,8 @@ class Execution(Role):
             return
         route, seq = message["route"], message["seq"]
         try:
+            if message["new_episode"]:  # a rate limit must not carry the last episode's action over
+                self.chain.reset(route)
             action = self.chain(message["action"], route)
         except PluginFailure as failure:
             self.plugin_failed(failure, self.returns, route, seq)

@@ -127,13 +127,14 @@ class Gateway(Role):
         policy = message.get("policy", "auto")
         if policy not in POLICIES:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"observation: policy {policy!r} is not one of auto, student, teacher", seq)
-        self.counters["observations"] += 1
         episode_start = bool(message.get("episode_start")) or session.observed == 0
-        session.observed += 1
-        self.counters["episodes"] += episode_start
         observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
         if not self.send(self.to_perception, observed, "observation"):
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the runtime is overloaded; observation dropped", seq)
+        # Counted once accepted, so a dropped first observation still starts the episode next time.
+        session.observed += 1
+        self.counters["observations"] += 1
+        self.counters["episodes"] += episode_start
 
     def detach(self, route: bytes, reason: str) -> None:
         session = self.sessions.pop(route)
@@ -147,11 +148,13 @@ class Gateway(Role):
         self.count_error(error.code, detail=error.message, seq=error.seq, peer_id=session.peer_id if session else None)
         self.to_peer(route, protocol.error_message(error.code, error.message, error.seq), "error")
 
-    def to_peer(self, route: bytes, payload: bytes, what: str) -> None:
+    def to_peer(self, route: bytes, payload: bytes, what: str) -> bool:
         try:
             self.peers.send_multipart([route, payload], zmq.NOBLOCK)
+            return True
         except zmq.ZMQError:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading): count, move on
             self.counters[f"undeliverable.{what}"] += 1
+            return False
 
     # --- replies from the pipeline ---------------------------------------------------------------
     def on_return(self, sock: zmq.Socket) -> None:
@@ -161,8 +164,8 @@ class Gateway(Role):
         reply = self.decode(data, frozenset({"reply"}))
         if reply is None:
             return
-        self.to_peer(reply["route"], reply["payload"], reply["payload_kind"])
-        self.counters[f"{reply['payload_kind']}s_sent"] += 1
+        if self.to_peer(reply["route"], reply["payload"], reply["payload_kind"]):
+            self.counters[f"{reply['payload_kind']}s_sent"] += 1
 
     def on_transport_event(self, sock: zmq.Socket) -> None:
         event = recv_monitor_message(sock)

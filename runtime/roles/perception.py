@@ -35,4 +35,5 @@ class Perception(Role):
             return
         self.counters["observations"] += 1
         self.send(self.to_decision, protocol.encode("features", route=route, seq=seq, obs=obs, features=features,
-                                                    policy=message["policy"]), "features")
+                                                    policy=message["policy"], new_episode=message["new_episode"]),
+                  "features")

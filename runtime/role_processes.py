@@ -9,11 +9,15 @@ The other roles are started fresh with ``python -m runtime.roles`` so that they 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
 from typing import Protocol
 
+#: Tells a role started with Popen which pid its parent must have: if the daemon dies before the
+#: role could ask for PR_SET_PDEATHSIG, the role sees a different parent and exits.
+DAEMON_PID_ENV = "AGENTRT_DAEMON_PID"
 TORCH_ROLES = frozenset({"decision", "distillation", "teacher"})
 PRELOAD = ["torch", "runtime.roles.decision", "runtime.roles.distillation", "runtime.roles.teacher"]
 
@@ -45,8 +49,6 @@ class ForkedRole:
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
-            import os
-
             os.kill(self.pid, signum)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -75,4 +77,5 @@ class Launcher:
             process = self.context.Process(target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False)
             process.start()
             return ForkedRole(process)
-        return subprocess.Popen([sys.executable, "-m", "runtime.roles", role, "--run-dir", run_dir])
+        return subprocess.Popen([sys.executable, "-m", "runtime.roles", role, "--run-dir", run_dir],
+                                env={**os.environ, DAEMON_PID_ENV: str(os.getpid())})

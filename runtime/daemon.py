@@ -257,7 +257,8 @@ class Daemon:
             "episodes": gateway["episodes"],
             "errors": {"total": sum(errors.values()), "by_code": dict(errors)},
             "student_version": self.roles["decision"].gauges.get("student_version", 0),
-            "published_version": distill.get("version", 0),
+            "candidate_version": distill.get("version", 0),  # the newest trained, promoted or not
+            "published_version": distill.get("serving_version", 0),  # the newest that passed the gate
             "decisions": {"total": decision["decisions"], "by_teacher": decision["decided_by_teacher"],
                           "by_student": decision["decisions"] - decision["decided_by_teacher"]},
             "teacher_queries": totals["teacher"]["labels"],

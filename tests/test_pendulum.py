@@ -129,7 +129,7 @@ def test_student_learns_pendulum_online_from_the_teacher_through_the_daemon():
 
         def on_episode(_episode) -> None:
             progress["episodes"] += 1
-            progress["published"] = daemon.status()["published_version"]
+            progress["published"] = daemon.status()["candidate_version"]
 
         training_started = time.monotonic()
 

@@ -1,33 +1,47 @@
-"""How well a student matches its teacher: one definition for online agreement and the promotion gate."""
+"""How well a student matches its teacher: one definition for online agreement, replay priorities,
+the promotion gate and acting on the teacher's answer."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def agreement_and_loss(student_outputs: np.ndarray, teacher_outputs: np.ndarray, discrete: bool) -> tuple[float, float]:
-    """Return (agreement in 0..1, loss) of student outputs against teacher outputs.
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
-    Discrete actions: agreement is the share of equal argmaxes; loss is the cross-entropy of the
-    student's softmax against the teacher's argmax. Box actions: loss is the mean squared error
-    against the teacher's means (its first output_size columns); agreement is ``exp(-loss)``.
+
+def teacher_policy_outputs(teacher_outputs: np.ndarray, width: int, discrete: bool) -> np.ndarray:
+    """The teacher's outputs in the student's layout (B, width).
+
+    A stacked ensemble's (B, K * width) logits become the log of the members' mean distribution;
+    a box teacher's trailing variances are dropped.
     """
-    if discrete:
-        labels = teacher_outputs.argmax(axis=1)
-        agreement = float((student_outputs.argmax(axis=1) == labels).mean())
-        shifted = student_outputs - student_outputs.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return agreement, float(-log_probs[np.arange(len(labels)), labels].mean())
-    width = student_outputs.shape[1]
-    loss = float(np.mean((student_outputs - teacher_outputs[:, :width]) ** 2))
-    return float(np.exp(-loss)), loss
+    if teacher_outputs.shape[1] == width:
+        return teacher_outputs
+    if discrete and teacher_outputs.shape[1] % width == 0:
+        members = teacher_outputs.reshape(len(teacher_outputs), -1, width)
+        return np.log(np.exp(log_softmax(members)).mean(axis=1))
+    return teacher_outputs[:, :width]
 
 
 def per_sample_disagreement(student_outputs: np.ndarray, teacher_outputs: np.ndarray, discrete: bool) -> np.ndarray:
-    """A per-sample priority for replay: how badly the student matches the teacher on each sample."""
+    """How badly the student matches the teacher on each sample: the cross-entropy against the
+    teacher's choice (discrete), or the squared error against its action (box)."""
+    teacher = teacher_policy_outputs(teacher_outputs, student_outputs.shape[1], discrete)
     if discrete:
-        shifted = student_outputs - student_outputs.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return -log_probs[np.arange(len(student_outputs)), teacher_outputs.argmax(axis=1)]
-    width = student_outputs.shape[1]
-    return np.mean((student_outputs - teacher_outputs[:, :width]) ** 2, axis=1)
+        return -log_softmax(student_outputs)[np.arange(len(student_outputs)), teacher.argmax(axis=1)]
+    return np.mean((student_outputs - teacher) ** 2, axis=1)
+
+
+def agreement_and_loss(student_outputs: np.ndarray, teacher_outputs: np.ndarray, discrete: bool) -> tuple[float, float]:
+    """Return (agreement in 0..1, loss) of student outputs against teacher outputs.
+
+    Discrete actions: agreement is the share of equal choices; loss the mean cross-entropy against
+    the teacher's choice. Box actions: loss is the mean squared error, agreement ``exp(-loss)``.
+    """
+    loss = float(per_sample_disagreement(student_outputs, teacher_outputs, discrete).mean())
+    if not discrete:
+        return float(np.exp(-loss)), loss
+    teacher = teacher_policy_outputs(teacher_outputs, student_outputs.shape[1], discrete)
+    return float((student_outputs.argmax(axis=1) == teacher.argmax(axis=1)).mean()), loss

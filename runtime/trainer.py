@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from runtime.evaluation import agreement_and_loss, per_sample_disagreement
+from runtime.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
 from runtime.interfaces import StrategyInputs
 from runtime.models import build_student
 from runtime.pluginmanager import PluginFailure, Plugins, serve
@@ -92,8 +92,11 @@ class Trainer:
         else:
             outputs, student_features = self.student(features), None
         teacher_features = batch.get("teacher_features")
-        inputs = StrategyInputs(student_outputs=outputs, teacher_outputs=teacher,
-                                hard_labels=teacher.argmax(dim=1) if self.discrete else None,
+        hard_labels = None
+        if self.discrete:  # a stacked ensemble's labels are its members' joint choice
+            joint = teacher_policy_outputs(batch["outputs"], outputs.shape[1], self.discrete)
+            hard_labels = torch.from_numpy(joint.argmax(axis=1))
+        inputs = StrategyInputs(student_outputs=outputs, teacher_outputs=teacher, hard_labels=hard_labels,
                                 student_features=student_features,
                                 teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
                                 agreement=self.agreement)

@@ -213,3 +213,18 @@ def test_restart_with_a_different_student_stops_with_a_clear_error_instead_of_cr
         assert "do not fit the configured student" in second.log()
     finally:
         second.stop()
+
+
+def test_stacked_teacher_ensemble_trains_a_multi_teacher_student():
+    running = start_daemon('[teacher]\nplugin = "ensemble"\n[teacher.params]\ncombine = "stack"\n'
+                           'members = [{plugin = "checkpoint"}, {plugin = "scripted", '
+                           'params = {callable = "plugins.teachers:cartpole_controller"}}]\n'
+                           '[distillation]\nstrategy = "multi_teacher"\n', env=FAST)
+    try:
+        summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=6, peers=2)
+        assert summary.by_teacher > 0
+        status = running.wait_until(lambda s: s["student_version"] >= 1, what="a student taught by two teachers")
+        assert status["errors"]["total"] == 0 and status["roles"]["distillation"]["restarts"] == 0
+        assert status["distillation"]["agreement"] > 0.5
+    finally:
+        running.stop()

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from gymnasium import spaces
 
 from runtime import protocol, registry, transport
 from runtime.checkpoints import CheckpointStore, load_safetensors
+from runtime.evaluation import teacher_policy_outputs
 from runtime.interfaces import QueryContext
 from runtime.models import build_student
 from runtime.pluginmanager import PluginFailure, serve
@@ -51,6 +53,7 @@ class Decision(Role):
         serving = serving_version(self.config["daemon"]["run_dir"])
         if serving:
             self.swap_in(serving, str(CheckpointStore(f"{self.config['daemon']['run_dir']}/checkpoints").path(serving)))
+        self.discrete = isinstance(self.action_space, spaces.Discrete)
         self.batch_max = self.config["decision"]["batch_max"]
         self.teacher_timeout_ms = self.config["teacher"]["timeout_ms"]
         self.request_ids = itertools.count(1)
@@ -131,7 +134,7 @@ class Decision(Role):
             answer = self.ask_teacher(observations[acting])
             if answer is not None:
                 outputs = outputs.copy()
-                outputs[acting] = answer[:, : outputs.shape[1]]
+                outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
                 decided_by[acting] = "teacher"
                 self.counters["decided_by_teacher"] += len(acting)
                 for row, index in enumerate(acting):

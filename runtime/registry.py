@@ -123,3 +123,16 @@ class Registry:
         if not Path(record.path).exists():
             raise ValueError(f"the checkpoint of version {to} was pruned ({record.path}); see distillation.keep_checkpoints")
         return record
+
+
+def serving_version(run_dir: str) -> int:
+    """The version the registry says should serve (0 before the first promotion)."""
+    if not (Path(run_dir) / FILE_NAME).exists():
+        return 0
+    store = Registry(run_dir, readonly=True)
+    try:
+        return store.serving()
+    except sqlite3.OperationalError:  # the distiller has not created its tables yet
+        return 0
+    finally:
+        store.close()

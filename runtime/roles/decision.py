@@ -4,9 +4,7 @@ or labels; new student weights are swapped in between batches."""
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
-from pathlib import Path
 
 import numpy as np
 import zmq
@@ -23,19 +21,6 @@ from runtime.roles.base import Role
 from runtime.spaces import actions_from_outputs
 
 
-def serving_version(run_dir: str) -> int:
-    """The version the registry says should serve (0 before the first promotion)."""
-    if not (Path(run_dir) / registry.FILE_NAME).exists():
-        return 0
-    store = registry.Registry(run_dir, readonly=True)
-    try:
-        return store.serving()
-    except sqlite3.OperationalError:  # the distiller has not created its tables yet
-        return 0
-    finally:
-        store.close()
-
-
 class Decision(Role):
     name = "decision"
 
@@ -50,7 +35,7 @@ class Decision(Role):
         self.policy_component = self.plugins.get("query_policy", query["policy"])
         self.policy = self.plugins.build("query_policy", query["policy"], dict(query["params"]))
         self.version = 0
-        serving = serving_version(self.config["daemon"]["run_dir"])
+        serving = registry.serving_version(self.config["daemon"]["run_dir"])
         if serving:
             self.swap_in(serving, str(CheckpointStore(f"{self.config['daemon']['run_dir']}/checkpoints").path(serving)))
         self.discrete = isinstance(self.action_space, spaces.Discrete)

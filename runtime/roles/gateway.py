@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from runtime import protocol, spaces, transport
+from runtime import protocol, registry, spaces, transport
 from runtime.protocol import ErrorCode, ProtocolError
 from runtime.roles.base import Role
 
@@ -54,7 +54,7 @@ class Gateway(Role):
         self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
         self.welcome_spaces = {"observation_space": spaces.to_wire(self.observation_space),
                                "action_space": spaces.to_wire(self.action_space)}
-        self.student_version = 0
+        self.student_version = registry.serving_version(self.config["daemon"]["run_dir"])
         self.next_sweep = 0.0
         self.gauges.update(peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT))
 

@@ -35,7 +35,7 @@ from gymnasium import spaces
 
 from runtime import hookimpl
 from runtime.interfaces import QueryContext, QueryDecision
-from runtime.params import with_defaults
+from runtime.params import choice, count, flag, number, with_defaults
 
 Clock = Callable[[], float]
 
@@ -222,42 +222,6 @@ def keep_best(chosen: np.ndarray, priority: np.ndarray, budget: Budget) -> np.nd
     return kept
 
 
-# --- parameter checks ---------------------------------------------------------------------------
-
-
-def _number(component: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
-            above_low: bool = False) -> float:
-    """A finite number in [low, high] (in (low, high] with ``above_low``), else ValueError naming it."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not is_number or value < low or value > high or (above_low and value == low):
-        if low == -math.inf:
-            expected = "a finite number"
-        elif high == math.inf:
-            expected = f"a number {'>' if above_low else '>='} {low:g}"
-        else:
-            expected = f"a number in {'(' if above_low else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{component}: {name} must be {expected}, got {value!r}")
-    return float(value)
-
-
-def _count(component: str, name: str, value: Any, minimum: int = 0) -> int:
-    if type(value) is not int or value < minimum:  # type() refuses bool, which is an int
-        raise ValueError(f"{component}: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _flag(component: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{component}: {name} must be true or false, got {value!r}")
-    return value
-
-
-def _choice(component: str, name: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ValueError(f"{component}: {name} must be one of {', '.join(map(repr, options))}, got {value!r}")
-    return value
-
-
 # --- policies -----------------------------------------------------------------------------------
 
 
@@ -286,9 +250,9 @@ class Cascade:
 def build_cascade(params: dict[str, Any]) -> Cascade:
     component = "query cascade"
     options = with_defaults(component, params, {"label_share": 0.05, "act_below_confidence": 0.75, "seed": 0})
-    return Cascade(_number(component, "label_share", options["label_share"], 0, 1),
-                   _number(component, "act_below_confidence", options["act_below_confidence"], 0, 1),
-                   _count(component, "seed", options["seed"]))
+    return Cascade(number(component, "label_share", options["label_share"], 0, 1),
+                   number(component, "act_below_confidence", options["act_below_confidence"], 0, 1),
+                   count(component, "seed", options["seed"]))
 
 
 class Always:
@@ -308,7 +272,7 @@ class Always:
 def build_always(params: dict[str, Any]) -> Always:
     component = "query always"
     options = with_defaults(component, params, {"teacher_acts": False})
-    return Always(_flag(component, "teacher_acts", options["teacher_acts"]))
+    return Always(flag(component, "teacher_acts", options["teacher_acts"]))
 
 
 class Share:
@@ -328,7 +292,7 @@ class Share:
 def build_share(params: dict[str, Any]) -> Share:
     component = "query share"
     options = with_defaults(component, params, {"share": 0.1, "seed": 0})
-    return Share(_number(component, "share", options["share"], 0, 1), _count(component, "seed", options["seed"]))
+    return Share(number(component, "share", options["share"], 0, 1), count(component, "seed", options["seed"]))
 
 
 class Budgeted:
@@ -351,11 +315,11 @@ def build_budget(params: dict[str, Any], clock: Clock = time.monotonic) -> Budge
     """``clock`` (seconds) is for tests; the runtime calls ``build_budget(params)``."""
     component = "query budget"
     options = with_defaults(component, params, {"per_second": 0.0, "total": 0, "burst": 0.0})
-    per_second = _number(component, "per_second", options["per_second"], 0)
-    burst = _number(component, "burst", options["burst"], 0)
+    per_second = number(component, "per_second", options["per_second"], 0)
+    burst = number(component, "burst", options["burst"], 0)
     if burst and burst < 1:
         raise ValueError(f"{component}: burst must be 0 (one second's worth) or >= 1, got {burst!r}")
-    return Budgeted(Budget(per_second, _count(component, "total", options["total"]), burst, clock))
+    return Budgeted(Budget(per_second, count(component, "total", options["total"]), burst, clock))
 
 
 class Gated:
@@ -519,17 +483,17 @@ def build_gated(component: str, params: Mapping[str, Any], extra: Mapping[str, A
     if threshold is not None and target_rate is not None:
         raise ValueError(f"{component}: give threshold or target_rate, not both")
     if threshold is not None:
-        threshold = _number(component, "threshold", threshold)
+        threshold = number(component, "threshold", threshold)
     else:
         target_rate = DEFAULT_TARGET_RATE if target_rate is None else target_rate
-        target_rate = _number(component, "target_rate", target_rate, 0, 1, above_low=True)
-    seed = _count(component, "seed", options["seed"])
-    gate = Gate(threshold, target_rate, _count(component, "window", options["window"], 1), seed)
+        target_rate = number(component, "target_rate", target_rate, 0, 1, above_low=True)
+    seed = count(component, "seed", options["seed"])
+    gate = Gate(threshold, target_rate, count(component, "window", options["window"], 1), seed)
     act_above = options["act_above"]
     if act_above is not None:
-        act_above = _number(component, "act_above", act_above)
-    budget = Budget(total=_count(component, "budget_total", options["budget_total"]))
-    fallback_share = _number(component, "fallback_share", options["fallback_share"], 0, 1) if fallback else 0.0
+        act_above = number(component, "act_above", act_above)
+    budget = Budget(total=count(component, "budget_total", options["budget_total"]))
+    fallback_share = number(component, "fallback_share", options["fallback_share"], 0, 1) if fallback else 0.0
     return Gated(scorer(options), gate, act_above, budget, fallback_share, seed + 1)
 
 
@@ -544,7 +508,7 @@ def build_uncertainty(params: dict[str, Any]) -> Gated:
     budget_total 0 (unlimited), fallback_share 0.05, seed 0, measure "entropy"."""
     component = "query uncertainty"
     return build_gated(component, params, {"measure": "entropy"},
-                       lambda o: UncertaintyScorer(_choice(component, "measure", o["measure"], ("entropy", "margin"))))
+                       lambda o: UncertaintyScorer(choice(component, "measure", o["measure"], ("entropy", "margin"))))
 
 
 def build_disagreement(params: dict[str, Any]) -> Gated:
@@ -559,7 +523,7 @@ def build_disagreement(params: dict[str, Any]) -> Gated:
     budget_total 0 (unlimited), fallback_share 0.05, seed 0, measure "vote"."""
     component = "query disagreement"
     return build_gated(component, params, {"measure": "vote"},
-                       lambda o: DisagreementScorer(_choice(component, "measure", o["measure"], ("vote", "variance"))))
+                       lambda o: DisagreementScorer(choice(component, "measure", o["measure"], ("vote", "variance"))))
 
 
 def build_novelty(params: dict[str, Any]) -> Gated:
@@ -573,7 +537,7 @@ def build_novelty(params: dict[str, Any]) -> Gated:
     budget_total 0 (unlimited), seed 0, memory 2048."""
     component = "query novelty"
     return build_gated(component, params, {"memory": 2048},
-                       lambda o: NoveltyScorer(_count(component, "memory", o["memory"], 1)), fallback=False)
+                       lambda o: NoveltyScorer(count(component, "memory", o["memory"], 1)), fallback=False)
 
 
 @hookimpl

@@ -6,6 +6,7 @@ No torch here: perception and execution use these.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Collection, Mapping
 
 import numpy as np
@@ -20,6 +21,27 @@ def with_defaults(component: str, params: Mapping[str, Any], defaults: Mapping[s
     if unknown:
         raise ValueError(f"{component}: unknown parameter {unknown[0]!r}; known: {', '.join(defaults) or 'none'}")
     return {**defaults, **params}
+
+
+def number(component: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
+            above_low: bool = False) -> float:
+    """A finite number in [low, high] (in (low, high] with ``above_low``), else ValueError naming it."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not is_number or value < low or value > high or (above_low and value == low):
+        if low == -math.inf:
+            expected = "a finite number"
+        elif high == math.inf:
+            expected = f"a number {'>' if above_low else '>='} {low:g}"
+        else:
+            expected = f"a number in {'(' if above_low else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{component}: {name} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def count(component: str, name: str, value: Any, minimum: int = 0) -> int:
+    if type(value) is not int or value < minimum:  # type() refuses bool, which is an int
+        raise ValueError(f"{component}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def positive_int(component: str, name: str, value: Any) -> int:

@@ -5,6 +5,7 @@ the benchmarks drive it in-process."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,14 @@ from runtime.pluginmanager import PluginFailure, Plugins, serve
 from runtime.replay import ReplayBuffer
 
 
+@dataclass(frozen=True)
+class Verdict:
+    promoted: bool
+    heldout_agreement: float | None
+    heldout_loss: float | None
+    serving_agreement: float | None
+
+
 class Trainer:
     def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
                  action_space: spaces.Space) -> None:
@@ -27,7 +36,7 @@ class Trainer:
         self.settings = settings
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.student = build_student(plugins, config, observation_space, action_space)
-        self.judge = copy.deepcopy(self.student).eval()  # scratch copy for scoring other weights
+        self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
         self.strategy_component = plugins.get("strategy", settings["strategy"])
         self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]))
         self.optimizer = self._optimizer()
@@ -127,8 +136,18 @@ class Trainer:
         """Held-out (agreement, loss) of a set of student weights; None while the set is too small."""
         if len(self.heldout) < self.settings["min_heldout"]:
             return None, None
-        self.judge.load_state_dict(state)
+        self.scratch.load_state_dict(state)
         size = len(self.heldout)
         with self.torch.no_grad():
-            outputs = self.judge(self.torch.from_numpy(self.heldout.columns["features"][:size])).numpy()
+            outputs = self.scratch(self.torch.from_numpy(self.heldout.columns["features"][:size])).numpy()
         return agreement_and_loss(outputs, self.heldout.columns["outputs"][:size], self.discrete)
+
+    def judge(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Verdict:
+        """The promotion gate: promote ``candidate`` unless, on the held-out set, its agreement is
+        worse than the serving version's by more than ``promotion_margin`` (always promote while
+        there is no serving version or too little held-out data to tell)."""
+        agreement, loss = self.score(candidate)
+        serving_agreement = self.score(serving)[0] if serving is not None else None
+        promoted = agreement is None or serving_agreement is None or \
+            agreement >= serving_agreement - self.settings["promotion_margin"]
+        return Verdict(promoted, agreement, loss, serving_agreement)

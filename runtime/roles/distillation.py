@@ -46,7 +46,7 @@ class Distillation(Role):
         try:
             if self.serving_version:
                 self.serving_state = load_safetensors(self.store.path(self.serving_version))[0]
-                self.trainer.judge.load_state_dict(self.serving_state)  # fails now if the student changed shape
+                self.trainer.scratch.load_state_dict(self.serving_state)  # fails now if the student changed shape
             if self.version:  # resume: versions continue after a crash or restart
                 self.trainer.load(load_safetensors(self.store.path(self.version))[0])
                 self.log.info("distiller_resumed", version=self.version, serving=self.serving_version)
@@ -159,32 +159,29 @@ class Distillation(Role):
     def publish_candidate(self) -> None:
         elapsed = time.monotonic() - self.last_publish
         state = self.trainer.state()
-        candidate_agreement, candidate_loss = self.trainer.score(state)
-        serving_agreement = self.trainer.score(self.serving_state)[0] if self.serving_state is not None else None
-        promoted = candidate_agreement is None or serving_agreement is None or \
-            candidate_agreement >= serving_agreement - self.settings["promotion_margin"]
+        verdict = self.trainer.judge(state, self.serving_state)
         self.version += 1
         path = self.store.save(self.version, state, {"loss": str(self.trainer.loss), "agreement": str(self.trainer.agreement),
                                                      "parent": str(self.serving_version)})
         self.registry.record(self.version, self.trained_from, self.trainer.buffer.added, self.counters["train_steps"],
-                             candidate_agreement, candidate_loss, serving_agreement,
-                             PROMOTED if promoted else REJECTED, str(path))
+                             verdict.heldout_agreement, verdict.heldout_loss, verdict.serving_agreement,
+                             PROMOTED if verdict.promoted else REJECTED, str(path))
         self.gauges.update(version=self.version, loss=self.trainer.loss, train_steps_per_s=round(self.steps_since_publish / elapsed, 1))
         self.steps_since_publish = 0
         self.last_publish = time.monotonic()
         self.added_at_publish = self.trainer.buffer.added
         self.trained_from = self.version  # training goes on from these weights, promoted or not
-        if not promoted:
+        if not verdict.promoted:
             self.counters["candidates_rejected"] += 1
-            self.log.warning("candidate_rejected", version=self.version, heldout_agreement=candidate_agreement,
-                             serving_version=self.serving_version, serving_agreement=serving_agreement)
+            self.log.warning("candidate_rejected", version=self.version, heldout_agreement=verdict.heldout_agreement,
+                             serving_version=self.serving_version, serving_agreement=verdict.serving_agreement)
             self.prune_checkpoints()
             return
         self.serve_version(self.version, str(path), state)
-        metrics = {"loss": self.trainer.loss, "agreement": self.trainer.agreement, "heldout_agreement": candidate_agreement,
+        metrics = {"loss": self.trainer.loss, "agreement": self.trainer.agreement, "heldout_agreement": verdict.heldout_agreement,
                    "samples": self.trainer.buffer.added}
         self.log.info("weights_published", version=self.version, loss=round(self.trainer.loss, 5),
-                      heldout_agreement=candidate_agreement, serving_agreement=serving_agreement)
+                      heldout_agreement=verdict.heldout_agreement, serving_agreement=verdict.serving_agreement)
         self.plugins.notify("agentrt_weights_published", version=self.version, path=str(path), metrics=metrics)
         self.prune_checkpoints()
 

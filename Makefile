@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/label_efficiency.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

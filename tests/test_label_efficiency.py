@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_summary_structure(summary):
                 "best_budgeted_labels", "dagger_labels", "ratio_to_dagger", "goal_met"):
         assert key in env, key
     assert env["random_return"] < env["threshold_return"] < env["teacher_return"]
+    assert env["ratio_to_dagger_ci90"] is None  # no interval from fewer than 3 seeds
     assert env["teacher_return"] >= 475  # the built-in teacher balances the pole
     assert set(env["methods"]) == {"dagger", *BUDGETED}
     for name, result in env["methods"].items():
@@ -108,10 +110,18 @@ def test_command_line_prints_json_last(capsys):
 def test_evaluation_grid_and_curves():
     grid = bench.evaluation_grid(100)
     assert grid[0] == bench.GRID_START and grid[-1] == 100
-    assert all(b > a for a, b in zip(grid, grid[1:]))
-    assert all(b / a <= 1.2 for a, b in zip(grid[2:], grid[3:]))  # about +10% each
+    assert all(b > a for a, b in itertools.pairwise(grid))
+    assert all(b / a <= 1.2 for a, b in itertools.pairwise(grid[2:]))  # about +10% each
     values = bench.step_curve([[10, 0.1], [20, 0.5]], np.array([5, 10, 15, 25]))
     assert np.isnan(values[0]) and list(values[1:]) == [0.1, 0.1, 0.5]
+
+
+def test_ratio_interval():
+    assert bench.ratio_interval([10, 10, 10], [20, 20, 20]) == [0.5, 0.5]
+    low, high = bench.ratio_interval([10, 20, 30], [40, 40, 40])
+    assert 0.25 <= low < 0.5 < high <= 0.75
+    assert bench.ratio_interval([10, None, 30], [40, 40, 40]) is None  # a seed that did not reach
+    assert bench.ratio_interval([10, 20], [40, 40]) is None
 
 
 def test_unknown_method_is_an_error():

@@ -79,24 +79,22 @@ Usage: ``.venv/bin/python benchmarks/latency.py [--n 3000] [--warmup 300] [--plo
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import multiprocessing as mp
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import zmq
+
+from runtime.launch import ChildDaemon, free_tcp_endpoint, private_run_dir
+from runtime.roles.base import die_with_parent
 
 HOPS = 6  # socket hops of one round trip (see the module docstring)
 RING_PROCESSES = 4  # gateway, perception, decision, execution
@@ -104,7 +102,6 @@ DAEMON_START_TIMEOUT_S = 90.0
 POLL_MS = 100  # the runtime roles' default poll timeout (Role.poll_timeout_ms)
 DRAIN_LIMIT = 256  # runtime.roles.base.DRAIN_LIMIT
 QUERY_PARAMS = "{label_share = 0.0, act_below_confidence = 0.0}"
-PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,14 +113,6 @@ _stop_requested = False
 def _on_sigterm(_signum: int, _frame: Any) -> None:
     global _stop_requested
     _stop_requested = True
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies, even by SIGKILL (no-op elsewhere)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def _ring_child_setup() -> zmq.Context:
@@ -195,17 +184,6 @@ def ring_forwarder(inbox_endpoint: str, outbox_endpoint: str, ready: Any) -> Non
         context.term()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def short_tempdir(prefix: str) -> Path:
-    # ipc paths must stay under 107 bytes.
-    return Path(tempfile.mkdtemp(prefix=prefix))
-
-
 class RawRing:
     """The runtime's topology with forwarding-only processes; ``round_trip`` times one message."""
 
@@ -217,9 +195,9 @@ class RawRing:
         self.sock: zmq.Socket | None = None
 
     def start(self) -> None:
-        self.dir = short_tempdir("art-ring-")
+        self.dir = private_run_dir()
         ipc = {name: f"ipc://{self.dir}/{name}" for name in ("gateway", "perception", "decision", "execution")}
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.endpoint = free_tcp_endpoint()
         spawn = mp.get_context("spawn")
         specs: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
             # consumers first, as the daemon starts them
@@ -276,98 +254,6 @@ class RawRing:
                 process.join()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# The real daemon
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class Daemon:
-    """``python -m runtime up`` in the foreground as our child, with its own run dir and port."""
-
-    run_dir: Path = field(default_factory=lambda: short_tempdir("art-"))
-    endpoint: str = field(default_factory=lambda: f"tcp://127.0.0.1:{free_port()}")
-    process: subprocess.Popen | None = None
-    role_pids: set[int] = field(default_factory=set)
-
-    def start(self) -> None:
-        # Default configuration: drop inherited AGENTRT_* settings and run where no agentrt.toml is.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRT_")}
-        env["AGENTRT_QUERY_PARAMS"] = QUERY_PARAMS
-        log = open(self.run_dir / "bench-daemon.log", "wb")
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "runtime", "up", "--run-dir", str(self.run_dir),
-                 "--peer-endpoint", self.endpoint, "--log-format", "json"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.run_dir,
-                preexec_fn=die_with_parent)  # if we are killed outright, the daemon still stops its roles
-        finally:
-            log.close()
-
-    def status(self) -> dict[str, Any]:
-        from runtime import control
-
-        status = control.request(self.run_dir, "status", timeout_s=5)
-        self.role_pids.update(r["pid"] for r in status["roles"].values() if r["pid"])
-        return status
-
-    def wait_running(self, timeout_s: float = DAEMON_START_TIMEOUT_S) -> dict[str, Any]:
-        from runtime import control
-
-        deadline = time.monotonic() + timeout_s
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with code {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                status = self.status()
-                if all(r["state"] == "running" for r in status["roles"].values()):
-                    return status
-            except control.DaemonUnreachable:
-                pass
-            time.sleep(0.1)
-        states = {name: r["state"] for name, r in status.get("roles", {}).items()}
-        raise RuntimeError(f"the daemon's roles were not all running within {timeout_s:g} s: {states}\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join((self.run_dir / "bench-daemon.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no daemon log)"
-
-    def stop(self) -> None:
-        """SIGTERM the daemon and wait; then make sure no role process it had is left (by pid)."""
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.status()  # learn the current role pids once more
-            except Exception:
-                pass
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pid in self.role_pids:
-            _kill_if_alive(pid)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-
-def _kill_if_alive(pid: int) -> None:
-    try:
-        import psutil
-    except ImportError:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return
-    try:
-        process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE and "runtime.roles" in " ".join(process.cmdline()):
-            process.kill()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -612,19 +498,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from runtime import protocol
 
-    daemon = Daemon()
+    daemon: ChildDaemon | None = None
     ring: RawRing | None = None
     client: RuntimeClient | None = None
     succeeded = False
     try:
-        daemon.start()  # it takes seconds (torch imports): start the ring meanwhile
+        # The default configuration, except that the teacher is kept out of the measured path.
+        daemon = ChildDaemon(env={"AGENTRT_QUERY_PARAMS": QUERY_PARAMS}, defaults_only=True)
         sample_obs = np.zeros(4, dtype=np.float32)
         payload = protocol.encode("observation", seq=1, obs=sample_obs, policy="student", episode_start=False)
         ring = RawRing(payload)
         ring.start()
         forward = BareForward()
         ring.wait_ready()
-        daemon.wait_running()
+        daemon.wait_ready(DAEMON_START_TIMEOUT_S)
         client = RuntimeClient(daemon.endpoint)
 
         runners: dict[str, Callable[[], int]] = {
@@ -680,7 +567,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return summary
     finally:
         errors: list[BaseException] = []
-        for stop in (client.close if client else None, ring.stop if ring else None, daemon.stop):
+        for stop in (client.close if client else None, ring.stop if ring else None, daemon.stop if daemon else None):
             if stop is None:
                 continue
             try:

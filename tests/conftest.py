@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from runtime import control
 from runtime.launch import ChildDaemon, private_run_dir
-
-
-def alive(pid: int) -> bool:
-    """True for a running process; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def agentrt(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -30,38 +18,17 @@ def agentrt(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
 
 
 class RunningDaemon(ChildDaemon):
-    """A test's daemon: remembers every role pid it saw, so teardown can make sure all are gone."""
+    """A test's daemon, with the CLI pointed at its run directory."""
 
     def __init__(self, run_dir: Path, endpoint: str | None, config_path: str | None, env: dict[str, str]) -> None:
         super().__init__(run_dir, endpoint, config_path, env)
         self.env = env
-        self.seen_pids: set[int] = set()
-
-    def status(self, timeout_s: float = 5.0) -> dict:
-        status = super().status(timeout_s)
-        self.seen_pids.update(r["pid"] for r in status["roles"].values() if r["pid"])
-        return status
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return agentrt(*args, "--run-dir", str(self.run_dir), env=self.env, timeout=timeout)
 
-
     def log(self) -> str:
         return self.log_path.read_text()
-
-    def stop(self, remove_run_dir: bool = True) -> None:
-        """Stop gracefully, then make sure that every process this daemon ever had is gone."""
-        if self.process.poll() is None:
-            try:
-                self.status()
-            except control.DaemonUnreachable:
-                pass
-        super().stop()
-        for pid in self.seen_pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if remove_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def start_daemon(config_text: str = "", env: dict | None = None, wait: bool = True,

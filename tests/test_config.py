@@ -7,10 +7,11 @@ import os
 import signal
 
 import pytest
-from conftest import agentrt, alive, start_daemon
+from conftest import agentrt, start_daemon
 
 from runtime import config
 from runtime.launch import free_tcp_endpoint, private_run_dir
+from runtime.launch import process_alive as alive
 
 
 def test_every_key_has_a_default_and_defaults_validate():

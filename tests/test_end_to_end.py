@@ -10,10 +10,11 @@ import time
 
 import gymnasium
 import numpy as np
-from conftest import alive, start_daemon
+from conftest import start_daemon
 
 from runtime.attach import run_gym_peers
 from runtime.launch import free_tcp_endpoint
+from runtime.launch import process_alive as alive
 from runtime.peer import Peer
 from runtime.transport import socket_dir
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,14 @@ def start_daemon(config_text: str = "", env: dict | None = None, wait: bool = Tr
             daemon.stop()
             raise
     return daemon
+
+
+@pytest.fixture
+def run_dir():
+    """A private run directory for a command that starts its own daemon; removed afterwards."""
+    path = private_run_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from conftest import agentrt, start_daemon
 
 from runtime import config
-from runtime.launch import free_tcp_endpoint, private_run_dir
+from runtime.launch import free_tcp_endpoint
 from runtime.launch import process_alive as alive
 
 
@@ -68,10 +68,10 @@ def test_config_show_prints_the_effective_configuration(tmp_path):
     assert config.merge(config.defaults(), __import__("tomllib").loads(as_toml.stdout), "shown")["decision"]["batch_max"] == 7
 
 
-def test_up_with_a_bad_key_fails_at_start_up_naming_it(tmp_path):
+def test_up_with_a_bad_key_fails_at_start_up_naming_it(tmp_path, run_dir):
     path = tmp_path / "agentrt.toml"
     path.write_text("[decision]\nbatch_maxx = 7\n")
-    result = agentrt("up", "--config", str(path), "--run-dir", str(private_run_dir()), timeout=30)
+    result = agentrt("up", "--config", str(path), "--run-dir", str(run_dir), timeout=30)
     assert result.returncode == 2
     assert "decision.batch_maxx" in result.stderr
 
@@ -92,8 +92,7 @@ def test_two_daemons_side_by_side_and_cli_finds_each_by_run_dir():
         second.stop()
 
 
-def test_detach_then_down():
-    run_dir = private_run_dir()
+def test_detach_then_down(run_dir):
     started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", free_tcp_endpoint(), timeout=90)
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
@@ -122,10 +121,10 @@ def test_shipped_example_configuration_is_valid_and_current():
     ('[agent]\nenv = "NoSuchEnv-v0"\n', "agent.env"),
     ('[agent]\nobservation_space = { type = "box", shape = [0] }\n', "agent.observation_space"),
 ])
-def test_bad_agent_spaces_fail_at_start_up_naming_the_key(tmp_path, toml, message):
+def test_bad_agent_spaces_fail_at_start_up_naming_the_key(tmp_path, run_dir, toml, message):
     path = tmp_path / "agentrt.toml"
     path.write_text(toml)
-    result = agentrt("up", "--config", str(path), "--run-dir", str(private_run_dir()), timeout=60)
+    result = agentrt("up", "--config", str(path), "--run-dir", str(run_dir), timeout=60)
     assert result.returncode == 78
     assert message in result.stderr
 

@@ -13,7 +13,6 @@ from conftest import agentrt, start_daemon
 from plugin_fixtures import make_distribution
 
 from runtime import config, hookimpl, hookspecs, pluginmanager
-from runtime.launch import private_run_dir
 from runtime.peer import Peer, PeerError
 from runtime.protocol import ErrorCode
 
@@ -69,10 +68,10 @@ def test_third_party_plugin_is_listed_and_can_be_disabled_or_kept_out(tmp_path):
     assert "extra" in {p["name"] for p in named["plugins"]}
 
 
-def test_plugin_that_fails_to_import_fails_start_up_with_its_name(tmp_path):
+def test_plugin_that_fails_to_import_fails_start_up_with_its_name(tmp_path, run_dir):
     site = make_distribution(tmp_path, "broken-plugin", {"broken_plugin": "import does_not_exist_anywhere\n"},
                              {"broken": "broken_plugin"})
-    result = agentrt("up", "--run-dir", str(private_run_dir()), env=env_with(site), timeout=60)
+    result = agentrt("up", "--run-dir", str(run_dir), env=env_with(site), timeout=60)
     assert result.returncode == 78
     assert "plugin 'broken'" in result.stderr and "failed to import" in result.stderr
     assert "does_not_exist_anywhere" in result.stderr
@@ -115,8 +114,8 @@ def test_component_registered_twice_names_both_plugins(tmp_path):
     assert re.search(r"'extra_linear' is registered by both plugin 'twin_a' and plugin 'twin_b'", result.stderr)
 
 
-def test_unknown_component_in_configuration_is_named_at_start_up(tmp_path):
-    result = agentrt("up", "--run-dir", str(private_run_dir()), env={"AGENTRT_STUDENT_PLUGIN": "transformer9000"})
+def test_unknown_component_in_configuration_is_named_at_start_up(run_dir):
+    result = agentrt("up", "--run-dir", str(run_dir), env={"AGENTRT_STUDENT_PLUGIN": "transformer9000"})
     assert result.returncode == 78
     assert "no student named 'transformer9000'" in result.stderr and "available: " in result.stderr
 

@@ -14,9 +14,9 @@ from typing import Any, Callable
 import zmq
 
 from runtime import logs, pluginmanager, protocol, transport
-from runtime.role_processes import DAEMON_PID_ENV
 from runtime.pluginmanager import PluginError, PluginFailure
 from runtime.protocol import ErrorCode, Message
+from runtime.role_processes import DAEMON_PID_ENV
 from runtime.spaces import agent_spaces
 
 # A drain loop handles at most this many messages from one socket before the others get a turn.

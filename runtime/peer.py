@@ -23,7 +23,6 @@ import zmq
 from runtime import protocol
 from runtime.protocol import ErrorCode
 
-PEER_RECEIVES = frozenset({"welcome", "action", "error", "heartbeat"})
 
 
 class PeerError(RuntimeError):
@@ -103,14 +102,15 @@ class Peer:
             self.reconnects += 1
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 200)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_message_bytes + 4096)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.socket_cap(self.max_message_bytes))
         self.socket.connect(self.endpoint)
 
     def _receive(self, timeout_s: float) -> protocol.Message | None:
         deadline = time.monotonic() + timeout_s
         while self.socket.poll(max(deadline - time.monotonic(), 0.0) * 1000):
             try:
-                return protocol.decode(self.socket.recv(), 2 * self.max_message_bytes + 4096, accept=PEER_RECEIVES)
+                return protocol.decode(self.socket.recv(), protocol.socket_cap(self.max_message_bytes),
+                                       accept=protocol.TO_PEER)
             except protocol.ProtocolError as exc:
                 if exc.code != ErrorCode.UNKNOWN_KIND:
                     raise
@@ -175,7 +175,10 @@ class Peer:
 
     def close(self, reason: str = "done") -> None:
         if self.socket is not None:
-            self.socket.send(protocol.encode("bye", reason=reason), zmq.NOBLOCK)
+            try:
+                self.socket.send(protocol.encode("bye", reason=reason), zmq.NOBLOCK)
+            except zmq.Again:  # queue full or runtime gone: the session times out on its side
+                pass
             self.socket.close()
             self.socket = None
         self.context.term()

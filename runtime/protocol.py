@@ -132,6 +132,17 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 )}
 
 PEER_KINDS = frozenset(name for name, kind in KINDS.items() if kind.peer_facing)
+#: What a peer may send to the runtime, and what the runtime sends to a peer.
+FROM_PEER = frozenset({"hello", "observation", "heartbeat", "bye", "error"})
+TO_PEER = frozenset({"welcome", "action", "error", "heartbeat"})
+assert FROM_PEER | TO_PEER == PEER_KINDS
+
+
+def socket_cap(max_message_bytes: int) -> int:
+    """The hard cap ZeroMQ enforces (ZMQ_MAXMSGSIZE): above it a connection is dropped without a
+    reply. Twice the decoder's limit, so a message somewhat over the limit still reaches the
+    decoder and earns a MESSAGE_TOO_LARGE reply."""
+    return 2 * max_message_bytes + 4096
 
 
 @dataclass(frozen=True)
@@ -224,7 +235,7 @@ _TYPE_CHECKS = {
 def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: frozenset[str] | None = None) -> Message:
     """Decode and validate one message. Raises ProtocolError with the code to send back.
 
-    ``accept`` limits the kinds this endpoint takes (peer-facing endpoints accept PEER_KINDS only).
+    ``accept`` limits the kinds this endpoint takes (the gateway accepts FROM_PEER, a peer TO_PEER).
     Unknown fields are dropped, for forward compatibility.
     """
     if len(data) > max_bytes:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import zmq
 
+from runtime import protocol
+
 # Linux limits a unix socket path to 107 bytes; checked up front for a clear error.
 MAX_IPC_PATH = 107
 
@@ -49,12 +51,7 @@ class Transport:
         self._sockets: list[zmq.Socket] = []
 
     def socket_limit(self) -> int:
-        """Hard cap enforced by ZeroMQ itself: above it the connection is dropped without a reply.
-
-        It is twice the decoder's limit, so that a message somewhat over the limit still reaches
-        the decoder and earns a MESSAGE_TOO_LARGE reply.
-        """
-        return 2 * self.max_message_bytes + 4096
+        return protocol.socket_cap(self.max_message_bytes)
 
     def _make(self, socket_type: int, hwm: int) -> zmq.Socket:
         sock = self.context.socket(socket_type)

@@ -113,7 +113,8 @@ class Distillation(Role):
         self.trainer.add_labelled(features, outputs, teacher_features)
         self.counters["labels"] += len(features)
         self.gauges.update(agreement=round(self.trainer.agreement, 4), buffer=len(self.trainer.buffer),
-                           heldout=len(self.trainer.heldout), buffer_bytes=self.trainer.buffer.nbytes)
+                           heldout=len(self.trainer.heldout), buffer_bytes=self.trainer.buffer.nbytes,
+                           buffer_evicted=self.trainer.buffer.evicted)
 
     # --- training --------------------------------------------------------------------------------
     def poll_timeout_ms(self) -> int:

@@ -18,7 +18,6 @@ from runtime import protocol, registry, spaces, transport
 from runtime.protocol import ErrorCode, ProtocolError
 from runtime.roles.base import Role
 
-PEER_ACCEPTS = frozenset({"hello", "observation", "heartbeat", "bye", "error"})
 POLICIES = frozenset({"auto", "student", "teacher"})
 # Transport events that mean a client spoke something other than ZMTP, or broke the handshake.
 HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -70,7 +69,7 @@ class Gateway(Role):
                 self.reject(route, ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"expected one frame per message, got {len(frames) - 1}"))
                 continue
             try:
-                self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=PEER_ACCEPTS))
+                self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER))
             except ProtocolError as exc:
                 self.reject(route, exc)
             except Exception as exc:  # a bug must cost one request, not every peer's session

@@ -93,7 +93,7 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from runtime.launch import ChildDaemon, free_tcp_endpoint, private_run_dir
+from runtime.launch import ANY_LOOPBACK_PORT, ChildDaemon, private_run_dir
 from runtime.roles.base import die_with_parent
 
 HOPS = 6  # socket hops of one round trip (see the module docstring)
@@ -130,12 +130,14 @@ def _socket(context: zmq.Context, kind: int) -> zmq.Socket:
     return sock
 
 
-def ring_gateway(peer_endpoint: str, next_endpoint: str, return_endpoint: str, ready: Any) -> None:
-    """ROUTER for the peer (tcp) -> PUSH to 'perception'; PULL from 'execution' -> ROUTER."""
+def ring_gateway(next_endpoint: str, return_endpoint: str, bound: Any, ready: Any) -> None:
+    """ROUTER for the peer (tcp, a port the OS picks, put on ``bound``) -> PUSH to 'perception';
+    PULL from 'execution' -> ROUTER."""
     context = _ring_child_setup()
     peers = _socket(context, zmq.ROUTER)
     peers.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    peers.bind(peer_endpoint)
+    peers.bind(ANY_LOOPBACK_PORT)
+    bound.put(peers.getsockopt_string(zmq.LAST_ENDPOINT))
     returns = _socket(context, zmq.PULL)
     returns.bind(return_endpoint)
     onward = _socket(context, zmq.PUSH)
@@ -197,14 +199,14 @@ class RawRing:
     def start(self) -> None:
         self.dir = private_run_dir()
         ipc = {name: f"ipc://{self.dir}/{name}" for name in ("gateway", "perception", "decision", "execution")}
-        self.endpoint = free_tcp_endpoint()
         spawn = mp.get_context("spawn")
+        self._bound = spawn.Queue()
         specs: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
             # consumers first, as the daemon starts them
             ("execution", ring_forwarder, (ipc["execution"], ipc["gateway"])),
             ("decision", ring_forwarder, (ipc["decision"], ipc["execution"])),
             ("perception", ring_forwarder, (ipc["perception"], ipc["decision"])),
-            ("gateway", ring_gateway, (self.endpoint, ipc["perception"], ipc["gateway"])),
+            ("gateway", ring_gateway, (ipc["perception"], ipc["gateway"], self._bound)),
         ]
         events = []
         for name, target, args in specs:
@@ -214,10 +216,6 @@ class RawRing:
             self.processes.append(process)
             events.append((name, process, ready))
 
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(self.endpoint)
         self._events = events
         self.pids = {name: process.pid for name, process, _ in events}
 
@@ -226,6 +224,11 @@ class RawRing:
         for name, process, ready in self._events:
             if not ready.wait(max(deadline - time.monotonic(), 0.0)):
                 raise RuntimeError(f"raw ring process {name} (pid {process.pid}) did not start; exit code {process.exitcode}")
+        self.endpoint = self._bound.get(timeout=max(deadline - time.monotonic(), 1.0))
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(self.endpoint)
         # The first message proves the ring is connected end to end (connects may still be retrying).
         self.sock.send(self.payload)
         if not self.sock.poll(10_000):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime import config as config_module
-from runtime import control
+from runtime import control, rundir
+from runtime.errors import ExitCode
 
 
 def _load_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +39,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from runtime.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
     from runtime.pluginmanager import PluginError, describe
-    from runtime.roles.base import EX_CONFIG
     from runtime.spaces import agent_spaces
 
     config = _load_config(args)
@@ -48,60 +48,79 @@ def cmd_up(args: argparse.Namespace) -> int:
         agent_spaces(config["agent"])
     except (PluginError, ValueError) as exc:
         print(f"agentrt up: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     if not args.detach:
         try:
             return Daemon(config).run()
         except DaemonError as exc:
             print(f"agentrt up: {exc}", file=sys.stderr)
-            return 1
+            return ExitCode.FAILURE
     if read_pid(run_dir) is not None:
         print(f"agentrt up: a daemon already runs with run directory {run_dir}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     prepare_run_dir(run_dir)
     command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir)]
     for flag, value in (("--config", args.config), ("--log-format", args.log_format), ("--peer-endpoint", args.peer_endpoint)):
         if value:
             command += [flag, value]
-    with open(run_dir / "daemon.log", "ab") as log_file:
+    log_path = run_dir / rundir.LOG_FILE
+    with open(log_path, "ab") as log_file:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
-    deadline = time.monotonic() + args.wait
+    return _wait_until_serving(process, run_dir, args.wait)
+
+
+def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float) -> int:
+    """Return once every role of the detached daemon runs, or it stopped (with its reason), or on timeout."""
+    log_path = run_dir / rundir.LOG_FILE
+    deadline = time.monotonic() + wait_s
+    status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            print(f"agentrt up: the daemon exited with code {process.returncode}; see {run_dir / 'daemon.log'}", file=sys.stderr)
-            return 1
+            stopped = rundir.read_daemon_exit(run_dir)
+            reason = stopped["reason"] if stopped else f"the daemon exited with code {process.returncode}"
+            print(f"agentrt up: {reason}\nagentrt up: see {log_path}", file=sys.stderr)
+            return process.returncode or ExitCode.FAILURE
         try:
-            control.request(run_dir, "ping", timeout_s=0.5)
-            print(json.dumps({"pid": process.pid, "run_dir": str(run_dir), "log": str(run_dir / "daemon.log")}))
-            return 0
-        except control.DaemonUnreachable:
+            status = control.request(run_dir, "status", timeout_s=1.0)
+        except (control.DaemonUnreachable, RuntimeError):
             time.sleep(0.1)
-    print(f"agentrt up: the daemon did not answer within {args.wait:g} s; see {run_dir / 'daemon.log'}", file=sys.stderr)
-    return 1
+            continue
+        if all(role["state"] == "running" for role in status["roles"].values()):
+            print(json.dumps({"pid": process.pid, "run_dir": str(run_dir), "log": str(log_path),
+                              "peer_endpoint": status["daemon"]["peer_endpoint"]}))
+            return ExitCode.OK
+        time.sleep(0.1)
+    waiting = {name: role for name, role in status.get("roles", {}).items() if role["state"] != "running"}
+    print(f"agentrt up: the daemon (pid {process.pid}) is still starting after {wait_s:g} s; 'agentrt down' stops it",
+          file=sys.stderr)
+    for name, role in (waiting or {"daemon": {"state": "not answering"}}).items():
+        why = f" (last exit {role['last_exit_code']}: {role['last_exit_reason']})" if role.get("last_exit_reason") else ""
+        print(f"agentrt up:   {name}: {role['state']}{why}", file=sys.stderr)
+    print(f"agentrt up: see {log_path}", file=sys.stderr)
+    return ExitCode.TIMEOUT
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the daemon and return only once it and every process it reported are gone."""
     from runtime.daemon import read_pid
+    from runtime.launch import wait_for_exit
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     pid = read_pid(run_dir)
     try:
-        control.request(run_dir, "down")
+        pids = control.request(run_dir, "down")["pids"]
     except control.DaemonUnreachable as exc:
         if pid is None:
             print(f"agentrt down: {exc}", file=sys.stderr)
-            return 1
-        os.kill(pid, signal.SIGTERM)  # the daemon is alive but not answering: ask the OS instead
-    deadline = time.monotonic() + args.wait
-    while pid is not None and time.monotonic() < deadline:
-        if read_pid(run_dir) is None:
-            print(json.dumps({"stopped": pid}))
-            return 0
-        time.sleep(0.05)
-    if pid is None:
-        return 0
-    print(f"agentrt down: the daemon (pid {pid}) is still running after {args.wait:g} s", file=sys.stderr)
-    return 1
+            return ExitCode.FAILURE
+        os.kill(pid, signal.SIGTERM)  # the daemon is alive but not answering: ask the OS instead (its roles follow it)
+        pids = [pid]
+    remaining = wait_for_exit(pids, args.wait)
+    if not remaining:
+        print(json.dumps({"stopped": pids[0], "pids": pids}))
+        return ExitCode.OK
+    print(f"agentrt down: still running after {args.wait:g} s: pids {', '.join(map(str, remaining))}", file=sys.stderr)
+    return ExitCode.TIMEOUT
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -110,14 +129,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = control.request(run_dir, "status")
     except control.DaemonUnreachable as exc:
         print(f"agentrt status: {exc}", file=sys.stderr)
-        return 1
+        stopped = rundir.read_daemon_exit(run_dir)
+        if stopped:
+            print(f"agentrt status: it last stopped with exit code {stopped['code']}: {stopped['reason']}", file=sys.stderr)
+        return ExitCode.FAILURE
     if args.json:
         print(json.dumps(status))
     else:
         from runtime.display import print_status
 
         print_status(status)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -125,9 +147,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         config = _load_config(args)
     except config_module.ConfigError as exc:
         print(f"agentrt config: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     print(json.dumps(config, indent=2) if args.json else config_module.to_toml(config, annotate=args.annotate))
-    return 0
+    return ExitCode.OK
 
 
 # --- peers and demo ------------------------------------------------------------------------------------
@@ -149,7 +171,7 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
     else:
         print(f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
               f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -167,12 +189,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         listing = describe(config)
     except PluginError as exc:
         print(f"agentrt plugins: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     if args.json:
         print(json.dumps(listing))
     else:
         print_plugins(listing)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_student_list(args: argparse.Namespace) -> int:
@@ -183,13 +205,13 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     if not (run_dir / FILE_NAME).exists():
         print(f"agentrt student list: no student registry in {run_dir}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     registry = Registry(run_dir, readonly=True)
     try:
         versions, serving = [v.as_dict() for v in registry.versions()], registry.serving()
     except sqlite3.OperationalError as exc:
         print(f"agentrt student list: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     finally:
         registry.close()
     if args.json:
@@ -198,7 +220,7 @@ def cmd_student_list(args: argparse.Namespace) -> int:
         from runtime.display import print_students
 
         print_students(versions, serving)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_student_rollback(args: argparse.Namespace) -> int:
@@ -210,9 +232,9 @@ def cmd_student_rollback(args: argparse.Namespace) -> int:
                                  endpoint=DISTILLATION_CONTROL, timeout_s=10)
     except (control.DaemonUnreachable, RuntimeError) as exc:
         print(f"agentrt student rollback: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     print(json.dumps(result))
-    return 0
+    return ExitCode.OK
 
 
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
@@ -233,12 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", action="store_true", help="run in the background; print its pid")
     up.add_argument("--log-format", choices=["auto", "json", "console"])
     up.add_argument("--peer-endpoint", help="ZeroMQ endpoint for peers, e.g. tcp://127.0.0.1:7411")
-    up.add_argument("--wait", type=float, default=60.0, help="with --detach: seconds to wait for the daemon")
+    up.add_argument("--wait", type=float, default=120.0, help="with --detach: seconds to wait for every role to run")
     up.set_defaults(handler=cmd_up)
 
     down = commands.add_parser("down", help="stop the daemon of a run directory gracefully")
     _add_common(down)
-    down.add_argument("--wait", type=float, default=15.0)
+    down.add_argument("--wait", type=float, default=30.0, help="seconds to wait for every process to be gone")
     down.set_defaults(handler=cmd_down)
 
     status = commands.add_parser("status", help="roles, peers and counters of a running daemon")
@@ -314,6 +336,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except config_module.ConfigError as exc:
         print(f"agentrt: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED

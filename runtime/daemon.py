@@ -16,15 +16,11 @@ from typing import Any
 
 import zmq
 
-from runtime import __version__, logs, protocol, transport
+from runtime import __version__, logs, protocol, rundir, transport
 from runtime.checkpoints import atomic_write
+from runtime.errors import ExitCode
 from runtime.role_processes import Launcher, RoleHandle
 from runtime.roles import ROLES
-from runtime.roles.base import EX_CONFIG
-
-PID_FILE = "daemon.pid"
-LOCK_FILE = "daemon.lock"
-CONFIG_SNAPSHOT = "config.json"
 
 
 class DaemonError(RuntimeError):
@@ -42,6 +38,8 @@ class RoleProcess:
     backoff: float = 0.0
     restart_at: float | None = None
     reported_pid: int | None = None
+    last_exit_code: int | None = None
+    last_exit_reason: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
     carried: Counter = field(default_factory=Counter)  # counters of earlier incarnations
     gauges: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +70,7 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 def read_pid(run_dir: Path) -> int | None:
     try:
-        pid = int((run_dir / PID_FILE).read_text().strip())
+        pid = int((run_dir / rundir.PID_FILE).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
     try:
@@ -93,7 +91,8 @@ class Daemon:
         self.roles = {name: RoleProcess(name) for name in ROLES}
         self.launcher = Launcher()
         self.stopping = False
-        self.exit_code = 0
+        self.exit_code = ExitCode.OK
+        self.exit_reason = ""
         self.started_at = time.monotonic()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -103,14 +102,15 @@ class Daemon:
             raise DaemonError(f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir")
         prepare_run_dir(self.run_dir)
         # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
-        self._lock = open(self.run_dir / LOCK_FILE, "w")
+        self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DaemonError(f"another daemon is starting or running with run directory {self.run_dir}") from None
         self._remove_sockets()  # leftovers of a daemon that was killed
-        atomic_write(self.run_dir / CONFIG_SNAPSHOT, json.dumps(self.config).encode())
-        atomic_write(self.run_dir / PID_FILE, f"{os.getpid()}\n".encode())
+        (self.run_dir / rundir.DAEMON_EXIT).unlink(missing_ok=True)
+        atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
+        atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.transport = transport.Transport(self.run_dir, self.config["protocol"]["max_message_bytes"],
@@ -127,8 +127,9 @@ class Daemon:
             self._stop_roles()
             self.transport.close()
             self._remove_sockets()
-            (self.run_dir / PID_FILE).unlink(missing_ok=True)
-            self.log.info("daemon_stopped", exit_code=self.exit_code)
+            rundir.write_daemon_exit(self.run_dir, self.exit_code, self.exit_reason or "stopped on request")
+            (self.run_dir / rundir.PID_FILE).unlink(missing_ok=True)
+            self.log.info("daemon_stopped", exit_code=int(self.exit_code), reason=self.exit_reason or None)
         return self.exit_code
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
@@ -162,9 +163,12 @@ class Daemon:
             if role.process is not None and role.process.poll() is not None:
                 code = role.process.returncode
                 uptime = now - role.started_at
-                if code == EX_CONFIG:
-                    self.log.error("role_misconfigured", child=role.name, hint="see role_setup_failed above; fix the configuration")
-                    self.exit_code = EX_CONFIG
+                reason = rundir.take_role_exit(self.run_dir, role.name, role.process.pid) or _describe_exit(code)
+                role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
+                if code == ExitCode.CONFIG:
+                    self.log.error("role_misconfigured", child=role.name, error=reason)
+                    self.exit_code = ExitCode.CONFIG
+                    self.exit_reason = f"{role.name}: {reason}"
                     self.stopping = True
                     role.process = None
                     return
@@ -174,8 +178,8 @@ class Daemon:
                     else min(role.backoff * 2, settings["restart_backoff_max_s"])
                 role.restart_at = now + role.backoff
                 role.process = None
-                self.log.error("role_exited", child=role.name, exit_code=code, uptime_s=round(uptime, 2),
-                               restart_in_s=round(role.backoff, 3))
+                self.log.error("role_exited", child=role.name, exit_code=code, reason=role.last_exit_reason,
+                               uptime_s=round(uptime, 2), restart_in_s=round(role.backoff, 3))
             if role.process is None and role.restart_at is not None and now >= role.restart_at:
                 role.restarts += 1
                 self._spawn(role)
@@ -225,16 +229,27 @@ class Daemon:
             self.control.send(protocol.encode("control_reply", ok=False, message=exc.message))
             return
         command = request["command"]
-        if command == "status":
-            reply = protocol.encode("control_reply", ok=True, result=self.status())
-        elif command == "down":
-            self.stopping = True
-            reply = protocol.encode("control_reply", ok=True, result={"pid": os.getpid()})
-        elif command == "ping":
-            reply = protocol.encode("control_reply", ok=True, result={"pid": os.getpid(), "version": __version__})
-        else:
-            reply = protocol.encode("control_reply", ok=False, message=f"unknown command {command!r}")
+        try:
+            if command == "status":
+                reply = protocol.encode("control_reply", ok=True, result=self.status())
+            elif command == "down":
+                self.stopping = True
+                # Everything `agentrt down` must see gone before it may say the daemon stopped.
+                reply = protocol.encode("control_reply", ok=True, result={"pid": os.getpid(), "pids": self.pids()})
+            elif command == "ping":
+                reply = protocol.encode("control_reply", ok=True, result={"pid": os.getpid(), "version": __version__})
+            else:
+                reply = protocol.encode("control_reply", ok=False, message=f"unknown command {command!r}")
+        except Exception as exc:  # a control request must never take the daemon down
+            self.log.exception("control_failed", command=command)
+            reply = protocol.encode("control_reply", ok=False, message=f"{command} failed: {type(exc).__name__}: {exc}")
         self.control.send(reply)
+
+    def pids(self) -> list[int]:
+        """The daemon's own pid, its live role processes' and the fork server's."""
+        roles = [r.process.pid for r in self.roles.values() if r.process is not None and r.process.poll() is None]
+        helper = self.launcher.fork_server_pid()
+        return [os.getpid(), *roles, *([helper] if helper else [])]
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -245,11 +260,17 @@ class Daemon:
         gateway, decision = totals["gateway"], totals["decision"]
         distill = self.roles["distillation"].gauges
         return {
-            "daemon": {"pid": os.getpid(), "version": __version__, "uptime_s": round(now - self.started_at, 3),
-                       "run_dir": str(self.run_dir), "peer_endpoint": self.config["daemon"]["peer_endpoint"]},
+            "daemon": {"pid": os.getpid(), "fork_server_pid": self.launcher.fork_server_pid(),
+                       "version": __version__, "uptime_s": round(now - self.started_at, 3),
+                       "run_dir": str(self.run_dir),
+                       # Where peers really connect: with a wildcard port in the configuration, the bound one.
+                       "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint",
+                                                                         self.config["daemon"]["peer_endpoint"])},
             "roles": {name: {"pid": role.process.pid if role.process else None, "state": role.state,
                              "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
-                             "restarts": role.restarts, "counters": dict(totals[name]), "gauges": role.gauges}
+                             "restarts": role.restarts, "last_exit_code": role.last_exit_code,
+                             "last_exit_reason": role.last_exit_reason,
+                             "counters": dict(totals[name]), "gauges": role.gauges}
                       for name, role in self.roles.items()},
             "peers_connected": self.roles["gateway"].gauges.get("peers_connected", 0),
             "observations": gateway["observations"],
@@ -266,3 +287,12 @@ class Daemon:
             "distillation": {"train_steps": totals["distillation"]["train_steps"], "loss": distill.get("loss"),
                              "agreement": distill.get("agreement"), "buffer": distill.get("buffer", 0)},
         }
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code} without a reason (see the log)"

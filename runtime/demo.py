@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import threading
 import time
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from runtime import config as config_module
 from runtime.attach import EpisodeResult, run_gym_peers
+from runtime.errors import ExitCode
 from runtime.launch import ChildDaemon
 
 ENV_ID = "CartPole-v1"
@@ -76,17 +76,19 @@ def run_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
     config = config_module.load(getattr(args, "config", None))
     progress = Progress()
-    with ChildDaemon(config_path=getattr(args, "config", None)) as daemon:
-        try:
-            daemon.wait_ready()
-            with Live(progress.table(), console=console, refresh_per_second=4, transient=False) as live:
-                student_returns = train_and_evaluate(daemon, args, progress, live)
-            status = daemon.status()
-        except BaseException:
+    daemon = ChildDaemon(config_path=getattr(args, "config", None))
+    succeeded = False
+    try:
+        daemon.wait_ready()
+        with Live(progress.table(), console=console, refresh_per_second=4, transient=False) as live:
+            student_returns = train_and_evaluate(daemon, args, progress, live)
+        # Before the daemon stops: the summary reads the serving checkpoint from its run directory.
+        summary = summarize(config, daemon, daemon.status(), student_returns, progress)
+        succeeded = True
+    finally:
+        daemon.stop(remove_run_dir=succeeded)  # kept when the demo fails, for its log
+        if not succeeded:
             console.print(f"[red]demo failed; daemon log: {daemon.log_path}")
-            raise
-    summary = summarize(config, daemon, status, student_returns, progress)
-    shutil.rmtree(daemon.run_dir, ignore_errors=True)  # kept only when the demo fails, for its log
     if args.plot:
         write_plot(progress, args.plot)
         summary["plot"] = args.plot
@@ -94,7 +96,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print_summary(console, summary)
-    return 0 if summary["student_mean_return"] >= TARGET_RETURN else 1
+    return ExitCode.OK if summary["student_mean_return"] >= TARGET_RETURN else ExitCode.FAILURE
 
 
 def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: Progress, live: Live) -> list[float]:

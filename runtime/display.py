@@ -12,9 +12,10 @@ def print_status(status: dict[str, Any]) -> None:
     console = Console()
     daemon = status["daemon"]
     console.print(f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  peers at {daemon['peer_endpoint']}")
-    roles = Table("role", "pid", "state", "uptime s", "restarts")
+    roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():
-        roles.add_row(name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]))
+        last_exit = "-" if role["last_exit_code"] is None else f"{role['last_exit_code']}: {role['last_exit_reason']}"
+        roles.add_row(name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit)
     console.print(roles)
     decisions = status["decisions"]
     summary = Table("peers", "observations", "actions", "errors", "student version", "by student", "by teacher", "teacher queries")

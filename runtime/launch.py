@@ -7,22 +7,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from runtime import control
+from runtime import control, rundir
 from runtime.roles.base import die_with_parent
 
 
-def free_tcp_endpoint() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+#: The gateway binds a port the OS picks; ``ChildDaemon.endpoint`` reads the bound one back.
+ANY_LOOPBACK_PORT = "tcp://127.0.0.1:*"
 
 
 def process_alive(pid: int) -> bool:
@@ -34,27 +31,42 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+def wait_for_exit(pids: Iterable[int], timeout_s: float) -> list[int]:
+    """Wait until none of ``pids`` runs, or ``timeout_s``; return those still running."""
+    deadline = time.monotonic() + timeout_s
+    remaining = [pid for pid in pids if process_alive(pid)]
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.05)
+        remaining = [pid for pid in remaining if process_alive(pid)]
+    return remaining
+
+
+#: Short on purpose: ipc socket paths must stay under 107 bytes.
+RUN_DIR_PREFIX = "art-"
+
+
 def private_run_dir() -> Path:
-    # Short on purpose: ipc socket paths must stay under 107 bytes.
-    return Path(tempfile.mkdtemp(prefix="art-"))
+    return Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
 
 
 class ChildDaemon:
     """A daemon in a child process (foreground mode), logging JSON to ``<run_dir>/daemon.log``.
 
-    ``defaults_only`` drops inherited ``AGENTRT_*`` variables and runs in the run directory, where no
+    Without ``endpoint`` the gateway binds a free loopback port chosen by the OS (no window in
+    which another process could take it) and ``endpoint`` is read back from the daemon's status.
+    ``python`` is the interpreter to run it with (another virtualenv's, say). ``defaults_only`` drops inherited ``AGENTRT_*`` variables and runs in the run directory, where no
     agentrt.toml is, so the daemon has the built-in configuration plus ``env``. ``stop`` makes sure
     that no role process it ever reported is left, by pid, and removes the run directory.
     """
 
     def __init__(self, run_dir: Path | None = None, endpoint: str | None = None, config_path: str | None = None,
-                 env: Mapping[str, str] | None = None, defaults_only: bool = False) -> None:
+                 env: Mapping[str, str] | None = None, defaults_only: bool = False, python: str = sys.executable) -> None:
         self.run_dir = run_dir or private_run_dir()
-        self.endpoint = endpoint or free_tcp_endpoint()
-        self.log_path = self.run_dir / "daemon.log"
+        self._endpoint = endpoint
+        self.log_path = self.run_dir / rundir.LOG_FILE
         self.role_pids: set[int] = set()
-        command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(self.run_dir),
-                   "--peer-endpoint", self.endpoint, "--log-format", "json"]
+        command = [python, "-m", "runtime", "up", "--run-dir", str(self.run_dir),
+                   "--peer-endpoint", endpoint or ANY_LOOPBACK_PORT, "--log-format", "json"]
         if config_path:
             command += ["--config", str(Path(config_path).absolute())]
         inherited = {k: v for k, v in os.environ.items() if not (defaults_only and k.startswith("AGENTRT_"))}
@@ -64,12 +76,23 @@ class ChildDaemon:
                                             env={**inherited, **(env or {})}, preexec_fn=die_with_parent,
                                             cwd=self.run_dir if defaults_only else None)
 
+    @property
+    def endpoint(self) -> str:
+        """Where peers connect; waits for the gateway to report its bound endpoint if need be."""
+        if self._endpoint is None:
+            status = self.wait_until(lambda s: "peer_endpoint" in s["roles"]["gateway"]["gauges"],
+                                     what="the gateway's endpoint")
+            self._endpoint = status["roles"]["gateway"]["gauges"]["peer_endpoint"]
+        return self._endpoint
+
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         status = control.request(self.run_dir, "status", timeout_s=timeout_s)
         self.role_pids.update(role["pid"] for role in status["roles"].values() if role["pid"])
+        if status["daemon"].get("fork_server_pid"):
+            self.role_pids.add(status["daemon"]["fork_server_pid"])
         return status
 
-    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
                    what: str = "condition") -> dict[str, Any]:
         """Poll the status until ``predicate`` holds; fail early if the daemon exits."""
         deadline = time.monotonic() + timeout
@@ -86,18 +109,19 @@ class ChildDaemon:
             time.sleep(0.1)
         raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}; last status: {json.dumps(status)[:2000]}")
 
-    def wait_ready(self, timeout: float = 90.0) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
         """Wait until every role reports itself running."""
         return self.wait_until(lambda s: all(r["state"] == "running" for r in s["roles"].values()), timeout,
                                "all roles running")
 
-    def stop(self, timeout_s: float = 15.0, remove_run_dir: bool = True) -> int:
+    def stop(self, timeout_s: float = 30.0, remove_run_dir: bool = True) -> int:
         """SIGTERM and wait (the daemon stops its roles); SIGKILL only if it does not exit in time.
-        Then no role process it ever reported may be left: those still alive are killed, by pid."""
+        Then no process it ever reported may be left: those still alive after ``timeout_s`` more
+        are killed, by pid."""
         if self.process.poll() is None:
             try:
                 self.status(timeout_s=1.0)  # learn the current role pids once more
-            except control.DaemonUnreachable:
+            except (control.DaemonUnreachable, RuntimeError):
                 pass
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -105,6 +129,7 @@ class ChildDaemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        wait_for_exit(self.role_pids, timeout_s)
         for pid in self.role_pids:
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ The other roles are started fresh with ``python -m runtime.roles`` so that they 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -71,6 +72,10 @@ class Launcher:
     def __init__(self) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
+
+    def fork_server_pid(self) -> int | None:
+        """The fork server's pid once it runs (multiprocessing keeps it on a private attribute)."""
+        return getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
 
     def start(self, role: str, run_dir: str) -> RoleHandle:
         if role in TORCH_ROLES:

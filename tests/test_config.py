@@ -8,9 +8,9 @@ import signal
 
 import pytest
 from conftest import agentrt, start_daemon
+from plugin_fixtures import make_distribution
 
 from runtime import config
-from runtime.launch import free_tcp_endpoint
 from runtime.launch import process_alive as alive
 
 
@@ -92,21 +92,57 @@ def test_two_daemons_side_by_side_and_cli_finds_each_by_run_dir():
         second.stop()
 
 
-def test_detach_then_down(run_dir):
-    started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", free_tcp_endpoint(), timeout=90)
+def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_dir):
+    started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", timeout=300)
     assert started.returncode == 0, started.stderr
-    pid = json.loads(started.stdout)["pid"]
+    reply = json.loads(started.stdout)
+    pid = reply["pid"]
+    pids = [pid]
     try:
+        assert reply["peer_endpoint"].startswith("tcp://127.0.0.1:") and not reply["peer_endpoint"].endswith("*")
         assert int((run_dir / "daemon.pid").read_text()) == pid
         assert run_dir.stat().st_mode & 0o777 == 0o700
-        stopped = agentrt("down", "--run-dir", str(run_dir), timeout=30)
+        # Every role is running when `up --detach` returns, not merely starting.
+        status = json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout)
+        assert {name: role["state"] for name, role in status["roles"].items()} == dict.fromkeys(status["roles"], "running")
+        pids += [status["daemon"]["fork_server_pid"], *(role["pid"] for role in status["roles"].values())]
+        stopped = agentrt("down", "--run-dir", str(run_dir), timeout=120)
         assert stopped.returncode == 0, stopped.stderr
         assert json.loads(stopped.stdout)["stopped"] == pid
-        assert not alive(pid)
-        assert agentrt("status", "--run-dir", str(run_dir)).returncode == 1
+        # Checked at once: `down` returned, so nothing it stopped may still run.
+        assert [p for p in pids if alive(p)] == []
+        not_running = agentrt("status", "--run-dir", str(run_dir))
+        assert not_running.returncode == 1 and "exit code 0: stopped on request" in not_running.stderr
     finally:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        for leftover in pids:
+            if alive(leftover):
+                os.kill(leftover, signal.SIGKILL)
+
+
+FAILING_FACTORY = """
+    from runtime import hookimpl
+
+    def build_doomed(params, observation_space, action_space):
+        raise RuntimeError("this student needs a GPU cluster")
+
+    @hookimpl
+    def agentrt_register_students():
+        return {"doomed": build_doomed}
+"""
+
+
+def test_detach_with_a_broken_plugin_exits_78_with_its_error(tmp_path, run_dir):
+    site = make_distribution(tmp_path / "site", "doomed-plugin", {"doomed_plugin": FAILING_FACTORY},
+                             {"doomed": "doomed_plugin"})
+    env = {"PYTHONPATH": str(site), "AGENTRT_STUDENT_PLUGIN": "doomed"}
+    result = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*",
+                     env=env, timeout=300)
+    assert result.returncode == 78, result.stderr
+    expected = "plugin 'doomed' (agentrt_register_students): building student 'doomed' failed: " \
+               "RuntimeError: this student needs a GPU cluster"
+    assert expected in result.stderr
+    assert expected in (run_dir / "daemon.log").read_text()  # the same text as the log's
+    assert not (run_dir / "daemon.pid").exists()
 
 
 def test_shipped_example_configuration_is_valid_and_current():

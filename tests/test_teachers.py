@@ -14,7 +14,6 @@ from conftest import start_daemon
 
 from runtime import config, pluginmanager
 from runtime.attach import run_gym_peers
-from runtime.launch import free_tcp_endpoint
 
 CARTPOLE = gymnasium.make("CartPole-v1")
 
@@ -70,8 +69,8 @@ def test_scripted_teacher_and_ensemble_of_checkpoint_and_scripted():
         build("ensemble", {"members": [{"plugin": "checkpoint"}]})
 
 
-def test_daemon_learns_from_a_remote_teacher_served_elsewhere():
-    endpoint = free_tcp_endpoint()
+def test_daemon_learns_from_a_remote_teacher_served_elsewhere(run_dir):
+    endpoint = f"ipc://{run_dir}/teacher"  # a path of our own: no port another process could take first
     server = subprocess.Popen([sys.executable, "-m", "runtime", "teacher", "serve", "--endpoint", endpoint],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = None
@@ -107,7 +106,7 @@ def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
     settings = config.defaults()
     settings["teacher"]["cache_size"] = cache_size
     settings["daemon"]["log_format"] = "json"
-    role = TeacherRole(settings, supervised=False, endpoint=free_tcp_endpoint())
+    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
     try:
         role.setup()
         batch = np.random.default_rng(3).normal(0, 0.1, (5, 4)).astype(np.float32)

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import structlog
 
+from runtime import rundir
+from runtime.errors import ExitCode
 from runtime.pluginmanager import PluginError
 from runtime.roles import ROLE_MODULES
-from runtime.roles.base import EX_CONFIG
+from runtime.roles.base import report_exit
 
 
 def run(role_name: str, run_dir: str) -> int:
     """Run one role until it is told to stop; the exit status tells the daemon what happened."""
     # The daemon writes the effective configuration once, so every role runs with exactly the same one.
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config = json.loads((Path(run_dir) / rundir.CONFIG_SNAPSHOT).read_text())
     module_name, _, class_name = ROLE_MODULES[role_name].partition(":")
     role_class = getattr(importlib.import_module(module_name), class_name)
     try:
@@ -25,7 +27,8 @@ def run(role_name: str, run_dir: str) -> int:
     except (PluginError, ValueError) as exc:
         # Role.__init__ configured logging before loading plugins, so this line is structured too.
         structlog.get_logger().error("role_setup_failed", error=str(exc))
-        return EX_CONFIG
+        report_exit(run_dir, role_name, ExitCode.CONFIG, str(exc))
+        return ExitCode.CONFIG
     return role.run()
 
 

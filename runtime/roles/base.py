@@ -11,9 +11,11 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+import structlog
 import zmq
 
-from runtime import logs, pluginmanager, protocol, transport
+from runtime import logs, pluginmanager, protocol, rundir, transport
+from runtime.errors import ExitCode
 from runtime.pluginmanager import PluginError, PluginFailure
 from runtime.protocol import ErrorCode, Message
 from runtime.role_processes import DAEMON_PID_ENV
@@ -21,9 +23,6 @@ from runtime.spaces import agent_spaces
 
 # A drain loop handles at most this many messages from one socket before the others get a turn.
 DRAIN_LIMIT = 256
-# Exit status of a role that cannot start with this configuration (sysexits EX_CONFIG): restarting
-# it cannot help, so the daemon stops instead of restarting it.
-EX_CONFIG = 78
 PR_SET_PDEATHSIG = 1
 
 
@@ -34,6 +33,14 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux: the parent-pid check in the loop covers it
+
+
+def report_exit(run_dir: str, role: str, code: ExitCode, reason: str) -> None:
+    """Tell the daemon why this role exits; a failure to write must not hide the exit itself."""
+    try:
+        rundir.write_role_exit(run_dir, role, os.getpid(), int(code), reason)
+    except OSError as exc:
+        structlog.get_logger().warning("exit_report_failed", error=str(exc))
 
 
 class Role:
@@ -131,6 +138,12 @@ class Role:
         self.log_plugin_failure(failure)
         self.reply_error(returns, route, ErrorCode.PLUGIN_FAILED, str(failure), seq)
 
+    def exit_with(self, code: ExitCode, reason: str) -> int:
+        """The exit status for ``reason``, which the daemon shows in ``status`` (supervised roles only)."""
+        if self.supervised:
+            report_exit(self.config["daemon"]["run_dir"], self.name, code, reason)
+        return code
+
     def _daemon_alive(self) -> bool:
         parent = multiprocessing.parent_process()
         if parent is not None:  # forked by the daemon's fork server: the daemon is not our OS parent
@@ -158,8 +171,10 @@ class Role:
             try:
                 self.setup()
             except (PluginError, ValueError) as exc:
+                # A role that cannot start with this configuration exits with CONFIG: restarting it
+                # cannot help, so the daemon stops and says why.
                 self.log.error("role_setup_failed", error=str(exc))
-                return EX_CONFIG
+                return self.exit_with(ExitCode.CONFIG, str(exc))
             self.plugins.notify("agentrt_role_started", role=self.name, config=self.config)
             self.log.info("role_started")
             next_stats = 0.0
@@ -178,9 +193,9 @@ class Role:
             self.log.info("role_stopping")
             self._report_stats()
             self.teardown()
-        except Exception:
+        except Exception as exc:
             self.log.exception("role_crashed")
-            return 1
+            return self.exit_with(ExitCode.FAILURE, f"{type(exc).__name__}: {exc}")
         finally:
             self.transport.close()
         self.log.info("role_stopped")

@@ -1,0 +1,60 @@
+"""Names of the files in a run directory, shared by the daemon, its roles and the CLI.
+
+A run directory holds one daemon's state: its pid and lock, the configuration snapshot every
+role reads, the log of a detached daemon, the ipc sockets (``sock/``), the student registry and
+checkpoints, and the exit reports described below.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from runtime.checkpoints import atomic_write
+
+PID_FILE = "daemon.pid"
+LOCK_FILE = "daemon.lock"
+CONFIG_SNAPSHOT = "config.json"
+LOG_FILE = "daemon.log"
+#: Why the daemon stopped, written as it exits (read by ``agentrt up --detach`` and ``status``).
+DAEMON_EXIT = "daemon.exit.json"
+#: A role that exits on its own writes ``exits/<role>.json`` first: its pid, exit code and reason.
+ROLE_EXITS = "exits"
+#: Reasons are one line of at most this many characters in ``status``.
+REASON_CHARS = 300
+
+
+def one_line(text: str) -> str:
+    """The first line of ``text``, shortened for a status table."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+
+
+def write_role_exit(run_dir: str | Path, role: str, pid: int, code: int, reason: str) -> None:
+    """Leave the reason for a role's exit where the daemon looks when it sees the process go."""
+    folder = Path(run_dir) / ROLE_EXITS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    atomic_write(folder / f"{role}.json", json.dumps({"pid": pid, "code": code, "reason": reason}).encode())
+
+
+def take_role_exit(run_dir: str | Path, role: str, pid: int) -> str | None:
+    """The reason the role process ``pid`` left, if it left one; the report is consumed."""
+    path = Path(run_dir) / ROLE_EXITS / f"{role}.json"
+    try:
+        report = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    path.unlink(missing_ok=True)
+    return report.get("reason") if report.get("pid") == pid else None
+
+
+def write_daemon_exit(run_dir: str | Path, code: int, reason: str) -> None:
+    atomic_write(Path(run_dir) / DAEMON_EXIT, json.dumps({"code": code, "reason": reason}).encode())
+
+
+def read_daemon_exit(run_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(run_dir) / DAEMON_EXIT).read_text())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -103,8 +103,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from runtime import config as config_module  # noqa: E402
-from runtime.interfaces import QueryContext  # noqa: E402
-from runtime.spaces import actions_from_outputs  # noqa: E402
+from runtime.plugin.interfaces import QueryContext  # noqa: E402
+from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
 TARGET = 0.95
 DEFAULT_SEEDS = 5
@@ -205,8 +205,8 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
         pendulum_teacher = "checkpoint builtin:pendulum (3-256-256-1 MLP)"
     else:  # the checkpoint is not built yet: use the expert it imitates, through the scripted teacher plugin
         pendulum["teacher"] = {**pendulum["teacher"], "plugin": "scripted",
-                               "params": {"callable": "plugins.train_pendulum_teacher:expert_action"}}
-        pendulum_teacher = "scripted expert (plugins.train_pendulum_teacher:expert_action)"
+                               "params": {"callable": "runtime.learn.recipes.pendulum:expert_action"}}
+        pendulum_teacher = "scripted expert (runtime.learn.recipes.pendulum:expert_action)"
     for config in (cartpole, pendulum):
         # The runtime's 64 (CartPole) and the example's 256 (Pendulum) put a floor under every
         # method's count that has nothing to do with the policy: a benchmark of labels lowers it.
@@ -295,8 +295,8 @@ class Bench:
         import gymnasium
         import torch
 
-        from runtime import pluginmanager
-        from runtime.spaces import agent_spaces, output_size
+        from runtime.plugin import pluginmanager
+        from runtime.wire.spaces import agent_spaces, output_size
 
         torch.set_num_threads(1)
         self.torch = torch
@@ -346,7 +346,7 @@ class Bench:
         return config
 
     def ensemble_student(self) -> bool:
-        from runtime.models import build_student
+        from runtime.learn.models import build_student
 
         return hasattr(build_student(self.plugins, self.config, self.observation_space, self.action_space),
                        "forward_members")
@@ -381,7 +381,7 @@ class Run:
 def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
              on_step: Callable[[Run], None] | None = None) -> Run:
     """One online-distillation run of ``method`` on ``bench``'s env; see the module docstring."""
-    from runtime.trainer import Trainer
+    from runtime.learn.trainer import Trainer
 
     torch = bench.torch
     started = time.perf_counter()

@@ -32,7 +32,7 @@ What is measured
    ring sends those same bytes back. One sample = ``send`` + ``recv`` on the peer's DEALER.
 
 3. **bare forward** (baseline): the default student built in-process the way decision builds it
-   (``plugins.nets.MLP((4,), 2, [32])``, ``torch.set_num_threads(1)``); one sample = one
+   (``runtime.learn.nets.MLP((4,), 2, [32])``, ``torch.set_num_threads(1)``); one sample = one
    single-observation forward pass under ``torch.no_grad()`` (including ``torch.from_numpy``), on
    the observations the runtime saw.
 
@@ -93,8 +93,8 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from runtime.launch import ANY_LOOPBACK_PORT, ChildDaemon, private_run_dir
-from runtime.roles.base import die_with_parent
+from runtime.processes import die_with_parent
+from runtime.supervisor.launch import ANY_LOOPBACK_PORT, ChildDaemon, private_run_dir
 
 HOPS = 6  # socket hops of one round trip (see the module docstring)
 RING_PROCESSES = 4  # gateway, perception, decision, execution
@@ -349,7 +349,7 @@ class BareForward:
     def __init__(self) -> None:
         import torch
 
-        from plugins.nets import MLP
+        from runtime.learn.nets import MLP
 
         torch.set_num_threads(1)
         torch.manual_seed(0)
@@ -499,7 +499,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from runtime import protocol
+    from runtime.wire import protocol
 
     daemon: ChildDaemon | None = None
     ring: RawRing | None = None

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from plugins._streams import StreamState
 from runtime import hookimpl
-from runtime.interfaces import StreamStep
-from runtime.params import box_space, positive_array, positive_int, with_defaults
+from runtime.plugin.interfaces import StreamStep
+from runtime.plugin.params import box_space, positive_array, positive_int, with_defaults
+from runtime.plugin.streams import StreamState
 
 
 class Clip(StreamStep):

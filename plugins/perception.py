@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from plugins._streams import StreamState
 from runtime import hookimpl
-from runtime.interfaces import StreamStep
-from runtime.params import (
+from runtime.plugin.interfaces import StreamStep
+from runtime.plugin.params import (
     box_space,
     choice,
     flag,
@@ -31,6 +30,7 @@ from runtime.params import (
     positive_ints,
     with_defaults,
 )
+from runtime.plugin.streams import StreamState
 
 # ITU-R BT.601 luma weights, the usual RGB -> grey conversion (as in OpenCV and Pillow).
 _LUMA = np.array([0.299, 0.587, 0.114])

@@ -34,8 +34,8 @@ import numpy as np
 from gymnasium import spaces
 
 from runtime import hookimpl
-from runtime.interfaces import QueryContext, QueryDecision
-from runtime.params import choice, count, flag, number, with_defaults
+from runtime.plugin.interfaces import QueryContext, QueryDecision
+from runtime.plugin.params import choice, count, flag, number, with_defaults
 
 Clock = Callable[[], float]
 

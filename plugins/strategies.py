@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from runtime import hookimpl
-from runtime.interfaces import DistillationStrategy, StrategyFactory, StrategyInputs
+from runtime.plugin.interfaces import DistillationStrategy, StrategyFactory, StrategyInputs
 
 if TYPE_CHECKING:
     import torch

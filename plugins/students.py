@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from gymnasium import spaces
 
 from runtime import hookimpl
-from runtime.params import box_space, flag, positive_int, positive_ints, with_defaults
-from runtime.spaces import output_size
+from runtime.plugin.params import box_space, flag, positive_int, positive_ints, with_defaults
+from runtime.wire.spaces import output_size
 
 if TYPE_CHECKING:
-    from plugins.nets import CNN, MLP, GRUNet
+    from runtime.learn.nets import CNN, MLP, GRUNet
 
 Net = TypeVar("Net")
 
@@ -39,7 +39,7 @@ def build_mlp(params: dict[str, Any], observation_space: spaces.Space, action_sp
 
     Params: ``hidden`` (layer widths, default [32]), ``activation`` (relu, tanh or gelu; default relu).
     """
-    from plugins.nets import MLP
+    from runtime.learn.nets import MLP
 
     component = "student mlp"
     options = with_defaults(component, params, {"hidden": [32], "activation": "relu"})
@@ -54,8 +54,8 @@ def build_ensemble(params: dict[str, Any], observation_space: spaces.Space, acti
     Params: ``members`` (K, default 5), ``member`` (the member's student name, default "mlp"),
     ``member_params`` (its params table, default {}).
     """
-    from plugins.nets import Ensemble
-    from runtime.pluginmanager import active
+    from runtime.learn.nets import Ensemble
+    from runtime.plugin.pluginmanager import active
 
     component = "student ensemble"
     options = with_defaults(component, params, {"members": 5, "member": "mlp", "member_params": {}})
@@ -76,7 +76,7 @@ def build_cnn(params: dict[str, Any], observation_space: spaces.Space, action_sp
     ``(..., C, H, W)``), ``activation`` (default relu). Put the ``image`` transform in front to
     resize and scale the frames; the CNN only casts them to float.
     """
-    from plugins.nets import CNN
+    from runtime.learn.nets import CNN
 
     component = "student cnn"
     options = with_defaults(component, params, {"channels": [16, 32], "kernel": 3, "stride": 2,
@@ -95,7 +95,7 @@ def build_gru(params: dict[str, Any], observation_space: spaces.Space, action_sp
 
     Params: ``hidden`` (GRU width, default 64), ``layers`` (stacked GRU layers, default 1).
     """
-    from plugins.nets import GRUNet
+    from runtime.learn.nets import GRUNet
 
     component = "student gru"
     options = with_defaults(component, params, {"hidden": 64, "layers": 1})

@@ -12,8 +12,8 @@ import numpy as np
 from gymnasium import spaces
 
 from runtime import hookimpl
-from runtime.params import with_defaults
-from runtime.spaces import output_size
+from runtime.plugin.params import with_defaults
+from runtime.wire.spaces import output_size
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN_CHECKPOINTS = {"cartpole": ASSETS / "cartpole_teacher.safetensors", "pendulum": ASSETS / "pendulum_teacher.safetensors"}
@@ -54,8 +54,8 @@ class TorchTeacher:
 
 def build_checkpoint_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> TorchTeacher:
     """A teacher network stored as safetensors; its architecture is read from the file's metadata."""
-    from plugins.nets import MLP
-    from runtime.checkpoints import load_safetensors
+    from runtime.learn.checkpoints import load_safetensors
+    from runtime.learn.nets import MLP
 
     options = with_defaults("teacher checkpoint", params, {"path": "builtin:cartpole"})
     state, metadata = load_safetensors(resolve_checkpoint(options["path"]))
@@ -109,13 +109,13 @@ class RemoteTeacher:
     def _connect(self):
         import zmq
 
-        from runtime.transport import Transport
+        from runtime.wire.transport import Transport
 
         self.transport = Transport(None, self.max_message_bytes, linger_ms=0)
         self.socket = self.transport.connect(zmq.DEALER, self.endpoint)
 
     def label(self, observations: np.ndarray) -> np.ndarray:
-        from runtime import protocol
+        from runtime.wire import protocol
 
         if self.socket is None:
             self._connect()
@@ -131,7 +131,7 @@ class RemoteTeacher:
 
 def build_remote_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> RemoteTeacher:
     """A teacher on another host: ``endpoint = "tcp://gpu-box:7412"`` (see ``agentrt teacher serve``)."""
-    from runtime.protocol import DEFAULT_MAX_MESSAGE_BYTES
+    from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
     options = with_defaults("teacher remote", params, {"endpoint": "", "timeout_ms": 1000,
                                                         "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES})
@@ -168,7 +168,7 @@ class EnsembleTeacher:
 def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> EnsembleTeacher:
     """``members = [{plugin = "checkpoint", params = {...}}, ...]``, optional ``weights``; members
     are built by name through the loaded plugins, so third-party teachers can join too."""
-    from runtime.pluginmanager import active
+    from runtime.plugin.pluginmanager import active
 
     default_combine = "mean_probs" if isinstance(action_space, spaces.Discrete) else "mean"
     options = with_defaults("teacher ensemble", params, {"members": [], "weights": [], "combine": default_combine})
@@ -188,7 +188,7 @@ def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Spa
 
 def cartpole_controller(observations: np.ndarray) -> np.ndarray:
     """The linear state-feedback controller the built-in CartPole teacher was distilled from, as logits."""
-    from plugins.train_cartpole_teacher import expert_logits
+    from runtime.learn.recipes.cartpole import expert_logits
 
     return expert_logits(observations)
 

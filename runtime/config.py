@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from runtime.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 CONFIG_FILE_NAME = "agentrt.toml"
 ENV_PREFIX = "AGENTRT_"

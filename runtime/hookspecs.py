@@ -26,7 +26,7 @@ from typing import Any
 import pluggy
 from gymnasium import spaces
 
-from runtime.interfaces import (
+from runtime.plugin.interfaces import (
     QueryPolicyFactory,
     StepFactory,
     StrategyFactory,

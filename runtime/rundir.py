@@ -11,7 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runtime.checkpoints import atomic_write
+from runtime.files import atomic_write
+
+#: Tells a role started with Popen which pid its parent must have: if the daemon dies before the
+#: role could ask for PR_SET_PDEATHSIG, the role sees a different parent and exits.
+DAEMON_PID_ENV = "AGENTRT_DAEMON_PID"
 
 PID_FILE = "daemon.pid"
 LOCK_FILE = "daemon.lock"

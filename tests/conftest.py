@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from runtime.launch import ChildDaemon, private_run_dir
+from runtime.supervisor.launch import ChildDaemon, private_run_dir
 
 
 def agentrt(*args: str, env: dict | None = None, timeout: float = 120,

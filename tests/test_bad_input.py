@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import zmq
 
-from runtime import protocol, spaces
 from runtime.peer import Peer
-from runtime.protocol import ErrorCode
+from runtime.wire import protocol, spaces
+from runtime.wire.protocol import ErrorCode
 
 ENV = gymnasium.make("CartPole-v1")
 SPACES = {"observation_space": spaces.to_wire(ENV.observation_space), "action_space": spaces.to_wire(ENV.action_space)}

@@ -17,9 +17,9 @@ import plugins.execution as execution
 import plugins.perception as perception
 import plugins.students as students
 from runtime import hookspecs
-from runtime.chains import Chain
-from runtime.pluginmanager import Plugins
-from runtime.spaces import output_size
+from runtime.plugin.chains import Chain
+from runtime.plugin.pluginmanager import Plugins
+from runtime.wire.spaces import output_size
 
 STUDENTS = students.agentrt_register_students()
 TRANSFORMS = perception.agentrt_register_perception_transforms()
@@ -444,7 +444,8 @@ def test_clip_clamps_box_actions_per_dimension():
 
 
 def test_ensemble_student_exposes_its_members_and_acts_on_their_mean():
-    from runtime import config, pluginmanager
+    from runtime import config
+    from runtime.plugin import pluginmanager
 
     plugins = pluginmanager.load(config.defaults()["plugins"])
     observation_space, action_space = spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(3)

@@ -11,7 +11,7 @@ from conftest import agentrt, start_daemon
 from plugin_fixtures import make_distribution
 
 from runtime import config
-from runtime.launch import process_alive as alive
+from runtime.processes import process_alive as alive
 
 
 def test_every_key_has_a_default_and_defaults_validate():
@@ -166,7 +166,7 @@ def test_bad_agent_spaces_fail_at_start_up_naming_the_key(tmp_path, run_dir, tom
 
 
 def test_one_explicit_space_overrides_only_that_space():
-    from runtime.spaces import agent_spaces
+    from runtime.wire.spaces import agent_spaces
 
     observation, action = agent_spaces({"env": "CartPole-v1", "action_space": {"type": "discrete", "n": 3},
                                         "observation_space": {}})

@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runtime.launch import RUN_DIR_PREFIX, process_alive
+from runtime.processes import process_alive
+from runtime.supervisor.launch import RUN_DIR_PREFIX
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("agentrt")

@@ -13,8 +13,8 @@ import numpy as np
 from conftest import start_daemon
 from plugin_fixtures import make_distribution
 
-from runtime.attach import run_gym_peers
 from runtime.peer import Peer
+from runtime.peer.gym import run_gym_peers
 
 FAST = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
 

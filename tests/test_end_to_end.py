@@ -6,17 +6,16 @@ import json
 import os
 import signal
 import threading
-import time
 
 import gymnasium
 import numpy as np
 from conftest import start_daemon
 
-from runtime.attach import run_gym_peers
-from runtime.launch import process_alive as alive
-from runtime.launch import wait_for_exit
 from runtime.peer import Peer
-from runtime.transport import socket_dir
+from runtime.peer.gym import run_gym_peers
+from runtime.processes import process_alive as alive
+from runtime.processes import wait_for_exit
+from runtime.wire.transport import socket_dir
 
 
 def test_two_peers_counts_match_status(daemon):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
+from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
 
 
 def test_discrete_agreement_and_cross_entropy():

@@ -1,4 +1,4 @@
-"""``agentrt distill`` (runtime/offline.py): offline distillation on digits, end to end.
+"""``agentrt distill`` (runtime/learn/offline.py): offline distillation on digits, end to end.
 
 The command runs through ``runtime.offline.main`` (the parser that ``add_parser`` registers and its
 handler), so these tests do not depend on how the agentrt CLI wires it in. The end-to-end run uses
@@ -20,7 +20,8 @@ pytest.importorskip("sklearn")
 torch = pytest.importorskip("torch")
 
 from runtime import config as config_module  # noqa: E402
-from runtime import offline, pluginmanager  # noqa: E402
+from runtime.learn import offline  # noqa: E402
+from runtime.plugin import pluginmanager
 
 FAST = ["--steps", "600", "--teacher-steps", "1000"]
 

@@ -1,6 +1,6 @@
 """Pendulum-v1, continuous actions end to end: the shipped teacher and examples/pendulum.toml.
 
-The teacher is documented in plugins/train_pendulum_teacher.py (an energy-pumping swing-up with an
+The teacher is documented in runtime/learn/recipes/pendulum.py (an energy-pumping swing-up with an
 LQR stabiliser, imitated by DAgger). The end-to-end test runs the real daemon with the example
 configuration, lets a small student learn online from the teacher, then lets it act alone.
 """
@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from conftest import start_daemon
 
-from plugins import train_pendulum_teacher as recipe
-from runtime import config, pluginmanager
-from runtime.attach import run_gym_peers
-from runtime.checkpoints import load_safetensors
+from runtime import config
+from runtime.learn.checkpoints import load_safetensors
+from runtime.learn.recipes import pendulum as recipe
 from runtime.peer import Peer
-from runtime.spaces import actions_from_outputs
+from runtime.peer.gym import run_gym_peers
+from runtime.plugin import pluginmanager
+from runtime.wire.spaces import actions_from_outputs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pendulum.toml"
 PENDULUM = gymnasium.make("Pendulum-v1")

@@ -7,7 +7,6 @@ this environment's packages; the environment running the suite is left exactly a
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import math
@@ -21,9 +20,9 @@ import gymnasium
 import pytest
 from conftest import agentrt, start_daemon
 
-from runtime.attach import run_gym_peers
-from runtime.checkpoints import CheckpointStore
+from runtime.learn.checkpoints import CheckpointStore
 from runtime.peer import Peer
+from runtime.peer.gym import run_gym_peers
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "plugin-template"
 DISTRIBUTION = "agentrt-plugin-template"
@@ -67,8 +66,17 @@ def venv(tmp_path_factory) -> str:
 
 
 def test_the_suite_environment_does_not_have_the_template(venv):
-    assert importlib.util.find_spec("agentrt_template") is None
-    assert DISTRIBUTION not in {normalized(d.metadata["Name"] or "") for d in importlib.metadata.distributions()}
+    # A fresh interpreter of this environment, from a neutral directory: this process may have imported
+    # the template's source for an assertion.
+    probe = "import importlib.metadata as m; print(sorted(d.metadata['Name'] or '' for d in m.distributions()))"
+    names = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120,
+                           cwd=Path(venv).parent).stdout
+    assert "agentrt-plugin-template" not in names.replace("_", "-").lower()
+    found = subprocess.run([sys.executable, "-c", "import agentrt_template"], capture_output=True, timeout=120,
+                           cwd=Path(venv).parent)
+    assert found.returncode != 0
+    listed = subprocess.run([venv, "-c", probe], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "agentrt-plugin-template" in listed.replace("_", "-").lower()
 
 
 @pytest.fixture

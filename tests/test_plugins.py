@@ -13,9 +13,10 @@ import structlog.testing
 from conftest import agentrt, start_daemon
 from plugin_fixtures import make_distribution
 
-from runtime import config, hookimpl, hookspecs, pluginmanager
+from runtime import config, hookimpl, hookspecs
 from runtime.peer import Peer, PeerError
-from runtime.protocol import ErrorCode
+from runtime.plugin import pluginmanager
+from runtime.wire.protocol import ErrorCode
 
 EXTRA_STUDENT = """
     from runtime import hookimpl
@@ -134,7 +135,7 @@ def test_role_that_cannot_build_its_component_stops_the_daemon(tmp_path):
 FLAKY_TRANSFORM = """
     import numpy as np
     from runtime import hookimpl
-    from runtime.interfaces import StreamStep
+    from runtime.plugin.interfaces import StreamStep
 
     class Fragile(StreamStep):
         def __init__(self, space):

@@ -14,8 +14,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from runtime import protocol
-from runtime.protocol import ARRAY_DTYPES, KINDS, PEER_KINDS, ErrorCode, ProtocolError
+from runtime.wire import protocol
+from runtime.wire.protocol import ARRAY_DTYPES, KINDS, PEER_KINDS, ErrorCode, ProtocolError
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -331,7 +331,7 @@ def test_hand_built_cartpole_session_messages_decode():
 
 def test_spaces_from_a_hand_built_hello_match_gymnasium():
     gymnasium = pytest.importorskip("gymnasium")
-    from runtime import spaces
+    from runtime.wire import spaces
 
     env_space = gymnasium.make("CartPole-v1").observation_space
     wire = msgpack.unpackb(raw(**spaces.to_wire(env_space)), raw=False)
@@ -386,7 +386,7 @@ def doc_example(doc: str, name: str) -> bytes:
 
 def test_doc_example_bytes_are_what_the_encoder_produces(doc):
     gymnasium = pytest.importorskip("gymnasium")
-    from runtime import spaces
+    from runtime.wire import spaces
 
     env = gymnasium.make("CartPole-v1")
     obs = np.array([0.01, -0.02, 0.03, -0.04], dtype=np.float32)

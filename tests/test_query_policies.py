@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 import plugins.query_policies as policies
 from runtime import hookspecs
-from runtime.interfaces import QueryContext, QueryDecision, QueryPolicy
+from runtime.plugin.interfaces import QueryContext, QueryDecision, QueryPolicy
 
 ALL_NAMES = {"cascade", "always", "share", "budget", "uncertainty", "disagreement", "novelty"}
 DISCRETE = spaces.Discrete(2)

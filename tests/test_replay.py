@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.replay import ReplayBuffer
+from runtime.learn.replay import ReplayBuffer
 
 
 def batch(values, width=2):

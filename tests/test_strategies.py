@@ -14,7 +14,7 @@ import torch
 
 import plugins.strategies as strategies
 from runtime import hookspecs
-from runtime.interfaces import DistillationStrategy, StrategyInputs
+from runtime.plugin.interfaces import DistillationStrategy, StrategyInputs
 
 ALL_NAMES = {"soft_target", "hard_label", "logit_matching", "regression", "feature_hints", "multi_teacher", "adaptive"}
 

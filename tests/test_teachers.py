@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import start_daemon
 
-from runtime import config, pluginmanager
-from runtime.attach import run_gym_peers
+from runtime import config
+from runtime.peer.gym import run_gym_peers
+from runtime.plugin import pluginmanager
 
 CARTPOLE = gymnasium.make("CartPole-v1")
 
@@ -99,9 +100,9 @@ def test_daemon_learns_from_a_remote_teacher_served_elsewhere(run_dir):
 
 @pytest.mark.parametrize("cache_size", [0, 1, 100])
 def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
-    from runtime import protocol
-    from runtime.protocol import ErrorCode, ProtocolError
     from runtime.roles.teacher import TeacherRole
+    from runtime.wire import protocol
+    from runtime.wire.protocol import ErrorCode, ProtocolError
 
     settings = config.defaults()
     settings["teacher"]["cache_size"] = cache_size

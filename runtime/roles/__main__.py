@@ -11,7 +11,7 @@ import structlog
 
 from runtime import rundir
 from runtime.errors import ExitCode
-from runtime.pluginmanager import PluginError
+from runtime.plugin.pluginmanager import PluginError
 from runtime.roles import ROLE_MODULES
 from runtime.roles.base import report_exit
 

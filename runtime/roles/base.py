@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -14,25 +13,21 @@ from typing import Any, Callable
 import structlog
 import zmq
 
-from runtime import logs, pluginmanager, protocol, rundir, transport
+from runtime import logs, rundir
 from runtime.errors import ExitCode
-from runtime.pluginmanager import PluginError, PluginFailure
-from runtime.protocol import ErrorCode, Message
-from runtime.role_processes import DAEMON_PID_ENV
-from runtime.spaces import agent_spaces
+from runtime.plugin import pluginmanager
+from runtime.plugin.pluginmanager import PluginError, PluginFailure
+from runtime.processes import die_with_parent
+from runtime.rundir import DAEMON_PID_ENV
+from runtime.wire import protocol, transport
+from runtime.wire.protocol import ErrorCode, Message
+from runtime.wire.spaces import agent_spaces
 
 # A drain loop handles at most this many messages from one socket before the others get a turn.
 DRAIN_LIMIT = 256
-PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when its parent dies, even by SIGKILL (the parent is the
-    daemon, or for forked roles the fork server; the loop also watches the daemon itself)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent-pid check in the loop covers it
+
 
 
 def report_exit(run_dir: str, role: str, code: ExitCode, reason: str) -> None:

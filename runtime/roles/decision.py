@@ -10,15 +10,16 @@ import numpy as np
 import zmq
 from gymnasium import spaces
 
-from runtime import protocol, registry, transport
-from runtime.checkpoints import CheckpointStore, load_safetensors
-from runtime.evaluation import teacher_policy_outputs
-from runtime.interfaces import QueryContext
-from runtime.models import build_student
-from runtime.pluginmanager import PluginFailure, serve
-from runtime.protocol import ErrorCode
+from runtime.learn import registry
+from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+from runtime.learn.evaluation import teacher_policy_outputs
+from runtime.learn.models import build_student
+from runtime.plugin.interfaces import QueryContext
+from runtime.plugin.pluginmanager import PluginFailure, serve
 from runtime.roles.base import Role
-from runtime.spaces import actions_from_outputs
+from runtime.wire import protocol, transport
+from runtime.wire.protocol import ErrorCode
+from runtime.wire.spaces import actions_from_outputs
 
 
 class Decision(Role):

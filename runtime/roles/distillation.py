@@ -1,7 +1,7 @@
 """Distillation: collects teacher labels for sampled observations, trains the student continuously,
 and publishes new versions through a promotion gate.
 
-Every candidate is written as safetensors and recorded in the registry (runtime/registry.py); it is
+Every candidate is written as safetensors and recorded in the registry (runtime/learn/registry.py); it is
 announced to decision (``weights``) only if, on a held-out set of teacher-labelled samples that
 training never sees, it is no worse than the serving version by more than
 ``distillation.promotion_margin``. After a crash the distiller resumes from its latest checkpoint
@@ -17,12 +17,12 @@ import time
 import numpy as np
 import zmq
 
-from runtime import protocol, transport
-from runtime.checkpoints import CheckpointStore, load_safetensors
-from runtime.pluginmanager import PluginFailure
-from runtime.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
+from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+from runtime.learn.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
+from runtime.learn.trainer import Trainer
+from runtime.plugin.pluginmanager import PluginFailure
 from runtime.roles.base import Role
-from runtime.trainer import Trainer
+from runtime.wire import protocol, transport
 
 LABEL_TIMEOUT_S = 10.0
 

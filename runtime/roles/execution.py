@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import zmq
 
-from runtime import protocol, transport
-from runtime.chains import Chain
-from runtime.pluginmanager import PluginFailure
+from runtime.plugin.chains import Chain
+from runtime.plugin.pluginmanager import PluginFailure
 from runtime.roles.base import Role
+from runtime.wire import protocol, transport
 
 
 class Execution(Role):

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import zmq
 
-from runtime import protocol, transport
-from runtime.pluginmanager import PluginFailure, serve
-from runtime.protocol import ErrorCode, ProtocolError
+from runtime.plugin.pluginmanager import PluginFailure, serve
 from runtime.roles.base import Role
+from runtime.wire import protocol, transport
+from runtime.wire.protocol import ErrorCode, ProtocolError
 
 
 class AnswerCache:

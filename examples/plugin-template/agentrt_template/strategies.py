@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from runtime.interfaces import StrategyInputs
-from runtime.params import with_defaults
+from runtime.plugin.interfaces import StrategyInputs
+from runtime.plugin.params import with_defaults
 
 if TYPE_CHECKING:
     import torch

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from gymnasium import spaces
 
-from runtime.params import with_defaults
-from runtime.spaces import output_size
+from runtime.plugin.params import with_defaults
+from runtime.wire.spaces import output_size
 
 if TYPE_CHECKING:
     from agentrt_template.nets import ResidualMLP

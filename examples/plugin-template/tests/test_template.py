@@ -18,8 +18,8 @@ from agentrt_template.strategies import SoftTargetSmoothed, usage
 from agentrt_template.students import build_residual_mlp
 from gymnasium import spaces
 
-from runtime import pluginmanager
-from runtime.interfaces import StrategyInputs
+from runtime.plugin import pluginmanager
+from runtime.plugin.interfaces import StrategyInputs
 
 CARTPOLE_OBS = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
 TWO_ACTIONS = spaces.Discrete(2)

@@ -12,33 +12,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-from runtime import control, rundir
-from runtime.roles.base import die_with_parent
-
+from runtime import rundir
+from runtime.processes import die_with_parent, process_alive, wait_for_exit
+from runtime.supervisor import control
 
 #: The gateway binds a port the OS picks; ``ChildDaemon.endpoint`` reads the bound one back.
 ANY_LOOPBACK_PORT = "tcp://127.0.0.1:*"
 
 
-def process_alive(pid: int) -> bool:
-    """True for a running process; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
-def wait_for_exit(pids: Iterable[int], timeout_s: float) -> list[int]:
-    """Wait until none of ``pids`` runs, or ``timeout_s``; return those still running."""
-    deadline = time.monotonic() + timeout_s
-    remaining = [pid for pid in pids if process_alive(pid)]
-    while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)
-        remaining = [pid for pid in remaining if process_alive(pid)]
-    return remaining
+
+
 
 
 #: Short on purpose: ipc socket paths must stay under 107 bytes.

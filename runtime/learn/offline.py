@@ -63,7 +63,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from runtime.pluginmanager import Plugins
+    from runtime.plugin.pluginmanager import Plugins
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -362,7 +362,7 @@ def distil_student(settings: Settings, data: Data, student: "torch.nn.Module", s
     """
     import torch
 
-    from runtime.interfaces import StrategyInputs
+    from runtime.plugin.interfaces import StrategyInputs
 
     inputs = np.concatenate([labelled, transfer])
     X = torch.from_numpy(data.X[inputs])
@@ -403,7 +403,7 @@ def load_student(path: str | Path, plugins: "Plugins") -> tuple["torch.nn.Module
     """Rebuild a student saved by ``agentrt distill`` from its file alone: (module, metadata)."""
     from gymnasium import spaces
 
-    from runtime.checkpoints import load_safetensors
+    from runtime.learn.checkpoints import load_safetensors
 
     state, metadata = load_safetensors(path)
     observation_space = spaces.Box(-np.inf, np.inf, shape=(int(metadata["input_size"]),), dtype=np.float32)
@@ -432,7 +432,7 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
     ``n`` training steps done, ``describe(text)`` of each phase. Raises DistillError for bad input."""
     import torch
 
-    from runtime.pluginmanager import PluginError
+    from runtime.plugin.pluginmanager import PluginError
 
     check(settings)
     advance = advance or (lambda n: None)
@@ -497,8 +497,8 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
 
 def load_teacher(settings: Settings, plugins: "Plugins", data: Data, warnings: list[str]) -> "torch.nn.Module":
     """The ``--teacher`` file, through the ``checkpoint`` teacher plugin (which checks its shapes)."""
-    from runtime.checkpoints import load_safetensors
-    from runtime.pluginmanager import PluginError
+    from runtime.learn.checkpoints import load_safetensors
+    from runtime.plugin.pluginmanager import PluginError
 
     path = str(Path(settings.teacher_path).absolute())
     try:
@@ -548,7 +548,7 @@ def _summary(settings: Settings, data: Data, results: list[SeedResult], best: Se
 
 def save_student(settings: Settings, best: SeedResult, data: Data) -> None:
     """The best distilled student; its metadata says how to rebuild it and what it scored on which data."""
-    from runtime.checkpoints import save_safetensors
+    from runtime.learn.checkpoints import save_safetensors
 
     metadata = {
         "format": "agentrt-distill-student",
@@ -575,7 +575,7 @@ def save_student(settings: Settings, best: SeedResult, data: Data) -> None:
 def save_teacher(settings: Settings, best: SeedResult, data: Data) -> None:
     """The best seed's teacher, in the ``checkpoint`` teacher plugin's format: ``--teacher PATH`` and
     ``[teacher] plugin = "checkpoint"`` both load it."""
-    from runtime.checkpoints import save_safetensors
+    from runtime.learn.checkpoints import save_safetensors
 
     hidden = [layer.out_features for layer in best.teacher.body if hasattr(layer, "out_features")]
     metadata = {"architecture": "mlp", "input_shape": json.dumps([data.X.shape[1]]), "output_size": str(data.classes),
@@ -666,7 +666,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runtime import config as config_module
-    from runtime import pluginmanager
+    from runtime.plugin import pluginmanager
 
     console = Console(stderr=True)
     try:
@@ -703,7 +703,7 @@ def add_parser(subcommands: "argparse._SubParsersAction") -> None:
     parser = subcommands.add_parser(
         "distill", help="offline distillation on a dataset: teacher, distilled and hard-label students compared",
         description="Train a teacher, distil it into the configured student, and compare with the same student "
-                    "trained on hard labels alone, over several seeds (see runtime/offline.py).")
+                    "trained on hard labels alone, over several seeds (see runtime/learn/offline.py).")
     parser.add_argument("--config", help="configuration file (default: $AGENTRT_CONFIG or ./agentrt.toml); "
                                          "read: [student], [distillation], [plugins]")
     parser.add_argument("--run-dir", help="accepted like the other commands; unused")
@@ -746,8 +746,8 @@ def add_parser(subcommands: "argparse._SubParsersAction") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runtime.offline [flags]``: the ``distill`` command without the agentrt CLI."""
-    parser = argparse.ArgumentParser(prog="python -m runtime.offline")
+    """``python -m runtime.learn.offline [flags]``: the ``distill`` command without the agentrt CLI."""
+    parser = argparse.ArgumentParser(prog="python -m runtime.learn.offline")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["distill", *(sys.argv[1:] if argv is None else argv)])
     return args.handler(args)

@@ -7,7 +7,7 @@ from typing import Any
 
 import zmq
 
-from runtime import protocol, transport
+from runtime.wire import protocol, transport
 
 
 class DaemonUnreachable(ConnectionError):

@@ -1,5 +1,5 @@
 """DAgger (Ross et al. 2011) from a scripted expert into a torch network: how the built-in teachers
-are produced (plugins/train_*_teacher.py). Discrete actions are learned with cross-entropy on the
+are produced (runtime/learn/recipes/). Discrete actions are learned with cross-entropy on the
 expert's choice, box actions with mean squared error on the expert's action."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from plugins.nets import MLP
-from runtime.spaces import actions_from_outputs, output_size
+from runtime.learn.nets import MLP
+from runtime.wire.spaces import actions_from_outputs, output_size
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observations (B, ...) -> outputs (B, output_size)
 

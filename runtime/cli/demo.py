@@ -22,9 +22,9 @@ from rich.live import Live
 from rich.table import Table
 
 from runtime import config as config_module
-from runtime.attach import EpisodeResult, run_gym_peers
 from runtime.errors import ExitCode
-from runtime.launch import ChildDaemon
+from runtime.peer.gym import EpisodeResult, run_gym_peers
+from runtime.supervisor.launch import ChildDaemon
 
 ENV_ID = "CartPole-v1"
 TARGET_RETURN = 475.0
@@ -148,10 +148,10 @@ def summarize(config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any
     import gymnasium
     import torch
 
-    from runtime import pluginmanager
-    from runtime.checkpoints import CheckpointStore, load_safetensors
-    from runtime.models import build_student
-    from runtime.spaces import agent_spaces
+    from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+    from runtime.learn.models import build_student
+    from runtime.plugin import pluginmanager
+    from runtime.wire.spaces import agent_spaces
 
     torch.set_num_threads(1)
     plugins = pluginmanager.load(config["plugins"])

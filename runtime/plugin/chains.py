@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from runtime.interfaces import StreamStep
-from runtime.pluginmanager import Component, PluginFailure, Plugins, serve
-from runtime.spaces import describe
+from runtime.plugin.interfaces import StreamStep
+from runtime.plugin.pluginmanager import Component, PluginFailure, Plugins, serve
+from runtime.wire.spaces import describe
 
 _SECTIONS = {"perception": ("perception", "transforms"), "execution": ("execution", "filters")}
 

@@ -1,4 +1,4 @@
-"""Produce the built-in CartPole-v1 teacher: ``python -m plugins.train_cartpole_teacher``.
+"""Produce the built-in CartPole-v1 teacher: ``python -m runtime.learn.recipes.cartpole``.
 
 Procedure (deterministic for a given seed, about 20 s on one CPU core):
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.imitation import dagger, evaluate, network_policy
-from plugins.nets import parameter_count
-from runtime.checkpoints import save_safetensors
+from runtime.learn.checkpoints import save_safetensors
+from runtime.learn.imitation import dagger, evaluate, network_policy
+from runtime.learn.nets import parameter_count
 
 ENV_ID = "CartPole-v1"
 EXPERT_GAINS = np.array([0.1, 0.5, 1.0, 0.5])
@@ -51,7 +51,7 @@ def main() -> int:
     metadata = {"architecture": "mlp", "input_shape": json.dumps([4]), "output_size": "2",
                 "hidden": json.dumps(HIDDEN), "activation": "relu", "env": ENV_ID,
                 "mean_return_100": f"{mean_return:.1f}", "seed": str(args.seed),
-                "procedure": "plugins/train_cartpole_teacher.py"}
+                "procedure": "runtime/learn/recipes/cartpole.py"}
     save_safetensors(net.state_dict(), args.output, metadata)
     print(json.dumps({"written": str(args.output), "mean_return": mean_return, "parameters": parameter_count(net)}))
     return 0

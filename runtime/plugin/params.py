@@ -12,7 +12,7 @@ from typing import Any, Collection, Mapping
 import numpy as np
 from gymnasium import spaces
 
-from runtime.spaces import describe
+from runtime.wire.spaces import describe
 
 
 def with_defaults(component: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import zmq
 
-from runtime import protocol
+from runtime.wire import protocol
 
 # Linux limits a unix socket path to 107 bytes; checked up front for a clear error.
 MAX_IPC_PATH = 107

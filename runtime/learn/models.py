@@ -6,8 +6,8 @@ from typing import Any
 
 from gymnasium import spaces
 
-from runtime.chains import Chain
-from runtime.pluginmanager import Plugins
+from runtime.plugin.chains import Chain
+from runtime.plugin.pluginmanager import Plugins
 
 
 def feature_space(plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space) -> spaces.Space:

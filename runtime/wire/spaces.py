@@ -12,7 +12,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from runtime.protocol import ARRAY_DTYPES, ErrorCode, ProtocolError, array_nbytes, decode_array, encode_array
+from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, ProtocolError, array_nbytes, decode_array, encode_array
 
 
 def to_wire(space: spaces.Space) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Produce the built-in Pendulum-v1 teacher: ``python -m plugins.train_pendulum_teacher``.
+"""Produce the built-in Pendulum-v1 teacher: ``python -m runtime.learn.recipes.pendulum``.
 
 Procedure (deterministic for a given seed: same weights and metadata on every run; about 40 s of
 CPU time, torch pinned to one thread, so two cores are enough):
@@ -49,9 +49,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from plugins.imitation import dagger, evaluate, network_policy
-from plugins.nets import parameter_count
-from runtime.checkpoints import save_safetensors
+from runtime.learn.checkpoints import save_safetensors
+from runtime.learn.imitation import dagger, evaluate, network_policy
+from runtime.learn.nets import parameter_count
 
 ENV_ID = "Pendulum-v1"
 DT = 0.05
@@ -129,7 +129,7 @@ def main() -> int:
                 "eval_episodes": str(EVAL_EPISODES), "eval_seed": str(EVAL_SEED), "seed": str(args.seed),
                 "lqr_gains": json.dumps([round(float(g), 4) for g in LQR_GAINS]),
                 "energy_gain": str(ENERGY_GAIN), "switch_cos": str(SWITCH_COS),
-                "procedure": "plugins/train_pendulum_teacher.py"}
+                "procedure": "runtime/learn/recipes/pendulum.py"}
     save_safetensors(net.state_dict(), args.output, metadata)
     print(json.dumps({"written": str(args.output), **report, "parameters": parameter_count(net)}))
     return 0

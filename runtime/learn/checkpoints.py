@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
+
+from runtime.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -17,25 +18,7 @@ if TYPE_CHECKING:
 _CHECKPOINT = re.compile(r"^student-v(\d+)\.safetensors$")
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` so that readers see either the old file or the whole new one, even after a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+
 
 
 def save_safetensors(state: Mapping[str, "torch.Tensor"], path: str | os.PathLike[str],

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from runtime import config as config_module
-from runtime import control, rundir
+from runtime import rundir
 from runtime.errors import ExitCode
+from runtime.supervisor import control
 
 
 def _load_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -37,9 +38,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    from runtime.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
-    from runtime.pluginmanager import PluginError, describe
-    from runtime.spaces import agent_spaces
+    from runtime.plugin.pluginmanager import PluginError, describe
+    from runtime.supervisor.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
+    from runtime.wire.spaces import agent_spaces
 
     config = _load_config(args)
     run_dir = Path(config["daemon"]["run_dir"])
@@ -102,8 +103,8 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the daemon and return only once it and every process it reported are gone."""
-    from runtime.daemon import read_pid
-    from runtime.launch import wait_for_exit
+    from runtime.processes import wait_for_exit
+    from runtime.supervisor.daemon import read_pid
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     pid = read_pid(run_dir)
@@ -136,7 +137,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status))
     else:
-        from runtime.display import print_status
+        from runtime.cli.display import print_status
 
         print_status(status)
     return ExitCode.OK
@@ -154,7 +155,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 # --- peers and demo ------------------------------------------------------------------------------------
 def cmd_attach_gym(args: argparse.Namespace) -> int:
-    from runtime.attach import run_gym_peers
+    from runtime.peer.gym import run_gym_peers
 
     endpoint = args.endpoint or _load_config(args)["daemon"]["peer_endpoint"]
 
@@ -175,14 +176,14 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from runtime.demo import run_demo
+    from runtime.cli.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from runtime.display import print_plugins
-    from runtime.pluginmanager import PluginError, describe
+    from runtime.cli.display import print_plugins
+    from runtime.plugin.pluginmanager import PluginError, describe
 
     config = _load_config(args)
     try:
@@ -200,7 +201,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_student_list(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from runtime.registry import FILE_NAME, Registry
+    from runtime.learn.registry import FILE_NAME, Registry
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     if not (run_dir / FILE_NAME).exists():
@@ -217,14 +218,14 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"serving": serving, "versions": versions}))
     else:
-        from runtime.display import print_students
+        from runtime.cli.display import print_students
 
         print_students(versions, serving)
     return ExitCode.OK
 
 
 def cmd_student_rollback(args: argparse.Namespace) -> int:
-    from runtime.transport import DISTILLATION_CONTROL
+    from runtime.wire.transport import DISTILLATION_CONTROL
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     try:
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to listen (tcp://0.0.0.0:7412 for other hosts)")
     serve.set_defaults(handler=cmd_teacher_serve)
 
-    from runtime.offline import add_parser as add_distill_parser
+    from runtime.learn.offline import add_parser as add_distill_parser
 
     add_distill_parser(commands)
 

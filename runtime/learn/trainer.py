@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from runtime.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
-from runtime.interfaces import StrategyInputs
-from runtime.models import build_student
-from runtime.pluginmanager import PluginFailure, Plugins, serve
-from runtime.replay import ReplayBuffer
+from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
+from runtime.learn.models import build_student
+from runtime.learn.replay import ReplayBuffer
+from runtime.plugin.interfaces import StrategyInputs
+from runtime.plugin.pluginmanager import PluginFailure, Plugins, serve
 
 
 @dataclass(frozen=True)

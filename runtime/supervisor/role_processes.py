@@ -16,9 +16,8 @@ import subprocess
 import sys
 from typing import Protocol
 
-#: Tells a role started with Popen which pid its parent must have: if the daemon dies before the
-#: role could ask for PR_SET_PDEATHSIG, the role sees a different parent and exits.
-DAEMON_PID_ENV = "AGENTRT_DAEMON_PID"
+from runtime.rundir import DAEMON_PID_ENV
+
 TORCH_ROLES = frozenset({"decision", "distillation", "teacher"})
 PRELOAD = ["torch", "runtime.roles.decision", "runtime.roles.distillation", "runtime.roles.teacher"]
 

@@ -20,9 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 import zmq
 
-from runtime import protocol
-from runtime.protocol import ErrorCode
-
+from runtime.wire import protocol
+from runtime.wire.protocol import ErrorCode
 
 
 class PeerError(RuntimeError):
@@ -52,7 +51,7 @@ class Action:
 def space_to_wire(space: Any) -> dict[str, Any]:
     if isinstance(space, Mapping):
         return dict(space)
-    from runtime.spaces import to_wire  # needs gymnasium, only when Gymnasium spaces are passed
+    from runtime.wire.spaces import to_wire  # needs gymnasium, only when Gymnasium spaces are passed
 
     return to_wire(space)
 

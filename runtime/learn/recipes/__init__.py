@@ -1,0 +1,1 @@
+"""How the shipped teachers (``plugins/assets``) were made: run ``python -m runtime.learn.recipes.<task>``."""

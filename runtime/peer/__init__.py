@@ -1,0 +1,8 @@
+"""The peer SDK: what a robot or simulator uses to attach (``sdk``), and Gymnasium peers (``gym``).
+
+Needs only pyzmq, msgpack and numpy (plus gymnasium for ``gym``): never torch or pluggy.
+"""
+
+from runtime.peer.sdk import Action, Peer, PeerError
+
+__all__ = ["Action", "Peer", "PeerError"]

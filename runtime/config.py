@@ -15,14 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from runtime.errors import ConfigError
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 CONFIG_FILE_NAME = "agentrt.toml"
 ENV_PREFIX = "AGENTRT_"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,27 @@
-"""Exit codes of every agentrt command and process, defined once.
+"""Every error agentrt raises, in one tree, and the exit codes of its commands and processes.
 
-The values follow the conventions operators already know: sysexits(3) for configuration errors
-(a supervisor such as systemd should not restart on 78) and coreutils' ``timeout`` for 124.
+::
+
+    AgentrtError                    base of all; ``exit_code`` says how a command ends on it
+    ├── ConfigError                 a configuration key or value is wrong; the message names it (2)
+    ├── PluginError                 a plugin cannot load, or a component cannot be built (78)
+    │   └── PluginFailure           a component raised, or returned something wrong, while serving
+    ├── ProtocolError               a message breaks the wire protocol; carries its ErrorCode and seq
+    ├── PeerError                   the runtime answered a peer's request with an error (the SDK's)
+    ├── DaemonError                 the daemon cannot start here, or refused a control command
+    │   └── DaemonUnreachable       no daemon answers for this run directory
+    └── DistillError                offline distillation cannot run with these inputs
+
+A command that fails on one of these prints ``agentrt <command>: <message>`` and exits with the
+error's ``exit_code``; anything else is a bug and shows its traceback. Exit codes follow the
+conventions operators know: sysexits(3) for configuration errors (a supervisor such as systemd
+should not restart on 78) and coreutils' ``timeout`` for 124.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 
 class ExitCode(enum.IntEnum):
@@ -21,3 +36,75 @@ class ExitCode(enum.IntEnum):
     TIMEOUT = 124
     #: Interrupted by Ctrl-C.
     INTERRUPTED = 130
+
+
+class AgentrtError(Exception):
+    """Base of every error agentrt raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class ConfigError(AgentrtError):
+    """A configuration problem; the message names the offending key."""
+
+    exit_code = ExitCode.USAGE
+
+
+class PluginError(AgentrtError):
+    """A plugin could not be loaded or a component built; the message names the plugin and the hook."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class NamedComponent(Protocol):
+    """What an error needs to name a component (``runtime.plugin.pluginmanager.Component`` has it)."""
+
+    @property
+    def point(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def plugin(self) -> str: ...
+    @property
+    def hook(self) -> str: ...
+
+
+class PluginFailure(PluginError):
+    """A component raised, or returned something the runtime cannot use, while serving a request."""
+
+    def __init__(self, component: NamedComponent, error: Exception) -> None:
+        super().__init__(f"plugin {component.plugin!r} ({component.hook}): {component.point} {component.name!r} "
+                         f"raised {type(error).__name__}: {error}")
+        self.component = component
+        self.error = error
+
+
+class ProtocolError(AgentrtError):
+    """A message that breaks the protocol; carries the ``ErrorCode`` and, when known, the offending ``seq``."""
+
+    def __init__(self, code: int, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.seq = seq
+
+
+class PeerError(AgentrtError):
+    """The runtime refused a peer's request: ``code`` is a protocol ErrorCode, ``seq`` the request's."""
+
+    def __init__(self, code: int, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.seq = seq
+
+
+class DaemonError(AgentrtError):
+    """The daemon cannot start with this run directory, or it refused a control command."""
+
+
+class DaemonUnreachable(DaemonError):
+    """No daemon answers on the control socket of this run directory."""
+
+
+class DistillError(AgentrtError):
+    """Offline distillation cannot run with these inputs (a missing dataset, a teacher that does not fit)."""

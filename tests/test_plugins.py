@@ -89,7 +89,7 @@ def test_hook_implementation_with_an_unknown_argument_is_rejected_at_load(tmp_pa
     """
     site = make_distribution(tmp_path, "typo-plugin", {"typo_plugin": source}, {"typo": "typo_plugin"})
     result = agentrt("plugins", env=env_with(site))
-    assert result.returncode == 1
+    assert result.returncode == 78
     assert "plugin 'typo'" in result.stderr and "agentrt_peer_attached" in result.stderr
     assert "favourite_colour" in result.stderr
 
@@ -104,7 +104,7 @@ def test_hook_with_no_matching_spec_is_rejected(tmp_path):
     """
     site = make_distribution(tmp_path, "misspelt", {"misspelt_plugin": source}, {"misspelt": "misspelt_plugin"})
     result = agentrt("plugins", env=env_with(site))
-    assert result.returncode == 1
+    assert result.returncode == 78
     assert "plugin 'misspelt'" in result.stderr and "agentrt_register_studnets" in result.stderr
 
 
@@ -112,7 +112,7 @@ def test_component_registered_twice_names_both_plugins(tmp_path):
     site = make_distribution(tmp_path, "twins", {"twin_a": EXTRA_STUDENT, "twin_b": EXTRA_STUDENT},
                              {"twin_a": "twin_a", "twin_b": "twin_b"})
     result = agentrt("plugins", env=env_with(site))
-    assert result.returncode == 1
+    assert result.returncode == 78
     assert re.search(r"'extra_linear' is registered by both plugin 'twin_a' and plugin 'twin_b'", result.stderr)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from runtime import config as config_module
 from runtime import rundir
-from runtime.errors import ExitCode
+from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
 from runtime.supervisor import control
 
 
@@ -38,27 +38,23 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    from runtime.plugin.pluginmanager import PluginError, describe
-    from runtime.supervisor.daemon import Daemon, DaemonError, prepare_run_dir, read_pid
+    from runtime.plugin.pluginmanager import describe
+    from runtime.supervisor.daemon import Daemon, prepare_run_dir, read_pid
     from runtime.wire.spaces import agent_spaces
 
     config = _load_config(args)
     run_dir = Path(config["daemon"]["run_dir"])
+    describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
     try:
-        describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
         agent_spaces(config["agent"])
-    except (PluginError, ValueError) as exc:
+    except ConfigError as exc:
+        # Keys that parse but name no workable agent (an unknown env): no role could start, as with a plugin.
         print(f"agentrt up: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     if not args.detach:
-        try:
-            return Daemon(config).run()
-        except DaemonError as exc:
-            print(f"agentrt up: {exc}", file=sys.stderr)
-            return ExitCode.FAILURE
+        return Daemon(config).run()
     if read_pid(run_dir) is not None:
-        print(f"agentrt up: a daemon already runs with run directory {run_dir}", file=sys.stderr)
-        return ExitCode.FAILURE
+        raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
     command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir)]
     for flag, value in (("--config", args.config), ("--log-format", args.log_format), ("--peer-endpoint", args.peer_endpoint)):
@@ -83,7 +79,7 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
             return process.returncode or ExitCode.FAILURE
         try:
             status = control.request(run_dir, "status", timeout_s=1.0)
-        except (control.DaemonUnreachable, RuntimeError):
+        except DaemonError:
             time.sleep(0.1)
             continue
         if all(role["state"] == "running" for role in status["roles"].values()):
@@ -110,10 +106,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     pid = read_pid(run_dir)
     try:
         pids = control.request(run_dir, "down")["pids"]
-    except control.DaemonUnreachable as exc:
+    except DaemonUnreachable:
         if pid is None:
-            print(f"agentrt down: {exc}", file=sys.stderr)
-            return ExitCode.FAILURE
+            raise
         os.kill(pid, signal.SIGTERM)  # the daemon is alive but not answering: ask the OS instead (its roles follow it)
         pids = [pid]
     remaining = wait_for_exit(pids, args.wait)
@@ -128,12 +123,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     try:
         status = control.request(run_dir, "status")
-    except control.DaemonUnreachable as exc:
-        print(f"agentrt status: {exc}", file=sys.stderr)
+    except DaemonUnreachable as exc:
         stopped = rundir.read_daemon_exit(run_dir)
         if stopped:
-            print(f"agentrt status: it last stopped with exit code {stopped['code']}: {stopped['reason']}", file=sys.stderr)
-        return ExitCode.FAILURE
+            raise DaemonUnreachable(f"{exc}\nit last stopped with exit code {stopped['code']}: {stopped['reason']}") from None
+        raise
     if args.json:
         print(json.dumps(status))
     else:
@@ -144,11 +138,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    try:
-        config = _load_config(args)
-    except config_module.ConfigError as exc:
-        print(f"agentrt config: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    config = _load_config(args)
     print(json.dumps(config, indent=2) if args.json else config_module.to_toml(config, annotate=args.annotate))
     return ExitCode.OK
 
@@ -183,14 +173,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from runtime.cli.display import print_plugins
-    from runtime.plugin.pluginmanager import PluginError, describe
+    from runtime.plugin.pluginmanager import describe
 
     config = _load_config(args)
-    try:
-        listing = describe(config)
-    except PluginError as exc:
-        print(f"agentrt plugins: {exc}", file=sys.stderr)
-        return ExitCode.FAILURE
+    listing = describe(config)
     if args.json:
         print(json.dumps(listing))
     else:
@@ -228,12 +214,8 @@ def cmd_student_rollback(args: argparse.Namespace) -> int:
     from runtime.wire.transport import DISTILLATION_CONTROL
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
-    try:
-        result = control.request(run_dir, "rollback", args={"to": args.to} if args.to is not None else {},
-                                 endpoint=DISTILLATION_CONTROL, timeout_s=10)
-    except (control.DaemonUnreachable, RuntimeError) as exc:
-        print(f"agentrt student rollback: {exc}", file=sys.stderr)
-        return ExitCode.FAILURE
+    result = control.request(run_dir, "rollback", args={"to": args.to} if args.to is not None else {},
+                             endpoint=DISTILLATION_CONTROL, timeout_s=10)
     print(json.dumps(result))
     return ExitCode.OK
 
@@ -335,8 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except config_module.ConfigError as exc:
-        print(f"agentrt: configuration error: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    except AgentrtError as exc:
+        # The error tree decides the exit code (runtime/errors.py); every line is prefixed with the command.
+        command = " ".join(getattr(args, name) for name in ("command", "config_command", "student_command",
+                                                             "attach_command", "teacher_command") if getattr(args, name, None))
+        kind = "configuration error: " if isinstance(exc, ConfigError) else ""
+        for line in f"{kind}{exc}".splitlines():
+            print(f"agentrt {command}: {line}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

@@ -20,24 +20,19 @@ from typing import Any, Mapping
 import numpy as np
 import zmq
 
+from runtime.errors import PeerError
 from runtime.wire import protocol
 from runtime.wire.protocol import ErrorCode
 
 
-class PeerError(RuntimeError):
-    """The runtime refused a request: ``code`` is a protocol ErrorCode."""
-
-    def __init__(self, code: int, message: str, seq: int | None = None) -> None:
-        super().__init__(f"{_code_name(code)} ({code}): {message}")
-        self.code = code
-        self.seq = seq
-
-
-def _code_name(code: int) -> str:
+def _refused(error: dict[str, Any]) -> PeerError:
+    """The runtime's ``error`` message as an exception whose text names the code."""
+    code = error["code"]
     try:
-        return ErrorCode(code).name
+        name = ErrorCode(code).name
     except ValueError:
-        return "UNKNOWN_ERROR"
+        name = "UNKNOWN_ERROR"
+    return PeerError(code, f"{name} ({code}): {error['message']}", error.get("seq"))
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,7 @@ class Peer:
                 self.welcome = message.fields
                 return self.welcome
             if message is not None and message.kind == "error":
-                raise PeerError(message["code"], message["message"])
+                raise _refused(message)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no runtime answered at {self.endpoint} within {wait_s:g} s")
 
@@ -157,7 +152,7 @@ class Peer:
                     self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
                     self.socket.send(self.pending)
                     continue
-                raise PeerError(message["code"], message["message"], message["seq"])
+                raise _refused(message)
             # Anything else answers an older request (a resend's duplicate): ignore it.
         raise TimeoutError(f"no action for observation {self.seq} within {self.timeout_s:g} s")
 

@@ -10,6 +10,7 @@ import pluggy
 import structlog
 
 from runtime import hookspecs
+from runtime.errors import PluginError, PluginFailure
 
 ENTRY_POINT_GROUP = "agentrt"
 BUILTIN_DISTRIBUTION = "agentrt"
@@ -29,10 +30,6 @@ log = structlog.get_logger()
 _active: "Plugins | None" = None
 
 
-class PluginError(Exception):
-    """A plugin could not be loaded or used; the message names the plugin and the hook."""
-
-
 @dataclass(frozen=True)
 class Component:
     point: str
@@ -43,15 +40,6 @@ class Component:
     @property
     def hook(self) -> str:
         return EXTENSION_POINTS[self.point]
-
-
-class PluginFailure(Exception):
-    """A component raised while serving a request; the message names its plugin and hook."""
-
-    def __init__(self, component: Component, error: Exception) -> None:
-        super().__init__(f"plugin {component.plugin!r} ({component.hook}): {component.point} {component.name!r} raised {type(error).__name__}: {error}")
-        self.component = component
-        self.error = error
 
 
 def serve(component: Component, function: Callable[..., Any], *args: Any) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from runtime import rundir
-from runtime.errors import ExitCode
+from runtime.errors import ConfigError, ExitCode
 from runtime.plugin.pluginmanager import PluginError
 from runtime.roles import ROLE_MODULES
 from runtime.roles.base import report_exit
@@ -24,7 +24,7 @@ def run(role_name: str, run_dir: str) -> int:
     role_class = getattr(importlib.import_module(module_name), class_name)
     try:
         role = role_class(config)
-    except (PluginError, ValueError) as exc:
+    except (PluginError, ConfigError) as exc:
         # Role.__init__ configured logging before loading plugins, so this line is structured too.
         structlog.get_logger().error("role_setup_failed", error=str(exc))
         report_exit(run_dir, role_name, ExitCode.CONFIG, str(exc))

@@ -14,7 +14,7 @@ import structlog
 import zmq
 
 from runtime import logs, rundir
-from runtime.errors import ExitCode
+from runtime.errors import ConfigError, ExitCode
 from runtime.plugin import pluginmanager
 from runtime.plugin.pluginmanager import PluginError, PluginFailure
 from runtime.processes import die_with_parent
@@ -165,7 +165,7 @@ class Role:
         try:
             try:
                 self.setup()
-            except (PluginError, ValueError) as exc:
+            except (PluginError, ConfigError) as exc:
                 # A role that cannot start with this configuration exits with CONFIG: restarting it
                 # cannot help, so the daemon stops and says why.
                 self.log.error("role_setup_failed", error=str(exc))

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import zmq
 
+from runtime.errors import ConfigError
 from runtime.learn.checkpoints import CheckpointStore, load_safetensors
 from runtime.learn.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
 from runtime.learn.trainer import Trainer
@@ -51,7 +52,7 @@ class Distillation(Role):
                 self.trainer.load(load_safetensors(self.store.path(self.version))[0])
                 self.log.info("distiller_resumed", version=self.version, serving=self.serving_version)
         except (RuntimeError, OSError) as exc:
-            raise ValueError(f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
+            raise ConfigError(f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
                              "use another run directory, or remove its checkpoints/ and students.sqlite") from None
         self.trained_from = self.version or None  # the version the weights in training started from
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from runtime.errors import ConfigError
 from runtime.plugin.pluginmanager import PluginFailure, serve
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
@@ -65,7 +66,7 @@ class TeacherRole(Role):
         self.cache = AnswerCache(settings["cache_size"], settings["cache_decimals"])
         self.features_wanted = self.config["distillation"]["teacher_features"]
         if self.config["distillation"]["teacher_features"] and not hasattr(self.teacher, "label_with_features"):
-            raise ValueError(f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features")
+            raise ConfigError(f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features")
         self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
         self.log.info("teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
                       plugin=settings["plugin"])

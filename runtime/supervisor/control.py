@@ -7,11 +7,8 @@ from typing import Any
 
 import zmq
 
+from runtime.errors import DaemonError, DaemonUnreachable
 from runtime.wire import protocol, transport
-
-
-class DaemonUnreachable(ConnectionError):
-    pass
 
 
 def request(run_dir: str | Path, command: str, timeout_s: float = 3.0, args: dict[str, Any] | None = None,
@@ -31,5 +28,5 @@ def request(run_dir: str | Path, command: str, timeout_s: float = 3.0, args: dic
     finally:
         client.close()
     if not reply["ok"]:
-        raise RuntimeError(reply.get("message", "command failed"))
+        raise DaemonError(reply.get("message", "command failed"))
     return reply.get("result", {})

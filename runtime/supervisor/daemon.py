@@ -17,15 +17,11 @@ from typing import Any
 import zmq
 
 from runtime import __version__, logs, rundir
-from runtime.errors import ExitCode
+from runtime.errors import DaemonError, ExitCode
 from runtime.files import atomic_write
 from runtime.roles import ROLES
 from runtime.supervisor.role_processes import Launcher, RoleHandle
 from runtime.wire import protocol, transport
-
-
-class DaemonError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from runtime import rundir
+from runtime.errors import DaemonError, DaemonUnreachable
 from runtime.processes import die_with_parent, process_alive, wait_for_exit
 from runtime.supervisor import control
 
@@ -86,12 +87,12 @@ class ChildDaemon:
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with code {self.process.returncode} waiting for {what}; see {self.log_path}")
+                raise DaemonError(f"the daemon exited with code {self.process.returncode} waiting for {what}; see {self.log_path}")
             try:
                 status = self.status(timeout_s=1.0)
                 if predicate(status):
                     return status
-            except control.DaemonUnreachable:
+            except DaemonUnreachable:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}; last status: {json.dumps(status)[:2000]}")
@@ -108,7 +109,7 @@ class ChildDaemon:
         if self.process.poll() is None:
             try:
                 self.status(timeout_s=1.0)  # learn the current role pids once more
-            except (control.DaemonUnreachable, RuntimeError):
+            except DaemonError:
                 pass
             self.process.send_signal(signal.SIGTERM)
             try:

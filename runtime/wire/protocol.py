@@ -18,6 +18,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from runtime.errors import ProtocolError
+
 PROTOCOL_VERSION = 1
 
 #: Default upper bound for one encoded message, in bytes (configurable as ``protocol.max_message_bytes``).
@@ -45,16 +47,6 @@ class ErrorCode(enum.IntEnum):
     PLUGIN_FAILED = 500
     UNAVAILABLE = 501
     INTERNAL_ERROR = 502
-
-
-class ProtocolError(Exception):
-    """A message that breaks the protocol; carries the code and, when known, the offending ``seq``."""
-
-    def __init__(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.seq = seq
 
 
 # Field types. "array" is the n-d array map above; "space" is a space description (docs/protocol.md).

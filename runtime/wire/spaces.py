@@ -12,6 +12,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from runtime.errors import ConfigError
 from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, ProtocolError, array_nbytes, decode_array, encode_array
 
 
@@ -64,15 +65,18 @@ def _bound(value: Any, shape: list[int], dtype: np.dtype, what: str) -> np.ndarr
 def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[spaces.Space, spaces.Space]:
     """The agent's observation and action spaces: each explicit one if configured, else the env's.
 
-    Raises ValueError naming the key for an unknown env or a malformed space.
+    Raises ConfigError naming the key for an unknown env or a malformed space.
     """
-    explicit = {key: from_wire(agent_config[key], f"agent.{key}")
-                for key in ("observation_space", "action_space") if agent_config.get(key)}
+    try:
+        explicit = {key: from_wire(agent_config[key], f"agent.{key}")
+                    for key in ("observation_space", "action_space") if agent_config.get(key)}
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if len(explicit) < 2:
         try:
             env = gymnasium.make(agent_config["env"])
         except gymnasium.error.Error as exc:
-            raise ValueError(f"agent.env: {exc}") from None
+            raise ConfigError(f"agent.env: {exc}") from None
         try:
             explicit = {"observation_space": env.observation_space, "action_space": env.action_space, **explicit}
         finally:

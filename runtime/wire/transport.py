@@ -11,6 +11,7 @@ from pathlib import Path
 
 import zmq
 
+from runtime.errors import ConfigError
 from runtime.wire import protocol
 
 # Linux limits a unix socket path to 107 bytes; checked up front for a clear error.
@@ -36,7 +37,7 @@ def socket_dir(run_dir: str | os.PathLike[str]) -> Path:
 def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
     path = socket_dir(run_dir) / name
     if len(str(path)) > MAX_IPC_PATH:
-        raise ValueError(f"run directory {run_dir} is too long for ipc sockets ({len(str(path))} > {MAX_IPC_PATH} bytes); choose a shorter one")
+        raise ConfigError(f"run directory {run_dir} is too long for ipc sockets ({len(str(path))} > {MAX_IPC_PATH} bytes); choose a shorter one")
     return f"ipc://{path}"
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 PR_SET_PDEATHSIG = 1
 
@@ -13,10 +14,8 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when its parent dies, even by SIGKILL (the parent is the
     daemon, or for forked roles the fork server; the loop also watches the daemon itself)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent-pid check in the loop covers it
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent-pid check in the loop covers it
 
 
 def process_alive(pid: int) -> bool:

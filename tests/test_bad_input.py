@@ -11,9 +11,9 @@ import random
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import gymnasium
 import msgpack

@@ -102,11 +102,11 @@ def evaluate_student(endpoint: str, seeds: list[int]) -> tuple[list[float], list
     try:
         for peer in peers:
             peer.connect(wait_s=10)
-        observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+        observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
         for step in range(200):  # Pendulum-v1 episodes are truncated at 200 steps
-            for peer, obs in zip(peers, observations):
+            for peer, obs in zip(peers, observations, strict=True):
                 peer.submit(obs, episode_start=step == 0, policy="student")
-            for i, (peer, env) in enumerate(zip(peers, envs)):
+            for i, (peer, env) in enumerate(zip(peers, envs, strict=True)):
                 answer = peer.result()
                 actions.append(answer.action)
                 deciders.add(answer.decided_by)

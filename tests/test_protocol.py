@@ -14,8 +14,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from runtime.errors import ProtocolError
 from runtime.wire import protocol
-from runtime.wire.protocol import ARRAY_DTYPES, KINDS, PEER_KINDS, ErrorCode, ProtocolError
+from runtime.wire.protocol import ARRAY_DTYPES, KINDS, PEER_KINDS, ErrorCode
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 

@@ -167,17 +167,18 @@ def summarize(config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any
             return student(torch.as_tensor(obs, dtype=torch.float32)).numpy()
 
     env = gymnasium.make(ENV_ID)
-    teacher_returns, visited = [], []
+    teacher_returns: list[float] = []
+    visited: list[np.ndarray] = []
     for episode in range(len(student_returns)):
         obs, _ = env.reset(seed=20_000 + episode)
         total, done = 0.0, False
         while not done:
             visited.append(obs)
             obs, reward, terminated, truncated, _ = env.step(int(teacher.label(obs[None]).argmax()))
-            total += reward
+            total += float(reward)
             done = terminated or truncated
         teacher_returns.append(total)
-    visited = np.asarray(visited, dtype=np.float32)
+    states = np.asarray(visited, dtype=np.float32)
     teacher_params = sum(p.numel() for p in teacher.module.parameters()) if hasattr(teacher, "module") else None
     observations = max(status["observations"], 1)
     return {
@@ -192,8 +193,8 @@ def summarize(config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any
         "student_version": status["student_version"],
         "student_params": sum(p.numel() for p in student.parameters()),
         "teacher_params": teacher_params,
-        "student_latency_us": bare_latency_us(student_policy, visited),
-        "teacher_latency_us": bare_latency_us(teacher.label, visited),
+        "student_latency_us": bare_latency_us(student_policy, states),
+        "teacher_latency_us": bare_latency_us(teacher.label, states),
         "evaluations": progress.evaluations,
         "duration_s": round(time.monotonic() - progress.started, 1),
     }
@@ -222,7 +223,7 @@ def write_plot(progress: Progress, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times, returns, shares = zip(*progress.history) if progress.history else ((), (), ())
+    times, returns, shares = zip(*progress.history, strict=True) if progress.history else ((), (), ())
     figure, axis = plt.subplots(figsize=(8, 4))
     axis.plot(times, returns, ".", alpha=0.5, label="episode return (student + cascade)")
     axis.set_xlabel("seconds")

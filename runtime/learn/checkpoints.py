@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from runtime.files import atomic_write
 
@@ -21,7 +22,7 @@ _CHECKPOINT = re.compile(r"^student-v(\d+)\.safetensors$")
 
 
 
-def save_safetensors(state: Mapping[str, "torch.Tensor"], path: str | os.PathLike[str],
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
                      metadata: Mapping[str, str] | None = None) -> None:
     from safetensors.torch import save
 
@@ -29,11 +30,11 @@ def save_safetensors(state: Mapping[str, "torch.Tensor"], path: str | os.PathLik
     atomic_write(path, save(tensors, metadata=dict(metadata or {})))
 
 
-def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
+def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}, dict(handle.metadata() or {})
+        return {name: handle.get_tensor(name) for name in handle.keys()}, dict(handle.metadata() or {})  # noqa: SIM118 (safe_open is not iterable)
 
 
 class CheckpointStore:
@@ -56,7 +57,7 @@ class CheckpointStore:
         versions = self.versions()
         return versions[-1] if versions else 0
 
-    def save(self, version: int, state: Mapping[str, "torch.Tensor"], metadata: Mapping[str, str] | None = None) -> Path:
+    def save(self, version: int, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
         path = self.path(version)
         save_safetensors(state, path, {"version": str(version), **(metadata or {})})
         return path

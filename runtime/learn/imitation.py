@@ -5,7 +5,7 @@ expert's choice, box actions with mean squared error on the expert's action."""
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +14,7 @@ from gymnasium import spaces
 from torch import nn
 
 from runtime.learn.nets import MLP
-from runtime.wire.spaces import actions_from_outputs, output_size
+from runtime.wire.spaces import actions_from_outputs, box, output_size
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observations (B, ...) -> outputs (B, output_size)
 
@@ -60,9 +60,10 @@ def dagger(env_id: str, expert: Policy, hidden: list[int], seed: int, rounds: in
     torch.set_num_threads(1)  # deterministic reductions; more threads only contend on a small machine
     env = gym.make(env_id)
     discrete = isinstance(env.action_space, spaces.Discrete)
-    net = MLP(env.observation_space.shape, output_size(env.action_space), hidden)
+    observation_shape = box(env.observation_space).shape
+    net = MLP(observation_shape, output_size(env.action_space), hidden)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    dataset = np.zeros((0,) + env.observation_space.shape, dtype=np.float32) if initial_states is None else initial_states
+    dataset = np.zeros((0, *observation_shape), dtype=np.float32) if initial_states is None else initial_states
     policy = expert
     for round_index in range(rounds):
         states, returns = rollout(env, policy, episodes_per_round, seed=seed + 1000 * round_index)

@@ -119,5 +119,5 @@ class Ensemble(FeatureNet):
         return torch.stack([member(x) for member in self.members])
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs, features = zip(*(member.forward_features(x) for member in self.members))
+        outputs, features = zip(*(member.forward_features(x) for member in self.members), strict=True)
         return torch.stack(outputs).mean(dim=0), torch.cat(features, dim=1)

@@ -4,8 +4,8 @@ with its own session; all of them step in lockstep so the runtime can decide for
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import gymnasium
 import numpy as np
@@ -55,9 +55,9 @@ def run_gym_peers(endpoint: str, env_id: str, episodes: int, peers: int = 1, pol
         rewards = [0.0] * peers
         next_seed = seed + peers
         while len(summary.episodes) < episodes and not (should_stop and should_stop()):
-            for i, (client, obs) in enumerate(zip(clients, observations)):
+            for i, (client, obs) in enumerate(zip(clients, observations, strict=True)):
                 client.submit(obs, reward=rewards[i], episode_start=lengths[i] == 0, policy=policy)
-            for i, (client, env) in enumerate(zip(clients, envs)):
+            for i, (client, env) in enumerate(zip(clients, envs, strict=True)):
                 answer = client.result()
                 observations[i], reward, terminated, truncated, _ = env.step(_to_env_action(answer.action, env))
                 rewards[i] = float(reward)

@@ -13,19 +13,21 @@ control loop a delay, not an exception.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import zmq
 
-from runtime.errors import PeerError
+from runtime.errors import PeerError, ProtocolError
 from runtime.wire import protocol
 from runtime.wire.protocol import ErrorCode
 
 
-def _refused(error: dict[str, Any]) -> PeerError:
+def _refused(error: protocol.Message) -> PeerError:
     """The runtime's ``error`` message as an exception whose text names the code."""
     code = error["code"]
     try:
@@ -64,7 +66,7 @@ class Peer:
         self.reconnect_after = reconnect_after
         self.max_message_bytes = max_message_bytes
         self.context = zmq.Context()
-        self.socket: zmq.Socket | None = None
+        self.socket: zmq.Socket[Any] | None = None
         self.peer_id: str | None = None
         self.welcome: dict[str, Any] = {}
         self.seq = 0
@@ -77,8 +79,7 @@ class Peer:
         """Open a session: send hello until welcomed. Waits ``wait_s`` seconds (None: forever)."""
         deadline = None if wait_s is None else time.monotonic() + wait_s
         while True:
-            self._new_socket()
-            self.socket.send(protocol.encode("hello", peer_name=self.name, **self.spaces))
+            self._new_socket().send(protocol.encode("hello", peer_name=self.name, **self.spaces))
             remaining = self.resend_s if deadline is None else min(self.resend_s, deadline - time.monotonic())
             message = self._receive(max(remaining, 0.0))
             if message is not None and message.kind == "welcome":
@@ -90,7 +91,7 @@ class Peer:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no runtime answered at {self.endpoint} within {wait_s:g} s")
 
-    def _new_socket(self) -> None:
+    def _new_socket(self) -> zmq.Socket[Any]:
         if self.socket is not None:
             self.socket.close(linger=0)
             self.reconnects += 1
@@ -98,14 +99,25 @@ class Peer:
         self.socket.setsockopt(zmq.LINGER, 200)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.socket_cap(self.max_message_bytes))
         self.socket.connect(self.endpoint)
+        return self.socket
+
+    @property
+    def _connected(self) -> zmq.Socket[Any]:
+        if self.socket is None:
+            raise RuntimeError("this peer has no session: call connect() first (or use it in a with block)")
+        return self.socket
+
+    def _resend(self) -> None:
+        if self.pending is not None:
+            self._connected.send(self.pending)
 
     def _receive(self, timeout_s: float) -> protocol.Message | None:
         deadline = time.monotonic() + timeout_s
-        while self.socket.poll(max(deadline - time.monotonic(), 0.0) * 1000):
+        while self._connected.poll(int(max(deadline - time.monotonic(), 0.0) * 1000)):
             try:
-                return protocol.decode(self.socket.recv(), protocol.socket_cap(self.max_message_bytes),
+                return protocol.decode(self._connected.recv(), protocol.socket_cap(self.max_message_bytes),
                                        accept=protocol.TO_PEER)
-            except protocol.ProtocolError as exc:
+            except ProtocolError as exc:
                 if exc.code != ErrorCode.UNKNOWN_KIND:
                     raise
                 # A newer runtime may send kinds this SDK does not know: skip them.
@@ -128,7 +140,7 @@ class Peer:
         if episode_start is not None:
             fields["episode_start"] = bool(episode_start)
         self.pending = protocol.encode("observation", **fields)
-        self.socket.send(self.pending)
+        self._resend()
         return self.seq
 
     def result(self) -> Action:
@@ -143,14 +155,14 @@ class Peer:
                     self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
                     silent = 0
                 self.resends += 1
-                self.socket.send(self.pending)
+                self._resend()
                 continue
             if message.kind == "action" and message["seq"] == self.seq:
                 return Action(message["action"], message["seq"], message["student_version"], message["decided_by"])
             if message.kind == "error" and message["seq"] in (self.seq, None):
                 if message["code"] == ErrorCode.NOT_ATTACHED:  # the runtime restarted: open a new session
                     self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
-                    self.socket.send(self.pending)
+                    self._resend()
                     continue
                 raise _refused(message)
             # Anything else answers an older request (a resend's duplicate): ignore it.
@@ -163,21 +175,20 @@ class Peer:
 
     def heartbeat(self) -> bool:
         """Tell the runtime this peer is alive while idle; True if it answered."""
-        self.socket.send(protocol.encode("heartbeat"))
+        self._connected.send(protocol.encode("heartbeat"))
         message = self._receive(self.resend_s)
         return message is not None and message.kind == "heartbeat"
 
     def close(self, reason: str = "done") -> None:
         if self.socket is not None:
-            try:
+            # Queue full or runtime gone: the session times out on the runtime's side.
+            with contextlib.suppress(zmq.Again):
                 self.socket.send(protocol.encode("bye", reason=reason), zmq.NOBLOCK)
-            except zmq.Again:  # queue full or runtime gone: the session times out on its side
-                pass
             self.socket.close()
             self.socket = None
         self.context.term()
 
-    def __enter__(self) -> "Peer":
+    def __enter__(self) -> Peer:
         self.connect()
         return self
 

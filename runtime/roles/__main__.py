@@ -10,8 +10,7 @@ from pathlib import Path
 import structlog
 
 from runtime import rundir
-from runtime.errors import ConfigError, ExitCode
-from runtime.plugin.pluginmanager import PluginError
+from runtime.errors import ConfigError, ExitCode, PluginError
 from runtime.roles import ROLE_MODULES
 from runtime.roles.base import report_exit
 

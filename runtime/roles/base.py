@@ -8,15 +8,15 @@ import signal
 import sys
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 import zmq
 
 from runtime import logs, rundir
-from runtime.errors import ConfigError, ExitCode
+from runtime.errors import ConfigError, ExitCode, PluginError, PluginFailure, ProtocolError
 from runtime.plugin import pluginmanager
-from runtime.plugin.pluginmanager import PluginError, PluginFailure
 from runtime.processes import die_with_parent
 from runtime.rundir import DAEMON_PID_ENV
 from runtime.wire import protocol, transport
@@ -84,15 +84,16 @@ class Role:
         self.poller.register(sock, zmq.POLLIN)
         self.handlers[sock] = handler
 
-    def count_error(self, code: ErrorCode, **context: Any) -> None:
-        self.counters[f"errors.{code.name}"] += 1
-        self.log.warning("message_rejected", code=int(code), error=code.name, **context)
+    def count_error(self, code: int, **context: Any) -> None:
+        name = ErrorCode(code).name
+        self.counters[f"errors.{name}"] += 1
+        self.log.warning("message_rejected", code=int(code), error=name, **context)
 
     def decode(self, data: bytes, kinds: frozenset[str]) -> Message | None:
         """Decode an internal message; one that does not decode is counted and dropped (never fatal)."""
         try:
             return protocol.decode(data, self.transport.socket_limit(), accept=kinds)
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self.count_error(exc.code, detail=exc.message, source="internal")
             return None
 

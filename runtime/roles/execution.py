@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zmq
 
+from runtime.errors import PluginFailure
 from runtime.plugin.chains import Chain
-from runtime.plugin.pluginmanager import PluginFailure
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 

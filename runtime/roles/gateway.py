@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from runtime.errors import ProtocolError
 from runtime.learn import registry
 from runtime.roles.base import Role
 from runtime.wire import protocol, spaces, transport
-from runtime.wire.protocol import ErrorCode, ProtocolError
+from runtime.wire.protocol import ErrorCode
 
 POLICIES = frozenset({"auto", "student", "teacher"})
 # Transport events that mean a client spoke something other than ZMTP, or broke the handshake.

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import zmq
 
-from runtime.errors import ConfigError
-from runtime.plugin.pluginmanager import PluginFailure, serve
+from runtime.errors import ConfigError, PluginFailure, ProtocolError
+from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
-from runtime.wire.protocol import ErrorCode, ProtocolError
+from runtime.wire.protocol import ErrorCode
 
 
 class AnswerCache:
@@ -113,16 +113,16 @@ class TeacherRole(Role):
     def answer(self, request: protocol.Message) -> bytes:
         """Label a batch, asking the teacher only for observations it has not answered before."""
         observations = request["obs"]
-        if observations.ndim != 1 + len(self.observation_space.shape) or len(observations) == 0 \
-                or observations.shape[1:] != self.observation_space.shape:
+        shape = tuple(self.observation_space.shape or ())
+        if observations.ndim != 1 + len(shape) or len(observations) == 0 or observations.shape[1:] != shape:
             raise ProtocolError(ErrorCode.WRONG_SHAPE, f"teach: a batch of shape {list(observations.shape)} does not "
-                                f"hold observations of shape {list(self.observation_space.shape)}")
+                                f"hold observations of shape {list(shape)}")
         # With feature hints on, features are computed for every answer, so that the distiller's
         # later request for an observation the teacher already acted on is a cache hit.
         want_features = bool(request.get("want_features")) and hasattr(self.teacher, "label_with_features") \
             or self.features_wanted
         keys = [self.cache.key(obs) for obs in observations]
-        known = {key: self.cache.get(key, want_features) for key in keys}
+        known: dict[bytes, Any] = {key: self.cache.get(key, want_features) for key in keys}
         missing = {key: index for index, key in reversed(list(enumerate(keys))) if known[key] is None}  # first index per key
         if missing:
             started = time.perf_counter()

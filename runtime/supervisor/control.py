@@ -22,7 +22,7 @@ def request(run_dir: str | Path, command: str, timeout_s: float = 3.0, args: dic
     try:
         sock = client.connect(zmq.REQ, client.internal(endpoint))
         sock.send(protocol.encode("control", command=command, args=args or {}))
-        if not sock.poll(timeout_s * 1000):
+        if not sock.poll(int(timeout_s * 1000)):
             raise DaemonUnreachable(f"the daemon in {run_dir} did not answer within {timeout_s:g} s")
         reply = protocol.decode(sock.recv(), accept=frozenset({"control_reply"}))
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from runtime import __version__, logs, rundir
-from runtime.errors import DaemonError, ExitCode
+from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ROLES
 from runtime.supervisor.role_processes import Launcher, RoleHandle
@@ -99,7 +99,7 @@ class Daemon:
             raise DaemonError(f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir")
         prepare_run_dir(self.run_dir)
         # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
-        self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")
+        self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -157,8 +157,8 @@ class Daemon:
         now = time.monotonic()
         settings = self.config["daemon"]
         for role in self.roles.values():
-            if role.process is not None and role.process.poll() is not None:
-                code = role.process.returncode
+            code = role.process.poll() if role.process is not None else None
+            if role.process is not None and code is not None:
                 uptime = now - role.started_at
                 reason = rundir.take_role_exit(self.run_dir, role.name, role.process.pid) or _describe_exit(code)
                 role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
@@ -209,7 +209,7 @@ class Daemon:
                 return
             try:
                 message = protocol.decode(data, self.transport.socket_limit(), accept=frozenset({"stats"}))
-            except protocol.ProtocolError as exc:
+            except ProtocolError as exc:
                 self.log.warning("stats_rejected", error=exc.message)
                 continue
             role = self.roles.get(message["role"])
@@ -222,7 +222,7 @@ class Daemon:
     def _answer_control(self) -> None:
         try:
             request = protocol.decode(self.control.recv(), self.transport.socket_limit(), accept=frozenset({"control"}))
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self.control.send(protocol.encode("control_reply", ok=False, message=exc.message))
             return
         command = request["command"]

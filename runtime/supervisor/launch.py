@@ -3,6 +3,7 @@ benchmarks and the tests, which each want a private daemon on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from runtime import rundir
 from runtime.errors import DaemonError, DaemonUnreachable
@@ -107,10 +109,8 @@ class ChildDaemon:
         Then no process it ever reported may be left: those still alive after ``timeout_s`` more
         are killed, by pid."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(DaemonError):
                 self.status(timeout_s=1.0)  # learn the current role pids once more
-            except DaemonError:
-                pass
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout_s)
@@ -125,7 +125,7 @@ class ChildDaemon:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.process.returncode
 
-    def __enter__(self) -> "ChildDaemon":
+    def __enter__(self) -> ChildDaemon:
         return self
 
     def __exit__(self, *exc: Any) -> None:

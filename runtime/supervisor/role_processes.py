@@ -38,8 +38,10 @@ class ForkedRole:
     """A role forked from the fork server, behind the same interface as subprocess.Popen."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        if process.pid is None:
+            raise RuntimeError("a ForkedRole wraps a started process")
         self.process = process
-        self.pid = process.pid
+        self.pid: int = process.pid
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -53,9 +55,10 @@ class ForkedRole:
 
     def wait(self, timeout: float | None = None) -> int:
         self.process.join(timeout)
-        if self.poll() is None:
+        code = self.poll()
+        if code is None:
             raise subprocess.TimeoutExpired(f"role pid {self.pid}", timeout or 0)
-        return self.returncode
+        return code
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

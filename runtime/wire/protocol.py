@@ -208,7 +208,8 @@ def encode(kind: str, **fields: Any) -> bytes:
         if field.type == ARRAY and value is not None:
             value = encode_array(value)
         body[field.name] = value
-    return msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
 
 
 _TYPE_CHECKS = {
@@ -245,7 +246,7 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
                             f"protocol version {version!r} is not supported; this runtime speaks {PROTOCOL_VERSION}", seq)
     kind = body.get("kind")
     spec = KINDS.get(kind) if isinstance(kind, str) else None
-    if spec is None or (accept is not None and kind not in accept):
+    if spec is None or (accept is not None and spec.name not in accept):
         raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind!r}", seq)
     fields: dict[str, Any] = {}
     for field in spec.fields:
@@ -260,8 +261,8 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
         if not _TYPE_CHECKS[field.type](value):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field {field.name!r} must be {field.type}", seq)
         fields[field.name] = decode_array(value, field.name, seq) if field.type == ARRAY else value
-    return Message(kind, fields)
+    return Message(spec.name, fields)
 
 
-def error_message(code: ErrorCode, message: str, seq: int | None = None) -> bytes:
+def error_message(code: int, message: str, seq: int | None = None) -> bytes:
     return encode("error", code=int(code), message=message, seq=seq)

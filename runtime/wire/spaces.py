@@ -6,26 +6,36 @@ or ``{"type": "discrete", "n": <uint>}``. Low and high travel as protocol arrays
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from runtime.errors import ConfigError
-from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, ProtocolError, array_nbytes, decode_array, encode_array
+from runtime.errors import ConfigError, ProtocolError
+from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, array_nbytes, decode_array, encode_array
+
+#: Any Gymnasium space; only Box and Discrete travel on the wire, and the helpers below refuse others.
+Space = spaces.Space[Any]
 
 
-def to_wire(space: spaces.Space) -> dict[str, Any]:
+def box(space: Space) -> spaces.Box:
+    """``space`` as a Box; a TypeError names any space other than Box or Discrete."""
+    if isinstance(space, spaces.Box):
+        return space
+    raise TypeError(f"space {space} is not supported here; use Box or Discrete")
+
+
+def to_wire(space: Space) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete):
         return {"type": "discrete", "n": int(space.n)}
-    if isinstance(space, spaces.Box):
-        return {"type": "box", "shape": list(space.shape), "dtype": space.dtype.name,
-                "low": encode_array(space.low), "high": encode_array(space.high)}
-    raise TypeError(f"space {space} is not supported; use Box or Discrete")
+    space = box(space)
+    return {"type": "box", "shape": list(space.shape), "dtype": space.dtype.name,
+            "low": encode_array(space.low), "high": encode_array(space.high)}
 
 
-def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | None = None) -> spaces.Space:
+def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | None = None) -> Space:
     """Build a Gymnasium space from its wire form (or the same form written in TOML with plain lists).
 
     Raises ValueError for a bad description. ``max_elements`` bounds a box's size, so that a peer's
@@ -41,19 +51,19 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
         shape = data.get("shape")
         if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d > 0 for d in shape):
             raise ValueError(f"{what}: box space needs a shape of positive integers")
-        if max_elements is not None and array_nbytes(shape, 1, max_elements) > max_elements:
+        if max_elements is not None and array_nbytes(list(shape), 1, max_elements) > max_elements:
             raise ValueError(f"{what}: box space has more than {max_elements} elements")
         dtype_name = data.get("dtype", "float32")
         if dtype_name not in ARRAY_DTYPES:
             raise ValueError(f"{what}: dtype {dtype_name!r} is not one of {', '.join(ARRAY_DTYPES)}")
         dtype = np.dtype(dtype_name)
-        low, high = (_bound(data.get(name, default), shape, dtype, what)
+        low, high = (_bound(data.get(name, default), list(shape), dtype, what)
                      for name, default in (("low", -np.inf), ("high", np.inf)))
         return spaces.Box(low=low, high=high, shape=tuple(shape), dtype=dtype)
     raise ValueError(f"{what}: unknown space type {kind!r}; expected 'box' or 'discrete'")
 
 
-def _bound(value: Any, shape: list[int], dtype: np.dtype, what: str) -> np.ndarray:
+def _bound(value: Any, shape: list[int], dtype: np.dtype[Any], what: str) -> np.ndarray[Any, Any]:
     if isinstance(value, dict):
         value = decode_array(value, what)
     try:
@@ -62,7 +72,7 @@ def _bound(value: Any, shape: list[int], dtype: np.dtype, what: str) -> np.ndarr
         raise ValueError(f"{what}: bound out of range for {dtype.name}: {exc}") from None
 
 
-def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[spaces.Space, spaces.Space]:
+def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[Space, Space]:
     """The agent's observation and action spaces: each explicit one if configured, else the env's.
 
     Raises ConfigError naming the key for an unknown env or a malformed space.
@@ -84,27 +94,27 @@ def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[spaces.Space, spaces.
     return explicit["observation_space"], explicit["action_space"]
 
 
-def same_space(a: spaces.Space, b: spaces.Space) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, spaces.Discrete):
-        return a.n == b.n
-    return (a.shape == b.shape and a.dtype == b.dtype
-            and np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high))
+def same_space(a: Space, b: Space) -> bool:
+    if isinstance(a, spaces.Discrete) or isinstance(b, spaces.Discrete):
+        return isinstance(a, spaces.Discrete) and isinstance(b, spaces.Discrete) and int(a.n) == int(b.n)
+    a, b = box(a), box(b)
+    return bool(a.shape == b.shape and a.dtype == b.dtype
+                and np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high))
 
 
-def describe(space: spaces.Space) -> str:
+def describe(space: Space) -> str:
     if isinstance(space, spaces.Discrete):
         return f"discrete(n={space.n})"
+    space = box(space)
     return f"box(shape={list(space.shape)}, dtype={space.dtype.name})"
 
 
-def check_observation(obs: np.ndarray, space: spaces.Space, seq: int | None) -> np.ndarray:
+def check_observation(obs: np.ndarray[Any, Any], space: Space, seq: int | None) -> np.ndarray[Any, Any]:
     """Validate an observation against the agent's space; raise the ProtocolError to send back."""
-    expected_shape = space.shape if isinstance(space, spaces.Box) else ()
+    expected_shape = box(space).shape if not isinstance(space, spaces.Discrete) else ()
     if tuple(obs.shape) != tuple(expected_shape):
         raise ProtocolError(ErrorCode.WRONG_SHAPE, f"observation shape {list(obs.shape)}, expected {list(expected_shape)}", seq)
-    expected_dtype = space.dtype
+    expected_dtype = np.dtype(space.dtype)
     if obs.dtype != expected_dtype:
         raise ProtocolError(ErrorCode.WRONG_DTYPE, f"observation dtype {obs.dtype.name}, expected {expected_dtype.name}", seq)
     if obs.dtype.kind == "f" and not np.isfinite(obs).all():
@@ -112,16 +122,18 @@ def check_observation(obs: np.ndarray, space: spaces.Space, seq: int | None) -> 
     return obs
 
 
-def output_size(action_space: spaces.Space) -> int:
+def output_size(action_space: Space) -> int:
     """Width of a policy's output: logits for a discrete space, one value per dimension for a box."""
     if isinstance(action_space, spaces.Discrete):
         return int(action_space.n)
-    return int(np.prod(action_space.shape))
+    return int(np.prod(box(action_space).shape))
 
 
-def actions_from_outputs(outputs: np.ndarray, action_space: spaces.Space) -> np.ndarray:
+def actions_from_outputs(outputs: np.ndarray[Any, Any], action_space: Space) -> np.ndarray[Any, Any]:
     """Turn a batch of policy outputs (B, output_size) into a batch of actions."""
     if isinstance(action_space, spaces.Discrete):
-        return outputs.argmax(axis=1).astype(np.int64)
-    actions = outputs.reshape((outputs.shape[0],) + action_space.shape).astype(action_space.dtype)
-    return np.clip(actions, action_space.low, action_space.high)
+        indices: np.ndarray[Any, Any] = outputs.argmax(axis=1).astype(np.int64)
+        return indices
+    action_box = box(action_space)
+    actions = outputs.reshape((outputs.shape[0], *action_box.shape)).astype(action_box.dtype)
+    return np.clip(actions, action_box.low, action_box.high)

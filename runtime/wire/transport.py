@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -41,6 +42,10 @@ def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
     return f"ipc://{path}"
 
 
+#: A socket made here (pyzmq's Socket is generic in what ``recv`` returns; these exchange bytes).
+Socket = zmq.Socket[Any]
+
+
 class Transport:
     """Creates sockets with the runtime's limits: bounded linger, maximum message size, high-water marks."""
 
@@ -49,12 +54,12 @@ class Transport:
         self.context = zmq.Context()
         self.max_message_bytes = max_message_bytes
         self.linger_ms = linger_ms
-        self._sockets: list[zmq.Socket] = []
+        self._sockets: list[Socket] = []
 
     def socket_limit(self) -> int:
         return protocol.socket_cap(self.max_message_bytes)
 
-    def _make(self, socket_type: int, hwm: int) -> zmq.Socket:
+    def _make(self, socket_type: int, hwm: int) -> Socket:
         sock = self.context.socket(socket_type)
         sock.setsockopt(zmq.LINGER, self.linger_ms)
         sock.setsockopt(zmq.MAXMSGSIZE, self.socket_limit())
@@ -63,17 +68,17 @@ class Transport:
         self._sockets.append(sock)
         return sock
 
-    def bind(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> zmq.Socket:
+    def bind(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> Socket:
         sock = self._make(socket_type, hwm)
         sock.bind(endpoint)
         return sock
 
-    def connect(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> zmq.Socket:
+    def connect(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> Socket:
         sock = self._make(socket_type, hwm)
         sock.connect(endpoint)
         return sock
 
-    def monitor(self, sock: zmq.Socket, events: int) -> zmq.Socket:
+    def monitor(self, sock: Socket, events: int) -> Socket:
         """A PAIR socket receiving ``sock``'s transport events (closed with the others)."""
         monitor = sock.get_monitor_socket(events)
         monitor.setsockopt(zmq.LINGER, 0)

@@ -31,7 +31,7 @@ def layer_of(module: str) -> str | None:
         return "plugin"
     if module == "runtime.config":
         return "config"
-    if module == "runtime.__main__":
+    if module in ("runtime.__main__", "runtime.testing"):
         return "cli"
     parts = module.split(".")
     if parts[0] == "plugins":

@@ -7,11 +7,10 @@ import os
 import signal
 
 import pytest
-from conftest import agentrt, start_daemon
-from plugin_fixtures import make_distribution
 
 from runtime import config
 from runtime.processes import process_alive as alive
+from runtime.testing import agentrt, make_distribution, start_daemon
 
 
 def test_every_key_has_a_default_and_defaults_validate():

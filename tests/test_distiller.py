@@ -10,11 +10,10 @@ import threading
 
 import gymnasium
 import numpy as np
-from conftest import start_daemon
-from plugin_fixtures import make_distribution
 
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
+from runtime.testing import make_distribution, start_daemon
 
 FAST = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
 

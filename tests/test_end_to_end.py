@@ -9,12 +9,12 @@ import threading
 
 import gymnasium
 import numpy as np
-from conftest import start_daemon
 
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
 from runtime.processes import process_alive as alive
 from runtime.processes import wait_for_exit
+from runtime.testing import start_daemon
 from runtime.wire.transport import socket_dir
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
-from conftest import start_daemon
 
 from runtime import config
 from runtime.learn.checkpoints import load_safetensors
@@ -23,6 +22,7 @@ from runtime.learn.recipes import pendulum as recipe
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
 from runtime.plugin import pluginmanager
+from runtime.testing import start_daemon
 from runtime.wire.spaces import actions_from_outputs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pendulum.toml"

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import gymnasium
 import pytest
-from conftest import agentrt, start_daemon
 
 from runtime.learn.checkpoints import CheckpointStore
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
+from runtime.testing import agentrt, start_daemon
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "plugin-template"
 DISTRIBUTION = "agentrt-plugin-template"

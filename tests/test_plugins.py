@@ -10,12 +10,11 @@ import gymnasium
 import numpy as np
 import pytest
 import structlog.testing
-from conftest import agentrt, start_daemon
-from plugin_fixtures import make_distribution
 
 from runtime import config, hookimpl, hookspecs
 from runtime.peer import Peer, PeerError
 from runtime.plugin import pluginmanager
+from runtime.testing import agentrt, make_distribution, start_daemon
 from runtime.wire.protocol import ErrorCode
 
 EXTRA_STUDENT = """

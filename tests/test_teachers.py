@@ -10,11 +10,11 @@ import sys
 import gymnasium
 import numpy as np
 import pytest
-from conftest import start_daemon
 
 from runtime import config
 from runtime.peer.gym import run_gym_peers
 from runtime.plugin import pluginmanager
+from runtime.testing import start_daemon
 
 CARTPOLE = gymnasium.make("CartPole-v1")
 

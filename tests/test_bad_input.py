@@ -7,6 +7,7 @@ the same gateway process (no crash, no restart). All tests share one daemon.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import time
@@ -30,8 +31,8 @@ SPACES = {"observation_space": spaces.to_wire(ENV.observation_space), "action_sp
 GOOD_OBS = np.array([0.01, -0.02, 0.03, -0.04], dtype=np.float32)
 LIMIT = protocol.DEFAULT_MAX_MESSAGE_BYTES  # the daemon runs with the default
 SOCKET_CAP = 2 * LIMIT + 4096  # runtime.transport.Transport.socket_limit()
-REPLY_S = 3.0  # generous: a reply normally takes milliseconds
-STATS_S = 5.0  # stats arrive every 0.1 s
+REPLY_S = 30.0  # generous: a reply normally takes milliseconds
+STATS_S = 60.0  # stats arrive every 0.1 s
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -159,6 +160,9 @@ CASES = {
                            ErrorCode.INVALID_FIELD, None, attached=False),
     "oversized": Case(lambda: [padded_observation(22, (LIMIT + SOCKET_CAP) // 2)], ErrorCode.MESSAGE_TOO_LARGE, None),
     "multi-frame": Case(lambda: [observation(23), observation(23)], ErrorCode.MALFORMED_MESSAGE, None),
+    "megabyte-kind": Case(lambda: [packed(kind="k" * (2**20 - 100), seq=24)], ErrorCode.UNKNOWN_KIND, 24),
+    "long-peer-name": Case(lambda: [protocol.encode("hello", peer_name="n" * 500_000, **SPACES)],
+                           ErrorCode.INVALID_FIELD, None, attached=False),
 }
 
 
@@ -170,12 +174,36 @@ def test_bad_message_is_refused_counted_and_survived(shared_daemon, case):
             assert attach(sock)["max_message_bytes"] == LIMIT
         reply = exchange(sock, case.frames())
         assert reply.kind == "error", reply
+        assert len(reply["message"]) <= 2 * protocol.QUOTE_CHARS + 200, "an error text quotes a bounded excerpt"
         assert (ErrorCode(reply["code"]), reply["seq"]) == (case.code, case.seq), reply["message"]
         if case.attached:  # the refusal was the only reply, and the session is still open
             follow_up = exchange(sock, [observation(100)])
             assert (follow_up.kind, follow_up.get("seq")) == ("action", 100), follow_up
     wait_for_error_count(shared_daemon, case.code, before)
     assert_serving(shared_daemon, before)
+
+
+def test_a_flood_of_refusals_keeps_replies_and_log_lines_small(run_dir):
+    # A daemon of its own: its log is read whole. Refusals log at most one warning per code and second.
+    from runtime.testing import start_daemon
+
+    daemon = start_daemon(run_dir=run_dir)
+    try:
+        before = daemon.status()
+        flood = 200
+        with dealer(daemon.endpoint) as sock:
+            for seq in range(flood):
+                reply = exchange(sock, [packed(kind="k" * (2**20 - 100), seq=seq)])
+                assert reply["code"] == ErrorCode.UNKNOWN_KIND and len(msgpack.packb(reply.fields)) < 4096
+        wait_for_counts(daemon, "UNKNOWN_KIND", lambda s: error_counts(s)["UNKNOWN_KIND"] >= flood)
+        assert_serving(daemon, before)
+        lines = daemon.log().splitlines()
+        assert max(len(line) for line in lines) < 4096
+        warnings = [json.loads(line) for line in lines if '"messages_rejected"' in line]
+        assert warnings and all(w["error"] == "UNKNOWN_KIND" for w in warnings)
+        assert len(warnings) < flood and sum(w["count"] for w in warnings) <= flood
+    finally:
+        daemon.stop()
 
 
 # --- refusals without a reply ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
@@ -25,6 +26,8 @@ from runtime.wire.spaces import agent_spaces
 
 # A drain loop handles at most this many messages from one socket before the others get a turn.
 DRAIN_LIMIT = 256
+# Refusals of one error code are logged at warning at most this often (each one at debug).
+REFUSAL_LOG_INTERVAL_S = 1.0
 
 
 
@@ -58,6 +61,7 @@ class Role:
                                              config["protocol"]["max_message_bytes"], daemon["socket_linger_ms"])
         self.max_message_bytes = config["protocol"]["max_message_bytes"]
         self.counters: Counter[str] = Counter()
+        self._refusal_lines: dict[str, tuple[float, int]] = {}  # error code -> (last warning, refusals since)
         self.gauges: dict[str, Any] = {}
         self.poller = zmq.Poller()
         self.handlers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
@@ -85,9 +89,18 @@ class Role:
         self.handlers[sock] = handler
 
     def count_error(self, code: int, **context: Any) -> None:
+        """Count a refusal. Each is logged at debug; at warning, one line per code and second at most,
+        with the count since the last one, so that a peer sending garbage cannot fill the disk."""
         name = ErrorCode(code).name
         self.counters[f"errors.{name}"] += 1
-        self.log.warning("message_rejected", code=int(code), error=name, **context)
+        self.log.debug("message_rejected", code=int(code), error=name, **context)
+        now = time.monotonic()
+        last_line, since = self._refusal_lines.get(name, (-math.inf, 0))
+        if now - last_line >= REFUSAL_LOG_INTERVAL_S:
+            self.log.warning("messages_rejected", code=int(code), error=name, count=since + 1, **context)
+            self._refusal_lines[name] = (now, 0)
+        else:
+            self._refusal_lines[name] = (last_line, since + 1)
 
     def decode(self, data: bytes, kinds: frozenset[str]) -> Message | None:
         """Decode an internal message; one that does not decode is counted and dropped (never fatal)."""

@@ -95,9 +95,14 @@ class Gateway(Role):
             self.detach(route, "bye")
         elif message.kind == "error":
             self.counters["peer_reported_errors"] += 1
-            self.log.warning("peer_reported_error", peer_id=session.peer_id, code=message["code"], detail=message["message"])
+            self.log.warning("peer_reported_error", peer_id=session.peer_id, code=message["code"],
+                             detail=protocol.quote(message["message"]))
 
     def on_hello(self, route: bytes, message: protocol.Message) -> None:
+        peer_name = message.get("peer_name", "")
+        if len(peer_name) > protocol.MAX_PEER_NAME_CHARS:
+            raise ProtocolError(ErrorCode.INVALID_FIELD,
+                                f"hello: peer_name has {len(peer_name)} characters; at most {protocol.MAX_PEER_NAME_CHARS}")
         try:
             observation_space = spaces.from_wire(message["observation_space"], "observation_space", self.max_message_bytes)
             action_space = spaces.from_wire(message["action_space"], "action_space", self.max_message_bytes)
@@ -110,7 +115,7 @@ class Gateway(Role):
                                     f"{what} space {spaces.describe(theirs)} does not match the agent's {spaces.describe(ours)}")
         if route in self.sessions:
             self.detach(route, "rehello")
-        session = Session(f"peer-{next(self.peer_numbers)}-{uuid.uuid4().hex[:8]}", message.get("peer_name", ""), time.monotonic())
+        session = Session(f"peer-{next(self.peer_numbers)}-{uuid.uuid4().hex[:8]}", peer_name, time.monotonic())
         self.sessions[route] = session
         self.gauges["peers_connected"] = len(self.sessions)
         self.counters["peers_attached"] += 1
@@ -127,7 +132,7 @@ class Gateway(Role):
         obs = spaces.check_observation(message["obs"], self.observation_space, seq)
         policy = message.get("policy", "auto")
         if policy not in POLICIES:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"observation: policy {policy!r} is not one of auto, student, teacher", seq)
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"observation: policy {protocol.quote(policy)} is not one of auto, student, teacher", seq)
         episode_start = bool(message.get("episode_start")) or session.observed == 0
         observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
         if not self.send(self.to_perception, observed, "observation"):

@@ -31,6 +31,22 @@ ARRAY_DTYPES = (
 )
 
 
+#: A hello's ``peer_name`` is at most this many characters (it goes into logs and status).
+MAX_PEER_NAME_CHARS = 256
+#: An error text quotes at most this many characters of an offending value: replies and log lines
+#: stay a few KiB whatever a peer sends.
+QUOTE_CHARS = 200
+_quoting = reprlib.Repr()
+_quoting.maxstring = _quoting.maxother = QUOTE_CHARS
+_quoting.maxlist = _quoting.maxtuple = _quoting.maxdict = _quoting.maxset = 16
+_quoting.maxlevel = 3
+
+
+def quote(value: object) -> str:
+    """``repr(value)``, shortened (with ``...``) to about QUOTE_CHARS characters, for error texts."""
+    return _quoting.repr(value)
+
+
 class ErrorCode(enum.IntEnum):
     """Error codes carried by ``error`` messages. 1xx: envelope, 2xx: session, 3xx: data, 5xx: runtime."""
 
@@ -162,7 +178,7 @@ def decode_array(value: Any, field: str = "array", seq: int | None = None) -> np
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: expected an array map", seq)
     dtype, shape, data = value.get("dtype"), value.get("shape"), value.get("data")
     if dtype not in ARRAY_DTYPES:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: dtype {dtype!r} is not one of {', '.join(ARRAY_DTYPES)}", seq)
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: dtype {quote(dtype)} is not one of {', '.join(ARRAY_DTYPES)}", seq)
     # type() rather than isinstance(): msgpack true/false decode to bool, which is an int subclass.
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape must be a list of non-negative integers", seq)
@@ -243,11 +259,11 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
     version = body.get("v")
     if not _TYPE_CHECKS[UINT](version) or version != PROTOCOL_VERSION:  # 1.0 == True == 1 in Python
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
-                            f"protocol version {version!r} is not supported; this runtime speaks {PROTOCOL_VERSION}", seq)
+                            f"protocol version {quote(version)} is not supported; this runtime speaks {PROTOCOL_VERSION}", seq)
     kind = body.get("kind")
     spec = KINDS.get(kind) if isinstance(kind, str) else None
     if spec is None or (accept is not None and spec.name not in accept):
-        raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind!r}", seq)
+        raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {quote(kind)}", seq)
     fields: dict[str, Any] = {}
     for field in spec.fields:
         if field.name not in body:

@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from runtime.errors import ConfigError, ProtocolError
-from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, array_nbytes, decode_array, encode_array
+from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, array_nbytes, decode_array, encode_array, quote
 
 #: Any Gymnasium space; only Box and Discrete travel on the wire, and the helpers below refuse others.
 Space = spaces.Space[Any]
@@ -55,12 +55,12 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
             raise ValueError(f"{what}: box space has more than {max_elements} elements")
         dtype_name = data.get("dtype", "float32")
         if dtype_name not in ARRAY_DTYPES:
-            raise ValueError(f"{what}: dtype {dtype_name!r} is not one of {', '.join(ARRAY_DTYPES)}")
+            raise ValueError(f"{what}: dtype {quote(dtype_name)} is not one of {', '.join(ARRAY_DTYPES)}")
         dtype = np.dtype(dtype_name)
         low, high = (_bound(data.get(name, default), list(shape), dtype, what)
                      for name, default in (("low", -np.inf), ("high", np.inf)))
         return spaces.Box(low=low, high=high, shape=tuple(shape), dtype=dtype)
-    raise ValueError(f"{what}: unknown space type {kind!r}; expected 'box' or 'discrete'")
+    raise ValueError(f"{what}: unknown space type {quote(kind)}; expected 'box' or 'discrete'")
 
 
 def _bound(value: Any, shape: list[int], dtype: np.dtype[Any], what: str) -> np.ndarray[Any, Any]:

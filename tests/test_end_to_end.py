@@ -14,7 +14,8 @@ from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
 from runtime.processes import process_alive as alive
 from runtime.processes import wait_for_exit
-from runtime.testing import start_daemon
+from runtime.supervisor.daemon import SAME_EXITS_TO_FAIL
+from runtime.testing import agentrt, make_distribution, start_daemon
 from runtime.wire.transport import socket_dir
 
 
@@ -129,3 +130,46 @@ def test_perception_and_execution_do_not_load_torch(shared_daemon):
     assert roles["execution"]["gauges"]["torch_loaded"] is False
     assert roles["gateway"]["gauges"]["torch_loaded"] is False
     assert roles["decision"]["gauges"]["torch_loaded"] is True
+
+
+CRASHING_ROLE = """
+    import os
+    from runtime import hookimpl
+
+    @hookimpl
+    def agentrt_role_started(role, config):
+        if role == os.environ["CRASH_ROLE"]:
+            os._exit(3)  # right after start-up, every time: a crash loop
+"""
+
+
+def test_a_role_that_keeps_failing_the_same_way_is_failed_not_restarted_forever(tmp_path):
+    site = make_distribution(tmp_path, "crasher", {"crasher": CRASHING_ROLE}, {"crasher": "crasher"})
+    env = {"PYTHONPATH": str(site), "CRASH_ROLE": "teacher", "AGENTRT_DAEMON_RESTART_BACKOFF_S": "0.05"}
+    running = start_daemon(env=env, wait=False)
+    try:
+        status = running.wait_until(lambda s: s["roles"]["teacher"]["state"] == "failed", timeout=120,
+                                    what="the teacher marked failed")
+        teacher = status["roles"]["teacher"]
+        assert teacher["restarts"] == SAME_EXITS_TO_FAIL - 1 and teacher["last_exit_code"] == 3
+        assert teacher["last_exit_reason"] == "exited with code 3 without a reason (see the log)"
+        # Not essential: the daemon keeps serving, with the student alone.
+        running.wait_until(lambda s: all(r["state"] == "running" for n, r in s["roles"].items() if n != "teacher"),
+                           what="the other roles running")
+        env_ = gymnasium.make("CartPole-v1")
+        with Peer(running.endpoint, env_.observation_space, env_.action_space, timeout_s=30) as peer:
+            assert peer.act(np.zeros(4, dtype=np.float32), policy="student").decided_by == "student"
+        assert running.status()["roles"]["teacher"]["restarts"] == SAME_EXITS_TO_FAIL - 1  # no further restarts
+        assert '"role_failed"' in running.log()
+    finally:
+        running.stop()
+
+
+def test_an_essential_role_that_keeps_failing_stops_the_daemon_with_its_reason(tmp_path, run_dir):
+    site = make_distribution(tmp_path, "crasher", {"crasher": CRASHING_ROLE}, {"crasher": "crasher"})
+    env = {"PYTHONPATH": str(site), "CRASH_ROLE": "execution", "AGENTRT_DAEMON_RESTART_BACKOFF_S": "0.05"}
+    result = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*",
+                     env=env, timeout=300)
+    assert result.returncode == 78, result.stderr
+    assert f"execution exited {SAME_EXITS_TO_FAIL} times in a row with code 3" in result.stderr
+    assert not (run_dir / "daemon.pid").exists()

@@ -82,6 +82,12 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
         except DaemonError:
             time.sleep(0.1)
             continue
+        failed = {name: role for name, role in status["roles"].items() if role["state"] == "failed"}
+        if failed:
+            for name, role in failed.items():
+                print(f"agentrt up: {name} failed (exit {role['last_exit_code']}: {role['last_exit_reason']}); "
+                      f"the daemon (pid {process.pid}) serves without it", file=sys.stderr)
+            return ExitCode.CONFIG
         if all(role["state"] == "running" for role in status["roles"].values()):
             print(json.dumps({"pid": process.pid, "run_dir": str(run_dir), "log": str(log_path),
                               "peer_endpoint": status["daemon"]["peer_endpoint"]}))

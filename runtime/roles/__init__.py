@@ -11,3 +11,6 @@ ROLE_MODULES = {
 
 #: Start order: consumers before producers, so early messages find their reader bound.
 ROLES = ("teacher", "distillation", "execution", "decision", "perception", "gateway")
+#: Without one of these no peer gets an action; without the teacher or the distiller the student
+#: still serves (it stops learning), so a daemon whose teacher keeps failing keeps serving.
+ESSENTIAL_ROLES = frozenset({"gateway", "perception", "decision", "execution"})

@@ -19,9 +19,14 @@ import zmq
 from runtime import __version__, logs, rundir
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
-from runtime.roles import ROLES
+from runtime.roles import ESSENTIAL_ROLES, ROLES
 from runtime.supervisor.role_processes import Launcher, RoleHandle
 from runtime.wire import protocol, transport
+
+
+#: A role that exits this many times in a row with the same code and reason, each time before
+#: ``daemon.restart_reset_s`` of uptime, is failed: no more restarts (and the daemon stops if it is essential).
+SAME_EXITS_TO_FAIL = 5
 
 
 @dataclass
@@ -37,12 +42,16 @@ class RoleProcess:
     reported_pid: int | None = None
     last_exit_code: int | None = None
     last_exit_reason: str | None = None
+    same_exits: int = 0  # consecutive exits with the same code and reason, each soon after its start
+    failed: bool = False  # given up on: it failed the same way SAME_EXITS_TO_FAIL times in a row
     counters: dict[str, int] = field(default_factory=dict)
     carried: Counter = field(default_factory=Counter)  # counters of earlier incarnations
     gauges: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
+        if self.failed:
+            return "failed"
         if self.process is None:
             return "backoff" if self.restart_at is not None else "stopped"
         if self.process.poll() is not None:
@@ -161,6 +170,8 @@ class Daemon:
             if role.process is not None and code is not None:
                 uptime = now - role.started_at
                 reason = rundir.take_role_exit(self.run_dir, role.name, role.process.pid) or _describe_exit(code)
+                same = (code, rundir.one_line(reason)) == (role.last_exit_code, role.last_exit_reason)
+                role.same_exits = role.same_exits + 1 if same and uptime < settings["restart_reset_s"] else 1
                 role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
                 if code == ExitCode.CONFIG:
                     self.log.error("role_misconfigured", child=role.name, error=reason)
@@ -177,9 +188,24 @@ class Daemon:
                 role.process = None
                 self.log.error("role_exited", child=role.name, exit_code=code, reason=role.last_exit_reason,
                                uptime_s=round(uptime, 2), restart_in_s=round(role.backoff, 3))
+                if role.same_exits >= SAME_EXITS_TO_FAIL:
+                    self._give_up(role)
+                    if self.stopping:
+                        return
             if role.process is None and role.restart_at is not None and now >= role.restart_at:
                 role.restarts += 1
                 self._spawn(role)
+
+    def _give_up(self, role: RoleProcess) -> None:
+        """A role that keeps failing the same way is not restarted again: another try would fail too."""
+        role.failed, role.restart_at = True, None
+        why = f"{role.name} exited {role.same_exits} times in a row with code {role.last_exit_code}: {role.last_exit_reason}"
+        if role.name in ESSENTIAL_ROLES:
+            self.log.error("role_failed", child=role.name, essential=True, reason=why)
+            self.exit_code, self.exit_reason, self.stopping = ExitCode.CONFIG, why, True
+        else:
+            self.log.error("role_failed", child=role.name, essential=False, reason=why,
+                           hint="the student keeps serving; fix the cause and restart the daemon")
 
     def _stop_roles(self) -> None:
         alive = [r.process for r in self.roles.values() if r.process is not None and r.process.poll() is None]

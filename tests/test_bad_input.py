@@ -160,6 +160,8 @@ CASES = {
                            ErrorCode.INVALID_FIELD, None, attached=False),
     "oversized": Case(lambda: [padded_observation(22, (LIMIT + SOCKET_CAP) // 2)], ErrorCode.MESSAGE_TOO_LARGE, None),
     "multi-frame": Case(lambda: [observation(23), observation(23)], ErrorCode.MALFORMED_MESSAGE, None),
+    "discrete-start-mismatch": Case(lambda: [hello_with(action_space={"type": "discrete", "n": 2, "start": 1})],
+                                    ErrorCode.SPACE_MISMATCH, None, attached=False),
     "megabyte-kind": Case(lambda: [packed(kind="k" * (2**20 - 100), seq=24)], ErrorCode.UNKNOWN_KIND, 24),
     "long-peer-name": Case(lambda: [protocol.encode("hello", peer_name="n" * 500_000, **SPACES)],
                            ErrorCode.INVALID_FIELD, None, attached=False),

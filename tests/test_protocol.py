@@ -341,6 +341,22 @@ def test_spaces_from_a_hand_built_hello_match_gymnasium():
     assert spaces.same_space(spaces.from_wire(plain), env_space)
 
 
+def test_discrete_start_travels_and_must_match():
+    from gymnasium.spaces import Discrete
+
+    from runtime.wire import spaces
+
+    shifted = Discrete(3, start=1)
+    assert spaces.to_wire(shifted) == {"type": "discrete", "n": 3, "start": 1}
+    assert spaces.to_wire(Discrete(3)) == {"type": "discrete", "n": 3}  # as every earlier peer sends it
+    assert spaces.same_space(spaces.from_wire(spaces.to_wire(shifted)), shifted)
+    assert not spaces.same_space(shifted, Discrete(3))  # off by one is a mismatch, not silence
+    assert spaces.describe(shifted) == "discrete(n=3, start=1)"
+    assert spaces.actions_from_outputs(np.array([[0.0, 5.0, 1.0]]), shifted).tolist() == [2]
+    with pytest.raises(ValueError, match="start"):
+        spaces.from_wire({"type": "discrete", "n": 3, "start": 2**63 - 2})
+
+
 # --- docs/protocol.md stays in step with the code --------------------------------------------------
 
 

@@ -29,7 +29,8 @@ def box(space: Space) -> spaces.Box:
 
 def to_wire(space: Space) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete):
-        return {"type": "discrete", "n": int(space.n)}
+        # `start` only when it is not 0: the form every peer written before it existed still matches.
+        return {"type": "discrete", "n": int(space.n), **({"start": int(space.start)} if space.start else {})}
     space = box(space)
     return {"type": "box", "shape": list(space.shape), "dtype": space.dtype.name,
             "low": encode_array(space.low), "high": encode_array(space.high)}
@@ -43,10 +44,12 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
     """
     kind = data.get("type")
     if kind == "discrete":
-        n = data.get("n")
+        n, start = data.get("n"), data.get("start", 0)
         if type(n) is not int or not 1 <= n <= np.iinfo(np.int64).max:
             raise ValueError(f"{what}: discrete space needs a positive integer n (at most 2**63-1)")
-        return spaces.Discrete(n)
+        if type(start) is not int or not np.iinfo(np.int64).min <= start <= np.iinfo(np.int64).max - n:
+            raise ValueError(f"{what}: discrete space needs an integer start with start + n within int64")
+        return spaces.Discrete(n, start=start)
     if kind == "box":
         shape = data.get("shape")
         if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d > 0 for d in shape):
@@ -96,7 +99,8 @@ def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[Space, Space]:
 
 def same_space(a: Space, b: Space) -> bool:
     if isinstance(a, spaces.Discrete) or isinstance(b, spaces.Discrete):
-        return isinstance(a, spaces.Discrete) and isinstance(b, spaces.Discrete) and int(a.n) == int(b.n)
+        return (isinstance(a, spaces.Discrete) and isinstance(b, spaces.Discrete)
+                and (int(a.n), int(a.start)) == (int(b.n), int(b.start)))
     a, b = box(a), box(b)
     return bool(a.shape == b.shape and a.dtype == b.dtype
                 and np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high))
@@ -104,7 +108,7 @@ def same_space(a: Space, b: Space) -> bool:
 
 def describe(space: Space) -> str:
     if isinstance(space, spaces.Discrete):
-        return f"discrete(n={space.n})"
+        return f"discrete(n={space.n}{f', start={space.start}' if space.start else ''})"
     space = box(space)
     return f"box(shape={list(space.shape)}, dtype={space.dtype.name})"
 
@@ -132,8 +136,8 @@ def output_size(action_space: Space) -> int:
 def actions_from_outputs(outputs: np.ndarray[Any, Any], action_space: Space) -> np.ndarray[Any, Any]:
     """Turn a batch of policy outputs (B, output_size) into a batch of actions."""
     if isinstance(action_space, spaces.Discrete):
-        indices: np.ndarray[Any, Any] = outputs.argmax(axis=1).astype(np.int64)
-        return indices
+        actions: np.ndarray[Any, Any] = outputs.argmax(axis=1).astype(np.int64) + int(action_space.start)
+        return actions
     action_box = box(action_space)
     actions = outputs.reshape((outputs.shape[0], *action_box.shape)).astype(action_box.dtype)
     return np.clip(actions, action_box.low, action_box.high)

@@ -136,7 +136,7 @@ def output_size(action_space: Space) -> int:
 def actions_from_outputs(outputs: np.ndarray[Any, Any], action_space: Space) -> np.ndarray[Any, Any]:
     """Turn a batch of policy outputs (B, output_size) into a batch of actions."""
     if isinstance(action_space, spaces.Discrete):
-        actions: np.ndarray[Any, Any] = outputs.argmax(axis=1).astype(np.int64) + int(action_space.start)
+        actions: np.ndarray[Any, Any] = np.add(outputs.argmax(axis=1), int(action_space.start), dtype=np.int64)
         return actions
     action_box = box(action_space)
     actions = outputs.reshape((outputs.shape[0], *action_box.shape)).astype(action_box.dtype)

@@ -140,4 +140,5 @@ def actions_from_outputs(outputs: np.ndarray[Any, Any], action_space: Space) -> 
         return actions
     action_box = box(action_space)
     actions = outputs.reshape((outputs.shape[0], *action_box.shape)).astype(action_box.dtype)
-    return np.clip(actions, action_box.low, action_box.high)
+    clipped: np.ndarray[Any, Any] = np.clip(actions, action_box.low, action_box.high)
+    return clipped

@@ -9,6 +9,10 @@ import time
 from collections.abc import Iterable
 
 PR_SET_PDEATHSIG = 1
+#: In the environment of every Python process agentrt starts (the daemon, its roles, the fork
+#: server): ``-P``, so the working directory never goes on ``sys.path``. A ``msgpack.py`` in the
+#: directory where ``agentrt up`` runs must not run inside the runtime.
+SAFE_PATH_ENV = {"PYTHONSAFEPATH": "1"}
 
 
 def die_with_parent() -> None:

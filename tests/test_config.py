@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from runtime import config
+from runtime.errors import DaemonError
 from runtime.processes import process_alive as alive
+from runtime.supervisor import control
 from runtime.testing import agentrt, make_distribution, start_daemon
 
 
@@ -170,3 +176,54 @@ def test_one_explicit_space_overrides_only_that_space():
     observation, action = agent_spaces({"env": "CartPole-v1", "action_space": {"type": "discrete", "n": 3},
                                         "observation_space": {}})
     assert action.n == 3 and observation.shape == (4,)
+
+
+POISONED_MODULE = """
+import os, pathlib
+pathlib.Path(os.environ["POISON_MARKER"], f"imported-by-{os.getpid()}").touch()
+raise ImportError("a msgpack.py from the working directory was imported")
+"""
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
+def test_no_code_from_the_working_directory_runs_in_the_runtime(tmp_path, run_dir, detach):
+    # A user starts the daemon in a directory that happens to hold a msgpack.py: no process of the
+    # runtime (daemon, fork server, any role) may import it.
+    workdir, markers = tmp_path / "work", tmp_path / "markers"
+    workdir.mkdir()
+    markers.mkdir()
+    (workdir / "msgpack.py").write_text(POISONED_MODULE)
+    console_script = str(Path(sys.executable).with_name("agentrt"))
+    env = {**os.environ, "POISON_MARKER": str(markers)}
+    command = [console_script, "up", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*"]
+    if detach:
+        started = subprocess.run([*command, "--detach"], cwd=workdir, env=env, capture_output=True, text=True,
+                                 timeout=300)
+        assert started.returncode == 0, started.stderr
+    else:
+        foreground = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+    try:
+        status = json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout or "{}") if detach else \
+            wait_until_running(run_dir, foreground)
+        assert all(role["state"] == "running" for role in status["roles"].values())
+        assert list(markers.iterdir()) == []
+    finally:
+        stopped = subprocess.run([console_script, "down", "--run-dir", str(run_dir)], cwd=workdir, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        if not detach and foreground.poll() is None:
+            foreground.kill()
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def wait_until_running(run_dir: Path, process: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            status = control.request(run_dir, "status", timeout_s=1.0)
+            if all(role["state"] == "running" for role in status["roles"].values()):
+                return status
+        except DaemonError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the daemon did not run all roles (exit code {process.poll()})")

@@ -15,6 +15,7 @@ from typing import Any
 from runtime import config as config_module
 from runtime import rundir
 from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
+from runtime.processes import SAFE_PATH_ENV
 from runtime.supervisor import control
 
 
@@ -62,7 +63,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             command += [flag, value]
     log_path = run_dir / rundir.LOG_FILE
     with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                   start_new_session=True, env={**os.environ, **SAFE_PATH_ENV})
     return _wait_until_serving(process, run_dir, args.wait)
 
 

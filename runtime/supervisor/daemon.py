@@ -23,7 +23,6 @@ from runtime.roles import ESSENTIAL_ROLES, ROLES
 from runtime.supervisor.role_processes import Launcher, RoleHandle
 from runtime.wire import protocol, transport
 
-
 #: A role that exits this many times in a row with the same code and reason, each time before
 #: ``daemon.restart_reset_s`` of uptime, is failed: no more restarts (and the daemon stops if it is essential).
 SAME_EXITS_TO_FAIL = 5

@@ -18,7 +18,7 @@ from typing import Any
 
 from runtime import rundir
 from runtime.errors import DaemonError, DaemonUnreachable
-from runtime.processes import die_with_parent, process_alive, wait_for_exit
+from runtime.processes import SAFE_PATH_ENV, die_with_parent, process_alive, wait_for_exit
 from runtime.supervisor import control
 
 #: The gateway binds a port the OS picks; ``ChildDaemon.endpoint`` reads the bound one back.
@@ -63,7 +63,8 @@ class ChildDaemon:
         with open(self.log_path, "ab") as log:
             # die_with_parent: if whoever started the daemon is killed outright, it still stops its roles.
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                            env={**inherited, **(env or {})}, preexec_fn=die_with_parent,
+                                            env={**inherited, **SAFE_PATH_ENV, **(env or {})},
+                                            preexec_fn=die_with_parent,
                                             cwd=self.run_dir if defaults_only else None)
 
     @property

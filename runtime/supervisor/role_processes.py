@@ -16,6 +16,7 @@ import subprocess
 import sys
 from typing import Protocol
 
+from runtime.processes import SAFE_PATH_ENV
 from runtime.rundir import DAEMON_PID_ENV
 
 TORCH_ROLES = frozenset({"decision", "distillation", "teacher"})
@@ -72,6 +73,7 @@ def _run_forked(role: str, run_dir: str) -> None:
 
 class Launcher:
     def __init__(self) -> None:
+        os.environ.update(SAFE_PATH_ENV)  # the fork server (python -c) and the roles inherit it
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
 

@@ -103,7 +103,6 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from runtime import config as config_module  # noqa: E402
-from runtime.plugin.interfaces import QueryContext  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
 TARGET = 0.95
@@ -336,13 +335,16 @@ class Bench:
         return self.normalised(run_episodes(self.eval_envs, self.eval_seeds,
                                             output_actor(forward, self.action_space, self.width)))
 
-    def method_config(self, method: Method, seed: int) -> dict[str, Any]:
+    def method_config(self, method: Method, seed: int, schedule: Schedule = Schedule()) -> dict[str, Any]:
         config = copy.deepcopy(self.config)
         params = dict(method.params)
         if method.policy in SEEDED_POLICIES:
             params.setdefault("seed", seed)
         config["query"] = {"policy": method.policy, "params": params}
         config["distillation"]["seed"] = seed
+        # The gate is paced by training steps alone (the schedule's), not by publish_interval_s.
+        config["distillation"]["steps_per_publish"] = schedule.publish_every
+        config["distillation"]["publish_interval_s"] = 0.0
         return config
 
     def ensemble_student(self) -> bool:
@@ -378,28 +380,32 @@ class Run:
     seconds: float = 0.0
 
 
+class SimulatedClock:
+    """Environment time: ``control_period_s`` per step. The core's clock in-process, so the budget
+    policy's token bucket and the promotion gate run on simulated seconds and runs are deterministic."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
              on_step: Callable[[Run], None] | None = None) -> Run:
-    """One online-distillation run of ``method`` on ``bench``'s env; see the module docstring."""
-    from runtime.learn.trainer import Trainer
+    """One online-distillation run of ``method`` on ``bench``'s env, in-process: the runtime's
+    ``Decider`` and ``Learner`` (runtime/learn/loop.py) driven one environment step at a time."""
+    from runtime.learn.loop import Decider, Learner, PerLabel, PerTick
 
     torch = bench.torch
     started = time.perf_counter()
     setup = bench.setup
-    config = bench.method_config(method, seed)
+    config = bench.method_config(method, seed, schedule)
     run = Run(method.name, seed)
-    env_clock = [0.0]  # simulated seconds, for the budget policy's token bucket
-    if method.policy == "budget":
-        # The built-in factory takes a clock (for tests and simulations); the runtime passes none.
-        policy = bench.plugins.get("query_policy", "budget").factory(dict(config["query"]["params"]),
-                                                                     clock=lambda: env_clock[0])
-    else:
-        policy = bench.plugins.build("query_policy", method.policy, dict(config["query"]["params"]))
-    trainer = Trainer(bench.plugins, config, bench.observation_space, bench.action_space)
-    serving = copy.deepcopy(trainer.student).eval()  # what decision serves: the initial weights, version 0
-    serving_state: dict[str, Any] | None = None
-    version = 0
-    steps_since_publish, added_at_publish = 0, 0
+    clock = SimulatedClock()
+    decider = Decider(bench.plugins, config, bench.observation_space, bench.action_space, clock)
+    pacing = PerLabel(schedule.steps) if schedule.per == "label" else PerTick(schedule.steps)
+    learner = Learner(bench.plugins, config, bench.observation_space, bench.action_space, clock, pacing)
     grid = iter(evaluation_grid(setup.max_labels))
     next_eval = next(grid)
     next_eval_steps = EVAL_EVERY_ENV_STEPS
@@ -407,71 +413,41 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
     recent: deque[np.ndarray] = deque(maxlen=256)
     env = bench.gymnasium.make(setup.env_id)
     obs, _ = env.reset(seed=seed * 100_000)
-    members_wanted = hasattr(serving, "forward_members")
-    labels = 0  # teacher answers used as labels (an acting teacher's answer may not be one)
 
-    def publish() -> None:
-        nonlocal serving_state, version, steps_since_publish, added_at_publish
-        state = trainer.state()
-        steps_since_publish, added_at_publish = 0, trainer.buffer.added
-        if trainer.judge(state, serving_state).promoted:
-            serving.load_state_dict(state)
-            serving_state, version = state, version + 1
-            run.promoted += 1
-        else:
-            run.rejected += 1
+    def teacher(observations: np.ndarray) -> np.ndarray:
+        run.answers += len(observations)
+        return np.asarray(bench.teacher.label(observations), dtype=np.float32)
 
     while True:
         features = obs[None].astype(np.float32)
         recent.append(features[0])
-        with torch.no_grad():
-            inputs = torch.from_numpy(features)
-            if members_wanted:
-                members = serving.forward_members(inputs).numpy()
-                outputs = members.mean(axis=0)
-            else:
-                members, outputs = None, serving(inputs).numpy()
-        decision = policy.decide(QueryContext(features=features, student_outputs=outputs, student_version=version,
-                                              action_space=bench.action_space, forced=["auto"],
-                                              member_outputs=members, observations=obs[None]))
-        label, teacher_acts = bool(decision.label[0]), bool(decision.teacher_acts[0])
-        if label or teacher_acts:
-            answer = np.asarray(bench.teacher.label(obs[None]), dtype=np.float32)
-            run.answers += 1
-            if teacher_acts:
-                outputs = answer[:, : outputs.shape[1]]
-            if label:
-                trainer.add_labelled(features, answer)
-                labels += 1
-        decided_by_student.append(not teacher_acts)
-        action = actions_from_outputs(outputs, bench.action_space)[0]
-        obs, _, terminated, truncated, _ = env.step(action)
+        decisions = decider.decide(features, obs[None], ["auto"], teacher)
+        if decisions.label[0]:
+            # As the distiller does: an acting teacher's answer is the label, else the teacher is asked.
+            answer = decisions.teacher_outputs[0]
+            learner.add_labels(features, teacher(obs[None]) if answer is None else answer[None])
+        decided_by_student.append(decisions.decided_by[0] == "student")
+        obs, _, terminated, truncated, _ = env.step(decisions.actions[0])
         run.env_steps += 1
-        env_clock[0] += setup.control_period_s
+        clock.now += setup.control_period_s
         if terminated or truncated:
             run.episodes += 1
             obs, _ = env.reset(seed=seed * 100_000 + run.episodes)
-        # Training (see Schedule), once the buffer holds min_samples.
-        if schedule.per == "label":  # every label buys ``steps`` steps, paid out once the buffer is ready
-            wanted = schedule.steps * labels - run.train_steps if trainer.ready() else 0
-        else:
-            wanted = schedule.steps if trainer.ready() else 0
-        for _ in range(wanted):
-            # Per env step, the distiller's cycle rule: after a full cycle without new labels it
-            # rests and publishes nothing. Per label, training only ever follows a label.
-            new_labels = schedule.per == "label" or trainer.buffer.added > added_at_publish
-            if not (new_labels or steps_since_publish < schedule.publish_every):
-                break
-            trainer.train_step()
-            run.train_steps += 1
-            steps_since_publish += 1
-            if steps_since_publish >= schedule.publish_every and new_labels:
-                publish()
+        progress = learner.tick()
+        if progress.failures:
+            raise progress.failures[0]
+        run.train_steps += progress.steps
+        for candidate in progress.candidates:
+            if candidate.promoted:
+                decider.serve(candidate.version, candidate.state)
+                run.promoted += 1
+            else:
+                run.rejected += 1
         if run.answers >= next_eval or run.env_steps >= next_eval_steps:
             while run.answers >= next_eval:
                 next_eval = next(grid, math.inf)
             next_eval_steps = run.env_steps + EVAL_EVERY_ENV_STEPS
-            score = bench.evaluate(trainer.student)
+            score = bench.evaluate(learner.student)
             run.curve.append((run.answers, score))
             if score >= TARGET:
                 run.labels_to_target, run.env_steps_to_target = run.answers, run.env_steps
@@ -480,7 +456,7 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
             on_step(run)
         if run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps:
             if not run.curve or run.curve[-1][0] != run.answers:
-                run.curve.append((run.answers, bench.evaluate(trainer.student)))
+                run.curve.append((run.answers, bench.evaluate(learner.student)))
             break
     env.close()
     run.student_share = float(np.mean(decided_by_student))
@@ -488,7 +464,7 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
 
     def student_forward(observations: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return serving(torch.from_numpy(observations)).numpy()
+            return decider.student(torch.from_numpy(observations)).numpy()
     run.student_latency_us = latency_us(student_forward, visited)
     run.teacher_latency_us = latency_us(bench.teacher.label, visited)
     run.seconds = time.perf_counter() - started

@@ -471,6 +471,102 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
     return run
 
 
+DAEMON_PUBLISH_INTERVAL_S = 0.05  # the daemon needs one (> 0); short, so the schedule's steps pace the gate
+DAEMON_POLL_S = 0.2
+DAEMON_WALL_CAP_S = 900.0  # a daemon run that has not ended by then is reported as not reached
+
+
+def run_daemon(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
+               on_step: Callable[[Run], None] | None = None) -> Run:
+    """One run of ``method`` against a real, private daemon (``--daemon``): one gym peer plays flat
+    out through ``runtime.peer``; the daemon's roles decide, label and train as they always do
+    (continuously, within ``distillation.cpu_share``: the schedule's steps per label do not apply,
+    its ``publish_every`` does). Teacher answers are the teacher role's model calls (its cache makes
+    a label for a teacher-acted step free); the student evaluated is the newest candidate on disk."""
+    import threading
+
+    from runtime.config import to_toml
+    from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+    from runtime.learn.models import build_student
+    from runtime.peer.gym import run_gym_peers
+    from runtime.supervisor.launch import ChildDaemon, private_run_dir
+
+    started = time.perf_counter()
+    setup = bench.setup
+    config = bench.method_config(method, seed, schedule)
+    config["distillation"]["publish_interval_s"] = DAEMON_PUBLISH_INTERVAL_S
+    run_dir = private_run_dir()
+    config_path = run_dir / "label_efficiency.toml"
+    config_path.write_text(to_toml({section: table for section, table in config.items() if section != "daemon"}))
+    student = build_student(bench.plugins, config, bench.observation_space, bench.action_space).eval()
+    store = CheckpointStore(run_dir / "checkpoints")
+    run = Run(method.name, seed)
+    grid = iter(evaluation_grid(setup.max_labels))
+    next_eval = next(grid)
+    next_eval_steps = EVAL_EVERY_ENV_STEPS
+    evaluated_version = -1
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    daemon = ChildDaemon(run_dir, config_path=str(config_path), defaults_only=True)
+    try:
+        daemon.wait_ready()
+
+        def play() -> None:
+            try:
+                run_gym_peers(daemon.endpoint, setup.env_id, episodes=10**9, peers=1, seed=seed * 100_000,
+                              should_stop=stop.is_set)
+            except BaseException as exc:  # reported below, after the daemon stopped
+                errors.append(exc)
+        player = threading.Thread(target=play, daemon=True)
+        player.start()
+        while not errors and time.perf_counter() - started < DAEMON_WALL_CAP_S:
+            time.sleep(DAEMON_POLL_S)
+            status = daemon.status()
+            run.answers = status["roles"]["teacher"]["counters"].get("labels", 0)
+            run.env_steps = status["observations"]
+            capped = run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps
+            version = store.latest()
+            if not (run.answers >= next_eval or run.env_steps >= next_eval_steps or capped) or version == evaluated_version:
+                continue
+            while run.answers >= next_eval:
+                next_eval = next(grid, math.inf)
+            next_eval_steps = run.env_steps + EVAL_EVERY_ENV_STEPS
+            if version:
+                student.load_state_dict(load_safetensors(store.path(version))[0])
+            evaluated_version = version
+            score = bench.evaluate(student)
+            run.curve.append((run.answers, score))
+            if on_step is not None:
+                on_step(run)
+            if score >= TARGET:
+                run.labels_to_target, run.env_steps_to_target = run.answers, run.env_steps
+                break
+            if capped:
+                break
+        stop.set()
+        player.join(timeout=60)
+        status = daemon.status()
+        distillation = status["roles"]["distillation"]
+        run.train_steps = distillation["counters"].get("train_steps", 0)
+        run.rejected = distillation["counters"].get("candidates_rejected", 0)
+        run.promoted = distillation["gauges"].get("version", 0) - run.rejected
+        run.student_share = 1 - status["decisions"]["by_teacher"] / max(1, status["decisions"]["total"])
+    finally:
+        stop.set()
+        daemon.stop()
+    if errors:
+        raise RuntimeError(f"the gym peer failed: {errors[0]!r}") from errors[0]
+    starts = np.stack([env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds)]).astype(np.float32)
+
+    def student_forward(observations: np.ndarray) -> np.ndarray:
+        with bench.torch.no_grad():
+            return student(bench.torch.from_numpy(observations)).numpy()
+    run.student_latency_us = latency_us(student_forward, starts)
+    run.teacher_latency_us = latency_us(bench.teacher.label, starts)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
 # --- many runs ------------------------------------------------------------------------------------
 
 
@@ -520,8 +616,9 @@ def ratio_interval(labels: list[int | None], dagger: list[int | None], resamples
 
 
 def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes: int, schedule: Schedule,
-            progress=None, task=None) -> dict[str, Any]:
+            progress=None, task=None, daemon: bool = False) -> dict[str, Any]:
     bench = Bench(setup, eval_episodes)
+    one_run = run_daemon if daemon else simulate
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -542,7 +639,7 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
                         progress.update(task, description=f"{setup.env_id} {name} seed {seed}: "
                                         f"{run.answers} answers, {run.env_steps} steps")
                 show(Run(name, seed))
-                runs.append(simulate(bench, method, seed, schedule, show))
+                runs.append(one_run(bench, method, seed, schedule, show))
                 if progress is not None:
                     progress.advance(task)
             results[name] = summarise_method(method, runs)
@@ -580,8 +677,10 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
 def run_benchmark(envs: list[str] | None = None, seeds: int | list[int] = DEFAULT_SEEDS, quick: bool = False,
                   methods: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                   eval_episodes: int | None = None, max_labels: int | None = None, max_env_steps: int | None = None,
-                  schedule: Schedule = Schedule(), show_progress: bool = True) -> dict[str, Any]:
+                  schedule: Schedule = Schedule(), show_progress: bool = True, daemon: bool = False) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready summary (what the last stdout line holds).
+
+    ``daemon``: every run against a private daemon (``run_daemon``) instead of in-process.
 
     ``seeds``: a count (seeds 0..n-1) or explicit seeds. ``overrides``: method -> params merged
     over that method's defaults. ``quick``: 5 evaluation episodes and halved caps (the command
@@ -611,12 +710,13 @@ def run_benchmark(envs: list[str] | None = None, seeds: int | list[int] = DEFAUL
         task = progress.add_task("starting", total=len(envs) * len(chosen) * len(seed_list)) if progress else None
         for key in envs:
             results[setups[key].env_id] = run_env(setups[key], chosen, seed_list, eval_episodes, schedule,
-                                                  progress, task)
+                                                  progress, task, daemon)
     return {
         "benchmark": "label_efficiency",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {_cpu_count()} CPUs, python {platform.python_version()}",
         "quick": quick,
+        "mode": "daemon" if daemon else "in_process",
         "seeds": seed_list,
         "eval_episodes": eval_episodes,
         "training": schedule.describe(),
@@ -845,7 +945,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps per label (or per env step), every method")
     parser.add_argument("--plot", help="write learning curves (PNG) to this path")
     parser.add_argument("--tune", action="store_true", help=f"run the TUNING sweep on seeds {TUNING_SEEDS} instead")
+    parser.add_argument("--daemon", action="store_true",
+                        help="run against a private daemon and gym peers instead of in-process (slower)")
     args = parser.parse_args(argv)
+    if args.daemon and args.tune:
+        parser.error("--tune runs in-process only")
     envs = ["cartpole", "pendulum"] if args.env == "all" else [args.env]
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     if args.tune:
@@ -857,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or (1 if args.quick else DEFAULT_SEEDS)
     summary = run_benchmark(envs, seeds, args.quick, args.methods.split(",") if args.methods else None,
                             parse_set(args.set), args.eval_episodes, args.max_labels, args.max_env_steps,
-                            schedule)
+                            schedule, daemon=args.daemon)
     print_tables(summary)
     if args.plot:
         write_plot(summary, args.plot)

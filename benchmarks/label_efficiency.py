@@ -6,46 +6,54 @@
     .venv/bin/python benchmarks/label_efficiency.py --env cartpole --seeds 5 --plot /tmp/curves.png
     .venv/bin/python benchmarks/label_efficiency.py --methods share,dagger --set share.share=0.3
     .venv/bin/python benchmarks/label_efficiency.py --tune --env cartpole   # the parameter sweep
+    .venv/bin/python benchmarks/label_efficiency.py --daemon --env cartpole --methods share,dagger --seeds 2
 
 What is simulated
 -----------------
-The runtime's online loop, in one process and without sockets, built from the very components the
-daemon builds from the same configuration: the query policy plugin (``plugins.build("query_policy",
-...)``), ``runtime.trainer.Trainer`` (replay buffer, held-out set, distillation strategy, Adam),
-the student factory (``runtime.models.build_student``) and the teacher plugin. What the roles add
-around them (sockets, batching across peers, wall-clock pacing) changes when things happen, not
-what is learned from which label, so the label counts transfer. Per environment step, exactly as
-``runtime/roles/decision.py`` and ``runtime/roles/distillation.py`` do it:
+The runtime's online loop itself: ``runtime.learn.loop.Decider`` and ``Learner``, the code the
+decision and distillation roles drive, here driven in one process without sockets, one environment
+step at a time, built from the same configuration (query policy, student, strategy and teacher
+plugins, all through the plugin manager). What the roles add around the core (sockets, batching
+across peers, timeouts, files) changes when things happen, not what is learned from which label.
+Per environment step:
 
-1. The *serving* student (the last promoted version; untrained, ``student_version == 0``, until
-   the first promotion) computes its outputs for the observation (an ensemble student's members
-   too, for ``disagreement``).
-2. The query policy gets a ``QueryContext`` and returns a ``QueryDecision``. If it labels the
-   observation or lets the teacher act, the teacher answers once (an acting teacher's output is
-   also the label, as in decision). Where ``teacher_acts``, the teacher's output is the action,
-   else the student's. ``actions_from_outputs`` turns outputs into the env action.
-3. A label goes to ``Trainer.add_labelled`` (a ``heldout_share`` of labels goes to the held-out
+1. ``Decider.decide``: the *serving* student (the last promoted version; untrained,
+   ``student_version == 0``, until the first promotion) computes its outputs (an ensemble
+   student's members too, for ``disagreement``); the query policy returns a ``QueryDecision``;
+   where ``teacher_acts`` (or the student's output is not finite) the teacher answers and acts,
+   its output in the student's layout (a stacked ensemble's members averaged), else the student
+   acts.
+2. A label goes to ``Learner.add_labels``: an acting teacher's answer is the label, else the
+   teacher is asked, as the distiller does (a ``heldout_share`` of labels goes to the held-out
    set, as in the runtime: those labels are paid for too).
-4. **Training schedule, the same for every method** (``Schedule``): every teacher label buys 16
-   ``Trainer.train_step`` calls (one minibatch of ``distillation.batch_size`` each), paid out as
-   labels arrive once ``min_samples`` are in (the backlog first). Per label, not per environment
-   step: this benchmark measures *labels*, so every method gets the same training per label and
-   none is starved of compute. Per environment step (what the daemon's continuous training
-   resembles) a policy that labels 10% of the steps gets ten times DAgger's gradient steps per
-   label, and DAgger at one step per env step needs 3-5x more labels than with enough training;
-   that would measure compute, not label choice. Beyond 16, DAgger does not improve consistently
-   with more steps per label (docs/distillation.md has the measurements). ``--train-per env_step --train-steps N``
-   runs the other schedule, with the distiller's rule of resting after a cycle without labels.
-   ``distillation.min_samples`` is lowered to 16 for every method (``MIN_SAMPLES``): the
-   runtime's 64, and 256 in examples/pendulum.toml, would put a floor under every count.
-5. Every ``--publish-every`` training steps a candidate goes through the promotion gate (held-out
-   agreement no worse than the serving version's by more than ``promotion_margin``, as in the
-   distiller) and, if promoted, becomes the serving student.
+3. ``Learner.tick`` trains as its pacing allows. **Training schedule, the same for every method**
+   (``Schedule``, pacing ``PerLabel``): every teacher label buys 16 training steps (one minibatch
+   of ``distillation.batch_size`` each), paid out as labels arrive once ``min_samples`` are in
+   (the backlog first). Per label, not per environment step: this benchmark measures *labels*, so
+   every method gets the same training per label and none is starved of compute. Per environment
+   step (what the daemon's continuous training resembles) a policy that labels 10% of the steps
+   gets ten times DAgger's gradient steps per label, and DAgger at one step per env step needs
+   3-5x more labels than with enough training; that would measure compute, not label choice.
+   Beyond 16, DAgger does not improve consistently with more steps per label
+   (docs/distillation.md has the measurements). ``--train-per env_step --train-steps N`` runs
+   the other schedule (pacing ``PerTick``), with the distiller's rule of resting after a cycle
+   without labels. ``distillation.min_samples`` is lowered to 16 for every method
+   (``MIN_SAMPLES``): the runtime's 64, and 256 in examples/pendulum.toml, would put a floor under
+   every count.
+4. Every ``--publish-every`` training steps (``distillation.steps_per_publish``) the learner judges
+   a candidate at the promotion gate (held-out agreement no worse than the serving version's by
+   more than ``promotion_margin``); a promoted one is served by the decider from the next step.
 
-The promotion gate's ``publish_interval_s`` is not simulated (there is no wall clock); the budget
-policy's token bucket runs on *environment time* (steps times the env's control period: 0.02 s for
-CartPole, 0.05 s for Pendulum), so its ``per_second`` means answers per simulated second and runs are
-deterministic.
+The core's clock is *environment time* (steps times the env's control period: 0.02 s for
+CartPole, 0.05 s for Pendulum): the budget policy's token bucket reads it from
+``QueryContext.now``, so its ``per_second`` means answers per simulated second and runs are
+deterministic. ``publish_interval_s`` is set to 0: the gate is paced by training steps alone.
+
+``--daemon`` runs the same methods against a real, private daemon instead (``run_daemon``: a
+``ChildDaemon`` and one gym peer through ``runtime.peer``, playing as fast as the daemon answers).
+There the distiller trains continuously within ``distillation.cpu_share``, so training per label
+depends on how fast the peer plays and how many steps a policy labels (docs/distillation.md
+compares the two).
 
 What is measured
 ----------------

@@ -97,7 +97,8 @@ class Saboteur:
 
         self.steps += 1
         choice = inputs.teacher_outputs.argmax(dim=1)
-        return torch.nn.functional.cross_entropy(inputs.student_outputs, choice if self.steps <= self.honest_steps else 1 - choice)
+        target = choice if self.steps <= self.honest_steps else 1 - choice
+        return torch.nn.functional.cross_entropy(inputs.student_outputs, target)
 
 
 class SaboteurPlugin:
@@ -176,7 +177,8 @@ def test_the_teacher_stands_in_for_a_non_finite_student(plugins):
     state = {name: tensor * float("nan") for name, tensor in decide.student.state_dict().items()}
     decide.serve(3, state)
     observations = np.zeros((2, 4), np.float32)
-    answered = decide.decide(observations, observations, ["auto", "auto"], lambda obs: np.tile([[0.0, 1.0]], (len(obs), 1)))
+    answered = decide.decide(observations, observations, ["auto", "auto"],
+                             lambda obs: np.tile([[0.0, 1.0]], (len(obs), 1)))
     assert answered.not_finite == 2 and list(answered.decided_by) == ["teacher", "teacher"]
     assert all(answered.acted(row) for row in range(2)) and list(answered.actions) == [1, 1]
     silent = decide.decide(observations, observations, ["auto", "auto"], lambda obs: None)

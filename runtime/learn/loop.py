@@ -118,7 +118,8 @@ class Decider:
                 for row, index in enumerate(acting):
                     teacher_outputs[index] = answer[row]
         return Decisions(outputs, actions_from_outputs(outputs, self.action_space), decided_by,
-                         np.asarray(choice.label, dtype=bool), teacher_outputs, int(broken.sum()), timed_out, latency_us)
+                         np.asarray(choice.label, dtype=bool), teacher_outputs, int(broken.sum()), timed_out,
+                         latency_us)
 
 
 # --- learning --------------------------------------------------------------------------------------

@@ -6,46 +6,54 @@
     .venv/bin/python benchmarks/label_efficiency.py --env cartpole --seeds 5 --plot /tmp/curves.png
     .venv/bin/python benchmarks/label_efficiency.py --methods share,dagger --set share.share=0.3
     .venv/bin/python benchmarks/label_efficiency.py --tune --env cartpole   # the parameter sweep
+    .venv/bin/python benchmarks/label_efficiency.py --daemon --env cartpole --methods share,dagger --seeds 2
 
 What is simulated
 -----------------
-The runtime's online loop, in one process and without sockets, built from the very components the
-daemon builds from the same configuration: the query policy plugin (``plugins.build("query_policy",
-...)``), ``runtime.trainer.Trainer`` (replay buffer, held-out set, distillation strategy, Adam),
-the student factory (``runtime.models.build_student``) and the teacher plugin. What the roles add
-around them (sockets, batching across peers, wall-clock pacing) changes when things happen, not
-what is learned from which label, so the label counts transfer. Per environment step, exactly as
-``runtime/roles/decision.py`` and ``runtime/roles/distillation.py`` do it:
+The runtime's online loop itself: ``runtime.learn.loop.Decider`` and ``Learner``, the code the
+decision and distillation roles drive, here driven in one process without sockets, one environment
+step at a time, built from the same configuration (query policy, student, strategy and teacher
+plugins, all through the plugin manager). What the roles add around the core (sockets, batching
+across peers, timeouts, files) changes when things happen, not what is learned from which label.
+Per environment step:
 
-1. The *serving* student (the last promoted version; untrained, ``student_version == 0``, until
-   the first promotion) computes its outputs for the observation (an ensemble student's members
-   too, for ``disagreement``).
-2. The query policy gets a ``QueryContext`` and returns a ``QueryDecision``. If it labels the
-   observation or lets the teacher act, the teacher answers once (an acting teacher's output is
-   also the label, as in decision). Where ``teacher_acts``, the teacher's output is the action,
-   else the student's. ``actions_from_outputs`` turns outputs into the env action.
-3. A label goes to ``Trainer.add_labelled`` (a ``heldout_share`` of labels goes to the held-out
+1. ``Decider.decide``: the *serving* student (the last promoted version; untrained,
+   ``student_version == 0``, until the first promotion) computes its outputs (an ensemble
+   student's members too, for ``disagreement``); the query policy returns a ``QueryDecision``;
+   where ``teacher_acts`` (or the student's output is not finite) the teacher answers and acts,
+   its output in the student's layout (a stacked ensemble's members averaged), else the student
+   acts.
+2. A label goes to ``Learner.add_labels``: an acting teacher's answer is the label, else the
+   teacher is asked, as the distiller does (a ``heldout_share`` of labels goes to the held-out
    set, as in the runtime: those labels are paid for too).
-4. **Training schedule, the same for every method** (``Schedule``): every teacher label buys 16
-   ``Trainer.train_step`` calls (one minibatch of ``distillation.batch_size`` each), paid out as
-   labels arrive once ``min_samples`` are in (the backlog first). Per label, not per environment
-   step: this benchmark measures *labels*, so every method gets the same training per label and
-   none is starved of compute. Per environment step (what the daemon's continuous training
-   resembles) a policy that labels 10% of the steps gets ten times DAgger's gradient steps per
-   label, and DAgger at one step per env step needs 3-5x more labels than with enough training;
-   that would measure compute, not label choice. Beyond 16, DAgger does not improve consistently
-   with more steps per label (docs/distillation.md has the measurements). ``--train-per env_step --train-steps N``
-   runs the other schedule, with the distiller's rule of resting after a cycle without labels.
-   ``distillation.min_samples`` is lowered to 16 for every method (``MIN_SAMPLES``): the
-   runtime's 64, and 256 in examples/pendulum.toml, would put a floor under every count.
-5. Every ``--publish-every`` training steps a candidate goes through the promotion gate (held-out
-   agreement no worse than the serving version's by more than ``promotion_margin``, as in the
-   distiller) and, if promoted, becomes the serving student.
+3. ``Learner.tick`` trains as its pacing allows. **Training schedule, the same for every method**
+   (``Schedule``, pacing ``PerLabel``): every teacher label buys 16 training steps (one minibatch
+   of ``distillation.batch_size`` each), paid out as labels arrive once ``min_samples`` are in
+   (the backlog first). Per label, not per environment step: this benchmark measures *labels*, so
+   every method gets the same training per label and none is starved of compute. Per environment
+   step (what the daemon's continuous training resembles) a policy that labels 10% of the steps
+   gets ten times DAgger's gradient steps per label, and DAgger at one step per env step needs
+   3-5x more labels than with enough training; that would measure compute, not label choice.
+   Beyond 16, DAgger does not improve consistently with more steps per label
+   (docs/distillation.md has the measurements). ``--train-per env_step --train-steps N`` runs
+   the other schedule (pacing ``PerTick``), with the distiller's rule of resting after a cycle
+   without labels. ``distillation.min_samples`` is lowered to 16 for every method
+   (``MIN_SAMPLES``): the runtime's 64, and 256 in examples/pendulum.toml, would put a floor under
+   every count.
+4. Every ``--publish-every`` training steps (``distillation.steps_per_publish``) the learner judges
+   a candidate at the promotion gate (held-out agreement no worse than the serving version's by
+   more than ``promotion_margin``); a promoted one is served by the decider from the next step.
 
-The promotion gate's ``publish_interval_s`` is not simulated (there is no wall clock); the budget
-policy's token bucket runs on *environment time* (steps times the env's control period: 0.02 s for
-CartPole, 0.05 s for Pendulum), so its ``per_second`` means answers per simulated second and runs are
-deterministic.
+The core's clock is *environment time* (steps times the env's control period: 0.02 s for
+CartPole, 0.05 s for Pendulum): the budget policy's token bucket reads it from
+``QueryContext.now``, so its ``per_second`` means answers per simulated second and runs are
+deterministic. ``publish_interval_s`` is set to 0: the gate is paced by training steps alone.
+
+``--daemon`` runs the same methods against a real, private daemon instead (``run_daemon``: a
+``ChildDaemon`` and one gym peer through ``runtime.peer``, playing as fast as the daemon answers).
+There the distiller trains continuously within ``distillation.cpu_share``, so training per label
+depends on how fast the peer plays and how many steps a policy labels (docs/distillation.md
+compares the two).
 
 What is measured
 ----------------
@@ -103,7 +111,6 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from runtime import config as config_module  # noqa: E402
-from runtime.plugin.interfaces import QueryContext  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
 TARGET = 0.95
@@ -336,13 +343,16 @@ class Bench:
         return self.normalised(run_episodes(self.eval_envs, self.eval_seeds,
                                             output_actor(forward, self.action_space, self.width)))
 
-    def method_config(self, method: Method, seed: int) -> dict[str, Any]:
+    def method_config(self, method: Method, seed: int, schedule: Schedule = Schedule()) -> dict[str, Any]:
         config = copy.deepcopy(self.config)
         params = dict(method.params)
         if method.policy in SEEDED_POLICIES:
             params.setdefault("seed", seed)
         config["query"] = {"policy": method.policy, "params": params}
         config["distillation"]["seed"] = seed
+        # The gate is paced by training steps alone (the schedule's), not by publish_interval_s.
+        config["distillation"]["steps_per_publish"] = schedule.publish_every
+        config["distillation"]["publish_interval_s"] = 0.0
         return config
 
     def ensemble_student(self) -> bool:
@@ -378,28 +388,32 @@ class Run:
     seconds: float = 0.0
 
 
+class SimulatedClock:
+    """Environment time: ``control_period_s`` per step. The core's clock in-process, so the budget
+    policy's token bucket and the promotion gate run on simulated seconds and runs are deterministic."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
              on_step: Callable[[Run], None] | None = None) -> Run:
-    """One online-distillation run of ``method`` on ``bench``'s env; see the module docstring."""
-    from runtime.learn.trainer import Trainer
+    """One online-distillation run of ``method`` on ``bench``'s env, in-process: the runtime's
+    ``Decider`` and ``Learner`` (runtime/learn/loop.py) driven one environment step at a time."""
+    from runtime.learn.loop import Decider, Learner, PerLabel, PerTick
 
     torch = bench.torch
     started = time.perf_counter()
     setup = bench.setup
-    config = bench.method_config(method, seed)
+    config = bench.method_config(method, seed, schedule)
     run = Run(method.name, seed)
-    env_clock = [0.0]  # simulated seconds, for the budget policy's token bucket
-    if method.policy == "budget":
-        # The built-in factory takes a clock (for tests and simulations); the runtime passes none.
-        policy = bench.plugins.get("query_policy", "budget").factory(dict(config["query"]["params"]),
-                                                                     clock=lambda: env_clock[0])
-    else:
-        policy = bench.plugins.build("query_policy", method.policy, dict(config["query"]["params"]))
-    trainer = Trainer(bench.plugins, config, bench.observation_space, bench.action_space)
-    serving = copy.deepcopy(trainer.student).eval()  # what decision serves: the initial weights, version 0
-    serving_state: dict[str, Any] | None = None
-    version = 0
-    steps_since_publish, added_at_publish = 0, 0
+    clock = SimulatedClock()
+    decider = Decider(bench.plugins, config, bench.observation_space, bench.action_space, clock)
+    pacing = PerLabel(schedule.steps) if schedule.per == "label" else PerTick(schedule.steps)
+    learner = Learner(bench.plugins, config, bench.observation_space, bench.action_space, clock, pacing)
     grid = iter(evaluation_grid(setup.max_labels))
     next_eval = next(grid)
     next_eval_steps = EVAL_EVERY_ENV_STEPS
@@ -407,71 +421,41 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
     recent: deque[np.ndarray] = deque(maxlen=256)
     env = bench.gymnasium.make(setup.env_id)
     obs, _ = env.reset(seed=seed * 100_000)
-    members_wanted = hasattr(serving, "forward_members")
-    labels = 0  # teacher answers used as labels (an acting teacher's answer may not be one)
 
-    def publish() -> None:
-        nonlocal serving_state, version, steps_since_publish, added_at_publish
-        state = trainer.state()
-        steps_since_publish, added_at_publish = 0, trainer.buffer.added
-        if trainer.judge(state, serving_state).promoted:
-            serving.load_state_dict(state)
-            serving_state, version = state, version + 1
-            run.promoted += 1
-        else:
-            run.rejected += 1
+    def teacher(observations: np.ndarray) -> np.ndarray:
+        run.answers += len(observations)
+        return np.asarray(bench.teacher.label(observations), dtype=np.float32)
 
     while True:
         features = obs[None].astype(np.float32)
         recent.append(features[0])
-        with torch.no_grad():
-            inputs = torch.from_numpy(features)
-            if members_wanted:
-                members = serving.forward_members(inputs).numpy()
-                outputs = members.mean(axis=0)
-            else:
-                members, outputs = None, serving(inputs).numpy()
-        decision = policy.decide(QueryContext(features=features, student_outputs=outputs, student_version=version,
-                                              action_space=bench.action_space, forced=["auto"],
-                                              member_outputs=members, observations=obs[None]))
-        label, teacher_acts = bool(decision.label[0]), bool(decision.teacher_acts[0])
-        if label or teacher_acts:
-            answer = np.asarray(bench.teacher.label(obs[None]), dtype=np.float32)
-            run.answers += 1
-            if teacher_acts:
-                outputs = answer[:, : outputs.shape[1]]
-            if label:
-                trainer.add_labelled(features, answer)
-                labels += 1
-        decided_by_student.append(not teacher_acts)
-        action = actions_from_outputs(outputs, bench.action_space)[0]
-        obs, _, terminated, truncated, _ = env.step(action)
+        decisions = decider.decide(features, obs[None], ["auto"], teacher)
+        if decisions.label[0]:
+            # As the distiller does: an acting teacher's answer is the label, else the teacher is asked.
+            answer = decisions.teacher_outputs[0]
+            learner.add_labels(features, teacher(obs[None]) if answer is None else answer[None])
+        decided_by_student.append(decisions.decided_by[0] == "student")
+        obs, _, terminated, truncated, _ = env.step(decisions.actions[0])
         run.env_steps += 1
-        env_clock[0] += setup.control_period_s
+        clock.now += setup.control_period_s
         if terminated or truncated:
             run.episodes += 1
             obs, _ = env.reset(seed=seed * 100_000 + run.episodes)
-        # Training (see Schedule), once the buffer holds min_samples.
-        if schedule.per == "label":  # every label buys ``steps`` steps, paid out once the buffer is ready
-            wanted = schedule.steps * labels - run.train_steps if trainer.ready() else 0
-        else:
-            wanted = schedule.steps if trainer.ready() else 0
-        for _ in range(wanted):
-            # Per env step, the distiller's cycle rule: after a full cycle without new labels it
-            # rests and publishes nothing. Per label, training only ever follows a label.
-            new_labels = schedule.per == "label" or trainer.buffer.added > added_at_publish
-            if not (new_labels or steps_since_publish < schedule.publish_every):
-                break
-            trainer.train_step()
-            run.train_steps += 1
-            steps_since_publish += 1
-            if steps_since_publish >= schedule.publish_every and new_labels:
-                publish()
+        progress = learner.tick()
+        if progress.failures:
+            raise progress.failures[0]
+        run.train_steps += progress.steps
+        for candidate in progress.candidates:
+            if candidate.promoted:
+                decider.serve(candidate.version, candidate.state)
+                run.promoted += 1
+            else:
+                run.rejected += 1
         if run.answers >= next_eval or run.env_steps >= next_eval_steps:
             while run.answers >= next_eval:
                 next_eval = next(grid, math.inf)
             next_eval_steps = run.env_steps + EVAL_EVERY_ENV_STEPS
-            score = bench.evaluate(trainer.student)
+            score = bench.evaluate(learner.student)
             run.curve.append((run.answers, score))
             if score >= TARGET:
                 run.labels_to_target, run.env_steps_to_target = run.answers, run.env_steps
@@ -480,7 +464,7 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
             on_step(run)
         if run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps:
             if not run.curve or run.curve[-1][0] != run.answers:
-                run.curve.append((run.answers, bench.evaluate(trainer.student)))
+                run.curve.append((run.answers, bench.evaluate(learner.student)))
             break
     env.close()
     run.student_share = float(np.mean(decided_by_student))
@@ -488,9 +472,105 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
 
     def student_forward(observations: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return serving(torch.from_numpy(observations)).numpy()
+            return decider.student(torch.from_numpy(observations)).numpy()
     run.student_latency_us = latency_us(student_forward, visited)
     run.teacher_latency_us = latency_us(bench.teacher.label, visited)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+DAEMON_PUBLISH_INTERVAL_S = 0.05  # the daemon needs one (> 0); short, so the schedule's steps pace the gate
+DAEMON_POLL_S = 0.2
+DAEMON_WALL_CAP_S = 900.0  # a daemon run that has not ended by then is reported as not reached
+
+
+def run_daemon(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
+               on_step: Callable[[Run], None] | None = None) -> Run:
+    """One run of ``method`` against a real, private daemon (``--daemon``): one gym peer plays flat
+    out through ``runtime.peer``; the daemon's roles decide, label and train as they always do
+    (continuously, within ``distillation.cpu_share``: the schedule's steps per label do not apply,
+    its ``publish_every`` does). Teacher answers are the teacher role's model calls (its cache makes
+    a label for a teacher-acted step free); the student evaluated is the newest candidate on disk."""
+    import threading
+
+    from runtime.config import to_toml
+    from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+    from runtime.learn.models import build_student
+    from runtime.peer.gym import run_gym_peers
+    from runtime.supervisor.launch import ChildDaemon, private_run_dir
+
+    started = time.perf_counter()
+    setup = bench.setup
+    config = bench.method_config(method, seed, schedule)
+    config["distillation"]["publish_interval_s"] = DAEMON_PUBLISH_INTERVAL_S
+    run_dir = private_run_dir()
+    config_path = run_dir / "label_efficiency.toml"
+    config_path.write_text(to_toml({section: table for section, table in config.items() if section != "daemon"}))
+    student = build_student(bench.plugins, config, bench.observation_space, bench.action_space).eval()
+    store = CheckpointStore(run_dir / "checkpoints")
+    run = Run(method.name, seed)
+    grid = iter(evaluation_grid(setup.max_labels))
+    next_eval = next(grid)
+    next_eval_steps = EVAL_EVERY_ENV_STEPS
+    evaluated_version = -1
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    daemon = ChildDaemon(run_dir, config_path=str(config_path), defaults_only=True)
+    try:
+        daemon.wait_ready()
+
+        def play() -> None:
+            try:
+                run_gym_peers(daemon.endpoint, setup.env_id, episodes=10**9, peers=1, seed=seed * 100_000,
+                              should_stop=stop.is_set)
+            except BaseException as exc:  # reported below, after the daemon stopped
+                errors.append(exc)
+        player = threading.Thread(target=play, daemon=True)
+        player.start()
+        while not errors and time.perf_counter() - started < DAEMON_WALL_CAP_S:
+            time.sleep(DAEMON_POLL_S)
+            status = daemon.status()
+            run.answers = status["roles"]["teacher"]["counters"].get("labels", 0)
+            run.env_steps = status["observations"]
+            capped = run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps
+            version = store.latest()
+            if not (run.answers >= next_eval or run.env_steps >= next_eval_steps or capped) or version == evaluated_version:
+                continue
+            while run.answers >= next_eval:
+                next_eval = next(grid, math.inf)
+            next_eval_steps = run.env_steps + EVAL_EVERY_ENV_STEPS
+            if version:
+                student.load_state_dict(load_safetensors(store.path(version))[0])
+            evaluated_version = version
+            score = bench.evaluate(student)
+            run.curve.append((run.answers, score))
+            if on_step is not None:
+                on_step(run)
+            if score >= TARGET:
+                run.labels_to_target, run.env_steps_to_target = run.answers, run.env_steps
+                break
+            if capped:
+                break
+        stop.set()
+        player.join(timeout=60)
+        status = daemon.status()
+        distillation = status["roles"]["distillation"]
+        run.train_steps = distillation["counters"].get("train_steps", 0)
+        run.rejected = distillation["counters"].get("candidates_rejected", 0)
+        run.promoted = distillation["gauges"].get("version", 0) - run.rejected
+        run.student_share = 1 - status["decisions"]["by_teacher"] / max(1, status["decisions"]["total"])
+    finally:
+        stop.set()
+        daemon.stop()
+    if errors:
+        raise RuntimeError(f"the gym peer failed: {errors[0]!r}") from errors[0]
+    starts = np.stack([env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds)]).astype(np.float32)
+
+    def student_forward(observations: np.ndarray) -> np.ndarray:
+        with bench.torch.no_grad():
+            return student(bench.torch.from_numpy(observations)).numpy()
+    run.student_latency_us = latency_us(student_forward, starts)
+    run.teacher_latency_us = latency_us(bench.teacher.label, starts)
     run.seconds = time.perf_counter() - started
     return run
 
@@ -544,8 +624,9 @@ def ratio_interval(labels: list[int | None], dagger: list[int | None], resamples
 
 
 def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes: int, schedule: Schedule,
-            progress=None, task=None) -> dict[str, Any]:
+            progress=None, task=None, daemon: bool = False) -> dict[str, Any]:
     bench = Bench(setup, eval_episodes)
+    one_run = run_daemon if daemon else simulate
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -566,7 +647,7 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
                         progress.update(task, description=f"{setup.env_id} {name} seed {seed}: "
                                         f"{run.answers} answers, {run.env_steps} steps")
                 show(Run(name, seed))
-                runs.append(simulate(bench, method, seed, schedule, show))
+                runs.append(one_run(bench, method, seed, schedule, show))
                 if progress is not None:
                     progress.advance(task)
             results[name] = summarise_method(method, runs)
@@ -604,8 +685,10 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
 def run_benchmark(envs: list[str] | None = None, seeds: int | list[int] = DEFAULT_SEEDS, quick: bool = False,
                   methods: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                   eval_episodes: int | None = None, max_labels: int | None = None, max_env_steps: int | None = None,
-                  schedule: Schedule = Schedule(), show_progress: bool = True) -> dict[str, Any]:
+                  schedule: Schedule = Schedule(), show_progress: bool = True, daemon: bool = False) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready summary (what the last stdout line holds).
+
+    ``daemon``: every run against a private daemon (``run_daemon``) instead of in-process.
 
     ``seeds``: a count (seeds 0..n-1) or explicit seeds. ``overrides``: method -> params merged
     over that method's defaults. ``quick``: 5 evaluation episodes and halved caps (the command
@@ -635,12 +718,13 @@ def run_benchmark(envs: list[str] | None = None, seeds: int | list[int] = DEFAUL
         task = progress.add_task("starting", total=len(envs) * len(chosen) * len(seed_list)) if progress else None
         for key in envs:
             results[setups[key].env_id] = run_env(setups[key], chosen, seed_list, eval_episodes, schedule,
-                                                  progress, task)
+                                                  progress, task, daemon)
     return {
         "benchmark": "label_efficiency",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {_cpu_count()} CPUs, python {platform.python_version()}",
         "quick": quick,
+        "mode": "daemon" if daemon else "in_process",
         "seeds": seed_list,
         "eval_episodes": eval_episodes,
         "training": schedule.describe(),
@@ -869,7 +953,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps per label (or per env step), every method")
     parser.add_argument("--plot", help="write learning curves (PNG) to this path")
     parser.add_argument("--tune", action="store_true", help=f"run the TUNING sweep on seeds {TUNING_SEEDS} instead")
+    parser.add_argument("--daemon", action="store_true",
+                        help="run against a private daemon and gym peers instead of in-process (slower)")
     args = parser.parse_args(argv)
+    if args.daemon and args.tune:
+        parser.error("--tune runs in-process only")
     envs = ["cartpole", "pendulum"] if args.env == "all" else [args.env]
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     if args.tune:
@@ -881,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or (1 if args.quick else DEFAULT_SEEDS)
     summary = run_benchmark(envs, seeds, args.quick, args.methods.split(",") if args.methods else None,
                             parse_set(args.set), args.eval_episodes, args.max_labels, args.max_env_steps,
-                            schedule)
+                            schedule, daemon=args.daemon)
     print_tables(summary)
     if args.plot:
         write_plot(summary, args.plot)

@@ -27,7 +27,6 @@ honours per-observation ``forced`` requests ("student": never ask; "teacher": al
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -36,9 +35,6 @@ from gymnasium import spaces
 from runtime import hookimpl
 from runtime.plugin.interfaces import QueryContext, QueryDecision
 from runtime.plugin.params import choice, count, flag, number, with_defaults
-
-Clock = Callable[[], float]
-
 
 # --- scores: one function per measure; higher = more worth asking the teacher -------------------
 
@@ -178,28 +174,27 @@ class Gate:
 class Budget:
     """Teacher answers allowed: a token bucket of ``per_second`` answers (holding at most ``burst``,
     one second's worth when 0; it starts full) and a lifetime cap of ``total`` answers.
-    0 means unlimited for either. ``clock`` returns seconds (time.monotonic by default)."""
+    0 means unlimited for either. Time is the runtime's clock as ``QueryContext.now`` tells it
+    (simulated time in a benchmark), so the bucket keeps no clock of its own."""
 
-    def __init__(self, per_second: float = 0.0, total: int = 0, burst: float = 0.0,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(self, per_second: float = 0.0, total: int = 0, burst: float = 0.0) -> None:
         self.per_second = per_second
         self.total = total
         self.capacity = burst or max(1.0, per_second)
         self.tokens = self.capacity
         self.spent = 0
-        self.clock = clock
-        self.last = clock()
+        self.last: float | None = None  # full until the first request
 
     @property
     def unlimited(self) -> bool:
         return self.per_second == 0 and self.total == 0
 
-    def grant(self, wanted: int) -> int:
-        """How many of ``wanted`` answers may be asked now; they are spent."""
+    def grant(self, wanted: int, now: float) -> int:
+        """How many of ``wanted`` answers may be asked at time ``now`` (seconds); they are spent."""
         granted = min(wanted, self.total - self.spent) if self.total else wanted
         if self.per_second:
-            now = self.clock()
-            self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.last) * self.per_second)
+            elapsed = 0.0 if self.last is None else max(0.0, now - self.last)
+            self.tokens = min(self.capacity, self.tokens + elapsed * self.per_second)
             self.last = now
             granted = min(granted, math.floor(self.tokens + 1e-9))
             self.tokens -= granted
@@ -207,13 +202,13 @@ class Budget:
         return granted
 
 
-def keep_best(chosen: np.ndarray, priority: np.ndarray, budget: Budget) -> np.ndarray:
-    """``chosen`` cut down to what ``budget`` grants, keeping the rows of highest priority
-    (ties: the earlier row)."""
+def keep_best(chosen: np.ndarray, priority: np.ndarray, budget: Budget, now: float) -> np.ndarray:
+    """``chosen`` cut down to what ``budget`` grants at time ``now``, keeping the rows of highest
+    priority (ties: the earlier row)."""
     if budget.unlimited:
         return chosen
     rows = np.flatnonzero(chosen)
-    granted = budget.grant(len(rows))
+    granted = budget.grant(len(rows), now)
     if granted == len(rows):
         return chosen
     order = rows[np.argsort(-priority[rows], kind="stable")]
@@ -307,19 +302,18 @@ class Budgeted:
     def decide(self, context: QueryContext) -> QueryDecision:
         batch = len(context.student_outputs)
         first_come = -np.arange(batch, dtype=np.float64)
-        label = keep_best(automatic_rows(context, batch), first_come, self.budget)
+        label = keep_best(automatic_rows(context, batch), first_come, self.budget, context.now)
         return apply_forced(context, label, np.zeros(batch, dtype=bool))
 
 
-def build_budget(params: dict[str, Any], clock: Clock = time.monotonic) -> Budgeted:
-    """``clock`` (seconds) is for tests; the runtime calls ``build_budget(params)``."""
+def build_budget(params: dict[str, Any]) -> Budgeted:
     component = "query budget"
     options = with_defaults(component, params, {"per_second": 0.0, "total": 0, "burst": 0.0})
     per_second = number(component, "per_second", options["per_second"], 0)
     burst = number(component, "burst", options["burst"], 0)
     if burst and burst < 1:
         raise ValueError(f"{component}: burst must be 0 (one second's worth) or >= 1, got {burst!r}")
-    return Budgeted(Budget(per_second, count(component, "total", options["total"]), burst, clock))
+    return Budgeted(Budget(per_second, count(component, "total", options["total"]), burst))
 
 
 class Gated:
@@ -354,7 +348,7 @@ class Gated:
                 teacher_acts[auto] = priority[auto] > self.act_above
         if self.act_above is not None and context.student_version == 0:
             teacher_acts[auto] = True  # an untrained student's scores mean nothing: the teacher acts
-        label = keep_best(label | teacher_acts, priority, self.budget)
+        label = keep_best(label | teacher_acts, priority, self.budget, context.now)
         decision = apply_forced(context, label, teacher_acts & label)
         self.scorer.labelled(context, decision.label)
         return decision

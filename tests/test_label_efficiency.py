@@ -127,3 +127,15 @@ def test_ratio_interval():
 def test_unknown_method_is_an_error():
     with pytest.raises(ValueError, match="unknown method"):
         bench.run_benchmark(envs=["cartpole"], seeds=1, quick=True, methods=["nope"], show_progress=False)
+
+
+def test_daemon_mode_runs_the_same_method_against_a_real_daemon():
+    summary = bench.run_benchmark(envs=["cartpole"], seeds=1, quick=True, methods=["share"], max_labels=24,
+                                  show_progress=False, daemon=True)
+    assert summary["mode"] == "daemon"
+    result = summary["envs"]["CartPole-v1"]["methods"]["share"]
+    answers, steps = result["answers"][0], result["env_steps"][0]
+    assert answers > 0 and steps > answers  # share labels a few percent of the steps the peer played
+    assert answers >= 24 or result["labels_to_target"] == [answers]  # the cap, or the target, ended it
+    assert result["curves"][0] and result["curves"][0][-1][0] == answers
+    assert result["train_steps"][0] > 0  # the daemon's distiller trained on those labels

@@ -24,11 +24,13 @@ def build(name: str, params: dict | None = None, **kwargs):
 
 
 def context(outputs, *, version: int = 1, space: spaces.Space = DISCRETE, forced: list[str] | None = None,
-            members=None, features=None) -> QueryContext:
+            members=None, features=None, now: float | None = None) -> QueryContext:
     outputs = np.asarray(outputs, dtype=np.float32)
+    timing = {} if now is None else {"now": now}
     return QueryContext(features=outputs if features is None else np.asarray(features, dtype=np.float32),
                         student_outputs=outputs, student_version=version, action_space=space,
-                        forced=forced or [], member_outputs=None if members is None else np.asarray(members, dtype=np.float32))
+                        forced=forced or [], member_outputs=None if members is None else np.asarray(members, dtype=np.float32),
+                        **timing)
 
 
 def rows(mask: np.ndarray) -> list[int]:
@@ -131,31 +133,31 @@ def test_share_extremes_never_act_and_honour_forced():
 
 def test_budget_token_bucket_labels_exactly_what_the_rate_allows():
     clock = FakeClock()
-    policy = build("budget", {"per_second": 10}, clock=clock)
-    first = policy.decide(context(np.zeros((100, 2))))
+    policy = build("budget", {"per_second": 10})
+    first = policy.decide(context(np.zeros((100, 2)), now=clock.now))
     assert rows(first.label) == list(range(10))  # starts full: one second's worth, first come first served
     assert not first.teacher_acts.any()
-    assert not policy.decide(context(np.zeros((100, 2)))).label.any()  # no time passed: empty
+    assert not policy.decide(context(np.zeros((100, 2)), now=clock.now)).label.any()  # no time passed: empty
     clock.now += 0.5
-    assert policy.decide(context(np.zeros((100, 2)))).label.sum() == 5
+    assert policy.decide(context(np.zeros((100, 2)), now=clock.now)).label.sum() == 5
     clock.now += 1000.0  # the bucket holds at most one second's worth
-    assert policy.decide(context(np.zeros((100, 2)))).label.sum() == 10
+    assert policy.decide(context(np.zeros((100, 2)), now=clock.now)).label.sum() == 10
     clock.now += 0.25  # 2.5 tokens: 2 now, the half carried over
-    assert policy.decide(context(np.zeros((100, 2)))).label.sum() == 2
+    assert policy.decide(context(np.zeros((100, 2)), now=clock.now)).label.sum() == 2
     clock.now += 0.05
-    assert policy.decide(context(np.zeros((100, 2)))).label.sum() == 1
+    assert policy.decide(context(np.zeros((100, 2)), now=clock.now)).label.sum() == 1
 
 
 def test_budget_burst_and_total_cap():
     clock = FakeClock()
-    bursty = build("budget", {"per_second": 2, "burst": 5}, clock=clock)
-    assert bursty.decide(context(np.zeros((20, 2)))).label.sum() == 5
+    bursty = build("budget", {"per_second": 2, "burst": 5})
+    assert bursty.decide(context(np.zeros((20, 2)), now=clock.now)).label.sum() == 5
     capped = build("budget", {"total": 7})
     assert [capped.decide(context(np.zeros((4, 2)))).label.sum() for _ in range(4)] == [4, 3, 0, 0]
-    both = build("budget", {"per_second": 3, "total": 4}, clock=clock)
+    both = build("budget", {"per_second": 3, "total": 4})
     counts = []
     for _ in range(3):
-        counts.append(int(both.decide(context(np.zeros((10, 2)))).label.sum()))
+        counts.append(int(both.decide(context(np.zeros((10, 2)), now=clock.now)).label.sum()))
         clock.now += 1.0
     assert counts == [3, 1, 0]
 
@@ -168,7 +170,13 @@ def test_budget_forced_rows_spend_nothing_and_unlimited_labels_all():
 
 
 def test_budget_uses_the_monotonic_clock_by_default():
-    assert build("budget", {"per_second": 1}).budget.clock is time.monotonic
+    # A context built without ``now`` (a third-party caller) is stamped with monotonic time.
+    before = time.monotonic()
+    stamped = context(np.zeros((1, 2))).now
+    assert before <= stamped <= time.monotonic()
+    policy = build("budget", {"per_second": 0.001})
+    assert policy.decide(context(np.zeros((3, 2)))).label.sum() == 1
+    assert policy.decide(context(np.zeros((3, 2)))).label.sum() == 0  # the next token is 1000 s away
 
 
 # --- uncertainty --------------------------------------------------------------------------------

@@ -63,7 +63,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from runtime.plugin.pluginmanager import Plugins
+    from runtime.learn.trainer import Optimiser
+    from runtime.plugin.pluginmanager import Component, Plugins
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -305,35 +306,15 @@ def _batches(count: int, batch_size: int, steps: int, rng: np.random.Generator):
                 return
 
 
-def _optimise(module: "torch.nn.Module", loss_of: Callable[[np.ndarray], "torch.Tensor"], count: int,
-              settings: Settings, steps: int, rng: np.random.Generator, advance: Callable[[int], None],
-              strategy: Any = None) -> None:
-    """Adam over ``module``, and over a strategy's own parameters (a feature projection that the
-    strategy may create on its first loss call), for ``steps`` minibatches."""
-    import torch
-
-    optimizer = torch.optim.Adam(module.parameters(), lr=settings.learning_rate)
-    known = {id(p) for p in module.parameters()}
-    module.train()
+def _train(optimiser: "Optimiser", loss_of: Callable[[np.ndarray], "torch.Tensor"], count: int,
+           settings: Settings, steps: int, rng: np.random.Generator, advance: Callable[[int], None]) -> None:
+    """``steps`` optimiser steps, one per minibatch of shuffled epochs over ``count`` examples."""
+    optimiser.module.train()
     for step, indices in enumerate(_batches(count, settings.batch_size, steps, rng), 1):
-        loss = loss_of(indices)
-        if isinstance(strategy, torch.nn.Module):
-            new = [p for p in strategy.parameters() if id(p) not in known]
-            if new:
-                optimizer.add_param_group({"params": new})
-                known.update(id(p) for p in new)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        optimiser.step(loss_of(indices))
         if step % 50 == 0 or step == steps:
             advance(step % 50 or 50)
-    module.eval()
-
-
-def _forward(module: "torch.nn.Module", x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor | None"]:
-    if hasattr(module, "forward_features"):
-        return module.forward_features(x)
-    return module(x), None
+    optimiser.module.eval()
 
 
 def train_teacher(settings: Settings, plugins: "Plugins", data: Data, examples: np.ndarray, seed: int,
@@ -343,49 +324,53 @@ def train_teacher(settings: Settings, plugins: "Plugins", data: Data, examples: 
     import torch
     import torch.nn.functional as F
 
+    from runtime.learn.trainer import Optimiser
+
     torch.manual_seed(seed)
     teacher = plugins.build("student", "mlp", {"hidden": list(settings.teacher_hidden)}, *spaces_for(data))
     X, y = torch.from_numpy(data.X[examples]), torch.from_numpy(data.y[examples])
-    _optimise(teacher, lambda i: F.cross_entropy(teacher(X[i]), y[i]), len(examples), settings,
-              settings.teacher_steps, np.random.default_rng([seed, 1]), advance)
+    _train(Optimiser(teacher, settings.learning_rate), lambda i: F.cross_entropy(teacher(X[i]), y[i]), len(examples),
+           settings, settings.teacher_steps, np.random.default_rng([seed, 1]), advance)
     return teacher
 
 
-def distil_student(settings: Settings, data: Data, student: "torch.nn.Module", strategy: Any,
+def distil_student(settings: Settings, data: Data, student: "torch.nn.Module", strategy: Any, component: "Component",
                    teacher: "torch.nn.Module", labelled: np.ndarray, transfer: np.ndarray, seed: int,
                    advance: Callable[[int], None]) -> None:
-    """Train ``student`` with ``strategy`` on the teacher's outputs for the labelled and transfer inputs.
+    """Train ``student`` with ``strategy`` (``component``) on the teacher's outputs for the labelled
+    and transfer inputs, with online distillation's optimiser, loss checks and running agreement.
 
     Hidden features go to the strategy when both networks expose ``forward_features`` (for
     ``feature_hints``); ``agreement`` is the student's running agreement with the teacher (for
-    ``adaptive``), measured on each minibatch before the step, as in online distillation.
+    ``adaptive``), measured on each minibatch before the step, as online on fresh labels.
     """
     import torch
 
+    from runtime.learn.evaluation import agreement_and_loss
+    from runtime.learn.trainer import Optimiser, forward_with_features, running_agreement, strategy_loss
     from runtime.plugin.interfaces import StrategyInputs
 
     inputs = np.concatenate([labelled, transfer])
     X = torch.from_numpy(data.X[inputs])
     teacher.eval()
     with torch.no_grad():
-        teacher_outputs, teacher_features = _forward(teacher, X)
+        teacher_outputs, teacher_features = forward_with_features(teacher, X)
     hard = teacher_outputs.argmax(dim=1)
     hard[:len(labelled)] = torch.from_numpy(data.y[labelled])  # true labels where the student has them
     agreement: list[float | None] = [None]
 
     def loss_of(indices: np.ndarray) -> "torch.Tensor":
-        outputs, features = _forward(student, X[indices])
-        agree = (outputs.detach().argmax(dim=1) == teacher_outputs[indices].argmax(dim=1)).float().mean().item()
-        previous = agreement[0]
-        agreement[0] = agree if previous is None else 0.95 * previous + 0.05 * agree
-        return strategy.loss(StrategyInputs(
+        outputs, features = forward_with_features(student, X[indices])
+        agree, _ = agreement_and_loss(outputs.detach().numpy(), teacher_outputs[indices].numpy(), discrete=True)
+        agreement[0] = running_agreement(agreement[0], agree, len(indices))
+        return strategy_loss(component, strategy, StrategyInputs(
             student_outputs=outputs, teacher_outputs=teacher_outputs[indices], hard_labels=hard[indices],
             student_features=features,
             teacher_features=None if features is None or teacher_features is None else teacher_features[indices],
-            agreement=previous))
+            agreement=agreement[0]))
 
-    _optimise(student, loss_of, len(inputs), settings, settings.steps, np.random.default_rng([seed, 2]),
-              advance, strategy)
+    _train(Optimiser(student, settings.learning_rate, strategy), loss_of, len(inputs), settings, settings.steps,
+           np.random.default_rng([seed, 2]), advance)
 
 
 def train_hard_label(settings: Settings, data: Data, student: "torch.nn.Module", labelled: np.ndarray,
@@ -394,9 +379,11 @@ def train_hard_label(settings: Settings, data: Data, student: "torch.nn.Module",
     import torch
     import torch.nn.functional as F
 
+    from runtime.learn.trainer import Optimiser
+
     X, y = torch.from_numpy(data.X[labelled]), torch.from_numpy(data.y[labelled])
-    _optimise(student, lambda i: F.cross_entropy(student(X[i]), y[i]), len(labelled), settings, settings.steps,
-              np.random.default_rng([seed, 3]), advance)
+    _train(Optimiser(student, settings.learning_rate), lambda i: F.cross_entropy(student(X[i]), y[i]), len(labelled),
+           settings, settings.steps, np.random.default_rng([seed, 3]), advance)
 
 
 def load_student(path: str | Path, plugins: "Plugins") -> tuple["torch.nn.Module", dict[str, str]]:
@@ -474,7 +461,8 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
         torch.manual_seed(seed)
         student = make_student()
         initial = {name: tensor.clone() for name, tensor in student.state_dict().items()}
-        distil_student(settings, data, student, make_strategy(), teacher, labelled, transfer, seed, advance)
+        distil_student(settings, data, student, make_strategy(), plugins.get("strategy", settings.strategy), teacher,
+                       labelled, transfer, seed, advance)
         describe(f"{prefix}: hard-label student")
         baseline = make_student()
         baseline.load_state_dict(initial)  # the same starting point: a paired comparison

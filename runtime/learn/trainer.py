@@ -1,12 +1,12 @@
-"""The student's training loop, independent of any socket: replay buffer, held-out set, strategy,
-optimizer, online agreement and held-out scoring. The distillation role drives it from messages;
-the benchmarks drive it in-process."""
+"""Training the student, independent of any socket: replay buffer, held-out set, strategy,
+optimizer, online agreement and held-out scoring. ``runtime.learn.loop.Learner`` drives it (the
+distillation role, the benchmark); ``agentrt distill`` uses its optimiser, step and agreement."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
@@ -15,7 +15,75 @@ from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement
 from runtime.learn.models import build_student
 from runtime.learn.replay import ReplayBuffer
 from runtime.plugin.interfaces import StrategyInputs
-from runtime.plugin.pluginmanager import PluginFailure, Plugins, serve
+from runtime.plugin.pluginmanager import Component, PluginFailure, Plugins, serve
+
+if TYPE_CHECKING:
+    import torch
+
+#: How fast the running agreement forgets: each new sample weighs as if 0.95 of the past remained.
+AGREEMENT_DECAY = 0.95
+
+
+def running_agreement(previous: float | None, agreement: float, samples: int) -> float:
+    """The running agreement after ``agreement`` was measured on ``samples`` fresh samples.
+
+    Weighted by samples, so that one teacher-acted sample does not count as much as a batch."""
+    if previous is None:
+        return agreement
+    return previous + (1 - AGREEMENT_DECAY ** samples) * (agreement - previous)
+
+
+def forward_with_features(module: "torch.nn.Module",
+                          inputs: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor | None"]:
+    """(outputs, hidden features or None): features where the network exposes ``forward_features``."""
+    if hasattr(module, "forward_features"):
+        return module.forward_features(inputs)
+    return module(inputs), None
+
+
+class Optimiser:
+    """Adam over a module and a strategy's own parameters, including those a strategy creates on
+    its first loss call (a feature projection sized from the data)."""
+
+    def __init__(self, module: "torch.nn.Module", learning_rate: float, strategy: Any = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.module = module
+        self.strategy = strategy if isinstance(strategy, torch.nn.Module) else None
+        self.learning_rate = learning_rate
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the moment estimates (after loading other weights)."""
+        parameters = list(self.module.parameters())
+        if self.strategy is not None:
+            parameters += list(self.strategy.parameters())
+        self.adam = self.torch.optim.Adam(parameters, lr=self.learning_rate)
+
+    def step(self, loss: "torch.Tensor") -> float:
+        """One gradient step on ``loss``; returns its value."""
+        if self.strategy is not None:
+            known = {id(p) for group in self.adam.param_groups for p in group["params"]}
+            fresh = [p for p in self.strategy.parameters() if id(p) not in known]
+            if fresh:
+                self.adam.add_param_group({"params": fresh})
+        self.adam.zero_grad()
+        loss.backward()
+        self.adam.step()
+        return loss.item()
+
+
+def strategy_loss(component: Component, strategy: Any, inputs: StrategyInputs) -> "torch.Tensor":
+    """The strategy's loss for one minibatch; a failure, or a loss that cannot be minimised, is a
+    PluginFailure naming the strategy (NaN must never reach the optimizer)."""
+    import torch
+
+    loss = serve(component, strategy.loss, inputs)
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad and torch.isfinite(loss)):
+        raise PluginFailure(component, ValueError(
+            f"loss() must return a finite scalar tensor with a gradient, got {loss!r:.80}"))
+    return loss
 
 
 @dataclass(frozen=True)
@@ -39,29 +107,13 @@ class Trainer:
         self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
         self.strategy_component = plugins.get("strategy", settings["strategy"])
         self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]))
-        self.optimizer = self._optimizer()
+        self.optimiser = Optimiser(self.student, settings["learning_rate"], self.strategy)
         self.buffer = ReplayBuffer(settings["buffer_samples"], settings["buffer_bytes"], settings["eviction"],
                                    settings["prioritized"], settings["priority_alpha"], settings["seed"])
         self.heldout = ReplayBuffer(settings["heldout_samples"], settings["buffer_bytes"], seed=settings["seed"])
         self.random = np.random.default_rng(settings["seed"])
         self.agreement: float | None = None
         self.loss: float | None = None
-
-    def _optimizer(self):
-        parameters = list(self.student.parameters())
-        if isinstance(self.strategy, self.torch.nn.Module):
-            parameters += list(self.strategy.parameters())
-        return self.torch.optim.Adam(parameters, lr=self.settings["learning_rate"])
-
-    def _optimize_new_parameters(self) -> None:
-        """A strategy may create parameters on its first call (a feature projection sized from the
-        data): give them to the optimizer as they appear."""
-        if not isinstance(self.strategy, self.torch.nn.Module):
-            return
-        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
-        fresh = [p for p in self.strategy.parameters() if id(p) not in known]
-        if fresh:
-            self.optimizer.add_param_group({"params": fresh})
 
     def ready(self) -> bool:
         return len(self.buffer) >= self.settings["min_samples"]
@@ -77,9 +129,7 @@ class Trainer:
         student = self.predict(features)
         # Agreement on fresh labels, before training on them: an honest online estimate.
         agree, _ = agreement_and_loss(student, outputs, self.discrete)
-        # Weighted by samples, so single teacher-acted samples do not count as much as a whole batch.
-        weight = 1 - 0.95 ** len(features)
-        self.agreement = agree if self.agreement is None else self.agreement + weight * (agree - self.agreement)
+        self.agreement = running_agreement(self.agreement, agree, len(features))
         columns = {"features": features, "outputs": outputs}
         if teacher_features is not None:
             columns["teacher_features"] = np.asarray(teacher_features, dtype=np.float32).reshape(len(features), -1)
@@ -95,11 +145,7 @@ class Trainer:
         torch = self.torch
         index, batch = self.buffer.sample(self.settings["batch_size"])
         teacher = torch.from_numpy(batch["outputs"])
-        features = torch.from_numpy(batch["features"])
-        if hasattr(self.student, "forward_features"):
-            outputs, student_features = self.student.forward_features(features)
-        else:
-            outputs, student_features = self.student(features), None
+        outputs, student_features = forward_with_features(self.student, torch.from_numpy(batch["features"]))
         teacher_features = batch.get("teacher_features")
         hard_labels = None
         if self.discrete:  # a stacked ensemble's labels are its members' joint choice
@@ -109,18 +155,9 @@ class Trainer:
                                 student_features=student_features,
                                 teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
                                 agreement=self.agreement)
-        loss = serve(self.strategy_component, self.strategy.loss, inputs)
-        if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad and torch.isfinite(loss)):
-            # A loss that cannot be minimised must not reach the optimizer (NaN would poison the weights).
-            raise PluginFailure(self.strategy_component, ValueError(
-                f"loss() must return a finite scalar tensor with a gradient, got {loss!r:.80}"))
-        self._optimize_new_parameters()
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self.loss = self.optimiser.step(strategy_loss(self.strategy_component, self.strategy, inputs))
         if self.buffer.prioritized or self.buffer.eviction == "lowest_priority":
             self.buffer.update_priorities(index, per_sample_disagreement(outputs.detach().numpy(), batch["outputs"], self.discrete))
-        self.loss = loss.item()
         return self.loss
 
     def state(self) -> dict[str, Any]:
@@ -130,7 +167,7 @@ class Trainer:
     def load(self, state: dict[str, Any]) -> None:
         """Continue training from ``state`` with a fresh optimizer."""
         self.student.load_state_dict(state)
-        self.optimizer = self._optimizer()
+        self.optimiser.reset()
 
     def score(self, state: dict[str, Any]) -> tuple[float | None, float | None]:
         """Held-out (agreement, loss) of a set of student weights; None while the set is too small."""

@@ -7,6 +7,7 @@ filters. Students and distillation strategies work on torch tensors inside the t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
@@ -64,6 +65,9 @@ class QueryContext:
     # (K, B, output_size) when the student is an ensemble exposing ``forward_members``, else None
     member_outputs: np.ndarray | None = None
     observations: np.ndarray | None = None  # (B, ...) raw observations, as the teacher would see them
+    # Seconds on the runtime's clock at this batch: monotonic time in the daemon, simulated time in
+    # a benchmark. Policies that ration answers over time read it instead of keeping a clock.
+    now: float = field(default_factory=time.monotonic)
 
 
 @dataclass

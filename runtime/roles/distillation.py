@@ -1,5 +1,7 @@
 """Distillation: collects teacher labels for sampled observations, trains the student continuously,
-and publishes new versions through a promotion gate.
+and publishes new versions through a promotion gate. The learning itself is
+``runtime.learn.loop.Learner``; this role batches label requests to the teacher, writes candidates
+to disk and the registry, and announces promoted ones.
 
 Every candidate is written as safetensors and recorded in the registry (runtime/learn/registry.py); it is
 announced to decision (``weights``) only if, on a held-out set of teacher-labelled samples that
@@ -19,9 +21,8 @@ import zmq
 
 from runtime.errors import ConfigError
 from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+from runtime.learn.loop import Candidate, Learner
 from runtime.learn.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
-from runtime.learn.trainer import Trainer
-from runtime.plugin.pluginmanager import PluginFailure
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
@@ -37,32 +38,26 @@ class Distillation(Role):
         settings = self.config["distillation"]
         torch.set_num_threads(settings["torch_threads"])
         self.settings = settings
-        self.trainer = Trainer(self.plugins, self.config, self.observation_space, self.action_space)
+        self.learner = Learner(self.plugins, self.config, self.observation_space, self.action_space)
         run_dir = self.config["daemon"]["run_dir"]
         self.store = CheckpointStore(f"{run_dir}/checkpoints")
         self.registry = Registry(run_dir)
-        self.version = max(self.registry.latest_version(), self.store.latest())
-        self.serving_version = self.registry.serving()
-        self.serving_state = None
+        version = max(self.registry.latest_version(), self.store.latest())
+        serving_version = self.registry.serving()
         try:
-            if self.serving_version:
-                self.serving_state = load_safetensors(self.store.path(self.serving_version))[0]
-                self.trainer.scratch.load_state_dict(self.serving_state)  # fails now if the student changed shape
-            if self.version:  # resume: versions continue after a crash or restart
-                self.trainer.load(load_safetensors(self.store.path(self.version))[0])
-                self.log.info("distiller_resumed", version=self.version, serving=self.serving_version)
+            # Loading fails now, not mid-training, if the student changed shape.
+            serving_state = load_safetensors(self.store.path(serving_version))[0] if serving_version else None
+            state = load_safetensors(self.store.path(version))[0] if version else None
+            self.learner.resume(version, state, serving_version, serving_state)
         except (RuntimeError, OSError) as exc:
             raise ConfigError(f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
                              "use another run directory, or remove its checkpoints/ and students.sqlite") from None
-        self.trained_from = self.version or None  # the version the weights in training started from
+        if version:  # versions continue after a crash or restart
+            self.log.info("distiller_resumed", version=version, serving=serving_version)
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
         self.pending_since = 0.0
         self.in_flight: dict[int, tuple[float, np.ndarray]] = {}  # request id -> (sent at, features)
         self.request_ids = itertools.count(1)
-        self.steps_since_publish = 0
-        self.added_at_publish = 0
-        self.last_publish = time.monotonic()
-        self.next_train_at = 0.0
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DISTILLATION_IN))
         self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
@@ -71,7 +66,7 @@ class Distillation(Role):
         self.on(self.inbox, lambda sock: self.drain(sock, self.on_sample))
         self.on(self.teacher, lambda sock: self.drain(sock, self.on_labels))
         self.on(self.control, self.on_control)
-        self.gauges.update(version=self.version, serving_version=self.serving_version, buffer=0, heldout=0,
+        self.gauges.update(version=version, serving_version=serving_version, buffer=0, heldout=0,
                            loss=None, agreement=None, train_steps_per_s=0.0)
 
     def teardown(self) -> None:
@@ -111,22 +106,18 @@ class Distillation(Role):
             self.add_labelled(request[1], reply["outputs"], reply.get("features"))
 
     def add_labelled(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None) -> None:
-        self.trainer.add_labelled(features, outputs, teacher_features)
+        self.learner.add_labels(features, outputs, teacher_features)
         self.counters["labels"] += len(features)
-        self.gauges.update(agreement=round(self.trainer.agreement, 4), buffer=len(self.trainer.buffer),
-                           heldout=len(self.trainer.heldout), buffer_bytes=self.trainer.buffer.nbytes,
-                           buffer_evicted=self.trainer.buffer.evicted)
+        stats = self.learner.stats()
+        self.gauges.update(agreement=round(stats.agreement, 4), buffer=stats.buffer, heldout=stats.heldout,
+                           buffer_bytes=stats.buffer_bytes, buffer_evicted=stats.buffer_evicted)
 
     # --- training --------------------------------------------------------------------------------
     def poll_timeout_ms(self) -> int:
-        if not self.wants_training():
+        wait_s = self.learner.next_step_in()
+        if wait_s is None:
             return 20  # still wake up to send a partly filled label batch in time
-        return min(100, math.ceil(max(0.0, self.next_train_at - time.monotonic()) * 1000))
-
-    def wants_training(self) -> bool:
-        # Without new labels there is nothing new to learn: train one cycle, then rest (and publish nothing).
-        cycle_done = self.steps_since_publish >= self.settings["steps_per_publish"]
-        return self.trainer.ready() and (self.trainer.buffer.added > self.added_at_publish or not cycle_done)
+        return min(100, math.ceil(wait_s * 1000))
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -135,68 +126,46 @@ class Distillation(Role):
         # A teacher that restarted never answers what it had in hand: forget those requests.
         for request_id in [i for i, (sent, _) in self.in_flight.items() if now - sent > LABEL_TIMEOUT_S]:
             self.counters["labels_lost"] += len(self.in_flight.pop(request_id)[1])
-        if self.wants_training() and now >= self.next_train_at:
-            spent = self.train_step()
-            # Stay within the configured CPU share: rest in proportion to the time spent training.
-            share = self.settings["cpu_share"]
-            self.next_train_at = time.monotonic() + spent * (1 - share) / share
-        if self.steps_since_publish >= self.settings["steps_per_publish"] and self.trainer.buffer.added > self.added_at_publish \
-                and now - self.last_publish >= self.settings["publish_interval_s"]:
-            self.publish_candidate()
-
-    def train_step(self) -> float:
-        """One training step; returns the seconds it took."""
-        started = time.perf_counter()
-        try:
-            self.trainer.train_step()
-        except PluginFailure as failure:
+        progress = self.learner.tick()
+        self.counters["train_steps"] += progress.steps
+        for failure in progress.failures:
             self.counters["errors.PLUGIN_FAILED"] += 1
             self.log_plugin_failure(failure)
-        else:
-            self.steps_since_publish += 1
-            self.counters["train_steps"] += 1
-        return time.perf_counter() - started
+        for candidate in progress.candidates:
+            self.publish(candidate)
 
     # --- versions --------------------------------------------------------------------------------
-    def publish_candidate(self) -> None:
-        elapsed = time.monotonic() - self.last_publish
-        state = self.trainer.state()
-        verdict = self.trainer.judge(state, self.serving_state)
-        self.version += 1
-        path = self.store.save(self.version, state, {"loss": str(self.trainer.loss), "agreement": str(self.trainer.agreement),
-                                                     "parent": str(self.serving_version)})
-        self.registry.record(self.version, self.trained_from, self.trainer.buffer.added, self.counters["train_steps"],
+    def publish(self, candidate: Candidate) -> None:
+        """Write a judged candidate to disk and the registry; announce it if it was promoted."""
+        version, verdict = candidate.version, candidate.verdict
+        path = self.store.save(version, candidate.state, {"loss": str(candidate.loss), "agreement": str(candidate.agreement),
+                                                          "parent": str(candidate.serving_before)})
+        self.registry.record(version, candidate.parent, candidate.samples, candidate.train_steps,
                              verdict.heldout_agreement, verdict.heldout_loss, verdict.serving_agreement,
-                             PROMOTED if verdict.promoted else REJECTED, str(path))
-        self.gauges.update(version=self.version, loss=self.trainer.loss, train_steps_per_s=round(self.steps_since_publish / elapsed, 1))
-        self.steps_since_publish = 0
-        self.last_publish = time.monotonic()
-        self.added_at_publish = self.trainer.buffer.added
-        self.trained_from = self.version  # training goes on from these weights, promoted or not
-        if not verdict.promoted:
+                             PROMOTED if candidate.promoted else REJECTED, str(path))
+        self.gauges.update(version=version, loss=candidate.loss, train_steps_per_s=candidate.steps_per_s)
+        if not candidate.promoted:
             self.counters["candidates_rejected"] += 1
-            self.log.warning("candidate_rejected", version=self.version, heldout_agreement=verdict.heldout_agreement,
-                             serving_version=self.serving_version, serving_agreement=verdict.serving_agreement)
+            self.log.warning("candidate_rejected", version=version, heldout_agreement=verdict.heldout_agreement,
+                             serving_version=candidate.serving_before, serving_agreement=verdict.serving_agreement)
             self.prune_checkpoints()
             return
-        self.serve_version(self.version, str(path), state)
-        metrics = {"loss": self.trainer.loss, "agreement": self.trainer.agreement, "heldout_agreement": verdict.heldout_agreement,
-                   "samples": self.trainer.buffer.added}
-        self.log.info("weights_published", version=self.version, loss=round(self.trainer.loss, 5),
+        self.announce(version, str(path))
+        metrics = {"loss": candidate.loss, "agreement": candidate.agreement,
+                   "heldout_agreement": verdict.heldout_agreement, "samples": candidate.samples}
+        self.log.info("weights_published", version=version, loss=round(candidate.loss, 5),
                       heldout_agreement=verdict.heldout_agreement, serving_agreement=verdict.serving_agreement)
-        self.plugins.notify("agentrt_weights_published", version=self.version, path=str(path), metrics=metrics)
+        self.plugins.notify("agentrt_weights_published", version=version, path=str(path), metrics=metrics)
         self.prune_checkpoints()
 
-    def serve_version(self, version: int, path: str, state) -> None:
-        self.serving_version = version
-        self.serving_state = state
+    def announce(self, version: int, path: str) -> None:
         self.gauges["serving_version"] = version
         self.send(self.publisher, protocol.encode("weights", version=version, path=path), "weights")
 
     def prune_checkpoints(self) -> None:
         keep = self.settings["keep_checkpoints"]
         for version in self.store.versions()[:-keep]:
-            if version != self.serving_version:
+            if version != self.learner.serving_version:
                 self.store.path(version).unlink(missing_ok=True)
 
     # --- control ---------------------------------------------------------------------------------
@@ -218,12 +187,11 @@ class Distillation(Role):
             raise ValueError(f"rollback: version must be an integer, not {to!r}")
         target = self.registry.rollback_target(to)
         state = load_safetensors(target.path)[0]
-        previous = self.serving_version
+        previous = self.learner.serving_version
         self.registry.set_status(previous, ROLLED_BACK)
         self.registry.serve(target.version, f"rollback from {previous}")
         # Train on from the restored weights: the newer ones were judged worse by a person.
-        self.trainer.load(state)
-        self.trained_from = target.version
-        self.serve_version(target.version, target.path, state)
+        self.learner.restore(target.version, state)
+        self.announce(target.version, target.path)
         self.log.warning("student_rolled_back", version=target.version, previous=previous)
         return {"serving": target.version, "previous": previous}

@@ -1,0 +1,362 @@
+"""The online distillation loop, free of sockets: one implementation that the decision and
+distillation roles, ``benchmarks/label_efficiency.py`` and the tests all drive.
+
+``Decider`` decides a batch: the serving student's forward pass, the query policy, the teacher
+standing in where the policy lets it act (or where the student's output is not finite), actions.
+``Learner`` learns: teacher labels in, training steps paced by a ``Pacing``, a candidate every
+``steps_per_publish`` steps (at most every ``publish_interval_s``, and only after new labels), the
+promotion gate, and the decision which version serves.
+
+Time comes from an injectable clock (seconds; ``time.monotonic`` in the daemon, simulated
+environment time in the benchmark, a hand-moved clock in tests). It reaches the query policy
+through ``QueryContext.now``. What the roles add around the core is transport: sockets, batching
+messages, timeouts, files and the registry.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from gymnasium import spaces
+
+from runtime.learn.evaluation import teacher_policy_outputs
+from runtime.learn.models import build_student
+from runtime.learn.trainer import Trainer, Verdict
+from runtime.plugin.interfaces import QueryContext
+from runtime.plugin.pluginmanager import PluginFailure, Plugins, serve
+from runtime.wire.spaces import actions_from_outputs
+
+Clock = Callable[[], float]
+#: Asks the teacher to act for a batch of observations: its outputs, or None if it did not answer.
+AskTeacher = Callable[[np.ndarray], "np.ndarray | None"]
+State = dict[str, Any]
+
+
+# --- deciding --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Decisions:
+    """What ``Decider.decide`` chose for a batch of B observations."""
+
+    outputs: np.ndarray            # (B, width): the teacher's where it acted, else the student's
+    actions: np.ndarray            # (B, ...) env actions from ``outputs``
+    decided_by: np.ndarray         # (B,) "student" or "teacher"
+    label: np.ndarray              # (B,) bool: the policy wants a teacher label
+    teacher_outputs: list[np.ndarray | None]  # the teacher's answer where it acted (also the label)
+    not_finite: int                # rows whose student output was NaN or infinite
+    teacher_timed_out: bool        # the teacher was asked to act and did not answer
+    student_latency_us: float      # the student's forward pass, per observation
+
+    def acted(self, row: int) -> bool:
+        """False where neither the student nor the teacher produced a usable output."""
+        return bool(np.isfinite(self.outputs[row]).all())
+
+
+class Decider:
+    """The serving student and the query policy, as decision uses them."""
+
+    def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
+                 action_space: spaces.Space, clock: Clock = time.monotonic) -> None:
+        import torch
+
+        self.torch = torch
+        self.clock = clock
+        self.action_space = action_space
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.student = build_student(plugins, config, observation_space, action_space).eval()
+        self.student_component = plugins.get("student", config["student"]["plugin"])
+        query = config["query"]
+        self.policy_component = plugins.get("query_policy", query["policy"])
+        self.policy = plugins.build("query_policy", query["policy"], dict(query["params"]))
+        self.version = 0  # untrained until a version is served
+
+    def serve(self, version: int, state: State) -> None:
+        """Serve other weights from the next batch on; raises (RuntimeError, ValueError) and keeps
+        the current ones if they do not fit the student."""
+        self.student.load_state_dict(state)
+        self.version = version
+
+    def forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(outputs, member outputs or None) of the serving student; an ensemble acts on its
+        members' mean and the policy sees their spread. Failures are PluginFailures."""
+        with self.torch.no_grad():
+            inputs = self.torch.from_numpy(features)
+            if hasattr(self.student, "forward_members"):
+                members = serve(self.student_component, self.student.forward_members, inputs).numpy()
+                return members.mean(axis=0), members
+            return serve(self.student_component, self.student, inputs).numpy(), None
+
+    def decide(self, features: np.ndarray, observations: np.ndarray, forced: list[str],
+               ask_teacher: AskTeacher) -> Decisions:
+        """Decide for a batch. Raises PluginFailure if the student or the policy fails."""
+        features = np.asarray(features, dtype=np.float32)
+        started = time.perf_counter()
+        outputs, members = self.forward(features)
+        latency_us = (time.perf_counter() - started) * 1e6 / len(features)
+        context = QueryContext(features=features, student_outputs=outputs, student_version=self.version,
+                               action_space=self.action_space, forced=forced, member_outputs=members,
+                               observations=observations, now=self.clock())
+        choice = serve(self.policy_component, self.policy.decide, context)
+        decided_by = np.array(["student"] * len(features), dtype=object)
+        teacher_outputs: list[np.ndarray | None] = [None] * len(features)
+        # A student that outputs NaN or infinity must not act: the teacher stands in.
+        broken = ~np.isfinite(outputs).all(axis=1)
+        acting = np.flatnonzero(np.asarray(choice.teacher_acts) | broken)
+        timed_out = False
+        if len(acting):
+            answer = ask_teacher(observations[acting])
+            if answer is None:
+                timed_out = True
+            else:
+                outputs = outputs.copy()
+                outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
+                decided_by[acting] = "teacher"
+                for row, index in enumerate(acting):
+                    teacher_outputs[index] = answer[row]
+        return Decisions(outputs, actions_from_outputs(outputs, self.action_space), decided_by,
+                         np.asarray(choice.label, dtype=bool), teacher_outputs, int(broken.sum()), timed_out,
+                         latency_us)
+
+
+# --- learning --------------------------------------------------------------------------------------
+
+
+class Pacing(Protocol):
+    """When the learner trains: how many steps it may take now, and whether what it trains on
+    since the last candidate is new (without anything new it trains one cycle, then rests)."""
+
+    def allowance(self, learner: "Learner") -> int:
+        ...
+
+    def spent(self, seconds: float) -> None:
+        """Heard after every step, with the seconds it took on the learner's clock."""
+
+    def fresh(self, learner: "Learner") -> bool:
+        ...
+
+    def wait_s(self) -> float:
+        """Seconds until the next step may be due (0: now)."""
+
+
+class CpuShare:
+    """The daemon's pacing: one step at a time, resting in proportion to the time spent training,
+    so training stays within ``share`` of a core; fresh means labels arrived since the last candidate."""
+
+    def __init__(self, share: float, clock: Clock) -> None:
+        self.share = share
+        self.clock = clock
+        self.next_at = 0.0
+
+    def allowance(self, learner: "Learner") -> int:
+        return 1 if self.clock() >= self.next_at else 0
+
+    def spent(self, seconds: float) -> None:
+        self.next_at = self.clock() + seconds * (1 - self.share) / self.share
+
+    def fresh(self, learner: "Learner") -> bool:
+        return learner.has_new_labels()
+
+    def wait_s(self) -> float:
+        return max(0.0, self.next_at - self.clock())
+
+
+class PerLabel:
+    """``steps`` training steps bought by every label (the backlog first once training can start):
+    the same training per label whatever the policy, as the label-efficiency benchmark measures.
+    Every step follows a label, so every cycle is fresh."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def allowance(self, learner: "Learner") -> int:
+        return max(0, self.steps * learner.labels - learner.train_steps)
+
+    def spent(self, seconds: float) -> None:
+        pass
+
+    def fresh(self, learner: "Learner") -> bool:
+        return True
+
+    def wait_s(self) -> float:
+        return 0.0
+
+
+class PerTick:
+    """``steps`` training steps per ``Learner.tick`` (per environment step in the benchmark), with
+    the daemon's rule of resting after a cycle without new labels."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def allowance(self, learner: "Learner") -> int:
+        return self.steps
+
+    def spent(self, seconds: float) -> None:
+        pass
+
+    def fresh(self, learner: "Learner") -> bool:
+        return learner.has_new_labels()
+
+    def wait_s(self) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A set of trained weights that went through the promotion gate."""
+
+    version: int
+    parent: int | None             # the version training continued from
+    serving_before: int            # the version serving when it was judged
+    state: State
+    verdict: Verdict
+    loss: float | None
+    agreement: float | None
+    samples: int                   # training samples added so far
+    train_steps: int               # training steps so far (this process)
+    steps_per_s: float             # training steps per second of the clock since the last candidate
+
+    @property
+    def promoted(self) -> bool:
+        return self.verdict.promoted
+
+
+@dataclass(frozen=True)
+class LearnerStats:
+    """What the learner can tell without handing out its internals."""
+
+    labels: int                    # labelled samples received (training and held-out)
+    samples: int                   # added to the training buffer, evicted ones included
+    buffer: int                    # in the training buffer now
+    buffer_bytes: int
+    buffer_evicted: int
+    heldout: int
+    agreement: float | None        # running agreement with the teacher on fresh labels
+    loss: float | None             # of the last training step
+    train_steps: int
+    version: int                   # the newest candidate
+    serving_version: int
+
+
+@dataclass
+class Progress:
+    """What one ``Learner.tick`` did."""
+
+    steps: int = 0
+    candidates: list[Candidate] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+
+
+class Learner:
+    """Teacher labels in; training, candidates, the promotion gate and the serving version out."""
+
+    def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
+                 action_space: spaces.Space, clock: Clock = time.monotonic, pacing: Pacing | None = None) -> None:
+        self.settings = config["distillation"]
+        self.clock = clock
+        self.pacing = pacing or CpuShare(self.settings["cpu_share"], clock)
+        self.trainer = Trainer(plugins, config, observation_space, action_space)
+        self.version = 0
+        self.serving_version = 0
+        self.serving_state: State | None = None
+        self.trained_from: int | None = None
+        self.labels = 0
+        self.train_steps = 0
+        self.steps_since_publish = 0
+        self.added_at_publish = 0
+        self.last_publish = clock()
+
+    @property
+    def student(self) -> Any:
+        """The weights in training (a torch module): what the next candidate will be."""
+        return self.trainer.student
+
+    def resume(self, version: int, state: State | None, serving_version: int, serving_state: State | None) -> None:
+        """Continue after a restart: from ``state`` (the newest candidate, ``version``), judged
+        against ``serving_state``. Raises RuntimeError if either does not fit the student."""
+        if serving_state is not None:
+            self.trainer.scratch.load_state_dict(serving_state)
+        if state is not None:
+            self.trainer.load(state)
+        self.version = version
+        self.trained_from = version or None
+        self.serving_version, self.serving_state = serving_version, serving_state
+
+    def restore(self, version: int, state: State) -> None:
+        """Serve ``version`` again (a rollback) and train on from its weights, with a fresh optimizer."""
+        self.trainer.load(state)
+        self.trained_from = version
+        self.serving_version, self.serving_state = version, state
+
+    def add_labels(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None) -> None:
+        """Teacher outputs for these student features; a ``heldout_share`` goes to the gate's held-out set."""
+        self.trainer.add_labelled(features, outputs, teacher_features)
+        self.labels += len(features)
+
+    def has_new_labels(self) -> bool:
+        return self.trainer.buffer.added > self.added_at_publish
+
+    def wants_training(self) -> bool:
+        # Without new labels there is nothing new to learn: train one cycle, then rest (and publish nothing).
+        cycle_done = self.steps_since_publish >= self.settings["steps_per_publish"]
+        return self.trainer.ready() and (self.pacing.fresh(self) or not cycle_done)
+
+    def next_step_in(self) -> float | None:
+        """Seconds until training may go on; None while resting (no labels to learn from)."""
+        return self.pacing.wait_s() if self.wants_training() else None
+
+    def publish_due(self) -> bool:
+        return self.steps_since_publish >= self.settings["steps_per_publish"] and self.pacing.fresh(self) \
+            and self.clock() - self.last_publish >= self.settings["publish_interval_s"]
+
+    def tick(self) -> Progress:
+        """Train as the pacing allows now, and judge a candidate whenever one is due."""
+        progress = Progress()
+        for _ in range(self.pacing.allowance(self)):
+            if not self.wants_training():
+                break
+            started = self.clock()
+            try:
+                self.trainer.train_step()
+            except PluginFailure as failure:
+                progress.failures.append(failure)
+            else:
+                self.train_steps += 1
+                self.steps_since_publish += 1
+                progress.steps += 1
+            self.pacing.spent(self.clock() - started)
+            if self.publish_due():
+                progress.candidates.append(self.candidate())
+        if not progress.steps and self.publish_due():
+            progress.candidates.append(self.candidate())
+        return progress
+
+    def candidate(self) -> Candidate:
+        """The weights in training as the next version, through the promotion gate: promoted, it
+        serves (``serving_version``); rejected, the serving version stays. Training goes on from
+        these weights either way."""
+        now = self.clock()
+        elapsed = now - self.last_publish
+        state = self.trainer.state()
+        verdict = self.trainer.judge(state, self.serving_state)
+        self.version += 1
+        candidate = Candidate(self.version, self.trained_from, self.serving_version, state, verdict,
+                              self.trainer.loss, self.trainer.agreement, self.trainer.buffer.added, self.train_steps,
+                              round(self.steps_since_publish / elapsed, 1) if elapsed > 0 else 0.0)
+        self.steps_since_publish = 0
+        self.last_publish = now
+        self.added_at_publish = self.trainer.buffer.added
+        self.trained_from = self.version
+        if verdict.promoted:
+            self.serving_version, self.serving_state = self.version, state
+        return candidate
+
+    def stats(self) -> LearnerStats:
+        buffer = self.trainer.buffer
+        return LearnerStats(self.labels, buffer.added, len(buffer), buffer.nbytes, buffer.evicted,
+                            len(self.trainer.heldout), self.trainer.agreement, self.trainer.loss, self.train_steps,
+                            self.version, self.serving_version)

@@ -22,11 +22,12 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from gymnasium import spaces
 
+from runtime.errors import PluginFailure
 from runtime.learn.evaluation import teacher_policy_outputs
 from runtime.learn.models import build_student
 from runtime.learn.trainer import Trainer, Verdict
 from runtime.plugin.interfaces import QueryContext
-from runtime.plugin.pluginmanager import PluginFailure, Plugins, serve
+from runtime.plugin.pluginmanager import Plugins, serve
 from runtime.wire.spaces import actions_from_outputs
 
 Clock = Callable[[], float]

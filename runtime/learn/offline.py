@@ -60,18 +60,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from runtime.errors import ConfigError, DistillError, ExitCode, PluginError
+
 if TYPE_CHECKING:
     import torch
 
     from runtime.learn.trainer import Optimiser
     from runtime.plugin.pluginmanager import Component, Plugins
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
-
-
-class DistillError(ValueError):
-    """Bad input for ``agentrt distill`` (a flag, a parameter, a file); the message names it."""
 
 
 # --- datasets --------------------------------------------------------------------------------------
@@ -419,7 +415,7 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
     ``n`` training steps done, ``describe(text)`` of each phase. Raises DistillError for bad input."""
     import torch
 
-    from runtime.plugin.pluginmanager import PluginError
+    from runtime.errors import PluginError
 
     check(settings)
     advance = advance or (lambda n: None)
@@ -485,8 +481,8 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
 
 def load_teacher(settings: Settings, plugins: "Plugins", data: Data, warnings: list[str]) -> "torch.nn.Module":
     """The ``--teacher`` file, through the ``checkpoint`` teacher plugin (which checks its shapes)."""
+    from runtime.errors import PluginError
     from runtime.learn.checkpoints import load_safetensors
-    from runtime.plugin.pluginmanager import PluginError
 
     path = str(Path(settings.teacher_path).absolute())
     try:
@@ -672,12 +668,12 @@ def run_distill(args: argparse.Namespace) -> int:
         if args.plot:
             write_plot(summary, args.plot)
             summary["plot"] = args.plot
-    except (DistillError, config_module.ConfigError, pluginmanager.PluginError) as exc:
+    except (DistillError, ConfigError, PluginError) as exc:  # the inputs' fault: say which, as usage
         print(f"agentrt distill: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except Exception as exc:  # e.g. a strategy whose loss does not fit these outputs
         print(f"agentrt distill: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     if args.json:
         print(json.dumps(summary))
     else:

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
+from runtime.errors import PluginFailure
 from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
 from runtime.learn.models import build_student
 from runtime.learn.replay import ReplayBuffer
 from runtime.plugin.interfaces import StrategyInputs
-from runtime.plugin.pluginmanager import Component, PluginFailure, Plugins, serve
+from runtime.plugin.pluginmanager import Component, Plugins, serve
 
 if TYPE_CHECKING:
     import torch

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import zmq
 
+from runtime.errors import PluginFailure
 from runtime.learn import registry
 from runtime.learn.checkpoints import CheckpointStore, load_safetensors
 from runtime.learn.loop import Decider
-from runtime.plugin.pluginmanager import PluginFailure
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 from runtime.wire.protocol import ErrorCode

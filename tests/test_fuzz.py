@@ -3,8 +3,8 @@ acts on another. Every reply must be a documented message (an error with a docum
 answer a valid message gets), the gateway must never restart, and the good peer must keep getting
 actions.
 
-Bounded and seeded: a few seconds in ``make test``. ``AGENTRT_FUZZ_MESSAGES=100000`` (and
-``AGENTRT_FUZZ_SEED``) for a long run; the counts are printed (``pytest -s``).
+Bounded and seeded: a few seconds in ``make test``. ``FUZZ_MESSAGES=100000`` (and
+``FUZZ_SEED``) for a long run; the counts are printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from runtime.testing import start_daemon
 from runtime.wire import protocol, spaces
 from runtime.wire.protocol import ErrorCode
 
-MESSAGES = int(os.environ.get("AGENTRT_FUZZ_MESSAGES", "600"))
-SEED = int(os.environ.get("AGENTRT_FUZZ_SEED", "0"))
+MESSAGES = int(os.environ.get("FUZZ_MESSAGES", "600"))
+SEED = int(os.environ.get("FUZZ_SEED", "0"))
 GOOD_PEER_EVERY = 50  # messages between two actions of the well-behaved peer
 REPLY_S = 30.0  # generous: replies take milliseconds; only a lost reply waits this long
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.files import atomic_write
+from runtime.processes import process_alive
 
 #: Tells a role started with Popen which pid its parent must have: if the daemon dies before the
 #: role could ask for PR_SET_PDEATHSIG, the role sees a different parent and exits.
@@ -33,6 +34,16 @@ def one_line(text: str) -> str:
     """The first line of ``text``, shortened for a status table."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+
+
+def read_pid(run_dir: str | Path) -> int | None:
+    """The pid of the daemon running with ``run_dir``; None when none runs, also when a daemon that
+    was killed left its pid file behind."""
+    try:
+        pid = int((Path(run_dir) / PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if process_alive(pid) else None
 
 
 def write_role_exit(run_dir: str | Path, role: str, pid: int, code: int, reason: str) -> None:

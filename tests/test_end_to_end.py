@@ -173,3 +173,20 @@ def test_an_essential_role_that_keeps_failing_stops_the_daemon_with_its_reason(t
     assert result.returncode == 78, result.stderr
     assert f"execution exited {SAME_EXITS_TO_FAIL} times in a row with code 3" in result.stderr
     assert not (run_dir / "daemon.pid").exists()
+
+
+def test_a_daemon_killed_outright_is_not_running_for_the_cli_and_up_starts_afresh(run_dir):
+    killed = start_daemon(run_dir=run_dir)
+    roles = [role["pid"] for role in killed.status()["roles"].values()]
+    killed.process.kill()
+    killed.process.wait()
+    assert not wait_for_exit(roles, timeout_s=60)
+    assert (run_dir / "daemon.pid").exists() and list(socket_dir(run_dir).iterdir())  # what it left behind
+    for command in ("status", "down"):
+        result = agentrt(command, "--run-dir", str(run_dir))
+        assert result.returncode == 1 and "no daemon is running" in result.stderr, result.stderr
+    again = start_daemon(run_dir=run_dir)  # cleans the leftovers and serves
+    try:
+        assert again.status()["daemon"]["pid"] == again.process.pid
+    finally:
+        again.stop(remove_run_dir=False)

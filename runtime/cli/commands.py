@@ -40,7 +40,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     from runtime.plugin.pluginmanager import describe
-    from runtime.supervisor.daemon import Daemon, prepare_run_dir, read_pid
+    from runtime.supervisor.daemon import Daemon, prepare_run_dir
     from runtime.wire.spaces import agent_spaces
 
     config = _load_config(args)
@@ -54,7 +54,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG
     if not args.detach:
         return Daemon(config).run()
-    if read_pid(run_dir) is not None:
+    if rundir.read_pid(run_dir) is not None:
         raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
     command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir)]
@@ -108,10 +108,9 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the daemon and return only once it and every process it reported are gone."""
     from runtime.processes import wait_for_exit
-    from runtime.supervisor.daemon import read_pid
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
-    pid = read_pid(run_dir)
+    pid = rundir.read_pid(run_dir)
     try:
         pids = control.request(run_dir, "down")["pids"]
     except DaemonUnreachable:

@@ -7,6 +7,7 @@ from typing import Any
 
 import zmq
 
+from runtime import rundir
 from runtime.errors import DaemonError, DaemonUnreachable
 from runtime.wire import protocol, transport
 
@@ -16,7 +17,8 @@ def request(run_dir: str | Path, command: str, timeout_s: float = 3.0, args: dic
     """Send one control command to the daemon of ``run_dir`` (or, with ``endpoint``, to another
     control socket of it, such as the distiller's) and return its result."""
     endpoint_file = transport.socket_dir(run_dir) / endpoint
-    if not endpoint_file.exists():
+    # A daemon killed outright leaves its pid file and sockets: that is "not running", said at once.
+    if rundir.read_pid(run_dir) is None or not endpoint_file.exists():
         raise DaemonUnreachable(f"no daemon is running with run directory {run_dir}")
     client = transport.Transport(run_dir, protocol.DEFAULT_MAX_MESSAGE_BYTES, linger_ms=0)
     try:

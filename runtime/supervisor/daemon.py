@@ -73,20 +73,6 @@ def prepare_run_dir(run_dir: Path) -> None:
     transport.socket_dir(run_dir).mkdir(mode=0o700, exist_ok=True)
 
 
-def read_pid(run_dir: Path) -> int | None:
-    try:
-        pid = int((run_dir / rundir.PID_FILE).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
-
-
 class Daemon:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -102,7 +88,7 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
-        existing = read_pid(self.run_dir)
+        existing = rundir.read_pid(self.run_dir)
         if existing is not None and existing != os.getpid():
             raise DaemonError(f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir")
         prepare_run_dir(self.run_dir)

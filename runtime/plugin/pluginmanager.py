@@ -111,10 +111,13 @@ class Plugins:
         pluggy's hook caller for that plugin alone (so tracing and hookwrappers apply, and a result
         or a failure belongs to one plugin)."""
         calls = []
-        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+        # Wrappers (old and new style) stay in every call; they wrap each plugin's implementation.
+        impls = [impl for impl in getattr(self.manager.hook, hook_name).get_hookimpls()
+                 if not (impl.hookwrapper or impl.wrapper)]
+        for impl in impls:
             key = (hook_name, impl.plugin_name)
             if key not in self._callers:
-                others = [plugin for plugin in self.manager.get_plugins() if plugin is not impl.plugin]
+                others = [other.plugin for other in impls if other.plugin is not impl.plugin]
                 self._callers[key] = self.manager.subset_hook_caller(hook_name, remove_plugins=others)
             caller = self._callers[key]
             calls.append((impl.plugin_name, lambda caller=caller: next(iter(caller(**kwargs)), None)))

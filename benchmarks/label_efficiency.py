@@ -357,9 +357,10 @@ class Bench:
 
     def ensemble_student(self) -> bool:
         from runtime.learn.models import build_student
+        from runtime.plugin.interfaces import ForwardMembers
 
-        return hasattr(build_student(self.plugins, self.config, self.observation_space, self.action_space),
-                       "forward_members")
+        return isinstance(build_student(self.plugins, self.config, self.observation_space, self.action_space),
+                          ForwardMembers)
 
     def close(self) -> None:
         for env in self.eval_envs:

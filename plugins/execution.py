@@ -19,7 +19,7 @@ from gymnasium import spaces
 
 from runtime import hookimpl
 from runtime.plugin.interfaces import StreamStep
-from runtime.plugin.params import box_space, positive_array, positive_int, with_defaults
+from runtime.plugin.params import Param, and_, box_space, declare, gt, invalid, list_of, number, or_, positive_int
 from runtime.plugin.streams import StreamState
 
 
@@ -37,9 +37,9 @@ class Clip(StreamStep):
         return np.clip(action, self.low, self.high).astype(action.dtype, copy=False)
 
 
+@declare("execution clip")
 def build_clip(params: dict[str, Any], action_space: spaces.Space) -> Clip:
-    """No params."""
-    with_defaults("execution clip", params, {})
+    """Clamp actions into the action space (the default filter)."""
     return Clip(action_space)
 
 
@@ -67,22 +67,29 @@ class RateLimit(StreamStep):
         self.previous.forget(stream)
 
 
+_POSITIVE = and_(number, gt(0))
+
+
+@declare("execution rate_limit",
+         max_delta=Param(None, "largest change per step (required): one number, or one per action dimension",
+                         or_(_POSITIVE, list_of(_POSITIVE))),
+         max_streams=Param(1024, "streams remembered; the least recently used is forgotten beyond that", positive_int))
 def build_rate_limit(params: dict[str, Any], action_space: spaces.Space) -> RateLimit:
-    """Params: ``max_delta`` (required: a number > 0, or one per action dimension),
-    ``max_streams`` (streams remembered, default 1024)."""
+    """Bound the change between a stream's consecutive box actions (list it after ``clip``)."""
     component = "execution rate_limit"
-    options = with_defaults(component, params, {"max_delta": None, "max_streams": 1024})
     space = box_space(component, action_space, "a box action space (discrete actions have no rate to limit)")
-    if options["max_delta"] is None:
-        raise ValueError(f"{component}: max_delta is required (a number > 0, or one per action dimension)")
-    max_delta = positive_array(component, "max_delta", options["max_delta"], space.shape)
+    try:
+        max_delta = np.broadcast_to(np.asarray(params["max_delta"], dtype=np.float64), space.shape).copy()
+    except ValueError:
+        raise invalid(component, "max_delta", f"one number, or a list broadcastable to shape {list(space.shape)}",
+                      params["max_delta"]) from None
     if np.issubdtype(space.dtype, np.integer):
         # Integer actions move in whole steps: a fractional bound would be truncated towards zero
         # when cast back, which can overshoot the limit; a limit below 1 would freeze the action.
         max_delta = np.floor(max_delta)
         if (max_delta < 1).any():
-            raise ValueError(f"{component}: max_delta must be at least 1 for an integer action space")
-    return RateLimit(space, max_delta, positive_int(component, "max_streams", options["max_streams"]))
+            raise invalid(component, "max_delta", "at least 1 for an integer action space", params["max_delta"])
+    return RateLimit(space, max_delta, params["max_streams"])
 
 
 @hookimpl

@@ -21,15 +21,7 @@ from gymnasium import spaces
 
 from runtime import hookimpl
 from runtime.plugin.interfaces import StreamStep
-from runtime.plugin.params import (
-    box_space,
-    choice,
-    flag,
-    positive_float,
-    positive_int,
-    positive_ints,
-    with_defaults,
-)
+from runtime.plugin.params import Param, and_, boolean, box_space, declare, gt, in_, list_of, number, positive_int
 from runtime.plugin.streams import StreamState
 
 # ITU-R BT.601 luma weights, the usual RGB -> grey conversion (as in OpenCV and Pillow).
@@ -58,13 +50,16 @@ class RunningNormalize(StreamStep):
         return np.clip((features - self.mean) / std, -self.clip, self.clip).astype(np.float32)
 
 
+_POSITIVE = and_(number, gt(0))
+
+
+@declare("perception normalize",
+         clip=Param(5.0, "clip standardised features to this many standard deviations", _POSITIVE),
+         epsilon=Param(1e-8, "added to the standard deviation", _POSITIVE))
 def build_normalize(params: dict[str, Any], input_space: spaces.Space) -> RunningNormalize:
-    """Params: ``clip`` (standard deviations, default 5.0), ``epsilon`` (added to the std, default 1e-8)."""
-    component = "perception normalize"
-    options = with_defaults(component, params, {"clip": 5.0, "epsilon": 1e-8})
-    space = box_space(component, input_space, "a box observation space")
-    return RunningNormalize(space, positive_float(component, "clip", options["clip"]),
-                            positive_float(component, "epsilon", options["epsilon"]))
+    """Standardise vector features by a running mean and std (shared by all streams)."""
+    space = box_space("perception normalize", input_space, "a box observation space")
+    return RunningNormalize(space, params["clip"], params["epsilon"])
 
 
 class FrameStack(StreamStep):
@@ -97,13 +92,13 @@ class FrameStack(StreamStep):
         self.stacks.forget(stream)
 
 
+@declare("perception framestack",
+         k=Param(4, "items kept per stream", positive_int),
+         max_streams=Param(1024, "streams kept; the least recently used is dropped beyond that", positive_int))
 def build_framestack(params: dict[str, Any], input_space: spaces.Space) -> FrameStack:
-    """Params: ``k`` (items kept, default 4), ``max_streams`` (streams kept, default 1024)."""
-    component = "perception framestack"
-    options = with_defaults(component, params, {"k": 4, "max_streams": 1024})
-    space = box_space(component, input_space, "a box observation space")
-    return FrameStack(space, positive_int(component, "k", options["k"]),
-                      positive_int(component, "max_streams", options["max_streams"]))
+    """The last ``k`` items of each stream, oldest first: output shape ``(k, *input_shape)``."""
+    space = box_space("perception framestack", input_space, "a box observation space")
+    return FrameStack(space, params["k"], params["max_streams"])
 
 
 class ImageResize(StreamStep):
@@ -170,19 +165,16 @@ def _resample(image: np.ndarray, grid: tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.take(image, first, axis=axis) * (1 - weight) + np.take(image, second, axis=axis) * weight
 
 
+@declare("perception image",
+         size=Param([84, 84], "[height, width] of the output", list_of(positive_int, length=2)),
+         grayscale=Param(False, "convert to one grey channel", boolean),
+         scale=Param(1 / 255, "multiplies pixel values (1/255: uint8 frames land in [0, 1])", _POSITIVE),
+         interpolation=Param("nearest", "nearest or bilinear", in_("nearest", "bilinear")))
 def build_image(params: dict[str, Any], input_space: spaces.Space) -> ImageResize:
-    """Params: ``size`` ([height, width], default [84, 84]), ``grayscale`` (default false),
-    ``scale`` (multiplies pixel values, default 1/255: uint8 frames land in [0, 1]),
-    ``interpolation`` ("nearest" (default) or "bilinear")."""
-    component = "perception image"
-    options = with_defaults(component, params, {"size": [84, 84], "grayscale": False, "scale": 1 / 255,
-                                                "interpolation": "nearest"})
-    space = box_space(component, input_space, "an image box observation space, (H, W, C) or (H, W)",
+    """Resize image observations, optionally to grey, and scale them, for a ``cnn`` student."""
+    space = box_space("perception image", input_space, "an image box observation space, (H, W, C) or (H, W)",
                       min_ndim=2, max_ndim=3)
-    return ImageResize(space, positive_ints(component, "size", options["size"], length=2),
-                       flag(component, "grayscale", options["grayscale"]),
-                       positive_float(component, "scale", options["scale"]),
-                       choice(component, "interpolation", options["interpolation"], ("nearest", "bilinear")))
+    return ImageResize(space, params["size"], params["grayscale"], params["scale"], params["interpolation"])
 
 
 @hookimpl

@@ -27,14 +27,34 @@ honours per-observation ``forced`` requests ("student": never ask; "teacher": al
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from runtime import hookimpl
+from runtime.errors import ParamError
 from runtime.plugin.interfaces import QueryContext, QueryDecision
-from runtime.plugin.params import choice, count, flag, number, with_defaults
+from runtime.plugin.params import (
+    Param,
+    Validator,
+    and_,
+    boolean,
+    declare,
+    ge,
+    gt,
+    in_,
+    integer,
+    le,
+    number,
+    optional,
+    positive_int,
+    share,
+)
+
+COUNT = and_(integer, ge(0))
+SEED = Param(0, "seed of the policy's random choices", COUNT)
+
 
 # --- scores: one function per measure; higher = more worth asking the teacher -------------------
 
@@ -242,12 +262,13 @@ class Cascade:
         return apply_forced(context, label, teacher_acts)
 
 
+@declare("query cascade",
+         label_share=Param(0.05, "share of the student's own decisions sent for labels", share),
+         act_below_confidence=Param(0.75, "the teacher acts where a discrete student's confidence is below this", share),
+         seed=SEED)
 def build_cascade(params: dict[str, Any]) -> Cascade:
-    component = "query cascade"
-    options = with_defaults(component, params, {"label_share": 0.05, "act_below_confidence": 0.75, "seed": 0})
-    return Cascade(number(component, "label_share", options["label_share"], 0, 1),
-                   number(component, "act_below_confidence", options["act_below_confidence"], 0, 1),
-                   count(component, "seed", options["seed"]))
+    """Student first; the teacher acts while no student is trained and where it is unsure (the default)."""
+    return Cascade(params["label_share"], params["act_below_confidence"], params["seed"])
 
 
 class Always:
@@ -264,10 +285,10 @@ class Always:
         return apply_forced(context, np.ones(batch, dtype=bool), np.full(batch, self.teacher_acts))
 
 
+@declare("query always", teacher_acts=Param(False, "the teacher also acts on every observation", boolean))
 def build_always(params: dict[str, Any]) -> Always:
-    component = "query always"
-    options = with_defaults(component, params, {"teacher_acts": False})
-    return Always(flag(component, "teacher_acts", options["teacher_acts"]))
+    """Label every observation (DAgger); optionally the teacher acts on every one."""
+    return Always(params["teacher_acts"])
 
 
 class Share:
@@ -284,10 +305,10 @@ class Share:
         return apply_forced(context, label, np.zeros(batch, dtype=bool))
 
 
+@declare("query share", share=Param(0.1, "share of observations labelled", share), seed=SEED)
 def build_share(params: dict[str, Any]) -> Share:
-    component = "query share"
-    options = with_defaults(component, params, {"share": 0.1, "seed": 0})
-    return Share(number(component, "share", options["share"], 0, 1), count(component, "seed", options["seed"]))
+    """Label a fixed random share of observations."""
+    return Share(params["share"], params["seed"])
 
 
 class Budgeted:
@@ -306,14 +327,15 @@ class Budgeted:
         return apply_forced(context, label, np.zeros(batch, dtype=bool))
 
 
+@declare("query budget",
+         per_second=Param(0.0, "answers per second, token bucket (0: unlimited)", and_(number, ge(0))),
+         total=Param(0, "answers over the policy's lifetime (0: unlimited)", COUNT),
+         burst=Param(0.0, "answers the bucket holds (0: one second's worth)",
+                     and_(number, Validator("0 or >= 1", lambda v: v == 0 or v >= 1))))
 def build_budget(params: dict[str, Any]) -> Budgeted:
-    component = "query budget"
-    options = with_defaults(component, params, {"per_second": 0.0, "total": 0, "burst": 0.0})
-    per_second = number(component, "per_second", options["per_second"], 0)
-    burst = number(component, "burst", options["burst"], 0)
-    if burst and burst < 1:
-        raise ValueError(f"{component}: burst must be 0 (one second's worth) or >= 1, got {burst!r}")
-    return Budgeted(Budget(per_second, count(component, "total", options["total"]), burst))
+    """Label as many observations as a rate and/or lifetime budget allows, first come first served
+    (time is the caller's: ``QueryContext.now``)."""
+    return Budgeted(Budget(params["per_second"], params["total"], params["burst"]))
 
 
 class Gated:
@@ -462,76 +484,67 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(squared, 0.0)
 
 
-GATE_DEFAULTS: dict[str, Any] = {"threshold": None, "target_rate": None, "window": 1024, "act_above": None,
-                                 "budget_total": 0, "seed": 0}
+GATE_PARAMS = {
+    "threshold": Param(None, "label scores above this; give this or target_rate", optional(number)),
+    "target_rate": Param(None, "tune the threshold online to label about this share (0.1 when neither is given)",
+                         optional(and_(number, gt(0), le(1)))),
+    "window": Param(1024, "recent scores the tuned threshold is computed from", positive_int),
+    "act_above": Param(None, "the teacher acts where the score is above this, and while no student is trained",
+                       optional(number)),
+    "budget_total": Param(0, "teacher answers over the policy's lifetime (0: unlimited)", COUNT),
+    "seed": SEED,
+}
+FALLBACK_SHARE = Param(0.05, "share labelled at random where the student gives no score", share)
 DEFAULT_TARGET_RATE = 0.1
 
 
-def build_gated(component: str, params: Mapping[str, Any], extra: Mapping[str, Any],
-                scorer: Callable[[dict[str, Any]], Scorer], fallback: bool = True) -> Gated:
-    """Validate the shared gate parameters (and ``extra`` defaults for the policy's own, checked by
-    ``scorer``) and build the policy. Omitting both threshold and target_rate means target_rate 0.1."""
-    defaults = {**GATE_DEFAULTS, **({"fallback_share": 0.05} if fallback else {}), **extra}
-    options = with_defaults(component, params, defaults)
-    threshold, target_rate = options["threshold"], options["target_rate"]
+def build_gated(component: str, params: dict[str, Any], scorer: Scorer) -> Gated:
+    """The gated policy over ``scorer``, from checked ``GATE_PARAMS`` (and ``fallback_share`` when
+    declared). Omitting both threshold and target_rate means target_rate 0.1."""
+    threshold, target_rate = params["threshold"], params["target_rate"]
     if threshold is not None and target_rate is not None:
-        raise ValueError(f"{component}: give threshold or target_rate, not both")
-    if threshold is not None:
-        threshold = number(component, "threshold", threshold)
-    else:
-        target_rate = DEFAULT_TARGET_RATE if target_rate is None else target_rate
-        target_rate = number(component, "target_rate", target_rate, 0, 1, above_low=True)
-    seed = count(component, "seed", options["seed"])
-    gate = Gate(threshold, target_rate, count(component, "window", options["window"], 1), seed)
-    act_above = options["act_above"]
-    if act_above is not None:
-        act_above = number(component, "act_above", act_above)
-    budget = Budget(total=count(component, "budget_total", options["budget_total"]))
-    fallback_share = number(component, "fallback_share", options["fallback_share"], 0, 1) if fallback else 0.0
-    return Gated(scorer(options), gate, act_above, budget, fallback_share, seed + 1)
+        raise ParamError(f"{component}: give threshold or target_rate, not both")
+    if threshold is None and target_rate is None:
+        target_rate = DEFAULT_TARGET_RATE
+    gate = Gate(threshold, target_rate, params["window"], params["seed"])
+    return Gated(scorer, gate, params["act_above"], Budget(total=params["budget_total"]),
+                 params.get("fallback_share", 0.0), params["seed"] + 1)
 
 
+@declare("query uncertainty", **GATE_PARAMS, fallback_share=FALLBACK_SHARE,
+         measure=Param("entropy", "entropy (nats of the softmax) or margin (1 - (top1 - top2 probability))",
+                       in_("entropy", "margin")))
 def build_uncertainty(params: dict[str, Any]) -> Gated:
     """Label where the student is unsure of its own action. Scores (``measure``) for a discrete
     action space: "entropy" (nats of the softmax, default) or "margin" (1 - (top1 - top2
     probability)); for a box, the members' standard deviation when the student is an ensemble,
     else no score: a random ``fallback_share`` is labelled. Pick it for a discrete student
-    that is reasonably calibrated; it is blind to confidently wrong actions.
-
-    Params: threshold | target_rate (default target_rate 0.1), window 1024, act_above (off),
-    budget_total 0 (unlimited), fallback_share 0.05, seed 0, measure "entropy"."""
-    component = "query uncertainty"
-    return build_gated(component, params, {"measure": "entropy"},
-                       lambda o: UncertaintyScorer(choice(component, "measure", o["measure"], ("entropy", "margin"))))
+    that is reasonably calibrated; it is blind to confidently wrong actions."""
+    return build_gated("query uncertainty", params, UncertaintyScorer(params["measure"]))
 
 
+@declare("query disagreement", **GATE_PARAMS, fallback_share=FALLBACK_SHARE,
+         measure=Param("vote", "vote (share of members off the majority) or variance (of the members' softmax)",
+                       in_("vote", "variance")))
 def build_disagreement(params: dict[str, Any]) -> Gated:
     """Label where the members of an ensemble student disagree (query by committee): catches
     confidently wrong members that uncertainty cannot see, for discrete and box actions. Needs a
     student that exposes ``member_outputs`` (K >= 2); without it the policy labels a random
     ``fallback_share``. Scores (``measure``) for a discrete space: "vote" (share of members whose
     argmax differs from the majority, default) or "variance" (variance of the members' softmax
-    probabilities, averaged over actions); for a box, the members' standard deviation.
-
-    Params: threshold | target_rate (default target_rate 0.1), window 1024, act_above (off),
-    budget_total 0 (unlimited), fallback_share 0.05, seed 0, measure "vote"."""
-    component = "query disagreement"
-    return build_gated(component, params, {"measure": "vote"},
-                       lambda o: DisagreementScorer(choice(component, "measure", o["measure"], ("vote", "variance"))))
+    probabilities, averaged over actions); for a box, the members' standard deviation."""
+    return build_gated("query disagreement", params, DisagreementScorer(params["measure"]))
 
 
+@declare("query novelty", **GATE_PARAMS,
+         memory=Param(2048, "labelled feature rows remembered (FIFO)", positive_int))
 def build_novelty(params: dict[str, Any]) -> Gated:
     """Label observations unlike those already labelled: the score is the distance of the
     features to the nearest of the last ``memory`` labelled ones (standardised per dimension by a
     running std). Needs nothing from the student, so it works from the first observation and
     for any action space; pick it for broad coverage of the state space. It cannot tell whether
-    the student is right in familiar states, so pair it with a small share elsewhere if needed.
-
-    Params: threshold | target_rate (default target_rate 0.1), window 1024, act_above (off),
-    budget_total 0 (unlimited), seed 0, memory 2048."""
-    component = "query novelty"
-    return build_gated(component, params, {"memory": 2048},
-                       lambda o: NoveltyScorer(count(component, "memory", o["memory"], 1)), fallback=False)
+    the student is right in familiar states, so pair it with a small share elsewhere if needed."""
+    return build_gated("query novelty", params, NoveltyScorer(params["memory"]))
 
 
 @hookimpl

@@ -16,11 +16,26 @@ plugin, and only the distillation process should pay for torch.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from runtime import hookimpl
+from runtime.errors import ParamError
 from runtime.plugin.interfaces import DistillationStrategy, StrategyFactory, StrategyInputs
+from runtime.plugin.params import (
+    Param,
+    and_,
+    boolean,
+    declare,
+    ge,
+    gt,
+    in_,
+    list_of,
+    number,
+    optional,
+    positive_int,
+    share,
+    table,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -28,68 +43,14 @@ if TYPE_CHECKING:
 
 # --- parameters --------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Param:
-    default: Any
-    valid: Callable[[Any], bool]
-    expected: str  # completes "parameter 'x' must be ..."
-    convert: Callable[[Any], Any] = lambda value: value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive(default: float) -> _Param:
-    return _Param(default, lambda v: _is_number(v) and v > 0, "a number > 0", float)
-
-
-def _non_negative(default: float) -> _Param:
-    return _Param(default, lambda v: _is_number(v) and v >= 0, "a number >= 0", float)
-
-
-def _fraction(default: float) -> _Param:
-    return _Param(default, lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]", float)
-
-
-def _flag(default: bool) -> _Param:
-    return _Param(default, lambda v: isinstance(v, bool), "true or false")
-
-
-def _choice(default: str, *options: str) -> _Param:
-    return _Param(default, lambda v: v in options, "one of " + ", ".join(map(repr, options)))
-
-
-def _optional_size() -> _Param:
-    return _Param(None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
-                  "a positive integer")
-
-
-def _read_params(strategy: str, params: Mapping[str, Any] | None, spec: Mapping[str, _Param]) -> dict[str, Any]:
-    """Validate ``params`` (a table from agentrt.toml) against ``spec``; fill in defaults.
-
-    Raises ValueError naming the strategy and the offending parameter, so a typo in the config
-    fails at start-up instead of silently using a default.
-    """
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise ValueError(f"{strategy}: unknown parameter {unknown[0]!r}; known: {', '.join(spec)}")
-    values = {}
-    for name, param in spec.items():
-        value = params.get(name, param.default)
-        if name in params and not param.valid(value):  # defaults are trusted (some are None)
-            raise ValueError(f"{strategy}: parameter {name!r} must be {param.expected}, got {value!r}")
-        values[name] = value if value is None else param.convert(value)
-    return values
-
+_POSITIVE = and_(number, gt(0))
 
 _SOFT_TARGET_PARAMS = {
-    "temperature": _positive(2.0),
-    "alpha": _fraction(0.5),
-    "t_squared": _flag(True),
-    "direction": _choice("forward", "forward", "reverse"),
+    "temperature": Param(2.0, "softening temperature T of both distributions", _POSITIVE),
+    "alpha": Param(0.5, "weight of the soft term; 1 - alpha weighs the hard-label term", share),
+    "t_squared": Param(True, "scale the soft term by T² (keeps its gradients comparable across T)", boolean),
+    "direction": Param("forward", "forward: KL(teacher || student); reverse: KL(student || teacher)",
+                       in_("forward", "reverse")),
 }
 
 
@@ -137,12 +98,13 @@ def soft_target_loss(student_logits: torch.Tensor, target_log_probs: torch.Tenso
 # --- strategies --------------------------------------------------------------------------------
 
 
+@declare("strategy soft_target", **_SOFT_TARGET_PARAMS)
 class SoftTarget:
     """Soft targets (Hinton et al. 2015): match the teacher's temperature-softened distribution,
     mixed with cross-entropy on hard labels. The default for discrete actions."""
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        self.params = _read_params("soft_target", params, _SOFT_TARGET_PARAMS)
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
@@ -152,12 +114,13 @@ class SoftTarget:
         return soft_target_loss(inputs.student_outputs, teacher_log_probs, inputs.hard_labels, **self.params)
 
 
+@declare("strategy hard_label")
 class HardLabel:
     """Cross-entropy on hard labels (the given ones, else the teacher's argmax). Pick it when the
     teacher's confidences are not meaningful, e.g. a rule-based or human teacher."""
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        _read_params("hard_label", params, {})
+    def __init__(self, params: dict[str, Any]) -> None:
+        pass  # no parameters; declare refuses any given
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
@@ -165,13 +128,14 @@ class HardLabel:
         return F.cross_entropy(inputs.student_outputs, _labels(inputs.hard_labels, inputs.teacher_outputs))
 
 
+@declare("strategy logit_matching")
 class LogitMatching:
     """Mean squared error between student and teacher logits (Ba & Caruana 2014). Pick it when the
     teacher's logits carry information that softmax would flatten (the high-temperature limit of
     soft targets)."""
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        _read_params("logit_matching", params, {})
+    def __init__(self, params: dict[str, Any]) -> None:
+        pass  # no parameters; declare refuses any given
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
@@ -180,6 +144,10 @@ class LogitMatching:
         return F.mse_loss(inputs.student_outputs, inputs.teacher_outputs.detach())
 
 
+@declare("strategy regression",
+         loss=Param("mse", "mse (ignores variances) or gaussian_nll (weights by the teacher's variances)",
+                    in_("mse", "gaussian_nll")),
+         variance_floor=Param(1e-6, "smallest teacher variance used by gaussian_nll", _POSITIVE))
 class Regression:
     """Continuous actions: regress the student's actions (B, D) onto the teacher's means.
 
@@ -188,11 +156,8 @@ class Regression:
     (needs variances, floored at ``variance_floor``).
     """
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        self.params = _read_params("regression", params, {
-            "loss": _choice("mse", "mse", "gaussian_nll"),
-            "variance_floor": _positive(1e-6),
-        })
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
@@ -212,6 +177,12 @@ class Regression:
         return F.gaussian_nll_loss(student, means, teacher[..., dim:], eps=self.params["variance_floor"])
 
 
+@declare("strategy multi_teacher",
+         **{name: _SOFT_TARGET_PARAMS[name] for name in ("temperature", "alpha", "t_squared")},
+         weights=Param(None, "fixed teacher weights, normalised (unset: see weighting)",
+                       optional(list_of(and_(number, ge(0))))),
+         weighting=Param("uniform", "without weights: uniform, or per sample by each teacher's confidence",
+                         in_("uniform", "confidence")))
 class MultiTeacher:
     """Soft targets from K teachers at once: ``teacher_outputs`` is (B, K, A), or (B, K * A).
 
@@ -221,18 +192,13 @@ class MultiTeacher:
     distil an ensemble, or teachers that are each good in different situations.
     """
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        soft = {name: _SOFT_TARGET_PARAMS[name] for name in ("temperature", "alpha", "t_squared")}
-        self.params = _read_params("multi_teacher", params, {
-            **soft,
-            "weights": _Param(None, lambda v: isinstance(v, (list, tuple)) and len(v) > 0
-                              and all(_is_number(w) and w >= 0 for w in v) and sum(v) > 0,
-                              "a non-empty list of non-negative numbers with a positive sum",
-                              lambda v: [float(w) / sum(v) for w in v]),
-            "weighting": _choice("uniform", "uniform", "confidence"),
-        })
-        if self.params["weights"] is not None and self.params["weighting"] == "confidence":
-            raise ValueError("multi_teacher: give either parameter 'weights' or weighting = 'confidence', not both")
+    def __init__(self, params: dict[str, Any]) -> None:
+        weights = params["weights"]
+        if weights is not None and sum(weights) <= 0:
+            raise ParamError(f"strategy multi_teacher: parameter 'weights' must have a positive sum (got {weights!r})")
+        if weights is not None and params["weighting"] == "confidence":
+            raise ParamError("strategy multi_teacher: give either parameter 'weights' or weighting = 'confidence', not both")
+        self.params = {**params, "weights": None if weights is None else [w / sum(weights) for w in weights]}
 
     def teacher_weights(self, teacher_logits: torch.Tensor) -> torch.Tensor:
         """Per-sample teacher weights (B, K) summing to 1, for logits (B, K, A)."""
@@ -270,6 +236,13 @@ class MultiTeacher:
                                 alpha=self.params["alpha"], t_squared=self.params["t_squared"])
 
 
+@declare("strategy adaptive",
+         t_start=Param(4.0, "temperature at agreement 0", _POSITIVE),
+         t_end=Param(1.0, "temperature at agreement 1", _POSITIVE),
+         alpha_start=Param(0.9, "soft-term weight at agreement 0", share),
+         alpha_end=Param(0.3, "soft-term weight at agreement 1", share),
+         t_squared=_SOFT_TARGET_PARAMS["t_squared"],
+         direction=_SOFT_TARGET_PARAMS["direction"])
 class Adaptive:
     """Soft targets with a temperature and alpha scheduled by the student's agreement with the teacher.
 
@@ -279,15 +252,8 @@ class Adaptive:
     last ``loss`` call are in ``temperature`` and ``alpha``.
     """
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        self.params = _read_params("adaptive", params, {
-            "t_start": _positive(4.0),
-            "t_end": _positive(1.0),
-            "alpha_start": _fraction(0.9),
-            "alpha_end": _fraction(0.3),
-            "t_squared": _SOFT_TARGET_PARAMS["t_squared"],
-            "direction": _SOFT_TARGET_PARAMS["direction"],
-        })
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
         self.temperature = self.params["t_start"]
         self.alpha = self.params["alpha_start"]
 
@@ -325,20 +291,13 @@ def _feature_hints_class() -> type:
         flattened to (B, -1). Without features in the inputs, the loss is the base loss alone.
         """
 
-        def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        def __init__(self, params: dict[str, Any]) -> None:
             super().__init__()
-            bases = sorted(set(STRATEGIES) - {"feature_hints"})
-            self.params = _read_params("feature_hints", params, {
-                "beta": _non_negative(1.0),
-                "base": _choice("soft_target", *bases),
-                "base_params": _Param({}, lambda v: isinstance(v, Mapping), "a table of the base strategy's parameters"),
-                "student_dim": _optional_size(),
-                "teacher_dim": _optional_size(),
-            })
-            self.base = STRATEGIES[self.params["base"]](self.params["base_params"])
-            dims = (self.params["student_dim"], self.params["teacher_dim"])
+            self.params = params
+            self.base = STRATEGIES[params["base"]](params["base_params"])
+            dims = (params["student_dim"], params["teacher_dim"])
             if (dims[0] is None) != (dims[1] is None):
-                raise ValueError("feature_hints: give both parameters 'student_dim' and 'teacher_dim', or neither")
+                raise ParamError("strategy feature_hints: give both parameters 'student_dim' and 'teacher_dim', or neither")
             self.projection: torch.nn.Linear | None = None if dims[0] is None else torch.nn.Linear(*dims)
 
         def loss(self, inputs: StrategyInputs) -> torch.Tensor:
@@ -359,8 +318,21 @@ def _feature_hints_class() -> type:
     return FeatureHints
 
 
-def feature_hints(params: Mapping[str, Any] | None = None) -> DistillationStrategy:
-    """Build the ``feature_hints`` strategy (a ``torch.nn.Module``; see its class docstring)."""
+_BASES = ("soft_target", "hard_label", "logit_matching", "regression", "multi_teacher", "adaptive")
+
+
+@declare("strategy feature_hints",
+         beta=Param(1.0, "weight of the feature-hint term", and_(number, ge(0))),
+         base=Param("soft_target", "the strategy whose loss the hint is added to", in_(*_BASES)),
+         base_params=Param({}, "the base strategy's params table", table),
+         student_dim=Param(None, "student feature width: with teacher_dim, the projection exists from the start",
+                           optional(positive_int)),
+         teacher_dim=Param(None, "teacher feature width", optional(positive_int)))
+def feature_hints(params: dict[str, Any]) -> DistillationStrategy:
+    """FitNets hints: a base strategy's loss plus ``beta`` times the MSE between a learned projection
+    of the student's features and the teacher's.
+
+    Builds a ``torch.nn.Module``; see the class docstring in ``_feature_hints_class``."""
     return _feature_hints_class()(params)
 
 

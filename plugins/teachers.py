@@ -6,14 +6,31 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from gymnasium import spaces
 
 from runtime import hookimpl
-from runtime.plugin.params import with_defaults
+from runtime.plugin.params import (
+    Param,
+    Validator,
+    and_,
+    declare,
+    ge,
+    in_,
+    invalid,
+    list_of,
+    number,
+    optional,
+    positive_int,
+    string,
+)
+from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 from runtime.wire.spaces import output_size
+
+if TYPE_CHECKING:
+    from runtime.plugin.pluginmanager import BuildContext
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN_CHECKPOINTS = {"cartpole": ASSETS / "cartpole_teacher.safetensors", "pendulum": ASSETS / "pendulum_teacher.safetensors"}
@@ -52,20 +69,22 @@ class TorchTeacher:
         return outputs.numpy(), features.numpy()
 
 
+@declare("teacher checkpoint",
+         path=Param("builtin:cartpole", "safetensors file, or builtin:<name> for one shipped with agentrt "
+                    f"({', '.join(BUILTIN_CHECKPOINTS)})", string))
 def build_checkpoint_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> TorchTeacher:
     """A teacher network stored as safetensors; its architecture is read from the file's metadata."""
     from runtime.learn.checkpoints import load_safetensors
     from runtime.learn.nets import MLP
 
-    options = with_defaults("teacher checkpoint", params, {"path": "builtin:cartpole"})
-    state, metadata = load_safetensors(resolve_checkpoint(options["path"]))
+    state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     if metadata.get("architecture") != "mlp":
-        raise ValueError(f"teacher checkpoint {options['path']}: architecture {metadata.get('architecture')!r} is not supported (expected 'mlp' in the file's metadata)")
+        raise ValueError(f"teacher checkpoint {params['path']}: architecture {metadata.get('architecture')!r} is not supported (expected 'mlp' in the file's metadata)")
     input_shape = tuple(json.loads(metadata["input_shape"]))
     if input_shape != tuple(observation_space.shape):
-        raise ValueError(f"teacher checkpoint {options['path']} expects observations of shape {list(input_shape)}, the agent has {list(observation_space.shape)}")
+        raise ValueError(f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, the agent has {list(observation_space.shape)}")
     if int(metadata["output_size"]) != output_size(action_space):
-        raise ValueError(f"teacher checkpoint {options['path']} has {metadata['output_size']} outputs, the action space needs {output_size(action_space)}")
+        raise ValueError(f"teacher checkpoint {params['path']} has {metadata['output_size']} outputs, the action space needs {output_size(action_space)}")
     module = MLP(input_shape, int(metadata["output_size"]), json.loads(metadata["hidden"]), metadata.get("activation", "relu"))
     module.load_state_dict(state)
     return TorchTeacher(module)
@@ -81,12 +100,17 @@ class ScriptedTeacher:
         return np.asarray(self.function(observations), dtype=np.float32)
 
 
+def _module_and_name(value: Any) -> bool:
+    module_name, _, attribute = value.partition(":")
+    return bool(module_name and attribute)
+
+
+@declare("teacher scripted",
+         callable=Param("", "the teacher, f(observations) -> outputs (required)",
+                        and_(string, Validator("like 'package.module:function'", _module_and_name))))
 def build_scripted_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> ScriptedTeacher:
     """A teacher given as ``callable = "package.module:function"``, mapping a batch of observations to outputs."""
-    options = with_defaults("teacher scripted", params, {"callable": ""})
-    module_name, _, attribute = options["callable"].partition(":")
-    if not module_name or not attribute:
-        raise ValueError("teacher scripted: parameter 'callable' must look like 'package.module:function'")
+    module_name, _, attribute = params["callable"].partition(":")
     return ScriptedTeacher(getattr(importlib.import_module(module_name), attribute))
 
 
@@ -129,15 +153,14 @@ class RemoteTeacher:
         raise TimeoutError(f"remote teacher at {self.endpoint} did not answer within {self.timeout_ms} ms")
 
 
+@declare("teacher remote",
+         endpoint=Param("", "where agentrt teacher serve listens (required)",
+                        and_(string, Validator("a ZeroMQ endpoint such as 'tcp://gpu-box:7412'", lambda v: "://" in v))),
+         timeout_ms=Param(1000, "a request unanswered this long fails", positive_int),
+         max_message_bytes=Param(DEFAULT_MAX_MESSAGE_BYTES, "largest answer accepted", positive_int))
 def build_remote_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> RemoteTeacher:
     """A teacher on another host: ``endpoint = "tcp://gpu-box:7412"`` (see ``agentrt teacher serve``)."""
-    from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
-
-    options = with_defaults("teacher remote", params, {"endpoint": "", "timeout_ms": 1000,
-                                                        "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES})
-    if not options["endpoint"]:
-        raise ValueError("teacher remote: parameter 'endpoint' is required, e.g. 'tcp://gpu-box:7412'")
-    return RemoteTeacher(options["endpoint"], int(options["timeout_ms"]), int(options["max_message_bytes"]))
+    return RemoteTeacher(params["endpoint"], params["timeout_ms"], params["max_message_bytes"])
 
 
 class EnsembleTeacher:
@@ -165,25 +188,28 @@ class EnsembleTeacher:
         return np.log(np.maximum(mixture, 1e-12)).astype(np.float32)
 
 
-def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> EnsembleTeacher:
-    """``members = [{plugin = "checkpoint", params = {...}}, ...]``, optional ``weights``; members
-    are built by name through the loaded plugins, so third-party teachers can join too."""
-    from runtime.plugin.pluginmanager import active
+def _names_a_teacher(member: Any) -> bool:
+    return isinstance(member, dict) and isinstance(member.get("plugin"), str) and isinstance(member.get("params", {}), dict)
 
-    default_combine = "mean_probs" if isinstance(action_space, spaces.Discrete) else "mean"
-    options = with_defaults("teacher ensemble", params, {"members": [], "weights": [], "combine": default_combine})
-    members = options["members"]
-    if len(members) < 2:
-        raise ValueError("teacher ensemble: give at least two members, e.g. members = [{plugin = \"checkpoint\"}, ...]")
-    if options["combine"] not in ("mean_probs", "mean", "stack"):
-        raise ValueError("teacher ensemble: combine must be 'mean_probs', 'mean' or 'stack'")
-    weights = np.asarray(options["weights"] or [1.0] * len(members), dtype=np.float64)
-    if len(weights) != len(members) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError("teacher ensemble: weights must be one non-negative number per member, not all zero")
-    plugins = active()
-    built = [plugins.build("teacher", member["plugin"], dict(member.get("params", {})), observation_space, action_space)
+
+@declare("teacher ensemble",
+         members=Param([], "at least two teachers: [{plugin = \"checkpoint\", params = {...}}, ...]",
+                       list_of(Validator("a table {plugin = name, params = {...}}", _names_a_teacher), min_length=2)),
+         weights=Param([], "one weight >= 0 per member, not all zero (empty: equal)", list_of(and_(number, ge(0)), min_length=0)),
+         combine=Param(None, "mean_probs (the default for a discrete action space), mean (for a box) or stack",
+                       optional(in_("mean_probs", "mean", "stack"))))
+def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, *,
+                           context: BuildContext) -> EnsembleTeacher:
+    """Several teachers answering together, combined by weight; members are built by name through
+    the loaded plugins, so third-party teachers can join too."""
+    members = params["members"]
+    weights = np.asarray(params["weights"] or [1.0] * len(members), dtype=np.float64)
+    if len(weights) != len(members) or weights.sum() <= 0:
+        raise invalid("teacher ensemble", "weights", "one number >= 0 per member, not all zero", params["weights"])
+    combine = params["combine"] or ("mean_probs" if isinstance(action_space, spaces.Discrete) else "mean")
+    built = [context.plugins.build("teacher", member["plugin"], dict(member.get("params", {})), observation_space, action_space)
              for member in members]
-    return EnsembleTeacher(built, weights / weights.sum(), options["combine"])
+    return EnsembleTeacher(built, weights / weights.sum(), combine)
 
 
 def cartpole_controller(observations: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@
 
     AgentrtError                    base of all; ``exit_code`` says how a command ends on it
     ├── ConfigError                 a configuration key or value is wrong; the message names it (2)
+    │   └── ParamError              a configuration key's or a component's parameter does not fit
     ├── PluginError                 a plugin cannot load, or a component cannot be built (78)
     │   └── PluginFailure           a component raised, or returned something wrong, while serving
     ├── ProtocolError               a message breaks the wire protocol; carries its ErrorCode and seq
@@ -48,6 +49,12 @@ class ConfigError(AgentrtError):
     """A configuration problem; the message names the offending key."""
 
     exit_code = ExitCode.USAGE
+
+
+class ParamError(ConfigError, ValueError):
+    """A value that does not fit a declared parameter (``runtime.plugin.params``), of a
+    configuration section or of a component, in one form: ``<component>: parameter 'x' must be
+    ... (got ...)``. Also a ValueError, which plugin code written against the earlier checks catches."""
 
 
 class PluginError(AgentrtError):

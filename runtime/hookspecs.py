@@ -12,11 +12,22 @@ Two families of hooks:
   collected (all results), and a name registered by two plugins is a start-up error naming both.
   ``agentrt.toml`` then selects components by name, with their ``params`` table. Keep heavy
   imports (torch) inside the factories: the perception and execution processes load every plugin
-  but should not pay for torch unless a configured component needs it.
+  but should not pay for torch unless a configured component needs it. Which configuration keys
+  select each point's components, whether they chain, and which interface the factories return
+  is declared once, in ``runtime.plugin.points.EXTENSION_POINTS``.
+
+  Every factory gets ``params`` first (declare them with ``runtime.plugin.params.declare`` to get
+  them checked, with defaults filled in). A factory that also declares a keyword parameter named
+  ``context`` gets a ``runtime.plugin.pluginmanager.BuildContext``: the loaded plugins (to build
+  other components by name, as ensembles do), the component being built and the spaces it was
+  given. Factories without it are called as before. What a factory returns is checked against its point's interface when it is built.
 
 * Lifecycle hooks (``agentrt_role_*``, ``agentrt_peer_*``, ``agentrt_weights_*``) are notifications.
   Every implementation is called, in registration order; return values are ignored, and an
   implementation that raises is logged with its plugin and hook name without affecting the others.
+
+Hooks are called through pluggy's hook callers, one plugin at a time (so results and failures are
+attributed to a plugin, and hookwrappers apply); ``AGENTRT_TRACE_PLUGINS=1`` logs every call.
 """
 
 from __future__ import annotations
@@ -48,10 +59,11 @@ def agentrt_register_students() -> dict[str, StudentFactory]:
     student ``torch.nn.Module``. ``observation_space`` is the space of the features the student
     receives (after perception), ``action_space`` the agent's action space. ``forward(x)`` maps a
     float32 batch ``(B, *observation_space.shape)`` to ``(B, runtime.spaces.output_size(action_space))``:
-    logits for a discrete action space, actions for a box. A student that can expose intermediate
-    features for feature-hint strategies also provides ``forward_features(x) -> (outputs, features)``;
-    an ensemble student may provide ``forward_members(x) -> (K, B, output_size)``, whose spread the
-    query policies see as ``QueryContext.member_outputs`` (decision then acts on the members' mean).
+    logits for a discrete action space, actions for a box (``runtime.plugin.interfaces.Student``).
+    Optional capabilities (Protocols in ``runtime.plugin.interfaces``): ``ForwardFeatures``,
+    ``forward_features(x) -> (outputs, features)`` for feature-hint strategies; ``ForwardMembers``,
+    an ensemble's ``forward_members(x) -> (K, B, output_size)``, whose spread the query policies
+    see as ``QueryContext.member_outputs`` (decision then acts on the members' mean).
     Combination: all results are merged; duplicate names are an error.
     """
 
@@ -62,7 +74,8 @@ def agentrt_register_teachers() -> dict[str, TeacherFactory]:
 
     Factories run in: the teacher process (and ``agentrt distill`` / ``agentrt teacher serve``), at start-up.
     Returns: ``{name: factory}``; ``factory(params, observation_space, action_space)`` returns an
-    object with ``label(observations: np.ndarray) -> np.ndarray`` (see ``runtime.interfaces.Teacher``).
+    object with ``label(observations: np.ndarray) -> np.ndarray`` (``runtime.plugin.interfaces.Teacher``);
+    one that also has ``label_with_features`` (``LabelWithFeatures``) serves feature-hint strategies.
     The teacher sees raw observations (before perception): it is the reference, not the student.
     Combination: all results are merged; duplicate names are an error.
     """

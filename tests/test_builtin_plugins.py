@@ -128,22 +128,22 @@ def test_cnn_folds_stacked_frames_into_channels_frame_major():
 
 
 @pytest.mark.parametrize("name, params, observation_space, message", [
-    ("mlp", {"activation": "swish"}, spaces.Box(-1, 1, (4,)), "activation 'swish'"),
+    ("mlp", {"activation": "swish"}, spaces.Box(-1, 1, (4,)), r"parameter 'activation' must be one of 'relu', 'tanh', 'gelu' \(got 'swish'\)"),
     ("mlp", {"depth": 2}, spaces.Box(-1, 1, (4,)), "unknown parameter 'depth'"),
     ("cnn", {}, spaces.Box(0, 1, (8, 8)), r"needs an image of shape \(\.\.\., H, W, C\)"),
     ("cnn", {"channels_last": False}, spaces.Box(0, 1, (8, 8)), r"\(\.\.\., C, H, W\)"),
     ("cnn", {}, spaces.Discrete(5), "needs an image box observation space, got discrete"),
-    ("cnn", {"channels": []}, spaces.Box(0, 1, (8, 8, 1)), "channels must be a non-empty list"),
-    ("cnn", {"channels": [8, 0]}, spaces.Box(0, 1, (8, 8, 1)), "channels must be"),
-    ("cnn", {"kernel": 0}, spaces.Box(0, 1, (8, 8, 1)), "kernel must be a positive integer"),
-    ("cnn", {"stride": "2"}, spaces.Box(0, 1, (8, 8, 1)), "stride must be a positive integer"),
-    ("cnn", {"channels_last": "yes"}, spaces.Box(0, 1, (8, 8, 1)), "channels_last must be true or false"),
-    ("cnn", {"activation": "swish"}, spaces.Box(0, 1, (8, 8, 1)), "activation 'swish'"),
+    ("cnn", {"channels": []}, spaces.Box(0, 1, (8, 8, 1)), r"parameter 'channels' must be a non-empty list, each an integer > 0 \(got \[\]\)"),
+    ("cnn", {"channels": [8, 0]}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'channels' must be"),
+    ("cnn", {"kernel": 0}, spaces.Box(0, 1, (8, 8, 1)), r"parameter 'kernel' must be an integer > 0 \(got 0\)"),
+    ("cnn", {"stride": "2"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'stride' must be an integer > 0"),
+    ("cnn", {"channels_last": "yes"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'channels_last' must be true or false"),
+    ("cnn", {"activation": "swish"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'activation' must be one of"),
     ("gru", {}, spaces.Box(-1, 1, (4,)), r"needs a 2-D \(T, D\) history"),
     ("gru", {}, spaces.Box(-1, 1, (2, 3, 4)), r"needs a 2-D \(T, D\) history"),
     ("gru", {}, spaces.Discrete(4), "got discrete"),
-    ("gru", {"hidden": 0}, spaces.Box(-1, 1, (4, 2)), "hidden must be a positive integer"),
-    ("gru", {"layers": 1.5}, spaces.Box(-1, 1, (4, 2)), "layers must be a positive integer"),
+    ("gru", {"hidden": 0}, spaces.Box(-1, 1, (4, 2)), "parameter 'hidden' must be an integer > 0"),
+    ("gru", {"layers": 1.5}, spaces.Box(-1, 1, (4, 2)), r"parameter 'layers' must be an integer > 0 \(got 1.5\)"),
     ("gru", {"bidirectional": True}, spaces.Box(-1, 1, (4, 2)), "unknown parameter 'bidirectional'"),
 ])
 def test_student_rejects_bad_params_and_spaces_naming_itself(name, params, observation_space, message):
@@ -257,8 +257,8 @@ def test_framestack_output_space_stacks_the_input_bounds():
 
 
 @pytest.mark.parametrize("params, space, message", [
-    ({"k": 0}, UNBOUNDED, "k must be a positive integer"),
-    ({"max_streams": -1}, UNBOUNDED, "max_streams must be a positive integer"),
+    ({"k": 0}, UNBOUNDED, "parameter 'k' must be an integer > 0"),
+    ({"max_streams": -1}, UNBOUNDED, "parameter 'max_streams' must be an integer > 0"),
     ({"size": 4}, UNBOUNDED, "unknown parameter 'size'"),
     ({}, spaces.Discrete(3), "needs a box observation space"),
 ])
@@ -323,11 +323,11 @@ def test_image_grayscale_averages_other_channel_counts():
 
 
 @pytest.mark.parametrize("params, shape, message", [
-    ({"size": [84]}, (4, 4, 3), "size must be 2 positive integers"),
-    ({"size": [0, 84]}, (4, 4, 3), "size must be 2 positive integers"),
-    ({"scale": 0}, (4, 4, 3), "scale must be a finite number > 0"),
-    ({"grayscale": 1}, (4, 4, 3), "grayscale must be true or false"),
-    ({"interpolation": "cubic"}, (4, 4, 3), "interpolation must be one of 'nearest', 'bilinear'"),
+    ({"size": [84]}, (4, 4, 3), r"parameter 'size' must be a list of 2, each an integer > 0"),
+    ({"size": [0, 84]}, (4, 4, 3), r"parameter 'size' must be a list of 2, each an integer > 0"),
+    ({"scale": 0}, (4, 4, 3), "parameter 'scale' must be a number > 0"),
+    ({"grayscale": 1}, (4, 4, 3), "parameter 'grayscale' must be true or false"),
+    ({"interpolation": "cubic"}, (4, 4, 3), "parameter 'interpolation' must be one of 'nearest', 'bilinear'"),
     ({}, (16,), r"needs an image box observation space, \(H, W, C\) or \(H, W\)"),
     ({}, (2, 4, 4, 3), "needs an image box observation space"),
 ])
@@ -346,7 +346,7 @@ def test_normalize_standardises_and_clips():
         step(rng.normal([5, -2], [2, 0.5]).astype(np.float32), b"s")
     assert np.allclose(step(item(5, -2), b"s"), 0, atol=0.1)
     assert step(item(1000, -2), b"s")[0] == 3.0
-    with pytest.raises(ValueError, match="^perception normalize: clip must be"):
+    with pytest.raises(ValueError, match="^perception normalize: parameter 'clip' must be"):
         TRANSFORMS["normalize"]({"clip": -1}, UNBOUNDED)
 
 
@@ -414,14 +414,14 @@ def test_rate_limit_moves_integer_actions_in_whole_steps():
 
 @pytest.mark.parametrize("params, space, message", [
     ({"max_delta": 1.0}, spaces.Discrete(3), "needs a box action space"),
-    ({}, BOX_ACTIONS, "max_delta is required"),
-    ({"max_delta": 0}, BOX_ACTIONS, "max_delta must be finite and > 0"),
-    ({"max_delta": [1.0, -1.0]}, BOX_ACTIONS, "max_delta must be finite and > 0"),
+    ({}, BOX_ACTIONS, r"parameter 'max_delta' must be a number > 0, or a non-empty list, each a number > 0 \(not given\)"),
+    ({"max_delta": 0}, BOX_ACTIONS, "parameter 'max_delta' must be a number > 0"),
+    ({"max_delta": [1.0, -1.0]}, BOX_ACTIONS, "parameter 'max_delta' must be a number > 0"),
     ({"max_delta": [1.0, 2.0, 3.0]}, BOX_ACTIONS, "broadcastable to shape"),
-    ({"max_delta": "fast"}, BOX_ACTIONS, "max_delta must be a number"),
-    ({"max_delta": True}, BOX_ACTIONS, "max_delta must be finite and > 0"),
-    ({"max_delta": 1.0, "max_streams": 0}, BOX_ACTIONS, "max_streams must be a positive integer"),
-    ({"max_delta": 0.5}, spaces.Box(-10, 10, (1,), np.int64), "at least 1 for an integer action space"),
+    ({"max_delta": "fast"}, BOX_ACTIONS, "parameter 'max_delta' must be a number"),
+    ({"max_delta": True}, BOX_ACTIONS, r"parameter 'max_delta' must be a number > 0.*\(got True\)"),
+    ({"max_delta": 1.0, "max_streams": 0}, BOX_ACTIONS, "parameter 'max_streams' must be an integer > 0"),
+    ({"max_delta": 0.5}, spaces.Box(-10, 10, (1,), np.int64), "parameter 'max_delta' must be at least 1 for an integer action space"),
 ])
 def test_rate_limit_rejects_bad_params_and_discrete_actions(params, space, message):
     with pytest.raises(ValueError, match=f"^execution rate_limit: .*{message}"):
@@ -458,5 +458,5 @@ def test_ensemble_student_exposes_its_members_and_acts_on_their_mean():
     torch.testing.assert_close(ensemble(x), members.mean(dim=0))
     outputs, features = ensemble.forward_features(x)
     assert features.shape == (5, 24)
-    with pytest.raises(pluginmanager.PluginError, match="members must be an integer >= 2"):
+    with pytest.raises(pluginmanager.PluginError, match=r"student ensemble: parameter 'members' must be an integer >= 2 \(got 1\)"):
         plugins.build("student", "ensemble", {"members": 1}, observation_space, action_space)

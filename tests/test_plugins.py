@@ -202,3 +202,112 @@ def test_every_hookspec_is_documented_in_plugins_md():
     assert len(specs) >= 12
     missing = [name for name in specs if f"`{name}" not in text]
     assert not missing, f"undocumented hooks in docs/plugins.md: {missing}"
+
+
+# --- the kernel: extension points, build context, hook callers, capabilities ----------------------
+
+
+def test_extension_points_match_the_hookspecs_and_the_configuration():
+    from runtime.plugin.points import EXTENSION_POINTS
+
+    registering = {name for name in dir(hookspecs) if name.startswith("agentrt_register_")}
+    assert {point.hook for point in EXTENSION_POINTS.values()} == registering
+    defaults = config.defaults()
+    for point in EXTENSION_POINTS.values():
+        assert config.SCHEMA[point.section][point.key].default == point.default
+        assert "params" in config.SCHEMA[point.section]
+        assert point.selected(defaults) == (list(point.default) if point.chain else [point.default])
+    assert pluginmanager.selected(defaults)["execution"] == ["clip"]
+
+
+CONTEXT_PLUGIN = """
+    from runtime import hookimpl
+
+    class Pair:
+        def __init__(self, teachers, spaces):
+            self.teachers, self.spaces = teachers, spaces
+
+        def label(self, observations):
+            return self.teachers[0].label(observations)
+
+    def build_pair(params, observation_space, action_space, *, context):
+        teachers = [context.plugins.build("teacher", "checkpoint", {}, *context.spaces) for _ in range(2)]
+        return Pair(teachers, context.spaces)
+
+    def build_plain(params, observation_space, action_space):
+        return Pair([], None)
+
+    def build_wrong(params, observation_space, action_space):
+        return 42
+
+    @hookimpl
+    def agentrt_register_teachers():
+        return {"pair": build_pair, "plain": build_plain, "wrong": build_wrong}
+"""
+
+
+def test_factories_that_ask_for_a_context_get_one_and_others_are_called_as_before():
+    import textwrap
+    import types
+
+    module = types.ModuleType("context_plugin")
+    exec(textwrap.dedent(CONTEXT_PLUGIN), module.__dict__)
+    plugins = pluginmanager.load(config.defaults()["plugins"], extra={"context_plugin": module})
+    env = gymnasium.make("CartPole-v1")
+    pair = plugins.build("teacher", "pair", {}, env.observation_space, env.action_space)
+    assert len(pair.teachers) == 2 and pair.spaces == (env.observation_space, env.action_space)
+    assert plugins.build("teacher", "plain", {}, env.observation_space, env.action_space).teachers == []
+    with pytest.raises(pluginmanager.PluginError, match=r"plugin 'context_plugin' \(agentrt_register_teachers\): "
+                                                        r"building teacher 'wrong' failed: it returned int, "
+                                                        r"which is not a Teacher"):
+        plugins.build("teacher", "wrong", {}, env.observation_space, env.action_space)
+
+
+def test_hooks_go_through_pluggy_so_tracing_and_hookwrappers_see_them(monkeypatch):
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def agentrt_register_students(self):
+            result = yield
+            seen.append(result)
+            return result
+
+        @hookimpl
+        def agentrt_weights_swapped(self, version):
+            seen.append(version)
+
+    monkeypatch.setenv(pluginmanager.TRACE_ENV, "1")
+    with structlog.testing.capture_logs() as logged:
+        plugins = pluginmanager.load(config.defaults()["plugins"], extra={"wrapper": Wrapper()})
+        plugins.notify("agentrt_weights_swapped", version=5)
+    assert any(isinstance(result, list) and "mlp" in result[0] for result in seen)  # the built-ins' call was wrapped
+    assert seen[-1] == 5
+    traced = " ".join(entry["line"] for entry in logged if entry["event"] == "plugin_trace")
+    assert "agentrt_register_students" in traced and "agentrt_weights_swapped" in traced
+
+
+def test_registration_hook_that_raises_names_the_plugin_and_hook():
+    class Broken:
+        @hookimpl
+        def agentrt_register_query_policies(self):
+            raise RuntimeError("no policies today")
+
+    with pytest.raises(pluginmanager.PluginError, match=r"^plugin 'broken' raised in agentrt_register_query_policies: "
+                                                        r"RuntimeError: no policies today$"):
+        pluginmanager.load(config.defaults()["plugins"], extra={"broken": Broken()})
+
+
+def test_optional_capabilities_are_protocols_checked_on_the_built_components():
+    from runtime.plugin.interfaces import ForwardFeatures, ForwardMembers, LabelWithFeatures
+
+    plugins = pluginmanager.load(config.defaults()["plugins"])
+    env = gymnasium.make("CartPole-v1")
+    spaces_ = (env.observation_space, env.action_space)
+    mlp = plugins.build("student", "mlp", {}, *spaces_)
+    ensemble = plugins.build("student", "ensemble", {"members": 2}, *spaces_)
+    assert isinstance(mlp, ForwardFeatures) and not isinstance(mlp, ForwardMembers)
+    assert isinstance(ensemble, ForwardMembers) and isinstance(ensemble, ForwardFeatures)
+    checkpoint = plugins.build("teacher", "checkpoint", {}, *spaces_)
+    scripted = plugins.build("teacher", "scripted", {"callable": "plugins.teachers:cartpole_controller"}, *spaces_)
+    assert isinstance(checkpoint, LabelWithFeatures) and not isinstance(scripted, LabelWithFeatures)

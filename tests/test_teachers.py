@@ -66,7 +66,7 @@ def test_scripted_teacher_and_ensemble_of_checkpoint_and_scripted():
     np.testing.assert_allclose(ensemble.label(observations), expected, rtol=1e-4, atol=1e-5)
     stacked = build("ensemble", {"members": [{"plugin": "checkpoint"}, {"plugin": "checkpoint"}], "combine": "stack"})
     assert stacked.label(observations).shape == (16, 4)
-    with pytest.raises(pluginmanager.PluginError, match="at least two members"):
+    with pytest.raises(pluginmanager.PluginError, match="teacher ensemble: parameter 'members' must be a list of at least 2"):
         build("ensemble", {"members": [{"plugin": "checkpoint"}]})
 
 

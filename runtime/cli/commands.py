@@ -179,13 +179,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from runtime.cli.display import print_plugins
+    from runtime.cli.display import params_markdown, print_plugins
     from runtime.plugin.pluginmanager import describe
 
     config = _load_config(args)
     listing = describe(config)
     if args.json:
         print(json.dumps(listing))
+    elif args.markdown:
+        print(params_markdown(listing))
     else:
         print_plugins(listing)
     return ExitCode.OK
@@ -316,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="loaded plugins and what the configuration selects")
     _add_common(plugins)
     plugins.add_argument("--json", action="store_true")
+    plugins.add_argument("--markdown", action="store_true", help="every component's parameters, as in docs/plugins.md")
     plugins.set_defaults(handler=cmd_plugins)
     return parser
 

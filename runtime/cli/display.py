@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Console
@@ -38,6 +39,24 @@ def print_plugins(listing: dict[str, Any]) -> None:
         available = ", ".join(f"{name} ({plugin})" for name, plugin in entry["available"].items())
         points.add_row(point, available, ", ".join(entry["selected"]))
     console.print(points)
+
+
+def params_markdown(listing: dict[str, Any]) -> str:
+    """Every listed component's parameters as Markdown tables, one per extension point (the
+    section of docs/plugins.md that ``agentrt plugins --markdown`` regenerates)."""
+    lines: list[str] = []
+    for point, entry in listing["extension_points"].items():
+        lines += [f"### {point} (`{entry['config']}`)", "",
+                  "| component | parameter | default | must be | what it does |", "| --- | --- | --- | --- | --- |"]
+        for name, component in entry["components"].items():
+            params = component["params"]
+            if not params:
+                lines.append(f"| `{name}` | {'(not declared)' if params is None else '(none)'} | | | |")
+            for param in params or []:
+                default = "unset" if param["default"] is None else f"`{json.dumps(param['default'])}`"
+                lines.append(f"| `{name}` | `{param['name']}` | {default} | {param['constraint']} | {param['doc']} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def print_students(versions: list[dict[str, Any]], serving: int) -> None:

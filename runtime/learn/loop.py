@@ -26,7 +26,7 @@ from runtime.errors import PluginFailure
 from runtime.learn.evaluation import teacher_policy_outputs
 from runtime.learn.models import build_student
 from runtime.learn.trainer import Trainer, Verdict
-from runtime.plugin.interfaces import QueryContext
+from runtime.plugin.interfaces import ForwardMembers, QueryContext
 from runtime.plugin.pluginmanager import Plugins, serve
 from runtime.wire.spaces import actions_from_outputs
 
@@ -69,6 +69,7 @@ class Decider:
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.student = build_student(plugins, config, observation_space, action_space).eval()
+        self.ensemble = isinstance(self.student, ForwardMembers)  # checked once: the student never changes class
         self.student_component = plugins.get("student", config["student"]["plugin"])
         query = config["query"]
         self.policy_component = plugins.get("query_policy", query["policy"])
@@ -86,7 +87,7 @@ class Decider:
         members' mean and the policy sees their spread. Failures are PluginFailures."""
         with self.torch.no_grad():
             inputs = self.torch.from_numpy(features)
-            if hasattr(self.student, "forward_members"):
+            if self.ensemble:
                 members = serve(self.student_component, self.student.forward_members, inputs).numpy()
                 return members.mean(axis=0), members
             return serve(self.student_component, self.student, inputs).numpy(), None

@@ -15,7 +15,7 @@ from runtime.errors import PluginFailure
 from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
 from runtime.learn.models import build_student
 from runtime.learn.replay import ReplayBuffer
-from runtime.plugin.interfaces import StrategyInputs
+from runtime.plugin.interfaces import ForwardFeatures, StrategyInputs
 from runtime.plugin.pluginmanager import Component, Plugins, serve
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def running_agreement(previous: float | None, agreement: float, samples: int) ->
 def forward_with_features(module: "torch.nn.Module",
                           inputs: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor | None"]:
     """(outputs, hidden features or None): features where the network exposes ``forward_features``."""
-    if hasattr(module, "forward_features"):
+    if isinstance(module, ForwardFeatures):
         return module.forward_features(inputs)
     return module(inputs), None
 

@@ -9,20 +9,21 @@ from gymnasium import spaces
 
 from runtime.plugin.interfaces import StreamStep
 from runtime.plugin.pluginmanager import Component, PluginFailure, Plugins, serve
+from runtime.plugin.points import EXTENSION_POINTS
 from runtime.wire.spaces import describe
-
-_SECTIONS = {"perception": ("perception", "transforms"), "execution": ("execution", "filters")}
 
 
 class Chain:
     """Configured steps applied in order; a step that raises surfaces as a PluginFailure naming it."""
 
     def __init__(self, plugins: Plugins, point: str, config: dict[str, Any], input_space: spaces.Space) -> None:
-        section, key = _SECTIONS[point]
+        extension = EXTENSION_POINTS[point]
+        if not extension.chain:
+            raise ValueError(f"{point} components are not chained")
         self.steps: list[tuple[Component, StreamStep]] = []
         space = input_space
-        for name in config[section][key]:
-            step = plugins.build(point, name, dict(config[section]["params"].get(name, {})), space)
+        for name in extension.selected(config):
+            step = plugins.build(point, name, extension.params(config, name), space)
             space = step.output_space
             self.steps.append((plugins.get(point, name), step))
         self.output_space = space

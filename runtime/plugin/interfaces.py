@@ -19,6 +19,21 @@ if TYPE_CHECKING:  # torch is imported only by the processes that run models
 
 
 @runtime_checkable
+class Student(Protocol):
+    """A ``torch.nn.Module``: ``forward(x)`` maps a float32 batch (B, *features) to
+    (B, output_size); its weights travel as ``state_dict()`` between distillation and decision."""
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
+        ...
+
+
+@runtime_checkable
 class Teacher(Protocol):
     """Labels observations. Runs in the teacher process (and inside the distiller for offline work)."""
 
@@ -26,10 +41,39 @@ class Teacher(Protocol):
         """Return outputs (B, output_size): logits for a discrete action space, actions for a box.
 
         A box teacher may return (B, 2 * output_size): means followed by variances.
-        A teacher may also offer ``label_with_features(observations) -> (outputs, features)``,
-        features being (B, ...) hidden activations, for feature-hint strategies
-        (``distillation.teacher_features = true``).
         """
+        ...
+
+
+# --- optional capabilities: checked once, with isinstance, where the component is built ---------
+
+
+@runtime_checkable
+class ForwardFeatures(Protocol):
+    """A student that exposes hidden features, for feature-hint strategies."""
+
+    def forward_features(self, x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(outputs (B, output_size), features (B, ...))."""
+        ...
+
+
+@runtime_checkable
+class ForwardMembers(Protocol):
+    """An ensemble student: its members' outputs, whose spread query policies see as
+    ``QueryContext.member_outputs``; decision acts on their mean."""
+
+    def forward_members(self, x: "torch.Tensor") -> "torch.Tensor":
+        """(K, B, output_size)."""
+        ...
+
+
+@runtime_checkable
+class LabelWithFeatures(Protocol):
+    """A teacher that also gives its hidden activations, for feature-hint strategies
+    (``distillation.teacher_features = true``)."""
+
+    def label_with_features(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs (B, output_size), features (B, ...))."""
         ...
 
 
@@ -62,7 +106,7 @@ class QueryContext:
     student_version: int                 # 0 while no trained student has been published
     action_space: spaces.Space
     forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
-    # (K, B, output_size) when the student is an ensemble exposing ``forward_members``, else None
+    # (K, B, output_size) when the student is a ForwardMembers (an ensemble), else None
     member_outputs: np.ndarray | None = None
     observations: np.ndarray | None = None  # (B, ...) raw observations, as the teacher would see them
     # Seconds on the runtime's clock at this batch: monotonic time in the daemon, simulated time in
@@ -103,7 +147,8 @@ class StreamStep:
         """Forget ``stream``; stateless steps need not override this."""
 
 
-# Factories registered by plugins. ``params`` is the plugin's own table from agentrt.toml.
+# Factories registered by plugins. ``params`` is the plugin's own table from agentrt.toml. A factory
+# that also takes a keyword ``context`` gets a ``runtime.plugin.pluginmanager.BuildContext``.
 StudentFactory = Callable[[dict[str, Any], spaces.Space, spaces.Space], "torch.nn.Module"]
 TeacherFactory = Callable[[dict[str, Any], spaces.Space, spaces.Space], Teacher]
 StrategyFactory = Callable[[dict[str, Any]], DistillationStrategy]

@@ -1,92 +1,272 @@
-"""Reading a component's ``params`` table: defaults filled in, unknown keys refused by name, and
-value checks. Public for plugin authors. Every check raises ValueError starting with the component
-("student cnn: ..."), so a bad ``agentrt.toml`` fails at start-up saying which table to fix.
+"""Declaring parameters: one declaration gives a component (or a configuration section) its
+defaults, its checks, its documentation and its error messages. Public for plugin authors.
+
+A parameter is a ``Param(default, doc, check)``; ``check`` is a validator composed from the small
+ones below, in the style of attrs' ``validators`` (``and_(integer, gt(0))``, ``optional(...)``,
+``list_of(...)``). A factory declares its parameters with ``@declare``::
+
+    @declare("student tiny",
+             hidden=Param(16, "width of the hidden layer", and_(integer, gt(0))),
+             activation=Param("tanh", "nonlinearity", in_("tanh", "relu")))
+    def build_tiny(params, observation_space, action_space):
+        ...  # params["hidden"] is an int > 0, defaults filled in
+
+Every value that does not fit raises ``ParamError`` (a ``ConfigError``) in one form:
+``student tiny: parameter 'hidden' must be an integer > 0 (got 0)``; an unknown key is refused by
+name. ``agentrt plugins --json`` and docs/plugins.md list what ``declare`` recorded.
 No torch here: perception and execution use these.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
-from typing import Any, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, TypeVar
 
-import numpy as np
 from gymnasium import spaces
 
+from runtime.errors import ParamError
 from runtime.wire.spaces import describe
 
+Factory = TypeVar("Factory", bound=Callable[..., Any])
 
-def with_defaults(component: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``defaults`` updated by ``params``; a key not in ``defaults`` raises ValueError naming it."""
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"{component}: unknown parameter {unknown[0]!r}; known: {', '.join(defaults) or 'none'}")
-    return {**defaults, **params}
+#: The attribute ``declare`` sets on a factory (pluggy marks hook implementations the same way).
+ATTRIBUTE = "agentrt_params"
 
 
-def number(component: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
-            above_low: bool = False) -> float:
-    """A finite number in [low, high] (in (low, high] with ``above_low``), else ValueError naming it."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not is_number or value < low or value > high or (above_low and value == low):
-        if low == -math.inf:
-            expected = "a finite number"
-        elif high == math.inf:
-            expected = f"a number {'>' if above_low else '>='} {low:g}"
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Validator:
+    """A check on one value. ``test(value)`` says whether it passes; ``expected`` completes
+    "must be ..." ("an integer > 0"); ``convert`` turns a passing value into what the component
+    gets (ints to float for numbers). ``bound`` marks a comparison, ``(op, limit)``, so that
+    ``and_`` can write "a number in [0, 1]" rather than "a number >= 0 and <= 1"."""
+
+    expected: str
+    test: Callable[[Any], bool]
+    convert: Callable[[Any], Any] = _unchanged
+    bound: tuple[str, float] | None = None
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            return bool(self.test(value))
+        except TypeError:  # a comparison with a value of the wrong type: it does not fit
+            return False
+
+
+def instance_of(*types: type, expected: str | None = None) -> Validator:
+    """The value is one of ``types`` (a bool is never taken for an int or a float)."""
+    names = expected or " or ".join(f"a {t.__name__}" for t in types)
+    allow_bool = bool in types
+    return Validator(names, lambda v: isinstance(v, types) and (allow_bool or not isinstance(v, bool)))
+
+
+integer = instance_of(int, expected="an integer")
+string = instance_of(str, expected="a string")
+boolean = instance_of(bool, expected="true or false")
+table = instance_of(Mapping, expected="a table")  # type: ignore[type-abstract]
+number = Validator("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                   float)
+
+
+def _compare(op: str, limit: float, test: Callable[[Any], bool]) -> Validator:
+    return Validator(f"{op} {limit:g}", test, bound=(op, limit))
+
+
+def gt(limit: float) -> Validator:
+    return _compare(">", limit, lambda v: v > limit)
+
+
+def ge(limit: float) -> Validator:
+    return _compare(">=", limit, lambda v: v >= limit)
+
+
+def lt(limit: float) -> Validator:
+    return _compare("<", limit, lambda v: v < limit)
+
+
+def le(limit: float) -> Validator:
+    return _compare("<=", limit, lambda v: v <= limit)
+
+
+def in_(*options: Any) -> Validator:
+    return Validator("one of " + ", ".join(map(repr, options)), lambda v: v in options)
+
+
+def not_(validator: Validator) -> Validator:
+    return Validator(f"not {validator.expected}", lambda v: not validator(v))
+
+
+def optional(validator: Validator) -> Validator:
+    """``validator``, or None (left unset)."""
+    return Validator(f"{validator.expected}, or unset", lambda v: v is None or validator(v),
+                     lambda v: None if v is None else validator.convert(v))
+
+
+def or_(*validators: Validator) -> Validator:
+    """The first of ``validators`` that passes decides the conversion."""
+    def convert(value: Any) -> Any:
+        return next(v for v in validators if v(value)).convert(value)
+
+    return Validator(", or ".join(v.expected for v in validators), lambda value: any(v(value) for v in validators),
+                     convert)
+
+
+def and_(*validators: Validator) -> Validator:
+    """All of ``validators``, checked in order (so a type check guards the comparisons after it)."""
+    def test(value: Any) -> bool:
+        return all(v(value) for v in validators)
+
+    def convert(value: Any) -> Any:
+        for validator in validators:
+            value = validator.convert(value)
+        return value
+
+    return Validator(_join(validators), test, convert)
+
+
+def _join(validators: tuple[Validator, ...]) -> str:
+    # "an integer" + "> 0" -> "an integer > 0"; ">= 0" + "<= 1" -> "in [0, 1]"; others after a comma.
+    parts: list[str] = []
+    previous: Validator | None = None
+    for validator in validators:
+        lower = previous is not None and previous.bound is not None and previous.bound[0] in (">", ">=")
+        if lower and validator.bound is not None and validator.bound[0] in ("<", "<="):
+            low, high = previous.bound[1], validator.bound[1]  # type: ignore[union-attr]
+            parts[-1] = (f" in {'[' if previous.bound[0] == '>=' else '('}{low:g}, "  # type: ignore[union-attr]
+                         f"{high:g}{']' if validator.bound[0] == '<=' else ')'}")
+        elif not parts:
+            parts.append(validator.expected)
+        elif validator.bound is not None:
+            parts.append((" and " if previous is not None and previous.bound else " ") + validator.expected)
         else:
-            expected = f"a number in {'(' if above_low else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{component}: {name} must be {expected}, got {value!r}")
-    return float(value)
+            parts.append(", " + validator.expected)
+        previous = validator
+    return "".join(parts).strip()
 
 
-def count(component: str, name: str, value: Any, minimum: int = 0) -> int:
-    if type(value) is not int or value < minimum:  # type() refuses bool, which is an int
-        raise ValueError(f"{component}: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def list_of(item: Validator, min_length: int = 1, length: int | None = None) -> Validator:
+    """A list (or tuple) whose items each pass ``item``: exactly ``length`` of them when given,
+    else at least ``min_length``. Converts to a list of converted items."""
+    if length is not None:
+        shape = f"a list of {length}"
+    elif min_length == 1:
+        shape = "a non-empty list"
+    elif min_length:
+        shape = f"a list of at least {min_length}"
+    else:
+        shape = "a list"
+
+    def test(value: Any) -> bool:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(value) != length if length is not None else len(value) < min_length:
+            return False
+        return all(item(v) for v in value)
+
+    return Validator(f"{shape}, each {item.expected}", test, lambda value: [item.convert(v) for v in value])
 
 
-def positive_int(component: str, name: str, value: Any) -> int:
-    if type(value) is not int or value < 1:  # type() also refuses bool, which is an int
-        raise ValueError(f"{component}: {name} must be a positive integer, got {value!r}")
-    return value
+positive_int = and_(integer, gt(0))
+share = and_(number, ge(0), le(1))
 
 
-def positive_ints(component: str, name: str, value: Any, length: int | None = None) -> list[int]:
-    """A non-empty list of positive integers (exactly ``length`` of them when given)."""
-    if (not isinstance(value, (list, tuple)) or not value or (length is not None and len(value) != length)
-            or not all(type(v) is int and v > 0 for v in value)):
-        count = f"{length}" if length is not None else "a non-empty list of"
-        raise ValueError(f"{component}: {name} must be {count} positive integers, got {value!r}")
-    return list(value)
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its default, what it does (one line, for ``agentrt plugins`` and the docs)
+    and the validator its value must pass (None: anything). The default is checked too, so a
+    default that does not pass makes the parameter required."""
+
+    default: Any
+    doc: str
+    check: Validator | None = None
+
+    @property
+    def constraint(self) -> str:
+        return self.check.expected if self.check is not None else "any value"
 
 
-def positive_float(component: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{component}: {name} must be a finite number > 0, got {value!r}")
-    return float(value)
+def invalid(component: str, name: str, expected: str, value: Any, given: bool = True) -> ParamError:
+    """The one form of a parameter error, for checks ``Param`` cannot make alone (against a space,
+    or between parameters): ``<component>: parameter '<name>' must be <expected> (got <value>)``."""
+    got = f"got {value!r}" if given else "not given"
+    return ParamError(f"{component}: parameter {name!r} must be {expected} ({got})")
 
 
-def flag(component: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{component}: {name} must be true or false, got {value!r}")
-    return value
+class Params:
+    """The declared parameters of one component; ``component`` names it in messages ("student cnn")."""
+
+    def __init__(self, component: str, params: Mapping[str, Param]) -> None:
+        self.component = component
+        self.params = dict(params)
+
+    def check(self, name: str, value: Any, given: bool = True) -> Any:
+        """``value`` converted if parameter ``name`` takes it, else ParamError."""
+        param = self.params[name]
+        if param.check is None:
+            return value
+        if not param.check(value):
+            raise invalid(self.component, name, param.check.expected, value, given)
+        return param.check.convert(value)
+
+    def unknown(self, name: str) -> ParamError:
+        return ParamError(f"{self.component}: unknown parameter {name!r}; known: {', '.join(self.params) or 'none'}")
+
+    def read(self, values: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``values`` (a params table) checked and converted, defaults filled in; unknown keys refused."""
+        values = dict(values or {})
+        for name in sorted(values):
+            if name not in self.params:
+                raise self.unknown(name)
+        return {name: self.check(name, values[name]) if name in values else
+                self.check(name, copy.deepcopy(param.default), given=False)
+                for name, param in self.params.items()}
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per parameter: name, default, doc and constraint (what ``agentrt plugins --json`` shows)."""
+        return [{"name": name, "default": param.default, "doc": param.doc, "constraint": param.constraint}
+                for name, param in self.params.items()]
 
 
-def choice(component: str, name: str, value: Any, options: Collection[str]) -> str:
-    if value not in options:
-        raise ValueError(f"{component}: {name} must be one of {', '.join(map(repr, options))}, got {value!r}")
-    return value
+def declare(component: str, **params: Param) -> Callable[[Factory], Factory]:
+    """Declare the parameters of a factory (a function or a class taking ``params`` first).
+
+    The factory then receives its params table checked, converted and completed with defaults,
+    whoever calls it; the declaration is recorded on it for ``declared``.
+    """
+    spec = Params(component, params)
+
+    def attach(factory: Factory) -> Factory:
+        if isinstance(factory, type):
+            init = factory.__init__
+
+            @functools.wraps(init)
+            def __init__(self: Any, params: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
+                init(self, spec.read(params), *args, **kwargs)
+
+            factory.__init__ = __init__  # type: ignore[misc]
+            setattr(factory, ATTRIBUTE, spec)
+            return factory  # type: ignore[return-value]
+
+        @functools.wraps(factory)
+        def build(params: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+            return factory(spec.read(params), *args, **kwargs)
+
+        setattr(build, ATTRIBUTE, spec)
+        return build  # type: ignore[return-value]
+
+    return attach
 
 
-def positive_array(component: str, name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A number or nested list of numbers > 0, broadcast to ``shape`` (one value per dimension)."""
-    try:
-        array = np.broadcast_to(np.asarray(value, dtype=np.float64), shape).copy()
-    except (TypeError, ValueError):
-        raise ValueError(f"{component}: {name} must be a number or a list broadcastable to shape "
-                         f"{list(shape)}, got {value!r}") from None
-    if isinstance(value, bool) or not (np.isfinite(array).all() and (array > 0).all()):
-        raise ValueError(f"{component}: {name} must be finite and > 0, got {value!r}")
-    return array
+def declared(factory: Callable[..., Any]) -> Params | None:
+    """The parameters ``factory`` declared with ``declare``, or None for one that did not."""
+    spec = getattr(factory, ATTRIBUTE, None)
+    return spec if isinstance(spec, Params) else None
 
 
 def box_space(component: str, space: spaces.Space, expected: str = "a box space",
@@ -94,5 +274,5 @@ def box_space(component: str, space: spaces.Space, expected: str = "a box space"
     """``space`` if it is a Box with ``min_ndim`` to ``max_ndim`` axes; ``expected`` describes what fits."""
     ndim = len(space.shape) if isinstance(space, spaces.Box) else -1
     if ndim < min_ndim or (max_ndim is not None and ndim > max_ndim):
-        raise ValueError(f"{component}: needs {expected}, got {describe(space)}")
+        raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
     return space

@@ -1,33 +1,29 @@
-"""Loading plugins from the ``agentrt`` entry-point group and looking up their components by name."""
+"""Loading plugins from the ``agentrt`` entry-point group, calling their hooks through pluggy, and
+building their components by name."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pluggy
 import structlog
+from gymnasium import spaces
 
 from runtime import hookspecs
-from runtime.errors import PluginError, PluginFailure
+from runtime.errors import ConfigError, PluginError, PluginFailure
+from runtime.plugin.params import declared
+from runtime.plugin.points import EXTENSION_POINTS, ExtensionPoint
 
 ENTRY_POINT_GROUP = "agentrt"
 BUILTIN_DISTRIBUTION = "agentrt"
-
-#: Extension point -> the hook that registers its components.
-EXTENSION_POINTS: dict[str, str] = {
-    "student": "agentrt_register_students",
-    "teacher": "agentrt_register_teachers",
-    "strategy": "agentrt_register_distillation_strategies",
-    "query_policy": "agentrt_register_query_policies",
-    "perception": "agentrt_register_perception_transforms",
-    "execution": "agentrt_register_execution_filters",
-}
+#: Set to 1 to log every hook call (pluggy's tracing) as ``plugin_trace`` events.
+TRACE_ENV = "AGENTRT_TRACE_PLUGINS"
 
 log = structlog.get_logger()
-
-_active: "Plugins | None" = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +32,23 @@ class Component:
     name: str
     plugin: str
     factory: Callable[..., Any]
+    takes_context: bool = False  # the factory declares a ``context`` keyword: it gets a BuildContext
 
     @property
     def hook(self) -> str:
-        return EXTENSION_POINTS[self.point]
+        return EXTENSION_POINTS[self.point].hook
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a factory that declares a ``context`` keyword gets besides its params: the loaded
+    ``plugins`` (to build other components by name, as ensembles build their members), the
+    ``component`` being built and the ``spaces`` its factory was given. (Time reaches components
+    per call, as ``QueryContext.now``, so that a simulation's clock is the only clock.)"""
+
+    plugins: "Plugins"
+    component: Component
+    spaces: tuple[spaces.Space, ...] = ()
 
 
 def serve(component: Component, function: Callable[..., Any], *args: Any) -> Any:
@@ -60,23 +69,57 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
 
 
+def _takes_context(factory: Callable[..., Any]) -> bool:
+    try:
+        parameter = inspect.signature(factory).parameters.get("context")
+    except (TypeError, ValueError):  # no signature to read (some builtins): it cannot ask for one
+        return False
+    return parameter is not None and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+
+
 class Plugins:
     """The loaded plugins of one process and the components they registered."""
 
     def __init__(self, manager: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
         self.manager = manager
         self.infos = infos
+        self._callers: dict[tuple[str, str], Any] = {}
         self.components: dict[str, dict[str, Component]] = {point: {} for point in EXTENSION_POINTS}
-        for point, hook_name in EXTENSION_POINTS.items():
-            for impl in getattr(manager.hook, hook_name).get_hookimpls():
-                registered = _call_impl(impl, hook_name, {})
-                if not isinstance(registered, dict):
-                    raise PluginError(f"plugin {impl.plugin_name!r}: hook {hook_name} must return a dict of name -> factory, got {type(registered).__name__}")
-                for name, factory in registered.items():
-                    existing = self.components[point].get(name)
-                    if existing is not None:
-                        raise PluginError(f"{point} {name!r} is registered by both plugin {existing.plugin!r} and plugin {impl.plugin_name!r} ({hook_name})")
-                    self.components[point][name] = Component(point, name, impl.plugin_name, factory)
+        for point in EXTENSION_POINTS.values():
+            for plugin, call in self._each(point.hook):
+                try:
+                    registered = call()
+                except Exception as exc:
+                    raise PluginError(f"plugin {plugin!r} raised in {point.hook}: {type(exc).__name__}: {exc}") from exc
+                self._register(point, plugin, registered)
+
+    def _register(self, point: ExtensionPoint, plugin: str, registered: Any) -> None:
+        if not isinstance(registered, dict):
+            raise PluginError(f"plugin {plugin!r}: hook {point.hook} must return a dict of name -> factory, "
+                              f"got {type(registered).__name__}")
+        for name, factory in registered.items():
+            existing = self.components[point.name].get(name)
+            if existing is not None:
+                raise PluginError(f"{point.name} {name!r} is registered by both plugin {existing.plugin!r} "
+                                  f"and plugin {plugin!r} ({point.hook})")
+            self.components[point.name][name] = Component(point.name, name, plugin, factory, _takes_context(factory))
+
+    def _each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Callable[[], Any]]]:
+        """Per implementing plugin, in registration order: its name and a call of the hook through
+        pluggy's hook caller for that plugin alone (so tracing and hookwrappers apply, and a result
+        or a failure belongs to one plugin)."""
+        calls = []
+        # Wrappers (old and new style) stay in every call; they wrap each plugin's implementation.
+        impls = [impl for impl in getattr(self.manager.hook, hook_name).get_hookimpls()
+                 if not (impl.hookwrapper or impl.wrapper)]
+        for impl in impls:
+            key = (hook_name, impl.plugin_name)
+            if key not in self._callers:
+                others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+                self._callers[key] = self.manager.subset_hook_caller(hook_name, remove_plugins=others)
+            caller = self._callers[key]
+            calls.append((impl.plugin_name, lambda caller=caller: next(iter(caller(**kwargs)), None)))
+        return calls
 
     def get(self, point: str, name: str) -> Component:
         try:
@@ -85,43 +128,34 @@ class Plugins:
             available = ", ".join(sorted(self.components[point])) or "none"
             raise PluginError(f"no {point} named {name!r} is registered by any loaded plugin; available: {available}") from None
 
-    def build(self, point: str, name: str, *args: Any) -> Any:
-        """Call the factory of component ``name``; a failure names the plugin and the hook."""
+    def build(self, point: str, name: str, params: dict[str, Any], *args: Any) -> Any:
+        """Call the factory of component ``name`` with ``params`` and the point's ``args`` (and a
+        BuildContext, if it asks for one); a failure, or a result that is not the point's
+        interface, names the plugin and the hook."""
         component = self.get(point, name)
+        interface = EXTENSION_POINTS[point].interface
+        where = f"plugin {component.plugin!r} ({component.hook}): building {point} {name!r} failed"
+        extra = {"context": BuildContext(self, component, args)} if component.takes_context else {}
         try:
-            return component.factory(*args)
+            built = component.factory(params, *args, **extra)
         except PluginError:
             raise
+        except ConfigError as exc:  # its message already names the component and the parameter
+            raise PluginError(f"{where}: {exc}") from exc
         except Exception as exc:
-            raise PluginError(f"plugin {component.plugin!r} ({component.hook}): building {point} {name!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(built, interface):
+            raise PluginError(f"{where}: it returned {type(built).__name__}, which is not a {interface.__name__} "
+                              f"(runtime.plugin.interfaces)")
+        return built
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of a lifecycle hook; one that raises is logged, not propagated."""
-        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+        for plugin, call in self._each(hook_name, **kwargs):
             try:
-                _call_impl(impl, hook_name, kwargs)
+                call()
             except Exception as exc:
-                log.error("plugin_hook_failed", plugin=impl.plugin_name, hook=hook_name, error=f"{type(exc).__name__}: {exc}")
-
-
-def active() -> Plugins:
-    """The plugins loaded in this process: for components built from other components (an
-    ensemble of teachers names its members), resolved the same way the configuration is."""
-    if _active is None:
-        raise PluginError("no plugins are loaded in this process yet")
-    return _active
-
-
-def _call_impl(impl: pluggy.HookImpl, hook_name: str, kwargs: dict[str, Any]) -> Any:
-    # Called one implementation at a time so that results and failures can be attributed to a plugin.
-    try:
-        return impl.function(*[kwargs[arg] for arg in impl.argnames])
-    except PluginError:
-        raise
-    except Exception as exc:
-        if kwargs:  # lifecycle hooks: the caller logs
-            raise
-        raise PluginError(f"plugin {impl.plugin_name!r} raised in {hook_name}: {type(exc).__name__}: {exc}") from exc
+                log.error("plugin_hook_failed", plugin=plugin, hook=hook_name, error=f"{type(exc).__name__}: {exc}")
 
 
 def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) -> Plugins:
@@ -158,9 +192,10 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
     missing = wanted - set(infos)
     if missing:
         raise PluginError(f"plugins.load names {', '.join(sorted(missing))}, but no such entry point is installed in group {ENTRY_POINT_GROUP!r}")
-    global _active
-    _active = Plugins(manager, infos)
-    return _active
+    if os.environ.get(TRACE_ENV, "0") not in ("", "0"):
+        manager.trace.root.setwriter(lambda line: log.info("plugin_trace", line=line.rstrip()))
+        manager.enable_tracing()
+    return Plugins(manager, infos)
 
 
 def _register(manager: pluggy.PluginManager, plugin: object, info: PluginInfo) -> None:
@@ -176,19 +211,13 @@ def _register(manager: pluggy.PluginManager, plugin: object, info: PluginInfo) -
 
 def selected(config: dict[str, Any]) -> dict[str, list[str]]:
     """The component names the configuration selects, per extension point."""
-    return {
-        "student": [config["student"]["plugin"]],
-        "teacher": [config["teacher"]["plugin"]],
-        "strategy": [config["distillation"]["strategy"]],
-        "query_policy": [config["query"]["policy"]],
-        "perception": list(config["perception"]["transforms"]),
-        "execution": list(config["execution"]["filters"]),
-    }
+    return {name: point.selected(config) for name, point in EXTENSION_POINTS.items()}
 
 
 def describe(config: dict[str, Any]) -> dict[str, Any]:
     """What ``agentrt plugins`` shows: every loaded plugin and, per extension point, what is
-    available and what the configuration selects. Selecting an unknown component is an error."""
+    available (with each component's declared parameters) and what the configuration selects.
+    Selecting an unknown component is an error."""
     plugins = load(config["plugins"])
     choice = selected(config)
     for point, names in choice.items():
@@ -196,8 +225,24 @@ def describe(config: dict[str, Any]) -> dict[str, Any]:
             plugins.get(point, name)
     return {
         "plugins": [vars(info) for info in plugins.infos.values()],
-        "extension_points": {point: {"hook": EXTENSION_POINTS[point],
-                                     "available": {name: c.plugin for name, c in sorted(plugins.components[point].items())},
-                                     "selected": choice[point]}
-                             for point in EXTENSION_POINTS},
+        "extension_points": {name: {"hook": point.hook,
+                                    "config": f"{point.section}.{point.key}",
+                                    "chain": point.chain,
+                                    "interface": point.interface.__name__,
+                                    "arguments": ["params", *point.arguments],
+                                    "available": {c.name: c.plugin for c in _sorted(plugins, name)},
+                                    "components": {c.name: _component(c) for c in _sorted(plugins, name)},
+                                    "selected": choice[name]}
+                             for name, point in EXTENSION_POINTS.items()},
     }
+
+
+def _sorted(plugins: Plugins, point: str) -> list[Component]:
+    return [component for _, component in sorted(plugins.components[point].items())]
+
+
+def _component(component: Component) -> dict[str, Any]:
+    spec = declared(component.factory)
+    doc = inspect.getdoc(component.factory) or ""
+    return {"plugin": component.plugin, "doc": doc.split("\n\n")[0].replace("\n", " "),  # the first paragraph
+            "params": None if spec is None else spec.describe()}

@@ -10,6 +10,7 @@ import numpy as np
 import zmq
 
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
+from runtime.plugin.interfaces import LabelWithFeatures
 from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
@@ -65,7 +66,8 @@ class TeacherRole(Role):
                                           self.observation_space, self.action_space)
         self.cache = AnswerCache(settings["cache_size"], settings["cache_decimals"])
         self.features_wanted = self.config["distillation"]["teacher_features"]
-        if self.config["distillation"]["teacher_features"] and not hasattr(self.teacher, "label_with_features"):
+        self.gives_features = isinstance(self.teacher, LabelWithFeatures)
+        if self.features_wanted and not self.gives_features:
             raise ConfigError(f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features")
         self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
         self.log.info("teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
@@ -119,7 +121,7 @@ class TeacherRole(Role):
                                 f"hold observations of shape {list(shape)}")
         # With feature hints on, features are computed for every answer, so that the distiller's
         # later request for an observation the teacher already acted on is a cache hit.
-        want_features = bool(request.get("want_features")) and hasattr(self.teacher, "label_with_features") \
+        want_features = bool(request.get("want_features")) and self.gives_features \
             or self.features_wanted
         keys = [self.cache.key(obs) for obs in observations]
         known: dict[bytes, Any] = {key: self.cache.get(key, want_features) for key in keys}

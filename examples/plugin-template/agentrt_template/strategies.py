@@ -15,15 +15,13 @@ torch is imported inside ``loss``: this module is imported in every role process
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from runtime.plugin.interfaces import StrategyInputs
-from runtime.plugin.params import with_defaults
+from runtime.plugin.params import Param, and_, declare, ge, gt, lt, number, share
 
 if TYPE_CHECKING:
     import torch
-
-DEFAULTS = {"temperature": 2.0, "alpha": 0.5, "smoothing": 0.1}
 
 
 @dataclass
@@ -37,24 +35,18 @@ class Usage:
 usage = Usage()
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
+@declare("strategy soft_target_smoothed",
+         temperature=Param(2.0, "softening temperature T", and_(number, gt(0))),
+         alpha=Param(0.5, "weight of the soft term", share),
+         smoothing=Param(0.1, "label smoothing of the hard term", and_(number, ge(0), lt(1))))
 class SoftTargetSmoothed:
-    """Params: ``temperature`` (> 0, default 2.0), ``alpha`` (weight of the soft term, 0..1,
-    default 0.5), ``smoothing`` (label smoothing of the hard term, 0 <= s < 1, default 0.1)."""
+    """Soft targets plus label-smoothed cross-entropy; ``smoothing = 0`` is the built-in soft_target."""
 
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        options = with_defaults("strategy soft_target_smoothed", params or {}, DEFAULTS)
-        checks = {"temperature": lambda v: v > 0, "alpha": lambda v: 0 <= v <= 1, "smoothing": lambda v: 0 <= v < 1}
-        expected = {"temperature": "a number > 0", "alpha": "a number in [0, 1]", "smoothing": "a number in [0, 1)"}
-        for name, check in checks.items():
-            if not (_number(options[name]) and check(options[name])):
-                raise ValueError(f"strategy soft_target_smoothed: {name} must be {expected[name]}, got {options[name]!r}")
-        self.temperature = float(options["temperature"])
-        self.alpha = float(options["alpha"])
-        self.smoothing = float(options["smoothing"])
+    def __init__(self, params: dict[str, Any]) -> None:
+        # ``@declare`` checked and converted params (numbers are floats) before this runs.
+        self.temperature = params["temperature"]
+        self.alpha = params["alpha"]
+        self.smoothing = params["smoothing"]
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F

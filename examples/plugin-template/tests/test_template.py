@@ -18,6 +18,7 @@ from agentrt_template.strategies import SoftTargetSmoothed, usage
 from agentrt_template.students import build_residual_mlp
 from gymnasium import spaces
 
+from runtime.errors import ConfigError
 from runtime.plugin import pluginmanager
 from runtime.plugin.interfaces import StrategyInputs
 
@@ -45,11 +46,11 @@ def test_student_fits_a_box_action_space_and_image_like_features():
 
 @pytest.mark.parametrize("params, message", [
     ({"widht": 8}, "unknown parameter 'widht'"),
-    ({"width": 0}, "width must be a positive integer"),
-    ({"blocks": True}, "blocks must be a positive integer"),
+    ({"width": 0}, r"^student residual_mlp: parameter 'width' must be an integer > 0 \(got 0\)$"),
+    ({"blocks": True}, r"parameter 'blocks' must be an integer > 0 \(got True\)"),
 ])
 def test_student_rejects_bad_params_naming_them(params, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         build_residual_mlp(params, CARTPOLE_OBS, TWO_ACTIONS)
 
 
@@ -110,12 +111,12 @@ def test_loss_trains_the_student_towards_the_teacher(one_thread):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"smoothing": 1.0}, "smoothing must be a number in"),
-    ({"temperature": -1}, "temperature must be a number > 0"),
+    ({"smoothing": 1.0}, r"parameter 'smoothing' must be a number in \[0, 1\) \(got 1.0\)"),
+    ({"temperature": -1}, "parameter 'temperature' must be a number > 0"),
     ({"beta": 1}, "unknown parameter 'beta'"),
 ])
 def test_strategy_rejects_bad_params_naming_them(params, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         SoftTargetSmoothed(params)
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import agentrt
 from gymnasium import spaces
 
 from runtime import config
@@ -37,6 +36,7 @@ from runtime.plugin.params import (
     share,
     string,
 )
+from runtime.testing import agentrt
 
 ROOT = Path(__file__).resolve().parent.parent
 

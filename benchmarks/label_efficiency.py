@@ -100,9 +100,10 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -151,11 +152,11 @@ class Schedule:
 class EnvSetup:
     key: str
     env_id: str
-    config: dict[str, Any]          # the runtime configuration every method starts from
-    teacher: str                    # which teacher, in words
-    max_labels: int                 # caps per run: teacher answers,
-    max_env_steps: int              # and environment steps
-    control_period_s: float         # simulated seconds per env step (the budget policy's clock)
+    config: dict[str, Any]  # the runtime configuration every method starts from
+    teacher: str  # which teacher, in words
+    max_labels: int  # caps per run: teacher answers,
+    max_env_steps: int  # and environment steps
+    control_period_s: float  # simulated seconds per env step (the budget policy's clock)
     methods: dict[str, Method] = field(default_factory=dict)
 
 
@@ -191,8 +192,12 @@ TUNING: dict[str, list[dict[str, Any]]] = {
     "share": [{"share": s} for s in (0.02, 0.05, 0.1, 0.2, 0.4)],
     "budget": [{"per_second": r} for r in (0.5, 1.0, 2.5, 5.0, 10.0)],
     "uncertainty": [{"target_rate": r} for r in (0.05, 0.1, 0.2, 0.4)]
-    + [{"target_rate": 0.1, "measure": "margin"}, {"target_rate": 0.1, "act_above": 0.6},
-       {"fallback_share": 0.02, "act_above": 0.6}, {"fallback_share": 0.1, "act_above": 0.6}],
+    + [
+        {"target_rate": 0.1, "measure": "margin"},
+        {"target_rate": 0.1, "act_above": 0.6},
+        {"fallback_share": 0.02, "act_above": 0.6},
+        {"fallback_share": 0.1, "act_above": 0.6},
+    ],
     "novelty": [{"target_rate": r} for r in (0.02, 0.05, 0.1, 0.2, 0.4)] + [{"target_rate": 0.1, "act_above": 3.0}],
     "cascade": [{"label_share": s} for s in (0.02, 0.05, 0.1, 0.2)]
     + [{"label_share": s, "act_below_confidence": 0.6} for s in (0.02, 0.05)]
@@ -211,8 +216,11 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
     if BUILTIN_CHECKPOINTS["pendulum"].exists():
         pendulum_teacher = "checkpoint builtin:pendulum (3-256-256-1 MLP)"
     else:  # the checkpoint is not built yet: use the expert it imitates, through the scripted teacher plugin
-        pendulum["teacher"] = {**pendulum["teacher"], "plugin": "scripted",
-                               "params": {"callable": "runtime.learn.recipes.pendulum:expert_action"}}
+        pendulum["teacher"] = {
+            **pendulum["teacher"],
+            "plugin": "scripted",
+            "params": {"callable": "runtime.learn.recipes.pendulum:expert_action"},
+        }
         pendulum_teacher = "scripted expert (runtime.learn.recipes.pendulum:expert_action)"
     for config in (cartpole, pendulum):
         # The runtime's 64 (CartPole) and the example's 256 (Pendulum) put a floor under every
@@ -220,12 +228,26 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
         config["distillation"]["min_samples"] = MIN_SAMPLES
     scale = 0.5 if quick else 1.0
     return {
-        "cartpole": EnvSetup("cartpole", "CartPole-v1", cartpole, "checkpoint builtin:cartpole (4-256-256-2 MLP)",
-                             int(2000 * scale), int(40_000 * scale), 0.02,
-                             {**COMMON_METHODS, **ENV_METHODS["cartpole"]}),
-        "pendulum": EnvSetup("pendulum", "Pendulum-v1", pendulum, pendulum_teacher,
-                             int(4000 * scale), int(60_000 * scale), 0.05,
-                             {**COMMON_METHODS, **ENV_METHODS["pendulum"]}),
+        "cartpole": EnvSetup(
+            "cartpole",
+            "CartPole-v1",
+            cartpole,
+            "checkpoint builtin:cartpole (4-256-256-2 MLP)",
+            int(2000 * scale),
+            int(40_000 * scale),
+            0.02,
+            {**COMMON_METHODS, **ENV_METHODS["cartpole"]},
+        ),
+        "pendulum": EnvSetup(
+            "pendulum",
+            "Pendulum-v1",
+            pendulum,
+            pendulum_teacher,
+            int(4000 * scale),
+            int(60_000 * scale),
+            0.05,
+            {**COMMON_METHODS, **ENV_METHODS["pendulum"]},
+        ),
     }
 
 
@@ -253,9 +275,11 @@ def run_episodes(envs: list, seeds: list[int], act: Callable[[np.ndarray], np.nd
 
 def output_actor(forward: Callable[[np.ndarray], np.ndarray], action_space, width: int) -> Callable:
     """Env actions from a model's outputs, the way decision turns outputs into actions."""
+
     def act(observations: np.ndarray) -> np.ndarray:
         outputs = np.asarray(forward(observations.astype(np.float32, copy=False)))[:, :width]
         return actions_from_outputs(outputs, action_space)
+
     return act
 
 
@@ -265,8 +289,10 @@ def random_actor(action_space, seed: int) -> Callable:
     def act(observations: np.ndarray) -> np.ndarray:
         if hasattr(action_space, "n"):
             return rng.integers(0, action_space.n, size=len(observations))
-        return rng.uniform(action_space.low, action_space.high,
-                           (len(observations),) + action_space.shape).astype(action_space.dtype)
+        return rng.uniform(action_space.low, action_space.high, (len(observations),) + action_space.shape).astype(
+            action_space.dtype
+        )
+
     return act
 
 
@@ -312,17 +338,25 @@ class Bench:
         config = copy.deepcopy(setup.config)
         config["agent"]["env"] = setup.env_id
         if config["perception"]["transforms"]:
-            raise ValueError("label_efficiency: perception transforms are not simulated; the student sees raw observations")
+            raise ValueError(
+                "label_efficiency: perception transforms are not simulated; the student sees raw observations"
+            )
         self.config = config
         self.plugins = pluginmanager.load(config["plugins"])
         self.observation_space, self.action_space = agent_spaces(config["agent"])
         self.width = output_size(self.action_space)
-        self.teacher = self.plugins.build("teacher", config["teacher"]["plugin"], dict(config["teacher"]["params"]),
-                                          self.observation_space, self.action_space)
+        self.teacher = self.plugins.build(
+            "teacher",
+            config["teacher"]["plugin"],
+            dict(config["teacher"]["params"]),
+            self.observation_space,
+            self.action_space,
+        )
         self.eval_seeds = [EVAL_SEED + i for i in range(eval_episodes)]
         self.eval_envs = [gymnasium.make(setup.env_id) for _ in self.eval_seeds]
-        self.teacher_returns = run_episodes(self.eval_envs, self.eval_seeds,
-                                            output_actor(self.teacher.label, self.action_space, self.width))
+        self.teacher_returns = run_episodes(
+            self.eval_envs, self.eval_seeds, output_actor(self.teacher.label, self.action_space, self.width)
+        )
         self.random_returns = run_episodes(self.eval_envs, self.eval_seeds, random_actor(self.action_space, EVAL_SEED))
         self.teacher_return = float(np.mean(self.teacher_returns))
         self.random_return = float(np.mean(self.random_returns))
@@ -340,8 +374,10 @@ class Bench:
         def forward(observations: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return student(torch.from_numpy(observations)).numpy()
-        return self.normalised(run_episodes(self.eval_envs, self.eval_seeds,
-                                            output_actor(forward, self.action_space, self.width)))
+
+        return self.normalised(
+            run_episodes(self.eval_envs, self.eval_seeds, output_actor(forward, self.action_space, self.width))
+        )
 
     def method_config(self, method: Method, seed: int, schedule: Schedule = Schedule()) -> dict[str, Any]:
         config = copy.deepcopy(self.config)
@@ -359,8 +395,9 @@ class Bench:
         from runtime.learn.models import build_student
         from runtime.plugin.interfaces import ForwardMembers
 
-        return isinstance(build_student(self.plugins, self.config, self.observation_space, self.action_space),
-                          ForwardMembers)
+        return isinstance(
+            build_student(self.plugins, self.config, self.observation_space, self.action_space), ForwardMembers
+        )
 
     def close(self) -> None:
         for env in self.eval_envs:
@@ -400,8 +437,13 @@ class SimulatedClock:
         return self.now
 
 
-def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
-             on_step: Callable[[Run], None] | None = None) -> Run:
+def simulate(
+    bench: Bench,
+    method: Method,
+    seed: int,
+    schedule: Schedule = Schedule(),
+    on_step: Callable[[Run], None] | None = None,
+) -> Run:
     """One online-distillation run of ``method`` on ``bench``'s env, in-process: the runtime's
     ``Decider`` and ``Learner`` (runtime/learn/loop.py) driven one environment step at a time."""
     from runtime.learn.loop import Decider, Learner, PerLabel, PerTick
@@ -474,6 +516,7 @@ def simulate(bench: Bench, method: Method, seed: int, schedule: Schedule = Sched
     def student_forward(observations: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return decider.student(torch.from_numpy(observations)).numpy()
+
     run.student_latency_us = latency_us(student_forward, visited)
     run.teacher_latency_us = latency_us(bench.teacher.label, visited)
     run.seconds = time.perf_counter() - started
@@ -485,8 +528,13 @@ DAEMON_POLL_S = 0.2
 DAEMON_WALL_CAP_S = 900.0  # a daemon run that has not ended by then is reported as not reached
 
 
-def run_daemon(bench: Bench, method: Method, seed: int, schedule: Schedule = Schedule(),
-               on_step: Callable[[Run], None] | None = None) -> Run:
+def run_daemon(
+    bench: Bench,
+    method: Method,
+    seed: int,
+    schedule: Schedule = Schedule(),
+    on_step: Callable[[Run], None] | None = None,
+) -> Run:
     """One run of ``method`` against a real, private daemon (``--daemon``): one gym peer plays flat
     out through ``runtime.peer``; the daemon's roles decide, label and train as they always do
     (continuously, within ``distillation.cpu_share``: the schedule's steps per label do not apply,
@@ -522,10 +570,12 @@ def run_daemon(bench: Bench, method: Method, seed: int, schedule: Schedule = Sch
 
         def play() -> None:
             try:
-                run_gym_peers(daemon.endpoint, setup.env_id, episodes=10**9, peers=1, seed=seed * 100_000,
-                              should_stop=stop.is_set)
+                run_gym_peers(
+                    daemon.endpoint, setup.env_id, episodes=10**9, peers=1, seed=seed * 100_000, should_stop=stop.is_set
+                )
             except BaseException as exc:  # reported below, after the daemon stopped
                 errors.append(exc)
+
         player = threading.Thread(target=play, daemon=True)
         player.start()
         while not errors and time.perf_counter() - started < DAEMON_WALL_CAP_S:
@@ -535,7 +585,10 @@ def run_daemon(bench: Bench, method: Method, seed: int, schedule: Schedule = Sch
             run.env_steps = status["observations"]
             capped = run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps
             version = store.latest()
-            if not (run.answers >= next_eval or run.env_steps >= next_eval_steps or capped) or version == evaluated_version:
+            if (
+                not (run.answers >= next_eval or run.env_steps >= next_eval_steps or capped)
+                or version == evaluated_version
+            ):
                 continue
             while run.answers >= next_eval:
                 next_eval = next(grid, math.inf)
@@ -565,11 +618,14 @@ def run_daemon(bench: Bench, method: Method, seed: int, schedule: Schedule = Sch
         daemon.stop()
     if errors:
         raise RuntimeError(f"the gym peer failed: {errors[0]!r}") from errors[0]
-    starts = np.stack([env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds)]).astype(np.float32)
+    starts = np.stack([env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds)]).astype(
+        np.float32
+    )
 
     def student_forward(observations: np.ndarray) -> np.ndarray:
         with bench.torch.no_grad():
             return student(bench.torch.from_numpy(observations)).numpy()
+
     run.student_latency_us = latency_us(student_forward, starts)
     run.teacher_latency_us = latency_us(bench.teacher.label, starts)
     run.seconds = time.perf_counter() - started
@@ -607,8 +663,11 @@ def summarise_method(method: Method, runs: list[Run]) -> dict[str, Any]:
 def best_budgeted(methods: dict[str, dict[str, Any]]) -> str | None:
     """The query policy (not a baseline) that reached the target on the most seeds, then with the
     fewest mean answers; None if none reached it on any seed."""
-    candidates = [(name, result) for name, result in methods.items()
-                  if name not in BASELINES and "skipped" not in result and result["reached"]]
+    candidates = [
+        (name, result)
+        for name, result in methods.items()
+        if name not in BASELINES and "skipped" not in result and result["reached"]
+    ]
     if not candidates:
         return None
     return min(candidates, key=lambda item: (-item[1]["reached"], item[1]["labels_mean"]))[0]
@@ -624,8 +683,16 @@ def ratio_interval(labels: list[int | None], dagger: list[int | None], resamples
     return [round(float(value), 3) for value in np.percentile(ratios, [5, 95])]
 
 
-def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes: int, schedule: Schedule,
-            progress=None, task=None, daemon: bool = False) -> dict[str, Any]:
+def run_env(
+    setup: EnvSetup,
+    methods: list[str],
+    seeds: list[int],
+    eval_episodes: int,
+    schedule: Schedule,
+    progress=None,
+    task=None,
+    daemon: bool = False,
+) -> dict[str, Any]:
     bench = Bench(setup, eval_episodes)
     one_run = run_daemon if daemon else simulate
     started = time.perf_counter()
@@ -635,18 +702,26 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
         for name in methods:
             method = setup.methods[name]
             if method.policy == "disagreement" and not ensemble:
-                results[name] = {"policy": method.policy, "params": method.params, "skipped":
-                                 "needs an ensemble student (forward_members); the configured student "
-                                 f"{bench.config['student']['plugin']!r} is not one"}
+                results[name] = {
+                    "policy": method.policy,
+                    "params": method.params,
+                    "skipped": "needs an ensemble student (forward_members); the configured student "
+                    f"{bench.config['student']['plugin']!r} is not one",
+                }
                 if progress is not None:
                     progress.advance(task, len(seeds))
                 continue
             runs = []
             for seed in seeds:
+
                 def show(run: Run, name: str = name, seed: int = seed) -> None:
                     if progress is not None:
-                        progress.update(task, description=f"{setup.env_id} {name} seed {seed}: "
-                                        f"{run.answers} answers, {run.env_steps} steps")
+                        progress.update(
+                            task,
+                            description=f"{setup.env_id} {name} seed {seed}: "
+                            f"{run.answers} answers, {run.env_steps} steps",
+                        )
+
                 show(Run(name, seed))
                 runs.append(one_run(bench, method, seed, schedule, show))
                 if progress is not None:
@@ -668,7 +743,10 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
         "max_labels": setup.max_labels,
         "max_env_steps": setup.max_env_steps,
         "student": {"plugin": bench.config["student"]["plugin"], "params": bench.config["student"]["params"]},
-        "strategy": {"name": bench.config["distillation"]["strategy"], "params": bench.config["distillation"]["params"]},
+        "strategy": {
+            "name": bench.config["distillation"]["strategy"],
+            "params": bench.config["distillation"]["params"],
+        },
         "methods": results,
         "best_budgeted_policy": best,
         "best_budgeted_labels": best_labels,
@@ -677,16 +755,26 @@ def run_env(setup: EnvSetup, methods: list[str], seeds: list[int], eval_episodes
         "dagger_reached": results.get("dagger", {}).get("reached", 0),
         "ratio_to_dagger": round(ratio, 3) if ratio is not None else None,
         "ratio_to_dagger_ci90": ratio_interval(results[best]["labels_to_target"], results["dagger"]["labels_to_target"])
-        if best and "dagger" in results else None,
+        if best and "dagger" in results
+        else None,
         "goal_met": ratio is not None and ratio <= 0.5 and results[best]["reached"] == len(seeds),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
 
-def run_benchmark(envs: list[str] | None = None, seeds: int | list[int] = DEFAULT_SEEDS, quick: bool = False,
-                  methods: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-                  eval_episodes: int | None = None, max_labels: int | None = None, max_env_steps: int | None = None,
-                  schedule: Schedule = Schedule(), show_progress: bool = True, daemon: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    envs: list[str] | None = None,
+    seeds: int | list[int] = DEFAULT_SEEDS,
+    quick: bool = False,
+    methods: list[str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    eval_episodes: int | None = None,
+    max_labels: int | None = None,
+    max_env_steps: int | None = None,
+    schedule: Schedule = Schedule(),
+    show_progress: bool = True,
+    daemon: bool = False,
+) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready summary (what the last stdout line holds).
 
     ``daemon``: every run against a private daemon (``run_daemon``) instead of in-process.
@@ -710,16 +798,24 @@ def run_benchmark(envs: list[str] | None = None, seeds: int | list[int] = DEFAUL
         unknown = [name for name in chosen if name not in updated]
         if unknown:
             raise ValueError(f"unknown method {unknown[0]!r}; methods: {', '.join(updated)}")
-        setups[key] = EnvSetup(setup.key, setup.env_id, setup.config, setup.teacher,
-                               max_labels or setup.max_labels, max_env_steps or setup.max_env_steps,
-                               setup.control_period_s, updated)
+        setups[key] = EnvSetup(
+            setup.key,
+            setup.env_id,
+            setup.config,
+            setup.teacher,
+            max_labels or setup.max_labels,
+            max_env_steps or setup.max_env_steps,
+            setup.control_period_s,
+            updated,
+        )
     started = time.perf_counter()
     results: dict[str, Any] = {}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("starting", total=len(envs) * len(chosen) * len(seed_list)) if progress else None
         for key in envs:
-            results[setups[key].env_id] = run_env(setups[key], chosen, seed_list, eval_episodes, schedule,
-                                                  progress, task, daemon)
+            results[setups[key].env_id] = run_env(
+                setups[key], chosen, seed_list, eval_episodes, schedule, progress, task, daemon
+            )
     return {
         "benchmark": "label_efficiency",
         "date": time.strftime("%Y-%m-%d"),
@@ -761,8 +857,14 @@ def progress_bar(show: bool):
         TimeElapsedColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
 
 # --- reporting ------------------------------------------------------------------------------------
@@ -785,11 +887,22 @@ def print_tables(summary: dict[str, Any], console=None) -> None:
     # Piped output (a file, CI log) gets a width that fits the table instead of 80 columns.
     console = console or (Console() if sys.stdout.isatty() else Console(width=160))
     for env_id, env in summary["envs"].items():
-        table = Table(title=f"{env_id}: teacher answers until the student alone scores >= {TARGET:.0%} "
-                            f"(return >= {env['threshold_return']:.0f}; teacher {env['teacher_return']:.0f}, "
-                            f"random {env['random_return']:.0f})", title_justify="left")
-        for column in ("method", "params", "answers to 95%", "reached", "env steps", "student share",
-                       "teacher µs", "student µs"):
+        table = Table(
+            title=f"{env_id}: teacher answers until the student alone scores >= {TARGET:.0%} "
+            f"(return >= {env['threshold_return']:.0f}; teacher {env['teacher_return']:.0f}, "
+            f"random {env['random_return']:.0f})",
+            title_justify="left",
+        )
+        for column in (
+            "method",
+            "params",
+            "answers to 95%",
+            "reached",
+            "env steps",
+            "student share",
+            "teacher µs",
+            "student µs",
+        ):
             table.add_column(column, justify="left" if column in ("method", "params") else "right")
         for name, result in env["methods"].items():
             params = ", ".join(f"{k}={v}" for k, v in result["params"].items()) or "-"
@@ -797,25 +910,40 @@ def print_tables(summary: dict[str, Any], console=None) -> None:
                 table.add_row(name, params, "skipped", "-", "-", "-", "-", "-")
                 continue
             steps = [s for s in result["env_steps_to_target"] if s is not None]
-            table.add_row(name, params, _labels_text(result), f"{result['reached']}/{result['seeds']}",
-                          f"{np.mean(steps):,.0f}" if steps else "-", f"{result['student_share']:.0%}",
-                          f"{result['teacher_latency_us']:.0f}", f"{result['student_latency_us']:.0f}")
+            table.add_row(
+                name,
+                params,
+                _labels_text(result),
+                f"{result['reached']}/{result['seeds']}",
+                f"{np.mean(steps):,.0f}" if steps else "-",
+                f"{result['student_share']:.0%}",
+                f"{result['teacher_latency_us']:.0f}",
+                f"{result['student_latency_us']:.0f}",
+            )
         console.print(table)
         best = env["best_budgeted_policy"]
         if best is None or env["ratio_to_dagger"] is None:
             console.print(f"best budgeted policy: {best or 'none reached the target'}; ratio to DAgger: n/a\n")
         else:
-            console.print(f"best budgeted policy: {best} ({env['best_budgeted_labels']:,.0f} answers, "
-                          f"{env['best_budgeted_reached']}/{len(summary['seeds'])} seeds) = "
-                          f"{env['ratio_to_dagger']:.2f} x DAgger ({env['dagger_labels']:,.0f})"
-                          + (f", 90% bootstrap interval over seeds {env['ratio_to_dagger_ci90'][0]:.2f}-"
-                             f"{env['ratio_to_dagger_ci90'][1]:.2f}" if env["ratio_to_dagger_ci90"] else "")
-                          + f"; goal <= 0.50: {'met' if env['goal_met'] else 'NOT met'}\n")
+            console.print(
+                f"best budgeted policy: {best} ({env['best_budgeted_labels']:,.0f} answers, "
+                f"{env['best_budgeted_reached']}/{len(summary['seeds'])} seeds) = "
+                f"{env['ratio_to_dagger']:.2f} x DAgger ({env['dagger_labels']:,.0f})"
+                + (
+                    f", 90% bootstrap interval over seeds {env['ratio_to_dagger_ci90'][0]:.2f}-"
+                    f"{env['ratio_to_dagger_ci90'][1]:.2f}"
+                    if env["ratio_to_dagger_ci90"]
+                    else ""
+                )
+                + f"; goal <= 0.50: {'met' if env['goal_met'] else 'NOT met'}\n"
+            )
         for name, result in env["methods"].items():
             if "skipped" in result:
                 console.print(f"[dim]{name} skipped: {result['skipped']}[/dim]")
-    console.print(f"[dim]{summary['machine']}; {summary['seconds']:.0f} s; seeds {summary['seeds']}; "
-                  f"{summary['eval_episodes']} evaluation episodes[/dim]")
+    console.print(
+        f"[dim]{summary['machine']}; {summary['seconds']:.0f} s; seeds {summary['seeds']}; "
+        f"{summary['eval_episodes']} evaluation episodes[/dim]"
+    )
 
 
 def step_curve(curve: list[list[float]], grid: np.ndarray) -> np.ndarray:
@@ -890,7 +1018,8 @@ def tune(envs: list[str], seeds: list[int], eval_episodes: int, schedule: Schedu
                             labels.append(simulate(bench, method, seed, schedule).labels_to_target)
                             progress.advance(task)
                         results.setdefault(setup.env_id, {}).setdefault(name, []).append(
-                            {"params": params, "labels_to_target": labels})
+                            {"params": params, "labels_to_target": labels}
+                        )
             finally:
                 bench.close()
     return results
@@ -909,8 +1038,14 @@ def print_tuning(results: dict[str, Any]) -> None:
             for entry in entries:
                 labels = entry["labels_to_target"]
                 reached = [v for v in labels if v is not None]
-                mean = f"{np.mean(reached):,.0f}" if len(reached) == len(labels) else f"{len(reached)}/{len(labels)} reached"
-                table.add_row(name, json.dumps(entry["params"]), ", ".join("-" if v is None else str(v) for v in labels), mean)
+                mean = (
+                    f"{np.mean(reached):,.0f}"
+                    if len(reached) == len(labels)
+                    else f"{len(reached)}/{len(labels)} reached"
+                )
+                table.add_row(
+                    name, json.dumps(entry["params"]), ", ".join("-" if v is None else str(v) for v in labels), mean
+                )
         console.print(table)
 
 
@@ -938,24 +1073,46 @@ def parse_set(values: list[str]) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", choices=["cartpole", "pendulum", "all"], default="all")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; 1 with --quick; with --tune, from 100)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; 1 with --quick; with --tune, from 100)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 5 evaluation episodes, halved caps")
     parser.add_argument("--methods", help="comma-separated subset of: " + ", ".join(COMMON_METHODS))
-    parser.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
-                        help="override a method's policy parameter (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.PARAM=VALUE",
+        help="override a method's policy parameter (repeatable)",
+    )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes (default 8; 5 with --quick)")
     parser.add_argument("--max-labels", type=int, help="cap on teacher answers per run (overrides the env's)")
     parser.add_argument("--max-env-steps", type=int, help="cap on environment steps per run (overrides the env's)")
-    parser.add_argument("--publish-every", type=int, default=Schedule.publish_every, help="training steps per promotion-gate check")
-    parser.add_argument("--train-per", choices=["label", "env_step"], default=Schedule.per,
-                        help="what buys training steps (default: each label)")
-    parser.add_argument("--train-steps", type=int, default=Schedule.steps,
-                        help="training steps per label (or per env step), every method")
+    parser.add_argument(
+        "--publish-every", type=int, default=Schedule.publish_every, help="training steps per promotion-gate check"
+    )
+    parser.add_argument(
+        "--train-per",
+        choices=["label", "env_step"],
+        default=Schedule.per,
+        help="what buys training steps (default: each label)",
+    )
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=Schedule.steps,
+        help="training steps per label (or per env step), every method",
+    )
     parser.add_argument("--plot", help="write learning curves (PNG) to this path")
     parser.add_argument("--tune", action="store_true", help=f"run the TUNING sweep on seeds {TUNING_SEEDS} instead")
-    parser.add_argument("--daemon", action="store_true",
-                        help="run against a private daemon and gym peers instead of in-process (slower)")
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="run against a private daemon and gym peers instead of in-process (slower)",
+    )
     args = parser.parse_args(argv)
     if args.daemon and args.tune:
         parser.error("--tune runs in-process only")
@@ -968,9 +1125,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"tuning": results, "seeds": seeds}))
         return 0
     seeds = args.seeds or (1 if args.quick else DEFAULT_SEEDS)
-    summary = run_benchmark(envs, seeds, args.quick, args.methods.split(",") if args.methods else None,
-                            parse_set(args.set), args.eval_episodes, args.max_labels, args.max_env_steps,
-                            schedule, daemon=args.daemon)
+    summary = run_benchmark(
+        envs,
+        seeds,
+        args.quick,
+        args.methods.split(",") if args.methods else None,
+        parse_set(args.set),
+        args.eval_episodes,
+        args.max_labels,
+        args.max_env_steps,
+        schedule,
+        daemon=args.daemon,
+    )
     print_tables(summary)
     if args.plot:
         write_plot(summary, args.plot)

@@ -224,7 +224,9 @@ class RawRing:
         deadline = time.monotonic() + timeout_s
         for name, process, ready in self._events:
             if not ready.wait(max(deadline - time.monotonic(), 0.0)):
-                raise RuntimeError(f"raw ring process {name} (pid {process.pid}) did not start; exit code {process.exitcode}")
+                raise RuntimeError(
+                    f"raw ring process {name} (pid {process.pid}) did not start; exit code {process.exitcode}"
+                )
         self.endpoint = self._bound.get(timeout=max(deadline - time.monotonic(), 1.0))
         self.context = zmq.Context()
         self.sock = self.context.socket(zmq.DEALER)
@@ -285,6 +287,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 def cpu_per_trip(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
     return {name: round((after[name] - before[name]) * 1e6 / n, 1) for name in before}
 
+
 @dataclass
 class Summary:
     name: str
@@ -312,8 +315,9 @@ class RuntimeClient:
         from runtime.peer import Peer
 
         self.env = gymnasium.make("CartPole-v1")
-        self.peer = Peer(endpoint, self.env.observation_space, self.env.action_space, name="latency-bench",
-                         timeout_s=30.0)
+        self.peer = Peer(
+            endpoint, self.env.observation_space, self.env.action_space, name="latency-bench", timeout_s=30.0
+        )
         self.peer.connect(wait_s=30.0)
         self.obs, _ = self.env.reset(seed=0)
         self.episode_start = True
@@ -385,8 +389,14 @@ def measure(runners: dict[str, Callable[[], int]], n: int, blocks: int) -> dict[
 
     samples = {name: np.empty(n, dtype=np.int64) for name in runners}
     filled = dict.fromkeys(runners, 0)
-    progress = Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=False)
+    progress = Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
     with progress:
         tasks = {name: progress.add_task(name, total=n) for name in runners}
         gc.collect()
@@ -424,20 +434,30 @@ def print_table(results: list[Summary], n: int, payload_bytes: int, cpu: dict[st
     from rich.table import Table
 
     runtime = results[0]
-    table = Table(title=f"agentrt round-trip latency (n={n}, {HOPS} hops, {RING_PROCESSES} processes, "
-                        f"{payload_bytes}-byte observation)")
+    table = Table(
+        title=f"agentrt round-trip latency (n={n}, {HOPS} hops, {RING_PROCESSES} processes, "
+        f"{payload_bytes}-byte observation)"
+    )
     table.add_column("path")
     for column in ("p50 µs", "p99 µs", "mean µs", "runtime ÷ this (p50)", "runtime ÷ this (p99)"):
         table.add_column(column, justify="right")
     for summary in results:
-        table.add_row(summary.name, f"{summary.p50:.1f}", f"{summary.p99:.1f}", f"{summary.mean:.1f}",
-                      f"{runtime.p50 / summary.p50:.2f}×", f"{runtime.p99 / summary.p99:.2f}×")
+        table.add_row(
+            summary.name,
+            f"{summary.p50:.1f}",
+            f"{summary.p99:.1f}",
+            f"{summary.mean:.1f}",
+            f"{runtime.p50 / summary.p50:.2f}×",
+            f"{runtime.p99 / summary.p99:.2f}×",
+        )
     console = Console(file=sys.stdout)
     if not console.is_terminal:
         console.width = max(console.width, 100)  # rich assumes 80 columns when piped
     console.print(table)
-    console.print(f"runtime / raw ring  p50 {runtime.p50 / results[1].p50:.2f}×   "
-                  f"runtime / bare forward  p50 {runtime.p50 / results[2].p50:.1f}×")
+    console.print(
+        f"runtime / raw ring  p50 {runtime.p50 / results[1].p50:.2f}×   "
+        f"runtime / bare forward  p50 {runtime.p50 / results[2].p50:.1f}×"
+    )
     where = Table(title="CPU µs per round trip, by process")
     where.add_column("path")
     for name in PATH_ROLES:
@@ -487,8 +507,10 @@ def write_plot(path: str, results: list[Summary]) -> None:
 
 # --------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Round-trip latency of the agentrt student path vs a raw zmq ring "
-                                                 "and a bare forward pass (see the module docstring).")
+    parser = argparse.ArgumentParser(
+        description="Round-trip latency of the agentrt student path vs a raw zmq ring "
+        "and a bare forward pass (see the module docstring)."
+    )
     parser.add_argument("--n", type=int, default=3000, help="timed round trips per path (default 3000)")
     parser.add_argument("--warmup", type=int, default=300, help="untimed round trips per path first (default 300)")
     parser.add_argument("--blocks", type=int, default=10, help="interleaved measurement blocks (default 10)")
@@ -523,8 +545,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raw zmq ring": ring.round_trip,
             "bare forward": forward.round_trip,
         }
-        warm_up({"agentrt runtime": lambda: client.round_trip(record=False), "raw zmq ring": ring.round_trip,
-                 "bare forward": forward.round_trip}, args.warmup)
+        warm_up(
+            {
+                "agentrt runtime": lambda: client.round_trip(record=False),
+                "raw zmq ring": ring.round_trip,
+                "bare forward": forward.round_trip,
+            },
+            args.warmup,
+        )
         forward.use_observations(client.seen_obs or [client.obs])
         roles = daemon.status()["roles"]
         runtime_pids = {name: roles[name]["pid"] for name in PATH_ROLES}
@@ -536,16 +564,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples = measure(runners, args.n, args.blocks)
         cpu_after = cpu_seconds(runtime_pids), cpu_seconds(ring_pids)
         off_path = cpu_per_trip(off_before, cpu_seconds(off_path_pids), args.n)
-        cpu = {"runtime": cpu_per_trip(cpu_before[0], cpu_after[0], args.n),
-               "raw ring": cpu_per_trip(cpu_before[1], cpu_after[1], args.n)}
+        cpu = {
+            "runtime": cpu_per_trip(cpu_before[0], cpu_after[0], args.n),
+            "raw ring": cpu_per_trip(cpu_before[1], cpu_after[1], args.n),
+        }
 
         status = daemon.status()
         decided = dict(client.decided_by)
         if decided.get("student", 0) != args.n:
             raise RuntimeError(f"not every measured action was decided by the student: {decided}")
         if status["decisions"]["by_teacher"] or status["labels_requested"]:
-            raise RuntimeError(f"the teacher was involved: decisions {status['decisions']}, "
-                               f"labels requested {status['labels_requested']}")
+            raise RuntimeError(
+                f"the teacher was involved: decisions {status['decisions']}, "
+                f"labels requested {status['labels_requested']}"
+            )
         results = [Summary(name, values) for name, values in samples.items()]
         runtime, raw, bare = results
         print_table(results, args.n, len(payload), cpu)
@@ -553,18 +585,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             write_plot(args.plot, results)
             print(f"plot written to {args.plot}", file=sys.stderr)
         summary = {
-            "n": args.n, "warmup": args.warmup, "blocks": args.blocks, "hops": HOPS, "processes": RING_PROCESSES,
+            "n": args.n,
+            "warmup": args.warmup,
+            "blocks": args.blocks,
+            "hops": HOPS,
+            "processes": RING_PROCESSES,
             "payload_bytes": len(payload),
-            "p50_us": round(runtime.p50, 2), "p99_us": round(runtime.p99, 2), "mean_us": round(runtime.mean, 2),
-            "baseline_p50_us": round(raw.p50, 2), "baseline_p99_us": round(raw.p99, 2),
+            "p50_us": round(runtime.p50, 2),
+            "p99_us": round(runtime.p99, 2),
+            "mean_us": round(runtime.mean, 2),
+            "baseline_p50_us": round(raw.p50, 2),
+            "baseline_p99_us": round(raw.p99, 2),
             "baseline_mean_us": round(raw.mean, 2),
-            "ratio_p50": round(runtime.p50 / raw.p50, 3), "ratio_p99": round(runtime.p99 / raw.p99, 3),
-            "bare_forward_p50_us": round(bare.p50, 2), "bare_forward_p99_us": round(bare.p99, 2),
+            "ratio_p50": round(runtime.p50 / raw.p50, 3),
+            "ratio_p99": round(runtime.p99 / raw.p99, 3),
+            "bare_forward_p50_us": round(bare.p50, 2),
+            "bare_forward_p99_us": round(bare.p99, 2),
             "bare_forward_mean_us": round(bare.mean, 2),
             "ratio_forward_p50": round(runtime.p50 / bare.p50, 2),
-            "decided_by": decided, "student_versions": sorted(client.versions),
-            "teacher_decisions": status["decisions"]["by_teacher"], "labels_requested": status["labels_requested"],
-            "cpu_us_per_trip": cpu, "cpu_us_per_trip_off_path": off_path,
+            "decided_by": decided,
+            "student_versions": sorted(client.versions),
+            "teacher_decisions": status["decisions"]["by_teacher"],
+            "labels_requested": status["labels_requested"],
+            "cpu_us_per_trip": cpu,
+            "cpu_us_per_trip_off_path": off_path,
             "decision_forward_us_last": status["roles"]["decision"]["gauges"].get("student_latency_us"),
         }
         succeeded = True

@@ -59,7 +59,9 @@ class RateLimit(StreamStep):
     def __call__(self, action: np.ndarray, stream: bytes) -> np.ndarray:
         previous = self.previous.get(stream)
         if previous is not None:
-            action = np.clip(action, previous - self.max_delta, previous + self.max_delta).astype(action.dtype, copy=False)
+            action = np.clip(action, previous - self.max_delta, previous + self.max_delta).astype(
+                action.dtype, copy=False
+            )
         self.previous.put(stream, np.array(action, copy=True))
         return action
 
@@ -70,10 +72,15 @@ class RateLimit(StreamStep):
 _POSITIVE = and_(number, gt(0))
 
 
-@declare("execution rate_limit",
-         max_delta=Param(None, "largest change per step (required): one number, or one per action dimension",
-                         or_(_POSITIVE, list_of(_POSITIVE))),
-         max_streams=Param(1024, "streams remembered; the least recently used is forgotten beyond that", positive_int))
+@declare(
+    "execution rate_limit",
+    max_delta=Param(
+        None,
+        "largest change per step (required): one number, or one per action dimension",
+        or_(_POSITIVE, list_of(_POSITIVE)),
+    ),
+    max_streams=Param(1024, "streams remembered; the least recently used is forgotten beyond that", positive_int),
+)
 def build_rate_limit(params: dict[str, Any], action_space: spaces.Space) -> RateLimit:
     """Bound the change between a stream's consecutive box actions (list it after ``clip``)."""
     component = "execution rate_limit"
@@ -81,8 +88,12 @@ def build_rate_limit(params: dict[str, Any], action_space: spaces.Space) -> Rate
     try:
         max_delta = np.broadcast_to(np.asarray(params["max_delta"], dtype=np.float64), space.shape).copy()
     except ValueError:
-        raise invalid(component, "max_delta", f"one number, or a list broadcastable to shape {list(space.shape)}",
-                      params["max_delta"]) from None
+        raise invalid(
+            component,
+            "max_delta",
+            f"one number, or a list broadcastable to shape {list(space.shape)}",
+            params["max_delta"],
+        ) from None
     if np.issubdtype(space.dtype, np.integer):
         # Integer actions move in whole steps: a fractional bound would be truncated towards zero
         # when cast back, which can overshoot the limit; a limit below 1 would freeze the action.

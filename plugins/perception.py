@@ -53,9 +53,11 @@ class RunningNormalize(StreamStep):
 _POSITIVE = and_(number, gt(0))
 
 
-@declare("perception normalize",
-         clip=Param(5.0, "clip standardised features to this many standard deviations", _POSITIVE),
-         epsilon=Param(1e-8, "added to the standard deviation", _POSITIVE))
+@declare(
+    "perception normalize",
+    clip=Param(5.0, "clip standardised features to this many standard deviations", _POSITIVE),
+    epsilon=Param(1e-8, "added to the standard deviation", _POSITIVE),
+)
 def build_normalize(params: dict[str, Any], input_space: spaces.Space) -> RunningNormalize:
     """Standardise vector features by a running mean and std (shared by all streams)."""
     space = box_space("perception normalize", input_space, "a box observation space")
@@ -73,9 +75,12 @@ class FrameStack(StreamStep):
     def __init__(self, input_space: spaces.Box, k: int, max_streams: int) -> None:
         self.k = k
         stacked = (k, *input_space.shape)
-        self.output_space = spaces.Box(np.broadcast_to(input_space.low, stacked).astype(np.float32),
-                                       np.broadcast_to(input_space.high, stacked).astype(np.float32),
-                                       shape=stacked, dtype=np.float32)
+        self.output_space = spaces.Box(
+            np.broadcast_to(input_space.low, stacked).astype(np.float32),
+            np.broadcast_to(input_space.high, stacked).astype(np.float32),
+            shape=stacked,
+            dtype=np.float32,
+        )
         self.stacks: StreamState[np.ndarray] = StreamState(max_streams)
 
     def __call__(self, features: np.ndarray, stream: bytes) -> np.ndarray:
@@ -92,9 +97,11 @@ class FrameStack(StreamStep):
         self.stacks.forget(stream)
 
 
-@declare("perception framestack",
-         k=Param(4, "items kept per stream", positive_int),
-         max_streams=Param(1024, "streams kept; the least recently used is dropped beyond that", positive_int))
+@declare(
+    "perception framestack",
+    k=Param(4, "items kept per stream", positive_int),
+    max_streams=Param(1024, "streams kept; the least recently used is dropped beyond that", positive_int),
+)
 def build_framestack(params: dict[str, Any], input_space: spaces.Space) -> FrameStack:
     """The last ``k`` items of each stream, oldest first: output shape ``(k, *input_shape)``."""
     space = box_space("perception framestack", input_space, "a box observation space")
@@ -111,8 +118,9 @@ class ImageResize(StreamStep):
     channel counts, the channel mean. The output is ``(height, width, 1 or C)`` float32, channels-last.
     """
 
-    def __init__(self, input_space: spaces.Box, size: list[int], grayscale: bool, scale: float,
-                 interpolation: str) -> None:
+    def __init__(
+        self, input_space: spaces.Box, size: list[int], grayscale: bool, scale: float, interpolation: str
+    ) -> None:
         in_height, in_width = input_space.shape[:2]
         channels = input_space.shape[2] if len(input_space.shape) == 3 else 1
         self.in_shape = (in_height, in_width, channels)
@@ -165,15 +173,18 @@ def _resample(image: np.ndarray, grid: tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.take(image, first, axis=axis) * (1 - weight) + np.take(image, second, axis=axis) * weight
 
 
-@declare("perception image",
-         size=Param([84, 84], "[height, width] of the output", list_of(positive_int, length=2)),
-         grayscale=Param(False, "convert to one grey channel", boolean),
-         scale=Param(1 / 255, "multiplies pixel values (1/255: uint8 frames land in [0, 1])", _POSITIVE),
-         interpolation=Param("nearest", "nearest or bilinear", in_("nearest", "bilinear")))
+@declare(
+    "perception image",
+    size=Param([84, 84], "[height, width] of the output", list_of(positive_int, length=2)),
+    grayscale=Param(False, "convert to one grey channel", boolean),
+    scale=Param(1 / 255, "multiplies pixel values (1/255: uint8 frames land in [0, 1])", _POSITIVE),
+    interpolation=Param("nearest", "nearest or bilinear", in_("nearest", "bilinear")),
+)
 def build_image(params: dict[str, Any], input_space: spaces.Space) -> ImageResize:
     """Resize image observations, optionally to grey, and scale them, for a ``cnn`` student."""
-    space = box_space("perception image", input_space, "an image box observation space, (H, W, C) or (H, W)",
-                      min_ndim=2, max_ndim=3)
+    space = box_space(
+        "perception image", input_space, "an image box observation space, (H, W, C) or (H, W)", min_ndim=2, max_ndim=3
+    )
     return ImageResize(space, params["size"], params["grayscale"], params["scale"], params["interpolation"])
 
 

@@ -152,8 +152,9 @@ class Gate:
     small ensemble) are rated correctly too.
     """
 
-    def __init__(self, threshold: float | None = None, target_rate: float | None = None,
-                 window: int = 1024, seed: int = 0) -> None:
+    def __init__(
+        self, threshold: float | None = None, target_rate: float | None = None, window: int = 1024, seed: int = 0
+    ) -> None:
         if (threshold is None) == (target_rate is None):
             raise ValueError("Gate needs exactly one of threshold and target_rate")
         self.threshold = threshold
@@ -262,10 +263,12 @@ class Cascade:
         return apply_forced(context, label, teacher_acts)
 
 
-@declare("query cascade",
-         label_share=Param(0.05, "share of the student's own decisions sent for labels", share),
-         act_below_confidence=Param(0.75, "the teacher acts where a discrete student's confidence is below this", share),
-         seed=SEED)
+@declare(
+    "query cascade",
+    label_share=Param(0.05, "share of the student's own decisions sent for labels", share),
+    act_below_confidence=Param(0.75, "the teacher acts where a discrete student's confidence is below this", share),
+    seed=SEED,
+)
 def build_cascade(params: dict[str, Any]) -> Cascade:
     """Student first; the teacher acts while no student is trained and where it is unsure (the default)."""
     return Cascade(params["label_share"], params["act_below_confidence"], params["seed"])
@@ -327,11 +330,16 @@ class Budgeted:
         return apply_forced(context, label, np.zeros(batch, dtype=bool))
 
 
-@declare("query budget",
-         per_second=Param(0.0, "answers per second, token bucket (0: unlimited)", and_(number, ge(0))),
-         total=Param(0, "answers over the policy's lifetime (0: unlimited)", COUNT),
-         burst=Param(0.0, "answers the bucket holds (0: one second's worth)",
-                     and_(number, Validator("0 or >= 1", lambda v: v == 0 or v >= 1))))
+@declare(
+    "query budget",
+    per_second=Param(0.0, "answers per second, token bucket (0: unlimited)", and_(number, ge(0))),
+    total=Param(0, "answers over the policy's lifetime (0: unlimited)", COUNT),
+    burst=Param(
+        0.0,
+        "answers the bucket holds (0: one second's worth)",
+        and_(number, Validator("0 or >= 1", lambda v: v == 0 or v >= 1)),
+    ),
+)
 def build_budget(params: dict[str, Any]) -> Budgeted:
     """Label as many observations as a rate and/or lifetime budget allows, first come first served
     (time is the caller's: ``QueryContext.now``)."""
@@ -345,8 +353,9 @@ class Gated:
     highest-scored rows win). Rows the scorer cannot rate are labelled at random with
     ``fallback_share``. Forced rows bypass the gate and the budget."""
 
-    def __init__(self, scorer: "Scorer", gate: Gate, act_above: float | None, budget: Budget,
-                 fallback_share: float, seed: int) -> None:
+    def __init__(
+        self, scorer: Scorer, gate: Gate, act_above: float | None, budget: Budget, fallback_share: float, seed: int
+    ) -> None:
         self.scorer = scorer
         self.gate = gate
         self.act_above = act_above
@@ -449,7 +458,7 @@ class NoveltyScorer(Scorer):
         total = self.seen + count
         delta = mean - self.mean
         self.mean = self.mean + delta * count / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.seen * count / total
+        self.m2 = self.m2 + m2 + delta**2 * self.seen * count / total
         self.seen = total
 
     def scores(self, context: QueryContext) -> np.ndarray:
@@ -480,17 +489,21 @@ class NoveltyScorer(Scorer):
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) squared Euclidean distances, via |a|^2 + |b|^2 - 2ab (memory-light)."""
-    squared = (a ** 2).sum(axis=1)[:, None] + (b ** 2).sum(axis=1)[None, :] - 2.0 * a @ b.T
+    squared = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2.0 * a @ b.T
     return np.maximum(squared, 0.0)
 
 
 GATE_PARAMS = {
     "threshold": Param(None, "label scores above this; give this or target_rate", optional(number)),
-    "target_rate": Param(None, "tune the threshold online to label about this share (0.1 when neither is given)",
-                         optional(and_(number, gt(0), le(1)))),
+    "target_rate": Param(
+        None,
+        "tune the threshold online to label about this share (0.1 when neither is given)",
+        optional(and_(number, gt(0), le(1))),
+    ),
     "window": Param(1024, "recent scores the tuned threshold is computed from", positive_int),
-    "act_above": Param(None, "the teacher acts where the score is above this, and while no student is trained",
-                       optional(number)),
+    "act_above": Param(
+        None, "the teacher acts where the score is above this, and while no student is trained", optional(number)
+    ),
     "budget_total": Param(0, "teacher answers over the policy's lifetime (0: unlimited)", COUNT),
     "seed": SEED,
 }
@@ -507,13 +520,24 @@ def build_gated(component: str, params: dict[str, Any], scorer: Scorer) -> Gated
     if threshold is None and target_rate is None:
         target_rate = DEFAULT_TARGET_RATE
     gate = Gate(threshold, target_rate, params["window"], params["seed"])
-    return Gated(scorer, gate, params["act_above"], Budget(total=params["budget_total"]),
-                 params.get("fallback_share", 0.0), params["seed"] + 1)
+    return Gated(
+        scorer,
+        gate,
+        params["act_above"],
+        Budget(total=params["budget_total"]),
+        params.get("fallback_share", 0.0),
+        params["seed"] + 1,
+    )
 
 
-@declare("query uncertainty", **GATE_PARAMS, fallback_share=FALLBACK_SHARE,
-         measure=Param("entropy", "entropy (nats of the softmax) or margin (1 - (top1 - top2 probability))",
-                       in_("entropy", "margin")))
+@declare(
+    "query uncertainty",
+    **GATE_PARAMS,
+    fallback_share=FALLBACK_SHARE,
+    measure=Param(
+        "entropy", "entropy (nats of the softmax) or margin (1 - (top1 - top2 probability))", in_("entropy", "margin")
+    ),
+)
 def build_uncertainty(params: dict[str, Any]) -> Gated:
     """Label where the student is unsure of its own action. Scores (``measure``) for a discrete
     action space: "entropy" (nats of the softmax, default) or "margin" (1 - (top1 - top2
@@ -523,9 +547,16 @@ def build_uncertainty(params: dict[str, Any]) -> Gated:
     return build_gated("query uncertainty", params, UncertaintyScorer(params["measure"]))
 
 
-@declare("query disagreement", **GATE_PARAMS, fallback_share=FALLBACK_SHARE,
-         measure=Param("vote", "vote (share of members off the majority) or variance (of the members' softmax)",
-                       in_("vote", "variance")))
+@declare(
+    "query disagreement",
+    **GATE_PARAMS,
+    fallback_share=FALLBACK_SHARE,
+    measure=Param(
+        "vote",
+        "vote (share of members off the majority) or variance (of the members' softmax)",
+        in_("vote", "variance"),
+    ),
+)
 def build_disagreement(params: dict[str, Any]) -> Gated:
     """Label where the members of an ensemble student disagree (query by committee): catches
     confidently wrong members that uncertainty cannot see, for discrete and box actions. Needs a
@@ -536,8 +567,7 @@ def build_disagreement(params: dict[str, Any]) -> Gated:
     return build_gated("query disagreement", params, DisagreementScorer(params["measure"]))
 
 
-@declare("query novelty", **GATE_PARAMS,
-         memory=Param(2048, "labelled feature rows remembered (FIFO)", positive_int))
+@declare("query novelty", **GATE_PARAMS, memory=Param(2048, "labelled feature rows remembered (FIFO)", positive_int))
 def build_novelty(params: dict[str, Any]) -> Gated:
     """Label observations unlike those already labelled: the score is the distance of the
     features to the nearest of the last ``memory`` labelled ones (standardised per dimension by a
@@ -549,5 +579,12 @@ def build_novelty(params: dict[str, Any]) -> Gated:
 
 @hookimpl
 def agentrt_register_query_policies() -> dict[str, Any]:
-    return {"cascade": build_cascade, "always": build_always, "share": build_share, "budget": build_budget,
-            "uncertainty": build_uncertainty, "disagreement": build_disagreement, "novelty": build_novelty}
+    return {
+        "cascade": build_cascade,
+        "always": build_always,
+        "share": build_share,
+        "budget": build_budget,
+        "uncertainty": build_uncertainty,
+        "disagreement": build_disagreement,
+        "novelty": build_novelty,
+    }

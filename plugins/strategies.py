@@ -49,8 +49,9 @@ _SOFT_TARGET_PARAMS = {
     "temperature": Param(2.0, "softening temperature T of both distributions", _POSITIVE),
     "alpha": Param(0.5, "weight of the soft term; 1 - alpha weighs the hard-label term", share),
     "t_squared": Param(True, "scale the soft term by T² (keeps its gradients comparable across T)", boolean),
-    "direction": Param("forward", "forward: KL(teacher || student); reverse: KL(student || teacher)",
-                       in_("forward", "reverse")),
+    "direction": Param(
+        "forward", "forward: KL(teacher || student); reverse: KL(student || teacher)", in_("forward", "reverse")
+    ),
 }
 
 
@@ -67,13 +68,22 @@ def _labels(hard_labels: torch.Tensor | None, scores: torch.Tensor) -> torch.Ten
 def _check_same_shape(strategy: str, student: torch.Tensor, teacher: torch.Tensor) -> None:
     # torch would broadcast mismatched shapes (with at most a warning) and return a wrong loss.
     if student.shape != teacher.shape:
-        raise ValueError(f"{strategy}: student outputs {tuple(student.shape)} and teacher outputs "
-                         f"{tuple(teacher.shape)} differ in shape")
+        raise ValueError(
+            f"{strategy}: student outputs {tuple(student.shape)} and teacher outputs "
+            f"{tuple(teacher.shape)} differ in shape"
+        )
 
 
-def soft_target_loss(student_logits: torch.Tensor, target_log_probs: torch.Tensor,
-                     hard_labels: torch.Tensor | None, *, temperature: float, alpha: float,
-                     t_squared: bool = True, direction: str = "forward") -> torch.Tensor:
+def soft_target_loss(
+    student_logits: torch.Tensor,
+    target_log_probs: torch.Tensor,
+    hard_labels: torch.Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    t_squared: bool = True,
+    direction: str = "forward",
+) -> torch.Tensor:
     """Hinton et al. (2015) distillation loss against a target distribution.
 
     ``target_log_probs`` (B, A) is the teacher's distribution at ``temperature``, as log-probs, so
@@ -90,7 +100,7 @@ def soft_target_loss(student_logits: torch.Tensor, target_log_probs: torch.Tenso
         soft = F.kl_div(target_log_probs, student_log_probs, reduction="batchmean", log_target=True)
     if t_squared:
         # Soft-target gradients shrink as 1/T²; scaling back keeps the soft/hard balance set by alpha.
-        soft = soft * temperature ** 2
+        soft = soft * temperature**2
     hard = F.cross_entropy(student_logits, _labels(hard_labels, target_log_probs))
     return alpha * soft + (1 - alpha) * hard
 
@@ -144,10 +154,15 @@ class LogitMatching:
         return F.mse_loss(inputs.student_outputs, inputs.teacher_outputs.detach())
 
 
-@declare("strategy regression",
-         loss=Param("mse", "mse (ignores variances) or gaussian_nll (weights by the teacher's variances)",
-                    in_("mse", "gaussian_nll")),
-         variance_floor=Param(1e-6, "smallest teacher variance used by gaussian_nll", _POSITIVE))
+@declare(
+    "strategy regression",
+    loss=Param(
+        "mse",
+        "mse (ignores variances) or gaussian_nll (weights by the teacher's variances)",
+        in_("mse", "gaussian_nll"),
+    ),
+    variance_floor=Param(1e-6, "smallest teacher variance used by gaussian_nll", _POSITIVE),
+)
 class Regression:
     """Continuous actions: regress the student's actions (B, D) onto the teacher's means.
 
@@ -165,24 +180,32 @@ class Regression:
         student, teacher = inputs.student_outputs, inputs.teacher_outputs.detach()
         dim = student.shape[-1]
         if teacher.shape[-1] not in (dim, 2 * dim):
-            raise ValueError(f"regression: teacher outputs have {teacher.shape[-1]} columns; expected "
-                             f"{dim} (means) or {2 * dim} (means, then variances) for a {dim}-dimensional student")
+            raise ValueError(
+                f"regression: teacher outputs have {teacher.shape[-1]} columns; expected "
+                f"{dim} (means) or {2 * dim} (means, then variances) for a {dim}-dimensional student"
+            )
         means = teacher[..., :dim]
         if self.params["loss"] == "mse":
             return F.mse_loss(student, means)
         if teacher.shape[-1] != 2 * dim:
-            raise ValueError(f"regression: loss 'gaussian_nll' needs teacher variances, but the teacher gives "
-                             f"only {dim} means per sample; make it return (B, {2 * dim}) means then "
-                             f"variances, or use loss = 'mse'")
+            raise ValueError(
+                f"regression: loss 'gaussian_nll' needs teacher variances, but the teacher gives "
+                f"only {dim} means per sample; make it return (B, {2 * dim}) means then "
+                f"variances, or use loss = 'mse'"
+            )
         return F.gaussian_nll_loss(student, means, teacher[..., dim:], eps=self.params["variance_floor"])
 
 
-@declare("strategy multi_teacher",
-         **{name: _SOFT_TARGET_PARAMS[name] for name in ("temperature", "alpha", "t_squared")},
-         weights=Param(None, "fixed teacher weights, normalised (unset: see weighting)",
-                       optional(list_of(and_(number, ge(0))))),
-         weighting=Param("uniform", "without weights: uniform, or per sample by each teacher's confidence",
-                         in_("uniform", "confidence")))
+@declare(
+    "strategy multi_teacher",
+    **{name: _SOFT_TARGET_PARAMS[name] for name in ("temperature", "alpha", "t_squared")},
+    weights=Param(
+        None, "fixed teacher weights, normalised (unset: see weighting)", optional(list_of(and_(number, ge(0))))
+    ),
+    weighting=Param(
+        "uniform", "without weights: uniform, or per sample by each teacher's confidence", in_("uniform", "confidence")
+    ),
+)
 class MultiTeacher:
     """Soft targets from K teachers at once: ``teacher_outputs`` is (B, K, A), or (B, K * A).
 
@@ -197,7 +220,9 @@ class MultiTeacher:
         if weights is not None and sum(weights) <= 0:
             raise ParamError(f"strategy multi_teacher: parameter 'weights' must have a positive sum (got {weights!r})")
         if weights is not None and params["weighting"] == "confidence":
-            raise ParamError("strategy multi_teacher: give either parameter 'weights' or weighting = 'confidence', not both")
+            raise ParamError(
+                "strategy multi_teacher: give either parameter 'weights' or weighting = 'confidence', not both"
+            )
         self.params = {**params, "weights": None if weights is None else [w / sum(weights) for w in weights]}
 
     def teacher_weights(self, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -208,8 +233,10 @@ class MultiTeacher:
         weights = self.params["weights"]
         if weights is not None:
             if len(weights) != teachers:
-                raise ValueError(f"multi_teacher: parameter 'weights' has {len(weights)} entries "
-                                 f"but the teacher outputs hold {teachers} teachers")
+                raise ValueError(
+                    f"multi_teacher: parameter 'weights' has {len(weights)} entries "
+                    f"but the teacher outputs hold {teachers} teachers"
+                )
             return torch.tensor(weights, dtype=teacher_logits.dtype, device=teacher_logits.device).expand(batch, -1)
         if self.params["weighting"] == "uniform":
             return teacher_logits.new_full((batch, teachers), 1.0 / teachers)
@@ -226,23 +253,34 @@ class MultiTeacher:
             # A teacher plugin returns (B, output_size); a K-teacher ensemble flattens its K rows.
             teacher = teacher.reshape(teacher.shape[0], -1, actions)
         if teacher.dim() != 3 or teacher.shape[0] != student.shape[0] or teacher.shape[-1] != actions:
-            raise ValueError(f"multi_teacher: teacher outputs {tuple(inputs.teacher_outputs.shape)} are not "
-                             f"(B, K, {actions}) for student outputs {tuple(student.shape)}")
+            raise ValueError(
+                f"multi_teacher: teacher outputs {tuple(inputs.teacher_outputs.shape)} are not "
+                f"(B, K, {actions}) for student outputs {tuple(student.shape)}"
+            )
         temperature = self.params["temperature"]
         # log(sum_k w_k softmax(z_k / T)), computed in log space so sharp teachers cannot underflow.
-        target_log_probs = (self.teacher_weights(teacher).log().unsqueeze(-1)
-                            + F.log_softmax(teacher / temperature, dim=-1)).logsumexp(dim=1)
-        return soft_target_loss(student, target_log_probs, inputs.hard_labels, temperature=temperature,
-                                alpha=self.params["alpha"], t_squared=self.params["t_squared"])
+        target_log_probs = (
+            self.teacher_weights(teacher).log().unsqueeze(-1) + F.log_softmax(teacher / temperature, dim=-1)
+        ).logsumexp(dim=1)
+        return soft_target_loss(
+            student,
+            target_log_probs,
+            inputs.hard_labels,
+            temperature=temperature,
+            alpha=self.params["alpha"],
+            t_squared=self.params["t_squared"],
+        )
 
 
-@declare("strategy adaptive",
-         t_start=Param(4.0, "temperature at agreement 0", _POSITIVE),
-         t_end=Param(1.0, "temperature at agreement 1", _POSITIVE),
-         alpha_start=Param(0.9, "soft-term weight at agreement 0", share),
-         alpha_end=Param(0.3, "soft-term weight at agreement 1", share),
-         t_squared=_SOFT_TARGET_PARAMS["t_squared"],
-         direction=_SOFT_TARGET_PARAMS["direction"])
+@declare(
+    "strategy adaptive",
+    t_start=Param(4.0, "temperature at agreement 0", _POSITIVE),
+    t_end=Param(1.0, "temperature at agreement 1", _POSITIVE),
+    alpha_start=Param(0.9, "soft-term weight at agreement 0", share),
+    alpha_end=Param(0.3, "soft-term weight at agreement 1", share),
+    t_squared=_SOFT_TARGET_PARAMS["t_squared"],
+    direction=_SOFT_TARGET_PARAMS["direction"],
+)
 class Adaptive:
     """Soft targets with a temperature and alpha scheduled by the student's agreement with the teacher.
 
@@ -266,9 +304,15 @@ class Adaptive:
         self.temperature = p["t_start"] + (p["t_end"] - p["t_start"]) * agreement
         self.alpha = p["alpha_start"] + (p["alpha_end"] - p["alpha_start"]) * agreement
         teacher_log_probs = F.log_softmax(inputs.teacher_outputs.detach() / self.temperature, dim=-1)
-        return soft_target_loss(inputs.student_outputs, teacher_log_probs, inputs.hard_labels,
-                                temperature=self.temperature, alpha=self.alpha,
-                                t_squared=p["t_squared"], direction=p["direction"])
+        return soft_target_loss(
+            inputs.student_outputs,
+            teacher_log_probs,
+            inputs.hard_labels,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            t_squared=p["t_squared"],
+            direction=p["direction"],
+        )
 
 
 @functools.cache
@@ -297,7 +341,9 @@ def _feature_hints_class() -> type:
             self.base = STRATEGIES[params["base"]](params["base_params"])
             dims = (params["student_dim"], params["teacher_dim"])
             if (dims[0] is None) != (dims[1] is None):
-                raise ParamError("strategy feature_hints: give both parameters 'student_dim' and 'teacher_dim', or neither")
+                raise ParamError(
+                    "strategy feature_hints: give both parameters 'student_dim' and 'teacher_dim', or neither"
+                )
             self.projection: torch.nn.Linear | None = None if dims[0] is None else torch.nn.Linear(*dims)
 
         def loss(self, inputs: StrategyInputs) -> torch.Tensor:
@@ -307,12 +353,15 @@ def _feature_hints_class() -> type:
             student = inputs.student_features.flatten(start_dim=1)
             teacher = inputs.teacher_features.detach().flatten(start_dim=1)
             if self.projection is None:
-                self.projection = torch.nn.Linear(student.shape[1], teacher.shape[1],
-                                                  device=student.device, dtype=student.dtype)
+                self.projection = torch.nn.Linear(
+                    student.shape[1], teacher.shape[1], device=student.device, dtype=student.dtype
+                )
             elif (self.projection.in_features, self.projection.out_features) != (student.shape[1], teacher.shape[1]):
-                raise ValueError(f"feature_hints: the projection maps {self.projection.in_features} -> "
-                                 f"{self.projection.out_features} features, but got student features "
-                                 f"{student.shape[1]} and teacher features {teacher.shape[1]} wide")
+                raise ValueError(
+                    f"feature_hints: the projection maps {self.projection.in_features} -> "
+                    f"{self.projection.out_features} features, but got student features "
+                    f"{student.shape[1]} and teacher features {teacher.shape[1]} wide"
+                )
             return base_loss + self.params["beta"] * F.mse_loss(self.projection(student), teacher)
 
     return FeatureHints
@@ -321,13 +370,16 @@ def _feature_hints_class() -> type:
 _BASES = ("soft_target", "hard_label", "logit_matching", "regression", "multi_teacher", "adaptive")
 
 
-@declare("strategy feature_hints",
-         beta=Param(1.0, "weight of the feature-hint term", and_(number, ge(0))),
-         base=Param("soft_target", "the strategy whose loss the hint is added to", in_(*_BASES)),
-         base_params=Param({}, "the base strategy's params table", table),
-         student_dim=Param(None, "student feature width: with teacher_dim, the projection exists from the start",
-                           optional(positive_int)),
-         teacher_dim=Param(None, "teacher feature width", optional(positive_int)))
+@declare(
+    "strategy feature_hints",
+    beta=Param(1.0, "weight of the feature-hint term", and_(number, ge(0))),
+    base=Param("soft_target", "the strategy whose loss the hint is added to", in_(*_BASES)),
+    base_params=Param({}, "the base strategy's params table", table),
+    student_dim=Param(
+        None, "student feature width: with teacher_dim, the projection exists from the start", optional(positive_int)
+    ),
+    teacher_dim=Param(None, "teacher feature width", optional(positive_int)),
+)
 def feature_hints(params: dict[str, Any]) -> DistillationStrategy:
     """FitNets hints: a base strategy's loss plus ``beta`` times the MSE between a learned projection
     of the student's features and the teacher's.

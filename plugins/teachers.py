@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
@@ -33,7 +34,10 @@ if TYPE_CHECKING:
     from runtime.plugin.pluginmanager import BuildContext
 
 ASSETS = Path(__file__).parent / "assets"
-BUILTIN_CHECKPOINTS = {"cartpole": ASSETS / "cartpole_teacher.safetensors", "pendulum": ASSETS / "pendulum_teacher.safetensors"}
+BUILTIN_CHECKPOINTS = {
+    "cartpole": ASSETS / "cartpole_teacher.safetensors",
+    "pendulum": ASSETS / "pendulum_teacher.safetensors",
+}
 
 
 def resolve_checkpoint(path: str) -> Path:
@@ -65,27 +69,44 @@ class TorchTeacher:
     def label_with_features(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Outputs and the network's last hidden layer, for feature-hint distillation."""
         with self._torch.no_grad():
-            outputs, features = self.module.forward_features(self._torch.as_tensor(observations, dtype=self._torch.float32))
+            outputs, features = self.module.forward_features(
+                self._torch.as_tensor(observations, dtype=self._torch.float32)
+            )
         return outputs.numpy(), features.numpy()
 
 
-@declare("teacher checkpoint",
-         path=Param("builtin:cartpole", "safetensors file, or builtin:<name> for one shipped with agentrt "
-                    f"({', '.join(BUILTIN_CHECKPOINTS)})", string))
-def build_checkpoint_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> TorchTeacher:
+@declare(
+    "teacher checkpoint",
+    path=Param(
+        "builtin:cartpole",
+        f"safetensors file, or builtin:<name> for one shipped with agentrt ({', '.join(BUILTIN_CHECKPOINTS)})",
+        string,
+    ),
+)
+def build_checkpoint_teacher(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+) -> TorchTeacher:
     """A teacher network stored as safetensors; its architecture is read from the file's metadata."""
     from runtime.learn.checkpoints import load_safetensors
     from runtime.learn.nets import MLP
 
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     if metadata.get("architecture") != "mlp":
-        raise ValueError(f"teacher checkpoint {params['path']}: architecture {metadata.get('architecture')!r} is not supported (expected 'mlp' in the file's metadata)")
+        raise ValueError(
+            f"teacher checkpoint {params['path']}: architecture {metadata.get('architecture')!r} is not supported (expected 'mlp' in the file's metadata)"
+        )
     input_shape = tuple(json.loads(metadata["input_shape"]))
     if input_shape != tuple(observation_space.shape):
-        raise ValueError(f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, the agent has {list(observation_space.shape)}")
+        raise ValueError(
+            f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, the agent has {list(observation_space.shape)}"
+        )
     if int(metadata["output_size"]) != output_size(action_space):
-        raise ValueError(f"teacher checkpoint {params['path']} has {metadata['output_size']} outputs, the action space needs {output_size(action_space)}")
-    module = MLP(input_shape, int(metadata["output_size"]), json.loads(metadata["hidden"]), metadata.get("activation", "relu"))
+        raise ValueError(
+            f"teacher checkpoint {params['path']} has {metadata['output_size']} outputs, the action space needs {output_size(action_space)}"
+        )
+    module = MLP(
+        input_shape, int(metadata["output_size"]), json.loads(metadata["hidden"]), metadata.get("activation", "relu")
+    )
     module.load_state_dict(state)
     return TorchTeacher(module)
 
@@ -105,10 +126,17 @@ def _module_and_name(value: Any) -> bool:
     return bool(module_name and attribute)
 
 
-@declare("teacher scripted",
-         callable=Param("", "the teacher, f(observations) -> outputs (required)",
-                        and_(string, Validator("like 'package.module:function'", _module_and_name))))
-def build_scripted_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> ScriptedTeacher:
+@declare(
+    "teacher scripted",
+    callable=Param(
+        "",
+        "the teacher, f(observations) -> outputs (required)",
+        and_(string, Validator("like 'package.module:function'", _module_and_name)),
+    ),
+)
+def build_scripted_teacher(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+) -> ScriptedTeacher:
     """A teacher given as ``callable = "package.module:function"``, mapping a batch of observations to outputs."""
     module_name, _, attribute = params["callable"].partition(":")
     return ScriptedTeacher(getattr(importlib.import_module(module_name), attribute))
@@ -153,12 +181,19 @@ class RemoteTeacher:
         raise TimeoutError(f"remote teacher at {self.endpoint} did not answer within {self.timeout_ms} ms")
 
 
-@declare("teacher remote",
-         endpoint=Param("", "where agentrt teacher serve listens (required)",
-                        and_(string, Validator("a ZeroMQ endpoint such as 'tcp://gpu-box:7412'", lambda v: "://" in v))),
-         timeout_ms=Param(1000, "a request unanswered this long fails", positive_int),
-         max_message_bytes=Param(DEFAULT_MAX_MESSAGE_BYTES, "largest answer accepted", positive_int))
-def build_remote_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space) -> RemoteTeacher:
+@declare(
+    "teacher remote",
+    endpoint=Param(
+        "",
+        "where agentrt teacher serve listens (required)",
+        and_(string, Validator("a ZeroMQ endpoint such as 'tcp://gpu-box:7412'", lambda v: "://" in v)),
+    ),
+    timeout_ms=Param(1000, "a request unanswered this long fails", positive_int),
+    max_message_bytes=Param(DEFAULT_MAX_MESSAGE_BYTES, "largest answer accepted", positive_int),
+)
+def build_remote_teacher(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+) -> RemoteTeacher:
     """A teacher on another host: ``endpoint = "tcp://gpu-box:7412"`` (see ``agentrt teacher serve``)."""
     return RemoteTeacher(params["endpoint"], params["timeout_ms"], params["max_message_bytes"])
 
@@ -189,17 +224,32 @@ class EnsembleTeacher:
 
 
 def _names_a_teacher(member: Any) -> bool:
-    return isinstance(member, dict) and isinstance(member.get("plugin"), str) and isinstance(member.get("params", {}), dict)
+    return (
+        isinstance(member, dict)
+        and isinstance(member.get("plugin"), str)
+        and isinstance(member.get("params", {}), dict)
+    )
 
 
-@declare("teacher ensemble",
-         members=Param([], "at least two teachers: [{plugin = \"checkpoint\", params = {...}}, ...]",
-                       list_of(Validator("a table {plugin = name, params = {...}}", _names_a_teacher), min_length=2)),
-         weights=Param([], "one weight >= 0 per member, not all zero (empty: equal)", list_of(and_(number, ge(0)), min_length=0)),
-         combine=Param(None, "mean_probs (the default for a discrete action space), mean (for a box) or stack",
-                       optional(in_("mean_probs", "mean", "stack"))))
-def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, *,
-                           context: BuildContext) -> EnsembleTeacher:
+@declare(
+    "teacher ensemble",
+    members=Param(
+        [],
+        'at least two teachers: [{plugin = "checkpoint", params = {...}}, ...]',
+        list_of(Validator("a table {plugin = name, params = {...}}", _names_a_teacher), min_length=2),
+    ),
+    weights=Param(
+        [], "one weight >= 0 per member, not all zero (empty: equal)", list_of(and_(number, ge(0)), min_length=0)
+    ),
+    combine=Param(
+        None,
+        "mean_probs (the default for a discrete action space), mean (for a box) or stack",
+        optional(in_("mean_probs", "mean", "stack")),
+    ),
+)
+def build_ensemble_teacher(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, *, context: BuildContext
+) -> EnsembleTeacher:
     """Several teachers answering together, combined by weight; members are built by name through
     the loaded plugins, so third-party teachers can join too."""
     members = params["members"]
@@ -207,8 +257,12 @@ def build_ensemble_teacher(params: dict[str, Any], observation_space: spaces.Spa
     if len(weights) != len(members) or weights.sum() <= 0:
         raise invalid("teacher ensemble", "weights", "one number >= 0 per member, not all zero", params["weights"])
     combine = params["combine"] or ("mean_probs" if isinstance(action_space, spaces.Discrete) else "mean")
-    built = [context.plugins.build("teacher", member["plugin"], dict(member.get("params", {})), observation_space, action_space)
-             for member in members]
+    built = [
+        context.plugins.build(
+            "teacher", member["plugin"], dict(member.get("params", {})), observation_space, action_space
+        )
+        for member in members
+    ]
     return EnsembleTeacher(built, weights / weights.sum(), combine)
 
 
@@ -221,5 +275,9 @@ def cartpole_controller(observations: np.ndarray) -> np.ndarray:
 
 @hookimpl
 def agentrt_register_teachers() -> dict[str, Any]:
-    return {"checkpoint": build_checkpoint_teacher, "scripted": build_scripted_teacher,
-            "remote": build_remote_teacher, "ensemble": build_ensemble_teacher}
+    return {
+        "checkpoint": build_checkpoint_teacher,
+        "scripted": build_scripted_teacher,
+        "remote": build_remote_teacher,
+        "ensemble": build_ensemble_teacher,
+    }

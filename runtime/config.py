@@ -11,8 +11,9 @@ import copy
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from runtime.errors import ConfigError
 from runtime.plugin.params import (
@@ -49,17 +50,31 @@ def _selecting(section: str, **keys: Param) -> dict[str, Param]:
     name(s) and their ``params`` table (runtime.plugin.points declares both)."""
     point = in_section(section)
     assert point is not None, f"no extension point selects in [{section}]"
-    return {point.key: Param(point.default, point.key_doc, _NAMES if point.chain else string),
-            "params": Param({}, point.params_doc, table), **keys}
+    return {
+        point.key: Param(point.default, point.key_doc, _NAMES if point.chain else string),
+        "params": Param({}, point.params_doc, table),
+        **keys,
+    }
+
 
 # section -> key -> Param. Tables named ``params`` hold a component's own parameters; the component checks them.
 SCHEMA: dict[str, dict[str, Param]] = {
     "daemon": {
-        "run_dir": Param("", "run directory for sockets, pid file, logs and checkpoints; empty: $XDG_RUNTIME_DIR/agentrt or /tmp/agentrt-<uid>", string),
-        "peer_endpoint": Param("tcp://127.0.0.1:7411", "where peers connect (ZeroMQ endpoint the gateway binds)", string),
-        "log_format": Param("auto", "auto (json unless stderr is a terminal), json or console", in_("auto", "json", "console")),
+        "run_dir": Param(
+            "",
+            "run directory for sockets, pid file, logs and checkpoints; empty: $XDG_RUNTIME_DIR/agentrt or /tmp/agentrt-<uid>",
+            string,
+        ),
+        "peer_endpoint": Param(
+            "tcp://127.0.0.1:7411", "where peers connect (ZeroMQ endpoint the gateway binds)", string
+        ),
+        "log_format": Param(
+            "auto", "auto (json unless stderr is a terminal), json or console", in_("auto", "json", "console")
+        ),
         "log_level": Param("info", "debug, info, warning or error", in_("debug", "info", "warning", "error")),
-        "restart_backoff_s": Param(0.1, "first delay before restarting a crashed role; doubles per crash", _POSITIVE_NUMBER),
+        "restart_backoff_s": Param(
+            0.1, "first delay before restarting a crashed role; doubles per crash", _POSITIVE_NUMBER
+        ),
         "restart_backoff_max_s": Param(10.0, "largest restart delay", _POSITIVE_NUMBER),
         "restart_reset_s": Param(30.0, "a role up this long has its backoff reset", _POSITIVE_NUMBER),
         "stop_timeout_s": Param(4.0, "grace period for roles to exit on shutdown before SIGKILL", _POSITIVE_NUMBER),
@@ -67,19 +82,31 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "socket_linger_ms": Param(200, "how long a closing socket may flush pending messages", and_(integer, ge(0))),
     },
     "protocol": {
-        "max_message_bytes": Param(DEFAULT_MAX_MESSAGE_BYTES, "largest message accepted; larger ones get MESSAGE_TOO_LARGE", positive_int),
+        "max_message_bytes": Param(
+            DEFAULT_MAX_MESSAGE_BYTES, "largest message accepted; larger ones get MESSAGE_TOO_LARGE", positive_int
+        ),
         "peer_timeout_s": Param(30.0, "a peer silent this long is detached", _POSITIVE_NUMBER),
     },
     "agent": {
-        "env": Param("CartPole-v1", "Gymnasium environment id whose spaces the agent uses, unless the spaces are given below", string),
+        "env": Param(
+            "CartPole-v1",
+            "Gymnasium environment id whose spaces the agent uses, unless the spaces are given below",
+            string,
+        ),
         "observation_space": Param({}, "explicit observation space (docs/protocol.md, Spaces); overrides env", table),
         "action_space": Param({}, "explicit action space; overrides env", table),
     },
     "student": _selecting("student"),
     "teacher": _selecting(
         "teacher",
-        timeout_ms=Param(200, "how long decision waits for the teacher to act before keeping the student's action", positive_int),
-        cache_size=Param(100_000, "teacher answers remembered by observation, so no question is paid twice (0: off)", and_(integer, ge(0))),
+        timeout_ms=Param(
+            200, "how long decision waits for the teacher to act before keeping the student's action", positive_int
+        ),
+        cache_size=Param(
+            100_000,
+            "teacher answers remembered by observation, so no question is paid twice (0: off)",
+            and_(integer, ge(0)),
+        ),
         cache_decimals=Param(-1, "round observations to this many decimals for the cache key (-1: exact)", integer),
     ),
     "query": _selecting("query"),
@@ -96,13 +123,21 @@ SCHEMA: dict[str, dict[str, Param]] = {
         heldout_share=Param(0.1, "share of labelled samples kept out of training for the promotion gate", share),
         heldout_samples=Param(2000, "size of the held-out set (newest kept)", positive_int),
         min_heldout=Param(32, "held-out samples needed before the gate can refuse a candidate", positive_int),
-        promotion_margin=Param(0.02, "a candidate may be this much worse in held-out agreement than the serving version and still be promoted", and_(number, ge(0))),
+        promotion_margin=Param(
+            0.02,
+            "a candidate may be this much worse in held-out agreement than the serving version and still be promoted",
+            and_(number, ge(0)),
+        ),
         keep_checkpoints=Param(100, "newest checkpoint files kept on disk (the serving one always is)", positive_int),
-        teacher_features=Param(False, "ask the teacher for its hidden features too (for feature-hint strategies)", boolean),
+        teacher_features=Param(
+            False, "ask the teacher for its hidden features too (for feature-hint strategies)", boolean
+        ),
         label_batch=Param(32, "samples sent to the teacher per request", positive_int),
         label_wait_ms=Param(20, "longest a sample waits for its teacher batch to fill", positive_int),
         publish_interval_s=Param(1.0, "how often new student weights are published", _POSITIVE_NUMBER),
-        steps_per_publish=Param(200, "training steps between publications (whichever comes later with the interval)", positive_int),
+        steps_per_publish=Param(
+            200, "training steps between publications (whichever comes later with the interval)", positive_int
+        ),
         torch_threads=Param(1, "torch threads for training, so serving is not starved", positive_int),
         cpu_share=Param(0.5, "largest share of one core the training loop may use", and_(number, gt(0), le(1))),
         seed=Param(0, "seed for the student's initial weights and minibatch sampling", integer),
@@ -125,7 +160,9 @@ Config = dict[str, dict[str, Any]]
 
 
 def defaults() -> Config:
-    return {section: {key: copy.deepcopy(spec.default) for key, spec in keys.items()} for section, keys in SCHEMA.items()}
+    return {
+        section: {key: copy.deepcopy(spec.default) for key, spec in keys.items()} for section, keys in SCHEMA.items()
+    }
 
 
 # One Params per section, so that a key's value is checked, and its error worded, as a component's parameter is.
@@ -174,18 +211,20 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NON_CONFIG_ENV:
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         if rest == "run_dir":
             overrides.setdefault("daemon", {})["run_dir"] = raw
             continue
         for section in SCHEMA:
             if rest.startswith(section + "_"):
-                key = rest[len(section) + 1:]
+                key = rest[len(section) + 1 :]
                 value = _env_value(raw, SCHEMA[section].get(key))
                 overrides.setdefault(section, {})[key] = value
                 break
         else:
-            raise ConfigError(f"environment variable {name}: no configuration section matches; sections: {', '.join(SCHEMA)}")
+            raise ConfigError(
+                f"environment variable {name}: no configuration section matches; sections: {', '.join(SCHEMA)}"
+            )
     return overrides
 
 
@@ -193,8 +232,11 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 _NON_CONFIG_ENV = frozenset({"AGENTRT_CONFIG", "AGENTRT_DAEMON_PID", TRACE_ENV})
 
 
-def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Any] | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
     """The effective configuration. ``path`` defaults to ``$AGENTRT_CONFIG`` or ./agentrt.toml if present."""
     environ = os.environ if environ is None else environ
     config = defaults()

@@ -80,8 +80,10 @@ class PluginFailure(PluginError):
     """A component raised, or returned something the runtime cannot use, while serving a request."""
 
     def __init__(self, component: NamedComponent, error: Exception) -> None:
-        super().__init__(f"plugin {component.plugin!r} ({component.hook}): {component.point} {component.name!r} "
-                         f"raised {type(error).__name__}: {error}")
+        super().__init__(
+            f"plugin {component.plugin!r} ({component.hook}): {component.point} {component.name!r} "
+            f"raised {type(error).__name__}: {error}"
+        )
         self.component = component
         self.error = error
 

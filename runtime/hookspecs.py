@@ -147,8 +147,9 @@ def agentrt_role_stopping(role: str) -> None:
 
 
 @hookspec
-def agentrt_peer_attached(peer_id: str, peer_name: str, observation_space: spaces.Space,
-                          action_space: spaces.Space) -> None:
+def agentrt_peer_attached(
+    peer_id: str, peer_name: str, observation_space: spaces.Space, action_space: spaces.Space
+) -> None:
     """Called in the gateway process after a peer's hello was accepted and its welcome sent."""
 
 

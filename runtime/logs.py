@@ -18,7 +18,9 @@ def configure(role: str, log_format: str = "auto", level: str = "info") -> struc
     process that is killed loses nothing it already logged.
     """
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
-    renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    renderer = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -27,11 +27,17 @@ from runtime.supervisor.launch import ChildDaemon, private_run_dir
 __all__ = ["TestDaemon", "agentrt", "make_distribution", "private_run_dir", "run_gym_peers", "start_daemon"]
 
 
-def agentrt(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+def agentrt(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
     """Run ``agentrt ARGS`` with ``python`` (another virtualenv's, say) and capture its output."""
-    return subprocess.run([python, "-m", "runtime", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [python, "-m", "runtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 class TestDaemon(ChildDaemon):
@@ -39,8 +45,9 @@ class TestDaemon(ChildDaemon):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, run_dir: Path, endpoint: str | None, config_path: str | None, env: dict[str, str],
-                 python: str) -> None:
+    def __init__(
+        self, run_dir: Path, endpoint: str | None, config_path: str | None, env: dict[str, str], python: str
+    ) -> None:
         super().__init__(run_dir, endpoint, config_path, env, python=python)
         self.env = env
         self.python = python
@@ -52,9 +59,14 @@ class TestDaemon(ChildDaemon):
         return self.log_path.read_text()
 
 
-def start_daemon(config_text: str = "", env: dict[str, str] | None = None, wait: bool = True,
-                 endpoint: str | None = None, run_dir: Path | None = None,
-                 python: str = sys.executable) -> TestDaemon:
+def start_daemon(
+    config_text: str = "",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    endpoint: str | None = None,
+    run_dir: Path | None = None,
+    python: str = sys.executable,
+) -> TestDaemon:
     """A daemon in a private run directory with ``config_text`` as its agentrt.toml (built-in defaults
     otherwise). Stats come every 0.1 s so that waits end soon after the event. With ``wait``, returns
     once every role runs; a daemon that fails to start is stopped before the error is raised."""
@@ -84,5 +96,7 @@ def make_distribution(site: Path, name: str, modules: dict[str, str], entry_poin
     info = site / f"{name}-1.0.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[agentrt]\n" + "".join(f"{ep} = {module}\n" for ep, module in entry_points.items()))
+    (info / "entry_points.txt").write_text(
+        "[agentrt]\n" + "".join(f"{ep} = {module}\n" for ep, module in entry_points.items())
+    )
     return site

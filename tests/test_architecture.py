@@ -71,8 +71,11 @@ def test_imports_point_one_way(path):
     importer = module_name(path)
     layer = layer_of(importer)
     assert layer in ALLOWED, f"{importer} is in no layer: place it, and say where in docs/architecture.md"
-    wrong = sorted(m for m in imports_of(path)
-                   if layer_of(m) is not None and layer_of(m) not in ALLOWED[layer] and m != "runtime.hookimpl")
+    wrong = sorted(
+        m
+        for m in imports_of(path)
+        if layer_of(m) is not None and layer_of(m) not in ALLOWED[layer] and m != "runtime.hookimpl"
+    )
     assert not wrong, f"{importer} ({layer}) imports {wrong}"
 
 

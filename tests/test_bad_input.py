@@ -102,8 +102,9 @@ def wait_for_counts(daemon, what: str, grown: Callable[[dict], bool]) -> dict:
 
 
 def wait_for_error_count(daemon, code: ErrorCode, before: dict) -> dict:
-    return wait_for_counts(daemon, f"errors.by_code.{code.name}",
-                           lambda s: error_counts(s)[code.name] > error_counts(before)[code.name])
+    return wait_for_counts(
+        daemon, f"errors.by_code.{code.name}", lambda s: error_counts(s)[code.name] > error_counts(before)[code.name]
+    )
 
 
 def assert_serving(daemon, before: dict) -> None:
@@ -134,37 +135,68 @@ class Case:
 CASES = {
     "malformed-msgpack": Case(lambda: [packed(kind="observation", seq=10)[:-4]], ErrorCode.MALFORMED_MESSAGE, None),
     "not-a-map": Case(lambda: [msgpack.packb([1, "observation", 10])], ErrorCode.MALFORMED_MESSAGE, None),
-    "wrong-version": Case(lambda: [packed(v=2, kind="observation", seq=11, obs=protocol.encode_array(GOOD_OBS))],
-                          ErrorCode.UNSUPPORTED_VERSION, 11),
+    "wrong-version": Case(
+        lambda: [packed(v=2, kind="observation", seq=11, obs=protocol.encode_array(GOOD_OBS))],
+        ErrorCode.UNSUPPORTED_VERSION,
+        11,
+    ),
     "unknown-kind": Case(lambda: [packed(kind="teleport", seq=12)], ErrorCode.UNKNOWN_KIND, 12),
-    "internal-kind": Case(lambda: [protocol.encode("observed", route=b"x", seq=13, obs=GOOD_OBS, policy="auto", new_episode=True)],
-                          ErrorCode.UNKNOWN_KIND, 13),
+    "internal-kind": Case(
+        lambda: [protocol.encode("observed", route=b"x", seq=13, obs=GOOD_OBS, policy="auto", new_episode=True)],
+        ErrorCode.UNKNOWN_KIND,
+        13,
+    ),
     "observation-before-hello": Case(lambda: [observation(14)], ErrorCode.NOT_ATTACHED, 14, attached=False),
     "hello-with-mismatched-spaces": Case(
         lambda: [hello_with(observation_space=spaces.to_wire(gymnasium.spaces.Box(-1, 1, (5,), np.float32)))],
-        ErrorCode.SPACE_MISMATCH, None, attached=False),
+        ErrorCode.SPACE_MISMATCH,
+        None,
+        attached=False,
+    ),
     "wrong-shape": Case(lambda: [observation(15, np.zeros(5, np.float32))], ErrorCode.WRONG_SHAPE, 15),
     "wrong-dtype": Case(lambda: [observation(16, GOOD_OBS.astype(np.float64))], ErrorCode.WRONG_DTYPE, 16),
     "nan": Case(lambda: [observation(17, np.array([0, np.nan, 0, 0], np.float32))], ErrorCode.NOT_FINITE, 17),
     "plus-inf": Case(lambda: [observation(18, np.array([0, 0, np.inf, 0], np.float32))], ErrorCode.NOT_FINITE, 18),
-    "array-size-mismatch": Case(lambda: [packed(kind="observation", seq=19, obs={"dtype": "float32", "shape": [4], "data": bytes(15)})],
-                                ErrorCode.INVALID_FIELD, 19),
+    "array-size-mismatch": Case(
+        lambda: [packed(kind="observation", seq=19, obs={"dtype": "float32", "shape": [4], "data": bytes(15)})],
+        ErrorCode.INVALID_FIELD,
+        19,
+    ),
     # Dims whose product wraps around 64 bits to the data's size: this used to crash the gateway.
-    "overflowing-dims": Case(lambda: [packed(kind="observation", seq=20, obs={"dtype": "uint8", "shape": [2**62 + 1, 4], "data": bytes(4)})],
-                             ErrorCode.INVALID_FIELD, 20),
+    "overflowing-dims": Case(
+        lambda: [packed(kind="observation", seq=20, obs={"dtype": "uint8", "shape": [2**62 + 1, 4], "data": bytes(4)})],
+        ErrorCode.INVALID_FIELD,
+        20,
+    ),
     "unknown-policy": Case(lambda: [observation(21, policy="boss")], ErrorCode.INVALID_FIELD, 21),
     # Spaces that used to crash the gateway (OverflowError) or make it allocate 40 GB of bounds.
-    "huge-discrete-space": Case(lambda: [hello_with(action_space={"type": "discrete", "n": 2**64 - 1})],
-                                ErrorCode.INVALID_FIELD, None, attached=False),
-    "huge-box-space": Case(lambda: [hello_with(observation_space={"type": "box", "shape": [100_000, 100_000], "dtype": "float32"})],
-                           ErrorCode.INVALID_FIELD, None, attached=False),
+    "huge-discrete-space": Case(
+        lambda: [hello_with(action_space={"type": "discrete", "n": 2**64 - 1})],
+        ErrorCode.INVALID_FIELD,
+        None,
+        attached=False,
+    ),
+    "huge-box-space": Case(
+        lambda: [hello_with(observation_space={"type": "box", "shape": [100_000, 100_000], "dtype": "float32"})],
+        ErrorCode.INVALID_FIELD,
+        None,
+        attached=False,
+    ),
     "oversized": Case(lambda: [padded_observation(22, (LIMIT + SOCKET_CAP) // 2)], ErrorCode.MESSAGE_TOO_LARGE, None),
     "multi-frame": Case(lambda: [observation(23), observation(23)], ErrorCode.MALFORMED_MESSAGE, None),
-    "discrete-start-mismatch": Case(lambda: [hello_with(action_space={"type": "discrete", "n": 2, "start": 1})],
-                                    ErrorCode.SPACE_MISMATCH, None, attached=False),
+    "discrete-start-mismatch": Case(
+        lambda: [hello_with(action_space={"type": "discrete", "n": 2, "start": 1})],
+        ErrorCode.SPACE_MISMATCH,
+        None,
+        attached=False,
+    ),
     "megabyte-kind": Case(lambda: [packed(kind="k" * (2**20 - 100), seq=24)], ErrorCode.UNKNOWN_KIND, 24),
-    "long-peer-name": Case(lambda: [protocol.encode("hello", peer_name="n" * 500_000, **SPACES)],
-                           ErrorCode.INVALID_FIELD, None, attached=False),
+    "long-peer-name": Case(
+        lambda: [protocol.encode("hello", peer_name="n" * 500_000, **SPACES)],
+        ErrorCode.INVALID_FIELD,
+        None,
+        attached=False,
+    ),
 }
 
 

@@ -46,20 +46,27 @@ def test_hooks_register_every_builtin_name_through_pluggy():
 
 def test_importing_and_running_transforms_and_filters_does_not_import_torch():
     root = Path(__file__).resolve().parents[1]
-    code = "\n".join([
-        "import sys, numpy as np",
-        "from gymnasium import spaces",
-        "import plugins.students, plugins.perception as p, plugins.execution as e",
-        "image = spaces.Box(0, 255, (6, 6, 3), np.uint8)",
-        "for name in ('image', 'framestack', 'normalize'):",
-        "    p.agentrt_register_perception_transforms()[name]({}, image)(np.zeros((6, 6, 3), np.float32), b's')",
-        "box = spaces.Box(-1, 1, (2,), np.float32)",
-        "e.build_clip({}, box)(np.zeros(2, np.float32), b's')",
-        "e.build_rate_limit({'max_delta': 0.1}, box)(np.zeros(2, np.float32), b's')",
-        "sys.exit(1 if 'torch' in sys.modules else 0)",
-    ])
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                            capture_output=True, text=True)
+    code = "\n".join(
+        [
+            "import sys, numpy as np",
+            "from gymnasium import spaces",
+            "import plugins.students, plugins.perception as p, plugins.execution as e",
+            "image = spaces.Box(0, 255, (6, 6, 3), np.uint8)",
+            "for name in ('image', 'framestack', 'normalize'):",
+            "    p.agentrt_register_perception_transforms()[name]({}, image)(np.zeros((6, 6, 3), np.float32), b's')",
+            "box = spaces.Box(-1, 1, (2,), np.float32)",
+            "e.build_clip({}, box)(np.zeros(2, np.float32), b's')",
+            "e.build_rate_limit({'max_delta': 0.1}, box)(np.zeros(2, np.float32), b's')",
+            "sys.exit(1 if 'torch' in sys.modules else 0)",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr or "torch was imported"
 
 
@@ -127,25 +134,43 @@ def test_cnn_folds_stacked_frames_into_channels_frame_major():
     assert torch.allclose(stacked(x), flat(x.permute(0, 2, 3, 1, 4).reshape(2, 6, 6, 6)), atol=1e-6)
 
 
-@pytest.mark.parametrize("name, params, observation_space, message", [
-    ("mlp", {"activation": "swish"}, spaces.Box(-1, 1, (4,)), r"parameter 'activation' must be one of 'relu', 'tanh', 'gelu' \(got 'swish'\)"),
-    ("mlp", {"depth": 2}, spaces.Box(-1, 1, (4,)), "unknown parameter 'depth'"),
-    ("cnn", {}, spaces.Box(0, 1, (8, 8)), r"needs an image of shape \(\.\.\., H, W, C\)"),
-    ("cnn", {"channels_last": False}, spaces.Box(0, 1, (8, 8)), r"\(\.\.\., C, H, W\)"),
-    ("cnn", {}, spaces.Discrete(5), "needs an image box observation space, got discrete"),
-    ("cnn", {"channels": []}, spaces.Box(0, 1, (8, 8, 1)), r"parameter 'channels' must be a non-empty list, each an integer > 0 \(got \[\]\)"),
-    ("cnn", {"channels": [8, 0]}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'channels' must be"),
-    ("cnn", {"kernel": 0}, spaces.Box(0, 1, (8, 8, 1)), r"parameter 'kernel' must be an integer > 0 \(got 0\)"),
-    ("cnn", {"stride": "2"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'stride' must be an integer > 0"),
-    ("cnn", {"channels_last": "yes"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'channels_last' must be true or false"),
-    ("cnn", {"activation": "swish"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'activation' must be one of"),
-    ("gru", {}, spaces.Box(-1, 1, (4,)), r"needs a 2-D \(T, D\) history"),
-    ("gru", {}, spaces.Box(-1, 1, (2, 3, 4)), r"needs a 2-D \(T, D\) history"),
-    ("gru", {}, spaces.Discrete(4), "got discrete"),
-    ("gru", {"hidden": 0}, spaces.Box(-1, 1, (4, 2)), "parameter 'hidden' must be an integer > 0"),
-    ("gru", {"layers": 1.5}, spaces.Box(-1, 1, (4, 2)), r"parameter 'layers' must be an integer > 0 \(got 1.5\)"),
-    ("gru", {"bidirectional": True}, spaces.Box(-1, 1, (4, 2)), "unknown parameter 'bidirectional'"),
-])
+@pytest.mark.parametrize(
+    "name, params, observation_space, message",
+    [
+        (
+            "mlp",
+            {"activation": "swish"},
+            spaces.Box(-1, 1, (4,)),
+            r"parameter 'activation' must be one of 'relu', 'tanh', 'gelu' \(got 'swish'\)",
+        ),
+        ("mlp", {"depth": 2}, spaces.Box(-1, 1, (4,)), "unknown parameter 'depth'"),
+        ("cnn", {}, spaces.Box(0, 1, (8, 8)), r"needs an image of shape \(\.\.\., H, W, C\)"),
+        ("cnn", {"channels_last": False}, spaces.Box(0, 1, (8, 8)), r"\(\.\.\., C, H, W\)"),
+        ("cnn", {}, spaces.Discrete(5), "needs an image box observation space, got discrete"),
+        (
+            "cnn",
+            {"channels": []},
+            spaces.Box(0, 1, (8, 8, 1)),
+            r"parameter 'channels' must be a non-empty list, each an integer > 0 \(got \[\]\)",
+        ),
+        ("cnn", {"channels": [8, 0]}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'channels' must be"),
+        ("cnn", {"kernel": 0}, spaces.Box(0, 1, (8, 8, 1)), r"parameter 'kernel' must be an integer > 0 \(got 0\)"),
+        ("cnn", {"stride": "2"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'stride' must be an integer > 0"),
+        (
+            "cnn",
+            {"channels_last": "yes"},
+            spaces.Box(0, 1, (8, 8, 1)),
+            "parameter 'channels_last' must be true or false",
+        ),
+        ("cnn", {"activation": "swish"}, spaces.Box(0, 1, (8, 8, 1)), "parameter 'activation' must be one of"),
+        ("gru", {}, spaces.Box(-1, 1, (4,)), r"needs a 2-D \(T, D\) history"),
+        ("gru", {}, spaces.Box(-1, 1, (2, 3, 4)), r"needs a 2-D \(T, D\) history"),
+        ("gru", {}, spaces.Discrete(4), "got discrete"),
+        ("gru", {"hidden": 0}, spaces.Box(-1, 1, (4, 2)), "parameter 'hidden' must be an integer > 0"),
+        ("gru", {"layers": 1.5}, spaces.Box(-1, 1, (4, 2)), r"parameter 'layers' must be an integer > 0 \(got 1.5\)"),
+        ("gru", {"bidirectional": True}, spaces.Box(-1, 1, (4, 2)), "unknown parameter 'bidirectional'"),
+    ],
+)
 def test_student_rejects_bad_params_and_spaces_naming_itself(name, params, observation_space, message):
     with pytest.raises(ValueError, match=f"^student {name}: .*{message}"):
         build_student(name, params, observation_space, spaces.Discrete(2))
@@ -179,7 +204,7 @@ def test_cnn_overfits_a_small_image_task(one_thread):
     offsets = torch.randint(0, 3, (64, 2), generator=generator)
     for i, label in enumerate(labels.tolist()):
         row, col = (label // 2) * 4 + offsets[i, 0], (label % 2) * 4 + offsets[i, 1]
-        images[i, row:row + 2, col:col + 2, 0] = 255
+        images[i, row : row + 2, col : col + 2, 0] = 255
     model = build_student("cnn", {"channels": [8, 16]}, spaces.Box(0, 255, (8, 8, 1), np.uint8), spaces.Discrete(4))
     assert train_accuracy(model, images / 255, labels) > 0.95
 
@@ -256,12 +281,15 @@ def test_framestack_output_space_stacks_the_input_bounds():
     assert step.output_space.high.tolist() == [[255, 1], [255, 1]]
 
 
-@pytest.mark.parametrize("params, space, message", [
-    ({"k": 0}, UNBOUNDED, "parameter 'k' must be an integer > 0"),
-    ({"max_streams": -1}, UNBOUNDED, "parameter 'max_streams' must be an integer > 0"),
-    ({"size": 4}, UNBOUNDED, "unknown parameter 'size'"),
-    ({}, spaces.Discrete(3), "needs a box observation space"),
-])
+@pytest.mark.parametrize(
+    "params, space, message",
+    [
+        ({"k": 0}, UNBOUNDED, "parameter 'k' must be an integer > 0"),
+        ({"max_streams": -1}, UNBOUNDED, "parameter 'max_streams' must be an integer > 0"),
+        ({"size": 4}, UNBOUNDED, "unknown parameter 'size'"),
+        ({}, spaces.Discrete(3), "needs a box observation space"),
+    ],
+)
 def test_framestack_rejects_bad_params(params, space, message):
     with pytest.raises(ValueError, match=f"^perception framestack: .*{message}"):
         TRANSFORMS["framestack"](params, space)
@@ -322,15 +350,18 @@ def test_image_grayscale_averages_other_channel_counts():
     assert step.output_space == spaces.Box(0, 10, (1, 1, 1), np.float32)
 
 
-@pytest.mark.parametrize("params, shape, message", [
-    ({"size": [84]}, (4, 4, 3), r"parameter 'size' must be a list of 2, each an integer > 0"),
-    ({"size": [0, 84]}, (4, 4, 3), r"parameter 'size' must be a list of 2, each an integer > 0"),
-    ({"scale": 0}, (4, 4, 3), "parameter 'scale' must be a number > 0"),
-    ({"grayscale": 1}, (4, 4, 3), "parameter 'grayscale' must be true or false"),
-    ({"interpolation": "cubic"}, (4, 4, 3), "parameter 'interpolation' must be one of 'nearest', 'bilinear'"),
-    ({}, (16,), r"needs an image box observation space, \(H, W, C\) or \(H, W\)"),
-    ({}, (2, 4, 4, 3), "needs an image box observation space"),
-])
+@pytest.mark.parametrize(
+    "params, shape, message",
+    [
+        ({"size": [84]}, (4, 4, 3), r"parameter 'size' must be a list of 2, each an integer > 0"),
+        ({"size": [0, 84]}, (4, 4, 3), r"parameter 'size' must be a list of 2, each an integer > 0"),
+        ({"scale": 0}, (4, 4, 3), "parameter 'scale' must be a number > 0"),
+        ({"grayscale": 1}, (4, 4, 3), "parameter 'grayscale' must be true or false"),
+        ({"interpolation": "cubic"}, (4, 4, 3), "parameter 'interpolation' must be one of 'nearest', 'bilinear'"),
+        ({}, (16,), r"needs an image box observation space, \(H, W, C\) or \(H, W\)"),
+        ({}, (2, 4, 4, 3), "needs an image box observation space"),
+    ],
+)
 def test_image_rejects_bad_params_and_spaces(params, shape, message):
     with pytest.raises(ValueError, match=f"^perception image: .*{message}"):
         image_step(params, shape)
@@ -351,8 +382,12 @@ def test_normalize_standardises_and_clips():
 
 
 def test_image_then_framestack_chain_feeds_a_cnn_student():
-    config = {"perception": {"transforms": ["image", "framestack"],
-                             "params": {"image": {"size": [16, 16], "grayscale": True}, "framestack": {"k": 4}}}}
+    config = {
+        "perception": {
+            "transforms": ["image", "framestack"],
+            "params": {"image": {"size": [16, 16], "grayscale": True}, "framestack": {"k": 4}},
+        }
+    }
     chain = Chain(builtin_plugins(), "perception", config, spaces.Box(0, 255, (40, 30, 3), np.uint8))
     assert chain.output_space.shape == (4, 16, 16, 1)
     features = chain(np.full((40, 30, 3), 255, np.float32), b"s")
@@ -412,17 +447,28 @@ def test_rate_limit_moves_integer_actions_in_whole_steps():
     assert out.tolist() == [1] and out.dtype == np.int64
 
 
-@pytest.mark.parametrize("params, space, message", [
-    ({"max_delta": 1.0}, spaces.Discrete(3), "needs a box action space"),
-    ({}, BOX_ACTIONS, r"parameter 'max_delta' must be a number > 0, or a non-empty list, each a number > 0 \(not given\)"),
-    ({"max_delta": 0}, BOX_ACTIONS, "parameter 'max_delta' must be a number > 0"),
-    ({"max_delta": [1.0, -1.0]}, BOX_ACTIONS, "parameter 'max_delta' must be a number > 0"),
-    ({"max_delta": [1.0, 2.0, 3.0]}, BOX_ACTIONS, "broadcastable to shape"),
-    ({"max_delta": "fast"}, BOX_ACTIONS, "parameter 'max_delta' must be a number"),
-    ({"max_delta": True}, BOX_ACTIONS, r"parameter 'max_delta' must be a number > 0.*\(got True\)"),
-    ({"max_delta": 1.0, "max_streams": 0}, BOX_ACTIONS, "parameter 'max_streams' must be an integer > 0"),
-    ({"max_delta": 0.5}, spaces.Box(-10, 10, (1,), np.int64), "parameter 'max_delta' must be at least 1 for an integer action space"),
-])
+@pytest.mark.parametrize(
+    "params, space, message",
+    [
+        ({"max_delta": 1.0}, spaces.Discrete(3), "needs a box action space"),
+        (
+            {},
+            BOX_ACTIONS,
+            r"parameter 'max_delta' must be a number > 0, or a non-empty list, each a number > 0 \(not given\)",
+        ),
+        ({"max_delta": 0}, BOX_ACTIONS, "parameter 'max_delta' must be a number > 0"),
+        ({"max_delta": [1.0, -1.0]}, BOX_ACTIONS, "parameter 'max_delta' must be a number > 0"),
+        ({"max_delta": [1.0, 2.0, 3.0]}, BOX_ACTIONS, "broadcastable to shape"),
+        ({"max_delta": "fast"}, BOX_ACTIONS, "parameter 'max_delta' must be a number"),
+        ({"max_delta": True}, BOX_ACTIONS, r"parameter 'max_delta' must be a number > 0.*\(got True\)"),
+        ({"max_delta": 1.0, "max_streams": 0}, BOX_ACTIONS, "parameter 'max_streams' must be an integer > 0"),
+        (
+            {"max_delta": 0.5},
+            spaces.Box(-10, 10, (1,), np.int64),
+            "parameter 'max_delta' must be at least 1 for an integer action space",
+        ),
+    ],
+)
 def test_rate_limit_rejects_bad_params_and_discrete_actions(params, space, message):
     with pytest.raises(ValueError, match=f"^execution rate_limit: .*{message}"):
         FILTERS["rate_limit"](params, space)
@@ -449,8 +495,9 @@ def test_ensemble_student_exposes_its_members_and_acts_on_their_mean():
 
     plugins = pluginmanager.load(config.defaults()["plugins"])
     observation_space, action_space = spaces.Box(-1, 1, (4,), np.float32), spaces.Discrete(3)
-    ensemble = plugins.build("student", "ensemble", {"members": 3, "member_params": {"hidden": [8]}},
-                             observation_space, action_space)
+    ensemble = plugins.build(
+        "student", "ensemble", {"members": 3, "member_params": {"hidden": [8]}}, observation_space, action_space
+    )
     x = torch.randn(5, 4)
     members = ensemble.forward_members(x)
     assert members.shape == (3, 5, 3)
@@ -458,5 +505,7 @@ def test_ensemble_student_exposes_its_members_and_acts_on_their_mean():
     torch.testing.assert_close(ensemble(x), members.mean(dim=0))
     outputs, features = ensemble.forward_features(x)
     assert features.shape == (5, 24)
-    with pytest.raises(pluginmanager.PluginError, match=r"student ensemble: parameter 'members' must be an integer >= 2 \(got 1\)"):
+    with pytest.raises(
+        pluginmanager.PluginError, match=r"student ensemble: parameter 'members' must be an integer >= 2 \(got 1\)"
+    ):
         plugins.build("student", "ensemble", {"members": 1}, observation_space, action_space)

@@ -26,15 +26,18 @@ def test_every_key_has_a_default_and_defaults_validate():
     assert config.merge(config.defaults(), defaults, "defaults") == defaults
 
 
-@pytest.mark.parametrize("toml, message", [
-    ("[daemon]\nbogus = 1\n", "unknown key daemon.bogus"),
-    ("[nonsense]\nx = 1\n", "unknown section [nonsense]"),
-    ("[daemon]\nlog_format = 'xml'\n", "daemon.log_format"),
-    ("[distillation]\nbatch_size = 'big'\n", "distillation.batch_size"),
-    ("[distillation]\nbatch_size = 0\n", "distillation.batch_size"),
-    ("[plugins]\nautoload = 'yes'\n", "plugins.autoload"),
-    ("[daemon\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[daemon]\nbogus = 1\n", "unknown key daemon.bogus"),
+        ("[nonsense]\nx = 1\n", "unknown section [nonsense]"),
+        ("[daemon]\nlog_format = 'xml'\n", "daemon.log_format"),
+        ("[distillation]\nbatch_size = 'big'\n", "distillation.batch_size"),
+        ("[distillation]\nbatch_size = 0\n", "distillation.batch_size"),
+        ("[plugins]\nautoload = 'yes'\n", "plugins.autoload"),
+        ("[daemon\n", "not valid TOML"),
+    ],
+)
 def test_bad_configuration_names_the_key(tmp_path, toml, message):
     path = tmp_path / "agentrt.toml"
     path.write_text(toml)
@@ -45,10 +48,15 @@ def test_bad_configuration_names_the_key(tmp_path, toml, message):
 def test_environment_overrides_file_and_parses_values(tmp_path):
     path = tmp_path / "agentrt.toml"
     path.write_text("[distillation]\nlearning_rate = 0.1\nbatch_size = 16\n")
-    loaded = config.load(path, environ={"AGENTRT_DISTILLATION_LEARNING_RATE": "0.01",
-                                        "AGENTRT_STUDENT_PARAMS": "{hidden = [64, 64]}",
-                                        "AGENTRT_PLUGINS_DISABLE": "foo,bar",
-                                        "AGENTRT_RUN_DIR": "/tmp/somewhere"})
+    loaded = config.load(
+        path,
+        environ={
+            "AGENTRT_DISTILLATION_LEARNING_RATE": "0.01",
+            "AGENTRT_STUDENT_PARAMS": "{hidden = [64, 64]}",
+            "AGENTRT_PLUGINS_DISABLE": "foo,bar",
+            "AGENTRT_RUN_DIR": "/tmp/somewhere",
+        },
+    )
     assert loaded["distillation"]["learning_rate"] == 0.01
     assert loaded["distillation"]["batch_size"] == 16
     assert loaded["student"]["params"] == {"hidden": [64, 64]}
@@ -70,7 +78,10 @@ def test_config_show_prints_the_effective_configuration(tmp_path):
     assert shown["decision"]["batch_max"] == 7 and shown["teacher"]["timeout_ms"] == 99
     as_toml = agentrt("config", "show", "--config", str(path))
     assert "batch_max = 7" in as_toml.stdout
-    assert config.merge(config.defaults(), __import__("tomllib").loads(as_toml.stdout), "shown")["decision"]["batch_max"] == 7
+    assert (
+        config.merge(config.defaults(), __import__("tomllib").loads(as_toml.stdout), "shown")["decision"]["batch_max"]
+        == 7
+    )
 
 
 def test_up_with_a_bad_key_fails_at_start_up_naming_it(tmp_path, run_dir):
@@ -109,7 +120,9 @@ def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_d
         assert run_dir.stat().st_mode & 0o777 == 0o700
         # Every role is running when `up --detach` returns, not merely starting.
         status = json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout)
-        assert {name: role["state"] for name, role in status["roles"].items()} == dict.fromkeys(status["roles"], "running")
+        assert {name: role["state"] for name, role in status["roles"].items()} == dict.fromkeys(
+            status["roles"], "running"
+        )
         pids += [status["daemon"]["fork_server_pid"], *(role["pid"] for role in status["roles"].values())]
         stopped = agentrt("down", "--run-dir", str(run_dir), timeout=120)
         assert stopped.returncode == 0, stopped.stderr
@@ -137,14 +150,18 @@ FAILING_FACTORY = """
 
 
 def test_detach_with_a_broken_plugin_exits_78_with_its_error(tmp_path, run_dir):
-    site = make_distribution(tmp_path / "site", "doomed-plugin", {"doomed_plugin": FAILING_FACTORY},
-                             {"doomed": "doomed_plugin"})
+    site = make_distribution(
+        tmp_path / "site", "doomed-plugin", {"doomed_plugin": FAILING_FACTORY}, {"doomed": "doomed_plugin"}
+    )
     env = {"PYTHONPATH": str(site), "AGENTRT_STUDENT_PLUGIN": "doomed"}
-    result = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*",
-                     env=env, timeout=300)
+    result = agentrt(
+        "up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", env=env, timeout=300
+    )
     assert result.returncode == 78, result.stderr
-    expected = "plugin 'doomed' (agentrt_register_students): building student 'doomed' failed: " \
-               "RuntimeError: this student needs a GPU cluster"
+    expected = (
+        "plugin 'doomed' (agentrt_register_students): building student 'doomed' failed: "
+        "RuntimeError: this student needs a GPU cluster"
+    )
     assert expected in result.stderr
     assert expected in (run_dir / "daemon.log").read_text()  # the same text as the log's
     assert not (run_dir / "daemon.pid").exists()
@@ -158,10 +175,13 @@ def test_shipped_example_configuration_is_valid_and_current():
     assert loaded == config.load(environ={"AGENTRT_RUN_DIR": "/run/agentrt"}), "regenerate deploy/agentrt.toml"
 
 
-@pytest.mark.parametrize("toml, message", [
-    ('[agent]\nenv = "NoSuchEnv-v0"\n', "agent.env"),
-    ('[agent]\nobservation_space = { type = "box", shape = [0] }\n', "agent.observation_space"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('[agent]\nenv = "NoSuchEnv-v0"\n', "agent.env"),
+        ('[agent]\nobservation_space = { type = "box", shape = [0] }\n', "agent.observation_space"),
+    ],
+)
 def test_bad_agent_spaces_fail_at_start_up_naming_the_key(tmp_path, run_dir, toml, message):
     path = tmp_path / "agentrt.toml"
     path.write_text(toml)
@@ -173,8 +193,9 @@ def test_bad_agent_spaces_fail_at_start_up_naming_the_key(tmp_path, run_dir, tom
 def test_one_explicit_space_overrides_only_that_space():
     from runtime.wire.spaces import agent_spaces
 
-    observation, action = agent_spaces({"env": "CartPole-v1", "action_space": {"type": "discrete", "n": 3},
-                                        "observation_space": {}})
+    observation, action = agent_spaces(
+        {"env": "CartPole-v1", "action_space": {"type": "discrete", "n": 3}, "observation_space": {}}
+    )
     assert action.n == 3 and observation.shape == (4,)
 
 
@@ -197,20 +218,31 @@ def test_no_code_from_the_working_directory_runs_in_the_runtime(tmp_path, run_di
     env = {**os.environ, "POISON_MARKER": str(markers)}
     command = [console_script, "up", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*"]
     if detach:
-        started = subprocess.run([*command, "--detach"], cwd=workdir, env=env, capture_output=True, text=True,
-                                 timeout=300)
+        started = subprocess.run(
+            [*command, "--detach"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+        )
         assert started.returncode == 0, started.stderr
     else:
-        foreground = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        foreground = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     try:
-        status = json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout or "{}") if detach else \
-            wait_until_running(run_dir, foreground)
+        status = (
+            json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout or "{}")
+            if detach
+            else wait_until_running(run_dir, foreground)
+        )
         assert all(role["state"] == "running" for role in status["roles"].values())
         assert list(markers.iterdir()) == []
     finally:
-        stopped = subprocess.run([console_script, "down", "--run-dir", str(run_dir)], cwd=workdir, env=env,
-                                 capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(
+            [console_script, "down", "--run-dir", str(run_dir)],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if not detach and foreground.poll() is None:
             foreground.kill()
     assert stopped.returncode == 0, stopped.stderr

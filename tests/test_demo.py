@@ -46,8 +46,14 @@ def test_demo_json_through_the_console_script(tmp_path):
     env["TMPDIR"] = str(tmpdir)  # where the demo's private run directory goes: it must be gone afterwards
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with open(stdout, "w") as out, open(stderr, "w") as err:
-        demo = subprocess.Popen([str(CONSOLE_SCRIPT), "demo", "--json"], cwd=workdir, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
+        demo = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "demo", "--json"],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
     seen: set[int] = set()  # every process the demo started (daemon, roles, fork server), by pid
     try:
         deadline = time.monotonic() + 840

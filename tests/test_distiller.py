@@ -62,16 +62,22 @@ def test_distiller_killed_mid_training_resumes_and_decision_keeps_serving():
     player = threading.Thread(target=keep_playing)
     player.start()
     try:
-        status = running.wait_until(lambda s: s["roles"]["distillation"]["gauges"].get("version", 0) >= 2,
-                                    what="the distiller publishing")
+        status = running.wait_until(
+            lambda s: s["roles"]["distillation"]["gauges"].get("version", 0) >= 2, what="the distiller publishing"
+        )
         before_version = status["roles"]["distillation"]["gauges"]["version"]
         os.kill(status["roles"]["distillation"]["pid"], signal.SIGKILL)
         actions_at_kill = status["actions"]
-        restarted = running.wait_until(lambda s: s["roles"]["distillation"]["restarts"] == 1
-                                       and s["roles"]["distillation"]["state"] == "running", what="distiller restarted")
+        restarted = running.wait_until(
+            lambda s: s["roles"]["distillation"]["restarts"] == 1 and s["roles"]["distillation"]["state"] == "running",
+            what="distiller restarted",
+        )
         assert restarted["actions"] > actions_at_kill  # decision kept serving
-        resumed = running.wait_until(lambda s: s["roles"]["distillation"]["gauges"].get("version", 0) > before_version,
-                                     timeout=60, what="versions continuing after the restart")
+        resumed = running.wait_until(
+            lambda s: s["roles"]["distillation"]["gauges"].get("version", 0) > before_version,
+            timeout=60,
+            what="versions continuing after the restart",
+        )
         versions = [v["version"] for v in students(running)["versions"]]
         assert versions == list(range(1, len(versions) + 1)), versions  # no number reused or skipped
         assert '"distiller_resumed"' in running.log()
@@ -108,20 +114,31 @@ SABOTEUR = """
 
 
 def test_promotion_gate_refuses_a_worse_candidate_and_decision_keeps_the_old_version(tmp_path):
-    site = make_distribution(tmp_path, "saboteur-plugin", {"saboteur_plugin": SABOTEUR}, {"saboteur": "saboteur_plugin"})
-    running = start_daemon('[distillation]\nstrategy = "saboteur"\nparams = { honest_steps = 400 }\n'
-                           "heldout_share = 0.3\nmin_heldout = 16\n",
-                           env={**FAST, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    site = make_distribution(
+        tmp_path, "saboteur-plugin", {"saboteur_plugin": SABOTEUR}, {"saboteur": "saboteur_plugin"}
+    )
+    running = start_daemon(
+        '[distillation]\nstrategy = "saboteur"\nparams = { honest_steps = 400 }\n'
+        "heldout_share = 0.3\nmin_heldout = 16\n",
+        env={**FAST, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
     try:
         run_gym_peers(running.endpoint, "CartPole-v1", episodes=4, peers=2)
         honest = running.wait_until(lambda s: s["student_version"] >= 1, what="an honest student")
         stop = threading.Event()
-        player = threading.Thread(target=run_gym_peers, kwargs=dict(
-            endpoint=running.endpoint, env_id="CartPole-v1", episodes=10**6, peers=2, should_stop=stop.is_set))
+        player = threading.Thread(
+            target=run_gym_peers,
+            kwargs=dict(
+                endpoint=running.endpoint, env_id="CartPole-v1", episodes=10**6, peers=2, should_stop=stop.is_set
+            ),
+        )
         player.start()
         try:
-            status = running.wait_until(lambda s: s["roles"]["distillation"]["counters"].get("candidates_rejected", 0) >= 2,
-                                        timeout=90, what="sabotaged candidates rejected")
+            status = running.wait_until(
+                lambda s: s["roles"]["distillation"]["counters"].get("candidates_rejected", 0) >= 2,
+                timeout=90,
+                what="sabotaged candidates rejected",
+            )
         finally:
             stop.set()
             player.join(timeout=30)
@@ -145,14 +162,19 @@ def test_teacher_answer_cache_never_pays_twice_for_the_same_observation(daemon):
         second = peer.act(observation, policy="teacher")
     assert first.decided_by == second.decided_by == "teacher"
     assert int(first.action) == int(second.action)
-    status = daemon.wait_until(lambda s: s["roles"]["teacher"]["counters"].get("cache_hits", 0) >= 1, what="a cache hit")
+    status = daemon.wait_until(
+        lambda s: s["roles"]["teacher"]["counters"].get("cache_hits", 0) >= 1, what="a cache hit"
+    )
     teacher = status["roles"]["teacher"]["counters"]
     assert teacher["labels"] == 1, teacher
 
 
 def test_feature_hints_train_on_teacher_features():
-    running = start_daemon('[distillation]\nstrategy = "feature_hints"\nteacher_features = true\n'
-                           '[distillation.params]\nstudent_dim = 32\nteacher_dim = 256\n', env=FAST)
+    running = start_daemon(
+        '[distillation]\nstrategy = "feature_hints"\nteacher_features = true\n'
+        "[distillation.params]\nstudent_dim = 32\nteacher_dim = 256\n",
+        env=FAST,
+    )
     try:
         run_gym_peers(running.endpoint, "CartPole-v1", episodes=4, peers=2)
         status = running.wait_until(lambda s: s["student_version"] >= 1, what="a student trained with hints")
@@ -173,7 +195,9 @@ def test_configured_query_policies_govern_what_the_teacher_is_asked():
         assert status["decisions"]["by_teacher"] == 0
     finally:
         running.stop()
-    running = start_daemon('[query]\npolicy = "uncertainty"\n[query.params]\nmeasure = "margin"\ntarget_rate = 0.2\n', env=FAST)
+    running = start_daemon(
+        '[query]\npolicy = "uncertainty"\n[query.params]\nmeasure = "margin"\ntarget_rate = 0.2\n', env=FAST
+    )
     try:
         summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=40, peers=2)
         status = running.wait_until(lambda s: s["observations"] == summary.steps, what="counters")
@@ -184,9 +208,11 @@ def test_configured_query_policies_govern_what_the_teacher_is_asked():
 
 
 def test_disagreement_policy_sees_the_ensemble_students_members():
-    running = start_daemon('[student]\nplugin = "ensemble"\nparams = { members = 3 }\n'
-                           '[query]\npolicy = "disagreement"\nparams = { measure = "variance", target_rate = 0.3, fallback_share = 0.0 }\n',
-                           env=FAST)
+    running = start_daemon(
+        '[student]\nplugin = "ensemble"\nparams = { members = 3 }\n'
+        '[query]\npolicy = "disagreement"\nparams = { measure = "variance", target_rate = 0.3, fallback_share = 0.0 }\n',
+        env=FAST,
+    )
     try:
         summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=30, peers=2)
         status = running.wait_until(lambda s: s["observations"] == summary.steps, what="counters")
@@ -206,7 +232,7 @@ def test_restart_with_a_different_student_stops_with_a_clear_error_instead_of_cr
         assert bad.returncode == 1 and "no student version -3" in bad.stderr
     finally:
         first.stop(remove_run_dir=False)
-    second = start_daemon('[student.params]\nhidden = [7]\n', env=FAST, run_dir=first.run_dir, wait=False)
+    second = start_daemon("[student.params]\nhidden = [7]\n", env=FAST, run_dir=first.run_dir, wait=False)
     try:
         assert second.process.wait(timeout=60) == 78
         assert "do not fit the configured student" in second.log()
@@ -215,10 +241,13 @@ def test_restart_with_a_different_student_stops_with_a_clear_error_instead_of_cr
 
 
 def test_stacked_teacher_ensemble_trains_a_multi_teacher_student():
-    running = start_daemon('[teacher]\nplugin = "ensemble"\n[teacher.params]\ncombine = "stack"\n'
-                           'members = [{plugin = "checkpoint"}, {plugin = "scripted", '
-                           'params = {callable = "plugins.teachers:cartpole_controller"}}]\n'
-                           '[distillation]\nstrategy = "multi_teacher"\n', env=FAST)
+    running = start_daemon(
+        '[teacher]\nplugin = "ensemble"\n[teacher.params]\ncombine = "stack"\n'
+        'members = [{plugin = "checkpoint"}, {plugin = "scripted", '
+        'params = {callable = "plugins.teachers:cartpole_controller"}}]\n'
+        '[distillation]\nstrategy = "multi_teacher"\n',
+        env=FAST,
+    )
     try:
         summary = run_gym_peers(running.endpoint, "CartPole-v1", episodes=6, peers=2)
         assert summary.by_teacher > 0

@@ -20,15 +20,28 @@ from runtime.wire.transport import socket_dir
 
 
 def test_two_peers_counts_match_status(daemon):
-    result = daemon.cli("attach", "gym", "CartPole-v1", "--episodes", "6", "--peers", "2",
-                        "--endpoint", daemon.endpoint, "--json", timeout=120)
+    result = daemon.cli(
+        "attach",
+        "gym",
+        "CartPole-v1",
+        "--episodes",
+        "6",
+        "--peers",
+        "2",
+        "--endpoint",
+        daemon.endpoint,
+        "--json",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 6
     assert summary["decided_by_student"] + summary["decided_by_teacher"] == summary["steps"]
     steps = summary["steps"]
-    status = daemon.wait_until(lambda s: s["actions"] == steps and s["observations"] == steps
-                               and s["decisions"]["total"] == steps, what="counters to catch up")
+    status = daemon.wait_until(
+        lambda s: s["actions"] == steps and s["observations"] == steps and s["decisions"]["total"] == steps,
+        what="counters to catch up",
+    )
     assert status["errors"]["total"] == 0
     assert status["decisions"]["by_teacher"] == summary["decided_by_teacher"]
     assert status["teacher_queries"] >= status["decisions"]["by_teacher"]
@@ -148,14 +161,17 @@ def test_a_role_that_keeps_failing_the_same_way_is_failed_not_restarted_forever(
     env = {"PYTHONPATH": str(site), "CRASH_ROLE": "teacher", "AGENTRT_DAEMON_RESTART_BACKOFF_S": "0.05"}
     running = start_daemon(env=env, wait=False)
     try:
-        status = running.wait_until(lambda s: s["roles"]["teacher"]["state"] == "failed", timeout=120,
-                                    what="the teacher marked failed")
+        status = running.wait_until(
+            lambda s: s["roles"]["teacher"]["state"] == "failed", timeout=120, what="the teacher marked failed"
+        )
         teacher = status["roles"]["teacher"]
         assert teacher["restarts"] == SAME_EXITS_TO_FAIL - 1 and teacher["last_exit_code"] == 3
         assert teacher["last_exit_reason"] == "exited with code 3 without a reason (see the log)"
         # Not essential: the daemon keeps serving, with the student alone.
-        running.wait_until(lambda s: all(r["state"] == "running" for n, r in s["roles"].items() if n != "teacher"),
-                           what="the other roles running")
+        running.wait_until(
+            lambda s: all(r["state"] == "running" for n, r in s["roles"].items() if n != "teacher"),
+            what="the other roles running",
+        )
         env_ = gymnasium.make("CartPole-v1")
         with Peer(running.endpoint, env_.observation_space, env_.action_space, timeout_s=30) as peer:
             assert peer.act(np.zeros(4, dtype=np.float32), policy="student").decided_by == "student"
@@ -168,8 +184,9 @@ def test_a_role_that_keeps_failing_the_same_way_is_failed_not_restarted_forever(
 def test_an_essential_role_that_keeps_failing_stops_the_daemon_with_its_reason(tmp_path, run_dir):
     site = make_distribution(tmp_path, "crasher", {"crasher": CRASHING_ROLE}, {"crasher": "crasher"})
     env = {"PYTHONPATH": str(site), "CRASH_ROLE": "execution", "AGENTRT_DAEMON_RESTART_BACKOFF_S": "0.05"}
-    result = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*",
-                     env=env, timeout=300)
+    result = agentrt(
+        "up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", env=env, timeout=300
+    )
     assert result.returncode == 78, result.stderr
     assert f"execution exited {SAME_EXITS_TO_FAIL} times in a row with code 3" in result.stderr
     assert not (run_dir / "daemon.pid").exists()

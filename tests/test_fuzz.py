@@ -52,14 +52,26 @@ def valid_bodies(seq: int) -> list[dict[str, Any]]:
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
     choices: list[Any] = [
-        None, True, rng.randint(-2**63, 2**64 - 1), rng.random() * 10 ** rng.randint(-5, 40), float("nan"),
-        float("inf"), "".join(chr(rng.randint(0, 0x2FF)) for _ in range(rng.randint(0, 40))),
-        rng.randbytes(rng.randint(0, 64)), "x" * rng.choice([0, 1, 300, 70_000]),
+        None,
+        True,
+        rng.randint(-(2**63), 2**64 - 1),
+        rng.random() * 10 ** rng.randint(-5, 40),
+        float("nan"),
+        float("inf"),
+        "".join(chr(rng.randint(0, 0x2FF)) for _ in range(rng.randint(0, 40))),
+        rng.randbytes(rng.randint(0, 64)),
+        "x" * rng.choice([0, 1, 300, 70_000]),
     ]
     if depth < 3:
-        choices += [[random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))],
-                    {random_value(rng, 3) if rng.random() < 0.2 else rng.choice(["v", "kind", "seq", "obs", "n", "type"]):
-                     random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}]
+        choices += [
+            [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))],
+            {
+                random_value(rng, 3)
+                if rng.random() < 0.2
+                else rng.choice(["v", "kind", "seq", "obs", "n", "type"]): random_value(rng, depth + 1)
+                for _ in range(rng.randint(0, 4))
+            },
+        ]
     return rng.choice(choices)
 
 

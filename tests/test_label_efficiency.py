@@ -30,8 +30,15 @@ CAP = 600  # teacher answers; DAgger needs about 100-150 on CartPole with the de
 
 @pytest.fixture(scope="module")
 def summary():
-    return bench.run_benchmark(envs=["cartpole"], seeds=1, quick=True, methods=["dagger", *BUDGETED],
-                               max_labels=CAP, max_env_steps=10_000, show_progress=False)
+    return bench.run_benchmark(
+        envs=["cartpole"],
+        seeds=1,
+        quick=True,
+        methods=["dagger", *BUDGETED],
+        max_labels=CAP,
+        max_env_steps=10_000,
+        show_progress=False,
+    )
 
 
 def _is_count(value) -> bool:
@@ -43,8 +50,17 @@ def test_summary_structure(summary):
     assert summary["quick"] is True and summary["seeds"] == [0]
     assert list(summary["envs"]) == ["CartPole-v1"]
     env = summary["envs"]["CartPole-v1"]
-    for key in ("teacher_return", "random_return", "threshold_return", "methods", "best_budgeted_policy",
-                "best_budgeted_labels", "dagger_labels", "ratio_to_dagger", "goal_met"):
+    for key in (
+        "teacher_return",
+        "random_return",
+        "threshold_return",
+        "methods",
+        "best_budgeted_policy",
+        "best_budgeted_labels",
+        "dagger_labels",
+        "ratio_to_dagger",
+        "goal_met",
+    ):
         assert key in env, key
     assert env["random_return"] < env["threshold_return"] < env["teacher_return"]
     assert env["ratio_to_dagger_ci90"] is None  # no interval from fewer than 3 seeds
@@ -89,8 +105,9 @@ def test_label_counts_are_positive_integers(summary):
 
 
 def test_a_cap_below_the_need_is_reported_as_not_reached():
-    summary = bench.run_benchmark(envs=["cartpole"], seeds=1, quick=True, methods=["dagger", "share"],
-                                  max_labels=20, show_progress=False)
+    summary = bench.run_benchmark(
+        envs=["cartpole"], seeds=1, quick=True, methods=["dagger", "share"], max_labels=20, show_progress=False
+    )
     env = summary["envs"]["CartPole-v1"]
     for name in ("dagger", "share"):
         result = env["methods"][name]
@@ -130,8 +147,9 @@ def test_unknown_method_is_an_error():
 
 
 def test_daemon_mode_runs_the_same_method_against_a_real_daemon():
-    summary = bench.run_benchmark(envs=["cartpole"], seeds=1, quick=True, methods=["share"], max_labels=24,
-                                  show_progress=False, daemon=True)
+    summary = bench.run_benchmark(
+        envs=["cartpole"], seeds=1, quick=True, methods=["share"], max_labels=24, show_progress=False, daemon=True
+    )
     assert summary["mode"] == "daemon"
     result = summary["envs"]["CartPole-v1"]["methods"]["share"]
     answers, steps = result["answers"][0], result["env_steps"][0]

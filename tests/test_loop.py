@@ -32,8 +32,9 @@ def plugins():
 
 def make_config(**distillation) -> dict:
     config = copy.deepcopy(config_module.defaults())
-    config["distillation"].update({"min_samples": 16, "steps_per_publish": 5, "publish_interval_s": 2.0,
-                                   "heldout_share": 0.0, **distillation})
+    config["distillation"].update(
+        {"min_samples": 16, "steps_per_publish": 5, "publish_interval_s": 2.0, "heldout_share": 0.0, **distillation}
+    )
     return config
 
 
@@ -109,8 +110,14 @@ class SaboteurPlugin:
 
 
 def test_gate_rejects_a_candidate_worse_than_the_serving_version():
-    config = make_config(strategy="saboteur", params={"honest_steps": 400}, heldout_share=0.5, min_heldout=8,
-                         steps_per_publish=50, publish_interval_s=0.0)
+    config = make_config(
+        strategy="saboteur",
+        params={"honest_steps": 400},
+        heldout_share=0.5,
+        min_heldout=8,
+        steps_per_publish=50,
+        publish_interval_s=0.0,
+    )
     plugins = pluginmanager.load(config["plugins"], extra={"saboteur": SaboteurPlugin})
     learner = Learner(plugins, config, OBSERVATIONS, ACTIONS, HandClock(), PerLabel(steps=4))
     learner.add_labels(*labels(200))
@@ -166,6 +173,7 @@ def test_an_acting_stacked_teacher_decides_by_its_members_joint_choice(plugins):
     def teacher(observations):
         asked.append(len(observations))
         return stacked
+
     decisions = decide.decide(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32), ["auto"], teacher)
     assert asked == [1] and decisions.decided_by[0] == "teacher" and decisions.label[0]
     assert int(decisions.actions[0]) == 1  # not the first member's argmax (what a [:, :width] slice would take)
@@ -177,8 +185,9 @@ def test_the_teacher_stands_in_for_a_non_finite_student(plugins):
     state = {name: tensor * float("nan") for name, tensor in decide.student.state_dict().items()}
     decide.serve(3, state)
     observations = np.zeros((2, 4), np.float32)
-    answered = decide.decide(observations, observations, ["auto", "auto"],
-                             lambda obs: np.tile([[0.0, 1.0]], (len(obs), 1)))
+    answered = decide.decide(
+        observations, observations, ["auto", "auto"], lambda obs: np.tile([[0.0, 1.0]], (len(obs), 1))
+    )
     assert answered.not_finite == 2 and list(answered.decided_by) == ["teacher", "teacher"]
     assert all(answered.acted(row) for row in range(2)) and list(answered.actions) == [1, 1]
     silent = decide.decide(observations, observations, ["auto", "auto"], lambda obs: None)
@@ -192,6 +201,7 @@ def test_the_deciders_clock_reaches_the_query_policy(plugins):
 
     def labelled() -> int:
         return int(decide.decide(observations, observations, ["auto"] * 5, lambda obs: None).label.sum())
+
     assert labelled() == 1  # the bucket starts with one second's worth
     assert labelled() == 0  # the hand clock stands still, whatever the wall clock does
     clock.now += 3.0

@@ -37,10 +37,18 @@ def run_command(*argv: str) -> tuple[int, str, str]:
 def distilled(tmp_path_factory):
     """One run of the command over 3 seeds: (summary, directory with its output files)."""
     directory = tmp_path_factory.mktemp("distill")
-    code, out, err = run_command("--json", "--seeds", "3", *FAST,
-                                 "--output", str(directory / "student.safetensors"),
-                                 "--save-teacher", str(directory / "teacher.safetensors"),
-                                 "--plot", str(directory / "chart.png"))
+    code, out, err = run_command(
+        "--json",
+        "--seeds",
+        "3",
+        *FAST,
+        "--output",
+        str(directory / "student.safetensors"),
+        "--save-teacher",
+        str(directory / "teacher.safetensors"),
+        "--plot",
+        str(directory / "chart.png"),
+    )
     assert code == 0, err
     return json.loads(out), directory
 
@@ -52,8 +60,17 @@ def plugins():
 
 def test_summary_has_the_documented_keys(distilled):
     summary, _ = distilled
-    for key in ("dataset", "seeds", "teacher_accuracy", "distilled_accuracy", "hard_label_accuracy",
-                "per_seed", "student_params", "teacher_params", "duration_s"):
+    for key in (
+        "dataset",
+        "seeds",
+        "teacher_accuracy",
+        "distilled_accuracy",
+        "hard_label_accuracy",
+        "per_seed",
+        "student_params",
+        "teacher_params",
+        "duration_s",
+    ):
         assert key in summary, key
     assert summary["dataset"] == "digits"
     assert summary["seeds"] == [0, 1, 2] and len(summary["per_seed"]) == 3
@@ -92,9 +109,13 @@ def test_saved_student_loads_into_the_student_and_reproduces_its_accuracy(distil
     assert metadata["student_plugin"] == "mlp"
     assert json.loads(metadata["student_params"]) == summary["student"]["params"]
     assert metadata["dataset"] == "digits" and metadata["strategy"] == "soft_target"
-    student = plugins.build("student", metadata["student_plugin"], json.loads(metadata["student_params"]),
-                            spaces.Box(-np.inf, np.inf, (int(metadata["input_size"]),), np.float32),
-                            spaces.Discrete(int(metadata["classes"])))
+    student = plugins.build(
+        "student",
+        metadata["student_plugin"],
+        json.loads(metadata["student_params"]),
+        spaces.Box(-np.inf, np.inf, (int(metadata["input_size"]),), np.float32),
+        spaces.Discrete(int(metadata["classes"])),
+    )
     student.load_state_dict(load_file(str(path)), strict=True)
     data = offline.prepare_data(metadata["dataset"], float(metadata["test_fraction"]), int(metadata["split_seed"]))
     X_test, y_test = data.test_set
@@ -118,8 +139,9 @@ def test_saved_teacher_is_a_checkpoint_teacher_and_can_be_reused(distilled, plug
     best = next(r for r in summary["per_seed"] if r["seed"] == summary["best_seed"])
     assert float((teacher.label(X_test).argmax(axis=1) == y_test).mean()) == pytest.approx(best["teacher_accuracy"])
     # --teacher PATH uses it instead of training one: its accuracy is the saved teacher's.
-    code, out, err = run_command("--json", "--seeds", "1", "--steps", "50", "--teacher", str(path),
-                                 "--output", str(tmp_path / "s.safetensors"))
+    code, out, err = run_command(
+        "--json", "--seeds", "1", "--steps", "50", "--teacher", str(path), "--output", str(tmp_path / "s.safetensors")
+    )
     assert code == 0, err
     reused = json.loads(out)
     assert reused["teacher_accuracy"] == pytest.approx(best["teacher_accuracy"])
@@ -135,8 +157,19 @@ def test_plot_is_a_png(distilled):
 def test_same_seed_same_results(tmp_path):
     runs = []
     for name in ("a", "b"):
-        code, out, err = run_command("--json", "--seeds", "1", "--first-seed", "7", "--steps", "60",
-                                     "--teacher-steps", "60", "--output", str(tmp_path / f"{name}.safetensors"))
+        code, out, err = run_command(
+            "--json",
+            "--seeds",
+            "1",
+            "--first-seed",
+            "7",
+            "--steps",
+            "60",
+            "--teacher-steps",
+            "60",
+            "--output",
+            str(tmp_path / f"{name}.safetensors"),
+        )
         assert code == 0, err
         runs.append(json.loads(out))
     assert runs[0]["per_seed"] == runs[1]["per_seed"] and runs[0]["seeds"] == [7]
@@ -146,16 +179,19 @@ def test_same_seed_same_results(tmp_path):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-@pytest.mark.parametrize(("argv", "named"), [
-    (["--dataset", "mnist-ish"], "'mnist-ish'"),
-    (["--strategy", "soft_targets"], "'soft_targets'"),
-    (["--param", "temperature"], "'temperature'"),            # no '='
-    (["--param", "temperature=[4,"], "'temperature=[4,'"),     # not a TOML value
-    (["--param", "temperature=-1"], "-1"),                     # rejected by the strategy
-    (["--param", "temprature=4"], "'temprature'"),             # unknown to the strategy
-    (["--train-size", "5000"], "5000"),
-    (["--teacher-data", "everything"], "'everything'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--dataset", "mnist-ish"], "'mnist-ish'"),
+        (["--strategy", "soft_targets"], "'soft_targets'"),
+        (["--param", "temperature"], "'temperature'"),  # no '='
+        (["--param", "temperature=[4,"], "'temperature=[4,'"),  # not a TOML value
+        (["--param", "temperature=-1"], "-1"),  # rejected by the strategy
+        (["--param", "temprature=4"], "'temprature'"),  # unknown to the strategy
+        (["--train-size", "5000"], "5000"),
+        (["--teacher-data", "everything"], "'everything'"),
+    ],
+)
 def test_bad_flags_fail_with_a_message_naming_the_value(argv, named, tmp_path):
     output = tmp_path / "student.safetensors"
     code, out, err = run_command(*argv, "--output", str(output))
@@ -175,7 +211,14 @@ def test_stratified_split_is_disjoint_balanced_and_repeatable():
 
 
 def test_param_values_are_toml_values_or_bare_words():
-    assert offline.parse_assignments("--param", ["temperature=4", "alpha=0.9", "t_squared=false",
-                                                 "direction=reverse", 'base="soft_target"', "hidden=[16, 16]"]) == {
-        "temperature": 4, "alpha": 0.9, "t_squared": False, "direction": "reverse", "base": "soft_target",
-        "hidden": [16, 16]}
+    assert offline.parse_assignments(
+        "--param",
+        ["temperature=4", "alpha=0.9", "t_squared=false", "direction=reverse", 'base="soft_target"', "hidden=[16, 16]"],
+    ) == {
+        "temperature": 4,
+        "alpha": 0.9,
+        "t_squared": False,
+        "direction": "reverse",
+        "base": "soft_target",
+        "hidden": [16, 16],
+    }

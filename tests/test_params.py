@@ -41,20 +41,27 @@ from runtime.testing import agentrt
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("validator, good, bad, expected", [
-    (positive_int, [1, 7], [0, -1, 1.5, True, "2"], "an integer > 0"),
-    (share, [0, 0.5, 1], [-0.1, 1.01, float("nan"), False], "a number in [0, 1]"),
-    (and_(number, gt(0), lt(1)), [0.5], [0, 1], "a number in (0, 1)"),
-    (and_(integer, ge(2)), [2], [1], "an integer >= 2"),
-    (and_(number, le(3)), [3, -1e9], [3.5, float("inf")], "a number <= 3"),
-    (in_("a", "b"), ["a"], ["c", None], "one of 'a', 'b'"),
-    (and_(string, not_(in_("x"))), ["y"], ["x", 1], "a string, not one of 'x'"),
-    (optional(positive_int), [None, 3], [0], "an integer > 0, or unset"),
-    (or_(positive_int, list_of(positive_int)), [2, [1, 2]], [0, [], [0]],
-     "an integer > 0, or a non-empty list, each an integer > 0"),
-    (list_of(string, length=2), [["a", "b"]], [["a"], "ab", ["a", 1]], "a list of 2, each a string"),
-    (list_of(string, min_length=0), [[], ("a",)], [None, [1]], "a list, each a string"),
-])
+@pytest.mark.parametrize(
+    "validator, good, bad, expected",
+    [
+        (positive_int, [1, 7], [0, -1, 1.5, True, "2"], "an integer > 0"),
+        (share, [0, 0.5, 1], [-0.1, 1.01, float("nan"), False], "a number in [0, 1]"),
+        (and_(number, gt(0), lt(1)), [0.5], [0, 1], "a number in (0, 1)"),
+        (and_(integer, ge(2)), [2], [1], "an integer >= 2"),
+        (and_(number, le(3)), [3, -1e9], [3.5, float("inf")], "a number <= 3"),
+        (in_("a", "b"), ["a"], ["c", None], "one of 'a', 'b'"),
+        (and_(string, not_(in_("x"))), ["y"], ["x", 1], "a string, not one of 'x'"),
+        (optional(positive_int), [None, 3], [0], "an integer > 0, or unset"),
+        (
+            or_(positive_int, list_of(positive_int)),
+            [2, [1, 2]],
+            [0, [], [0]],
+            "an integer > 0, or a non-empty list, each an integer > 0",
+        ),
+        (list_of(string, length=2), [["a", "b"]], [["a"], "ab", ["a", 1]], "a list of 2, each a string"),
+        (list_of(string, min_length=0), [[], ("a",)], [None, [1]], "a list, each a string"),
+    ],
+)
 def test_validators_compose_and_describe_themselves(validator, good, bad, expected):
     assert validator.expected == expected
     assert all(validator(value) for value in good), good
@@ -62,8 +69,12 @@ def test_validators_compose_and_describe_themselves(validator, good, bad, expect
 
 
 def test_declare_checks_converts_and_fills_in_for_functions_and_classes():
-    @declare("student toy", width=Param(4, "width", positive_int), rate=Param(1, "rate", and_(number, gt(0))),
-             mode=Param(None, "mode", optional(in_("a", "b"))))
+    @declare(
+        "student toy",
+        width=Param(4, "width", positive_int),
+        rate=Param(1, "rate", and_(number, gt(0))),
+        mode=Param(None, "mode", optional(in_("a", "b"))),
+    )
     def build(params, space, *, flag=False):
         return params, space, flag
 
@@ -77,13 +88,21 @@ def test_declare_checks_converts_and_fills_in_for_functions_and_classes():
 
     assert Toy({"beta": 1}).params == {"beta": 1.0} and Toy().params == {"beta": 0.5}
     assert [p["name"] for p in declared(Toy).describe()] == ["beta"]
-    assert declared(build).describe()[0] == {"name": "width", "default": 4, "doc": "width", "constraint": "an integer > 0"}
+    assert declared(build).describe()[0] == {
+        "name": "width",
+        "default": 4,
+        "doc": "width",
+        "constraint": "an integer > 0",
+    }
     assert declared(lambda params: None) is None
 
 
 def test_every_failure_has_the_one_form_and_is_a_config_error():
-    @declare("query toy", n=Param(3, "n", positive_int), endpoint=Param("", "required",
-                                                                       Validator("a non-empty string", bool)))
+    @declare(
+        "query toy",
+        n=Param(3, "n", positive_int),
+        endpoint=Param("", "required", Validator("a non-empty string", bool)),
+    )
     def build(params):
         return params
 
@@ -102,10 +121,14 @@ def test_configuration_keys_use_the_same_form_and_keep_the_dotted_key(tmp_path):
     path.write_text("[distillation]\nbatch_size = 0\n")
     with pytest.raises(ConfigError) as raised:
         config.load(path, environ={})
-    assert str(raised.value) == (f"distillation: parameter 'batch_size' must be an integer > 0 (got 0); "
-                                 f"key distillation.batch_size in {path}")
-    with pytest.raises(ConfigError, match=r"^daemon: parameter 'restart_backoff_s' must be a number > 0 \(got -1\); "
-                                          r"key daemon.restart_backoff_s in environment$"):
+    assert str(raised.value) == (
+        f"distillation: parameter 'batch_size' must be an integer > 0 (got 0); key distillation.batch_size in {path}"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^daemon: parameter 'restart_backoff_s' must be a number > 0 \(got -1\); "
+        r"key daemon.restart_backoff_s in environment$",
+    ):
         config.load(environ={"AGENTRT_DAEMON_RESTART_BACKOFF_S": "-1"})
 
 
@@ -127,14 +150,24 @@ def test_every_builtin_component_lists_its_parameters_with_defaults():
             assert component["doc"], f"{point} {name} has no docstring"
             assert all(p["doc"] and p["constraint"] for p in component["params"]), f"{point} {name}"
     components = {point: entry["components"] for point, entry in listing["extension_points"].items()}
-    defaults = {(p, n): {param["name"]: param["default"] for param in c["params"]}
-                for p, entries in components.items() for n, c in entries.items()}
+    defaults = {
+        (p, n): {param["name"]: param["default"] for param in c["params"]}
+        for p, entries in components.items()
+        for n, c in entries.items()
+    }
     # Spot checks against the defaults users rely on.
     assert defaults["student", "mlp"] == {"hidden": [32], "activation": "relu"}
-    assert defaults["strategy", "soft_target"] == {"temperature": 2.0, "alpha": 0.5, "t_squared": True,
-                                                   "direction": "forward"}
+    assert defaults["strategy", "soft_target"] == {
+        "temperature": 2.0,
+        "alpha": 0.5,
+        "t_squared": True,
+        "direction": "forward",
+    }
     assert defaults["query_policy", "cascade"] == {"label_share": 0.05, "act_below_confidence": 0.75, "seed": 0}
-    assert defaults["teacher", "remote"]["timeout_ms"] == 1000 and defaults["teacher", "checkpoint"]["path"] == "builtin:cartpole"
+    assert (
+        defaults["teacher", "remote"]["timeout_ms"] == 1000
+        and defaults["teacher", "checkpoint"]["path"] == "builtin:cartpole"
+    )
     assert defaults["execution", "clip"] == {}
 
 
@@ -151,11 +184,21 @@ def test_docs_list_every_builtin_parameter_as_generated():
 
 
 def test_a_bad_component_param_stops_start_up_with_the_one_form(run_dir):
-    result = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*",
-                     env={"AGENTRT_STUDENT_PARAMS": "{hidden = [0]}"}, timeout=300)
+    result = agentrt(
+        "up",
+        "--detach",
+        "--run-dir",
+        str(run_dir),
+        "--peer-endpoint",
+        "tcp://127.0.0.1:*",
+        env={"AGENTRT_STUDENT_PARAMS": "{hidden = [0]}"},
+        timeout=300,
+    )
     assert result.returncode == 78, result.stderr
-    assert "plugin 'students' (agentrt_register_students): building student 'mlp' failed: student mlp: " \
-           "parameter 'hidden' must be a list, each an integer > 0 (got [0])" in result.stderr
+    assert (
+        "plugin 'students' (agentrt_register_students): building student 'mlp' failed: student mlp: "
+        "parameter 'hidden' must be a list, each an integer > 0 (got [0])" in result.stderr
+    )
 
 
 def test_builtin_declarations_agree_with_what_they_build_from():
@@ -171,6 +214,9 @@ def test_builtin_declarations_agree_with_what_they_build_from():
 def test_rate_limit_param_checked_against_the_space_uses_the_one_form():
     from plugins.execution import build_rate_limit
 
-    with pytest.raises(ParamError, match=r"^execution rate_limit: parameter 'max_delta' must be one number, or a list "
-                                         r"broadcastable to shape \[2\] \(got \[1.0, 2.0, 3.0\]\)$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^execution rate_limit: parameter 'max_delta' must be one number, or a list "
+        r"broadcastable to shape \[2\] \(got \[1.0, 2.0, 3.0\]\)$",
+    ):
         build_rate_limit({"max_delta": [1.0, 2.0, 3.0]}, spaces.Box(-1, 1, (2,), np.float32))

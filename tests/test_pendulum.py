@@ -52,8 +52,9 @@ def episode_returns(act, seeds) -> list[float]:
 def shipped_teacher_policy():
     """The built-in Pendulum teacher, built through the plugin manager, as observations -> actions."""
     plugins = pluginmanager.load(config.defaults()["plugins"])
-    teacher = plugins.build("teacher", "checkpoint", {"path": "builtin:pendulum"},
-                            PENDULUM.observation_space, PENDULUM.action_space)
+    teacher = plugins.build(
+        "teacher", "checkpoint", {"path": "builtin:pendulum"}, PENDULUM.observation_space, PENDULUM.action_space
+    )
 
     def act(observations: np.ndarray) -> np.ndarray:
         return actions_from_outputs(teacher.label(observations), PENDULUM.action_space)
@@ -135,18 +136,29 @@ def test_student_learns_pendulum_online_from_the_teacher_through_the_daemon():
         training_started = time.monotonic()
 
         def enough() -> bool:
-            return (progress["published"] >= TRAIN_VERSIONS and progress["episodes"] >= TRAIN_EPISODES) \
-                or time.monotonic() - training_started > TRAIN_CAP_S
+            return (
+                progress["published"] >= TRAIN_VERSIONS and progress["episodes"] >= TRAIN_EPISODES
+            ) or time.monotonic() - training_started > TRAIN_CAP_S
 
-        training = run_gym_peers(daemon.endpoint, "Pendulum-v1", episodes=10_000, peers=4, seed=0,
-                                 on_episode=on_episode, should_stop=enough)
+        training = run_gym_peers(
+            daemon.endpoint, "Pendulum-v1", episodes=10_000, peers=4, seed=0, on_episode=on_episode, should_stop=enough
+        )
         versions = [episode.student_version for episode in training.episodes]
         status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
         losses = [json.loads(line)["loss"] for line in daemon.log().splitlines() if '"weights_published"' in line]
         returns, actions, deciders, eval_versions = evaluate_student(daemon.endpoint, EVAL_SEEDS)
-        print(json.dumps({"training_s": round(training.duration_s, 1), "steps": training.steps,
-                          "by_teacher": training.by_teacher, "versions": [versions[0], versions[-1]], "losses": losses,
-                          "student_returns": [round(r, 1) for r in returns]}))
+        print(
+            json.dumps(
+                {
+                    "training_s": round(training.duration_s, 1),
+                    "steps": training.steps,
+                    "by_teacher": training.by_teacher,
+                    "versions": [versions[0], versions[-1]],
+                    "losses": losses,
+                    "student_returns": [round(r, 1) for r in returns],
+                }
+            )
+        )
 
         assert versions[-1] > versions[0] and versions[-1] >= 3, versions
         assert training.by_teacher > 0 and training.by_student > 0  # the teacher acted first, then the student

@@ -50,17 +50,26 @@ def venv(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("template-venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=300)
     python = str(root / "bin" / "python")
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     # addsitedir, unlike a plain path line, also runs this environment's own .pth files (the editable agentrt).
     parents = "; ".join(f"site.addsitedir({path!r})" for path in site.getsitepackages())
     (Path(purelib) / "_suite_environment.pth").write_text(f"import site; {parents}\n")
     # Offline: with setuptools at hand the build needs nothing from an index. Without it, pip
     # must fetch setuptools into an isolated build environment.
     offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
-    result = subprocess.run([python, "-m", "pip", "install", "--no-deps", *offline, "-e", str(TEMPLATE)],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    result = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", *offline, "-e", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return python
 
@@ -69,11 +78,13 @@ def test_the_suite_environment_does_not_have_the_template(venv):
     # A fresh interpreter of this environment, from a neutral directory: this process may have imported
     # the template's source for an assertion.
     probe = "import importlib.metadata as m; print(sorted(d.metadata['Name'] or '' for d in m.distributions()))"
-    names = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120,
-                           cwd=Path(venv).parent).stdout
+    names = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120, cwd=Path(venv).parent
+    ).stdout
     assert "agentrt-plugin-template" not in names.replace("_", "-").lower()
-    found = subprocess.run([sys.executable, "-c", "import agentrt_template"], capture_output=True, timeout=120,
-                           cwd=Path(venv).parent)
+    found = subprocess.run(
+        [sys.executable, "-c", "import agentrt_template"], capture_output=True, timeout=120, cwd=Path(venv).parent
+    )
     assert found.returncode != 0
     listed = subprocess.run([venv, "-c", probe], capture_output=True, text=True, check=True, timeout=120).stdout
     assert "agentrt-plugin-template" in listed.replace("_", "-").lower()
@@ -123,9 +134,11 @@ def test_template_student_and_strategy_train_in_the_daemon(venv, monkeypatch):
 
         # The distiller trained with a finite loss and published; decision swapped the weights in.
         # (The distiller reports its counters on its own schedule: wait for them, not just for decision.)
-        status = daemon.wait_until(lambda s: s["student_version"] >= 2
-                                   and s["distillation"]["train_steps"] >= 2 * STEPS_PER_PUBLISH,
-                                   timeout=120, what="student v2 serving and its training steps counted")
+        status = daemon.wait_until(
+            lambda s: s["student_version"] >= 2 and s["distillation"]["train_steps"] >= 2 * STEPS_PER_PUBLISH,
+            timeout=120,
+            what="student v2 serving and its training steps counted",
+        )
         assert status["distillation"]["train_steps"] >= 2 * STEPS_PER_PUBLISH
         assert math.isfinite(status["distillation"]["loss"])
         assert status["roles"]["decision"]["counters"].get("weights_rejected", 0) == 0
@@ -144,8 +157,9 @@ def test_template_student_and_strategy_train_in_the_daemon(venv, monkeypatch):
         store = CheckpointStore(daemon.run_dir / "checkpoints")
         assert store.latest() >= 2
         weights = load_file(store.path(store.latest()))
-        assert {name: list(t.shape) for name, t in weights.items()} == \
-               {name: list(t.shape) for name, t in expected.items()}
+        assert {name: list(t.shape) for name, t in weights.items()} == {
+            name: list(t.shape) for name, t in expected.items()
+        }
         assert any(name.startswith("blocks.1.norm") for name in weights)  # not the built-in mlp's body.*/head.*
 
         # The template's strategy computed every training loss: its agentrt_weights_published hook
@@ -167,7 +181,12 @@ def test_template_student_and_strategy_train_in_the_daemon(venv, monkeypatch):
 
 
 def test_the_templates_own_unit_tests_pass(venv):
-    result = subprocess.run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=TEMPLATE, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [venv, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=TEMPLATE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -70,8 +70,9 @@ def test_third_party_plugin_is_listed_and_can_be_disabled_or_kept_out(tmp_path):
 
 
 def test_plugin_that_fails_to_import_fails_start_up_with_its_name(tmp_path, run_dir):
-    site = make_distribution(tmp_path, "broken-plugin", {"broken_plugin": "import does_not_exist_anywhere\n"},
-                             {"broken": "broken_plugin"})
+    site = make_distribution(
+        tmp_path, "broken-plugin", {"broken_plugin": "import does_not_exist_anywhere\n"}, {"broken": "broken_plugin"}
+    )
     result = agentrt("up", "--run-dir", str(run_dir), env=env_with(site), timeout=60)
     assert result.returncode == 78
     assert "plugin 'broken'" in result.stderr and "failed to import" in result.stderr
@@ -108,8 +109,9 @@ def test_hook_with_no_matching_spec_is_rejected(tmp_path):
 
 
 def test_component_registered_twice_names_both_plugins(tmp_path):
-    site = make_distribution(tmp_path, "twins", {"twin_a": EXTRA_STUDENT, "twin_b": EXTRA_STUDENT},
-                             {"twin_a": "twin_a", "twin_b": "twin_b"})
+    site = make_distribution(
+        tmp_path, "twins", {"twin_a": EXTRA_STUDENT, "twin_b": EXTRA_STUDENT}, {"twin_a": "twin_a", "twin_b": "twin_b"}
+    )
     result = agentrt("plugins", env=env_with(site))
     assert result.returncode == 78
     assert re.search(r"'extra_linear' is registered by both plugin 'twin_a' and plugin 'twin_b'", result.stderr)
@@ -152,7 +154,9 @@ FLAKY_TRANSFORM = """
 
 
 def test_plugin_raising_while_serving_is_named_and_the_role_keeps_running(tmp_path):
-    site = make_distribution(tmp_path, "fragile-plugin", {"fragile_plugin": FLAKY_TRANSFORM}, {"fragile": "fragile_plugin"})
+    site = make_distribution(
+        tmp_path, "fragile-plugin", {"fragile_plugin": FLAKY_TRANSFORM}, {"fragile": "fragile_plugin"}
+    )
     running = start_daemon('[perception]\ntransforms = ["fragile"]\n', env=env_with(site))
     try:
         perception_pid = running.status()["roles"]["perception"]["pid"]
@@ -163,10 +167,16 @@ def test_plugin_raising_while_serving_is_named_and_the_role_keeps_running(tmp_pa
             assert failure.value.code == ErrorCode.PLUGIN_FAILED and failure.value.seq == peer.seq
             assert "fragile" in str(failure.value) and "agentrt_register_perception_transforms" in str(failure.value)
             assert peer.act(np.zeros(4, dtype=np.float32)).action.shape == ()
-        status = running.wait_until(lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED") == 1, what="the failure counted")
+        status = running.wait_until(
+            lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED") == 1, what="the failure counted"
+        )
         assert status["roles"]["perception"]["pid"] == perception_pid and status["roles"]["perception"]["restarts"] == 0
         failed = [json.loads(line) for line in running.log().splitlines() if '"plugin_failed"' in line]
-        assert failed and failed[0]["plugin"] == "fragile" and failed[0]["hook"] == "agentrt_register_perception_transforms"
+        assert (
+            failed
+            and failed[0]["plugin"] == "fragile"
+            and failed[0]["hook"] == "agentrt_register_perception_transforms"
+        )
         assert failed[0]["role"] == "perception"
     finally:
         running.stop()
@@ -190,8 +200,9 @@ def test_lifecycle_hook_that_raises_is_logged_and_others_still_run():
         plugins.notify("agentrt_weights_swapped", version=3)
     assert calls == [3]
     failures = [entry for entry in logged if entry["event"] == "plugin_hook_failed"]
-    assert [(f["plugin"], f["hook"], f["error"], f["log_level"]) for f in failures] == \
-        [("noisy", "agentrt_weights_swapped", "RuntimeError: boom", "error")]
+    assert [(f["plugin"], f["hook"], f["error"], f["log_level"]) for f in failures] == [
+        ("noisy", "agentrt_weights_swapped", "RuntimeError: boom", "error")
+    ]
 
 
 def test_every_hookspec_is_documented_in_plugins_md():
@@ -257,9 +268,12 @@ def test_factories_that_ask_for_a_context_get_one_and_others_are_called_as_befor
     pair = plugins.build("teacher", "pair", {}, env.observation_space, env.action_space)
     assert len(pair.teachers) == 2 and pair.spaces == (env.observation_space, env.action_space)
     assert plugins.build("teacher", "plain", {}, env.observation_space, env.action_space).teachers == []
-    with pytest.raises(pluginmanager.PluginError, match=r"plugin 'context_plugin' \(agentrt_register_teachers\): "
-                                                        r"building teacher 'wrong' failed: it returned int, "
-                                                        r"which is not a Teacher"):
+    with pytest.raises(
+        pluginmanager.PluginError,
+        match=r"plugin 'context_plugin' \(agentrt_register_teachers\): "
+        r"building teacher 'wrong' failed: it returned int, "
+        r"which is not a Teacher",
+    ):
         plugins.build("teacher", "wrong", {}, env.observation_space, env.action_space)
 
 
@@ -293,8 +307,11 @@ def test_registration_hook_that_raises_names_the_plugin_and_hook():
         def agentrt_register_query_policies(self):
             raise RuntimeError("no policies today")
 
-    with pytest.raises(pluginmanager.PluginError, match=r"^plugin 'broken' raised in agentrt_register_query_policies: "
-                                                        r"RuntimeError: no policies today$"):
+    with pytest.raises(
+        pluginmanager.PluginError,
+        match=r"^plugin 'broken' raised in agentrt_register_query_policies: "
+        r"RuntimeError: no policies today$",
+    ):
         pluginmanager.load(config.defaults()["plugins"], extra={"broken": Broken()})
 
 

@@ -45,8 +45,12 @@ def raw(**body) -> bytes:
 
 
 def valid_observation(**overrides) -> dict:
-    body = {"v": 1, "kind": "observation", "seq": 9,
-            "obs": {"dtype": "float32", "shape": [4], "data": struct.pack("<4f", 0.5, -1.0, 2.0, 0.0)}}
+    body = {
+        "v": 1,
+        "kind": "observation",
+        "seq": 9,
+        "obs": {"dtype": "float32", "shape": [4], "data": struct.pack("<4f", 0.5, -1.0, 2.0, 0.0)},
+    }
     body.update(overrides)
     return body
 
@@ -101,10 +105,16 @@ def test_encode_refuses_a_missing_required_field():
 
 
 def test_encoder_output_is_the_documented_plain_msgpack():
-    body = msgpack.unpackb(protocol.encode("observation", seq=3, obs=np.array([1.5, -2.0], np.float32),
-                                           episode_start=True), raw=False)
-    assert body == {"v": 1, "kind": "observation", "seq": 3, "episode_start": True,
-                    "obs": {"dtype": "float32", "shape": [2], "data": struct.pack("<2f", 1.5, -2.0)}}
+    body = msgpack.unpackb(
+        protocol.encode("observation", seq=3, obs=np.array([1.5, -2.0], np.float32), episode_start=True), raw=False
+    )
+    assert body == {
+        "v": 1,
+        "kind": "observation",
+        "seq": 3,
+        "episode_start": True,
+        "obs": {"dtype": "float32", "shape": [2], "data": struct.pack("<2f", 1.5, -2.0)},
+    }
     assert isinstance(body["obs"]["data"], bytes)  # bin, not str
 
 
@@ -116,7 +126,11 @@ def test_encoder_output_is_the_documented_plain_msgpack():
 def test_arrays_round_trip_bit_exactly(dtype, shape):
     original = random_array(dtype, shape, seed=len(shape))
     wire = protocol.encode_array(original)
-    assert wire == {"dtype": dtype, "shape": list(shape), "data": original.astype(original.dtype.newbyteorder("<")).tobytes()}
+    assert wire == {
+        "dtype": dtype,
+        "shape": list(shape),
+        "data": original.astype(original.dtype.newbyteorder("<")).tobytes(),
+    }
     assert_same(protocol.decode_array(wire), original)
     assert_same(protocol.decode(protocol.encode("observation", seq=1, obs=original))["obs"], original)
 
@@ -254,8 +268,9 @@ def test_default_limit_is_one_mebibyte():
 
 
 def test_unknown_fields_are_ignored():
-    message = protocol.decode(raw(**valid_observation(future_field={"x": [1, 2]}, priority=3,
-                                                      ext=msgpack.ExtType(42, b"\x01"))))
+    message = protocol.decode(
+        raw(**valid_observation(future_field={"x": [1, 2]}, priority=3, ext=msgpack.ExtType(42, b"\x01")))
+    )
     assert set(message.fields) == {"seq", "obs"}
     assert message["obs"].tolist() == [0.5, -1.0, 2.0, 0.0]
 
@@ -312,17 +327,33 @@ def test_int_formats_of_every_width_are_accepted_for_uint_fields():
 def test_hand_built_cartpole_session_messages_decode():
     low = struct.pack("<4f", -4.8, float("-inf"), -0.41887903, float("-inf"))
     high = struct.pack("<4f", 4.8, float("inf"), 0.41887903, float("inf"))
-    hello = raw(v=1, kind="hello", peer_name="c-peer",
-                observation_space={"type": "box", "shape": [4], "dtype": "float32",
-                                   "low": {"dtype": "float32", "shape": [4], "data": low},
-                                   "high": {"dtype": "float32", "shape": [4], "data": high}},
-                action_space={"type": "discrete", "n": 2})
+    hello = raw(
+        v=1,
+        kind="hello",
+        peer_name="c-peer",
+        observation_space={
+            "type": "box",
+            "shape": [4],
+            "dtype": "float32",
+            "low": {"dtype": "float32", "shape": [4], "data": low},
+            "high": {"dtype": "float32", "shape": [4], "data": high},
+        },
+        action_space={"type": "discrete", "n": 2},
+    )
     message = protocol.decode(hello, accept=PEER_KINDS)
     assert message.kind == "hello" and message["peer_name"] == "c-peer"
     assert message["action_space"] == {"type": "discrete", "n": 2}
-    observation = protocol.decode(raw(v=1, kind="observation", seq=1, episode_start=True, policy="student",
-                                      obs={"dtype": "float32", "shape": [4], "data": struct.pack("<4f", 0.01, -0.02, 0.03, -0.04)}),
-                                  accept=PEER_KINDS)
+    observation = protocol.decode(
+        raw(
+            v=1,
+            kind="observation",
+            seq=1,
+            episode_start=True,
+            policy="student",
+            obs={"dtype": "float32", "shape": [4], "data": struct.pack("<4f", 0.01, -0.02, 0.03, -0.04)},
+        ),
+        accept=PEER_KINDS,
+    )
     assert observation["obs"].dtype == np.float32 and observation["obs"].shape == (4,)
     assert observation["obs"].tolist() == pytest.approx([0.01, -0.02, 0.03, -0.04])
     assert observation["episode_start"] is True and observation["policy"] == "student"
@@ -337,7 +368,13 @@ def test_spaces_from_a_hand_built_hello_match_gymnasium():
     env_space = gymnasium.make("CartPole-v1").observation_space
     wire = msgpack.unpackb(raw(**spaces.to_wire(env_space)), raw=False)
     assert spaces.same_space(spaces.from_wire(wire), env_space)
-    plain = {"type": "box", "shape": [4], "dtype": "float32", "low": env_space.low.tolist(), "high": env_space.high.tolist()}
+    plain = {
+        "type": "box",
+        "shape": [4],
+        "dtype": "float32",
+        "low": env_space.low.tolist(),
+        "high": env_space.high.tolist(),
+    }
     assert spaces.same_space(spaces.from_wire(plain), env_space)
 
 
@@ -378,8 +415,11 @@ def test_doc_lists_every_error_code_with_its_number(doc):
 def doc_field_table(doc: str, kind: str) -> list[list[str]]:
     section = re.search(rf"^### `{kind}`\n(.*?)(?=^#)", doc, flags=re.MULTILINE | re.DOTALL)
     assert section, f"no section '### `{kind}`' in {DOC.name}"
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in section.group(1).splitlines() if line.startswith("| `")]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section.group(1).splitlines()
+        if line.startswith("| `")
+    ]
     return rows
 
 
@@ -408,8 +448,12 @@ def test_doc_example_bytes_are_what_the_encoder_produces(doc):
     env = gymnasium.make("CartPole-v1")
     obs = np.array([0.01, -0.02, 0.03, -0.04], dtype=np.float32)
     assert doc_example(doc, "hello") == protocol.encode(
-        "hello", observation_space=spaces.to_wire(env.observation_space),
-        action_space=spaces.to_wire(env.action_space), peer_name="cartpole-c")
+        "hello",
+        observation_space=spaces.to_wire(env.observation_space),
+        action_space=spaces.to_wire(env.action_space),
+        peer_name="cartpole-c",
+    )
     assert doc_example(doc, "observation") == protocol.encode("observation", seq=1, obs=obs, episode_start=True)
-    assert doc_example(doc, "action") == protocol.encode("action", seq=1, action=np.array(1, dtype=np.int64),
-                                                         student_version=0, decided_by="student")
+    assert doc_example(doc, "action") == protocol.encode(
+        "action", seq=1, action=np.array(1, dtype=np.int64), student_version=0, decided_by="student"
+    )

@@ -23,14 +23,27 @@ def build(name: str, params: dict | None = None, **kwargs):
     return policies.agentrt_register_query_policies()[name](params or {}, **kwargs)
 
 
-def context(outputs, *, version: int = 1, space: spaces.Space = DISCRETE, forced: list[str] | None = None,
-            members=None, features=None, now: float | None = None) -> QueryContext:
+def context(
+    outputs,
+    *,
+    version: int = 1,
+    space: spaces.Space = DISCRETE,
+    forced: list[str] | None = None,
+    members=None,
+    features=None,
+    now: float | None = None,
+) -> QueryContext:
     outputs = np.asarray(outputs, dtype=np.float32)
     timing = {} if now is None else {"now": now}
-    return QueryContext(features=outputs if features is None else np.asarray(features, dtype=np.float32),
-                        student_outputs=outputs, student_version=version, action_space=space,
-                        forced=forced or [], member_outputs=None if members is None else np.asarray(members, dtype=np.float32),
-                        **timing)
+    return QueryContext(
+        features=outputs if features is None else np.asarray(features, dtype=np.float32),
+        student_outputs=outputs,
+        student_version=version,
+        action_space=space,
+        forced=forced or [],
+        member_outputs=None if members is None else np.asarray(members, dtype=np.float32),
+        **timing,
+    )
 
 
 def rows(mask: np.ndarray) -> list[int]:
@@ -104,7 +117,9 @@ def test_cascade_label_share_and_forced():
 def test_always_labels_everything_and_acts_only_when_asked():
     labels_only = build("always").decide(context(np.zeros((4, 2))))
     assert labels_only.label.all() and not labels_only.teacher_acts.any()
-    acting = build("always", {"teacher_acts": True}).decide(context(np.zeros((4, 2)), forced=["student", "auto", "auto", "auto"]))
+    acting = build("always", {"teacher_acts": True}).decide(
+        context(np.zeros((4, 2)), forced=["student", "auto", "auto", "auto"])
+    )
     assert rows(acting.label) == [1, 2, 3] and rows(acting.teacher_acts) == [1, 2, 3]
 
 
@@ -118,7 +133,9 @@ def test_share_labels_its_share_over_10k_with_a_seed():
     again = build("share", {"share": 0.3, "seed": 7})
     assert np.array_equal(np.concatenate([again.decide(context(np.zeros((100, 2)))).label for _ in range(100)]), labels)
     other = build("share", {"share": 0.3, "seed": 8})
-    assert not np.array_equal(np.concatenate([other.decide(context(np.zeros((100, 2)))).label for _ in range(100)]), labels)
+    assert not np.array_equal(
+        np.concatenate([other.decide(context(np.zeros((100, 2)))).label for _ in range(100)]), labels
+    )
 
 
 def test_share_extremes_never_act_and_honour_forced():
@@ -246,17 +263,28 @@ def test_uncertainty_honours_forced_rows():
 
 def test_uncertainty_box_without_members_falls_back_to_a_share():
     outputs = np.zeros((200, 2))
-    assert build("uncertainty", {"threshold": 0.0, "fallback_share": 1.0}).decide(context(outputs, space=BOX)).label.all()
-    assert not build("uncertainty", {"threshold": 0.0, "fallback_share": 0.0}).decide(context(outputs, space=BOX)).label.any()
-    half = build("uncertainty", {"threshold": 0.0, "fallback_share": 0.5}).decide(context(outputs, space=BOX)).label.mean()
+    assert (
+        build("uncertainty", {"threshold": 0.0, "fallback_share": 1.0}).decide(context(outputs, space=BOX)).label.all()
+    )
+    assert (
+        not build("uncertainty", {"threshold": 0.0, "fallback_share": 0.0})
+        .decide(context(outputs, space=BOX))
+        .label.any()
+    )
+    half = (
+        build("uncertainty", {"threshold": 0.0, "fallback_share": 0.5}).decide(context(outputs, space=BOX)).label.mean()
+    )
     assert 0.35 < half < 0.65
 
 
 def test_uncertainty_box_with_members_uses_their_spread():
-    members = [[[0.0, 0.0], [0.5, 0.5], [0.0, 0.0]],
-               [[0.0, 0.0], [-0.5, -0.5], [0.1, 0.0]]]  # std per row: 0, 0.5, 0.025
+    members = [
+        [[0.0, 0.0], [0.5, 0.5], [0.0, 0.0]],
+        [[0.0, 0.0], [-0.5, -0.5], [0.1, 0.0]],
+    ]  # std per row: 0, 0.5, 0.025
     decision = build("uncertainty", {"threshold": 0.1, "fallback_share": 1.0}).decide(
-        context(np.zeros((3, 2)), space=BOX, members=members))
+        context(np.zeros((3, 2)), space=BOX, members=members)
+    )
     assert rows(decision.label) == [1]
 
 
@@ -272,8 +300,10 @@ def test_nan_outputs_count_as_most_uncertain():
 def test_uncertainty_target_rate_converges_on_a_stationary_stream(target):
     policy = build("uncertainty", {"target_rate": target, "seed": 3})
     stream = np.random.default_rng(11)
-    labels = [policy.decide(context(stream.normal(scale=2.0, size=(16, 4)), space=spaces.Discrete(4))).label
-              for _ in range(400)]
+    labels = [
+        policy.decide(context(stream.normal(scale=2.0, size=(16, 4)), space=spaces.Discrete(4))).label
+        for _ in range(400)
+    ]
     late = np.concatenate(labels[150:])  # 2,400 warm-up observations, then 4,000 measured
     assert abs(late.mean() - target) < 0.03
 
@@ -298,8 +328,10 @@ def test_gate_target_rate_follows_a_drifting_stream():
 def test_disagreement_target_rate_converges_with_variance():
     policy = build("disagreement", {"target_rate": 0.15, "measure": "variance"})
     stream = np.random.default_rng(8)
-    labels = [policy.decide(context(np.zeros((8, 3)), space=spaces.Discrete(3),
-                                    members=stream.normal(size=(5, 8, 3)))).label for _ in range(700)]
+    labels = [
+        policy.decide(context(np.zeros((8, 3)), space=spaces.Discrete(3), members=stream.normal(size=(5, 8, 3)))).label
+        for _ in range(700)
+    ]
     assert abs(np.concatenate(labels[200:]).mean() - 0.15) < 0.03
 
 
@@ -315,21 +347,25 @@ def test_fixed_threshold_does_not_drift():
 
 def test_disagreement_labels_rows_where_members_disagree():
     # K=3 members, B=4 rows of 2 logits; row 1 and row 3 see a dissenting member.
-    members = [[[2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 1.0]],
-               [[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]],
-               [[3.0, 0.0], [0.0, 2.0], [0.0, 1.0], [0.0, 2.0]]]
+    members = [
+        [[2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 1.0]],
+        [[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]],
+        [[3.0, 0.0], [0.0, 2.0], [0.0, 1.0], [0.0, 2.0]],
+    ]
     policy = build("disagreement", {"threshold": 0.0})
     decision = policy.decide(context(np.zeros((4, 2)), members=members))
     assert rows(decision.label) == [1, 3] and not decision.teacher_acts.any()
     cascade = build("disagreement", {"threshold": 0.0, "act_above": 0.3}).decide(
-        context(np.zeros((4, 2)), members=members, forced=["auto", "auto", "auto", "student"]))
+        context(np.zeros((4, 2)), members=members, forced=["auto", "auto", "auto", "student"])
+    )
     assert rows(cascade.label) == [1] and rows(cascade.teacher_acts) == [1]
 
 
 def test_disagreement_variance_and_box_spread():
     members = [[[1.0, 0.0], [4.0, 0.0]], [[1.0, 0.0], [-4.0, 0.0]]]  # row 0 agrees exactly
     decision = build("disagreement", {"threshold": 1e-6, "measure": "variance"}).decide(
-        context(np.zeros((2, 2)), members=members))
+        context(np.zeros((2, 2)), members=members)
+    )
     assert rows(decision.label) == [1]
     box = [[[0.0, 0.0], [0.9, 0.9]], [[0.1, 0.1], [-0.9, -0.9]]]  # std 0.05 and 0.9
     decision = build("disagreement", {"threshold": 0.5}).decide(context(np.zeros((2, 2)), space=BOX, members=box))
@@ -376,15 +412,18 @@ def test_novelty_is_standardised_per_dimension():
     plain = build("novelty", {"threshold": 0.3})
     stretched = build("novelty", {"threshold": 0.3})
     plain_labels = [plain.decide(context(np.zeros((8, 2)), features=chunk)).label for chunk in base.reshape(5, 8, 2)]
-    stretched_labels = [stretched.decide(context(np.zeros((8, 2)), features=chunk)).label for chunk in scaled.reshape(5, 8, 2)]
+    stretched_labels = [
+        stretched.decide(context(np.zeros((8, 2)), features=chunk)).label for chunk in scaled.reshape(5, 8, 2)
+    ]
     assert np.array_equal(np.concatenate(plain_labels), np.concatenate(stretched_labels))
     assert 0 < np.concatenate(plain_labels).sum() < 40
 
 
 def test_novelty_forced_rows_and_acting():
     policy = build("novelty", {"threshold": 0.5, "act_above": 100.0})
-    decision = policy.decide(context(np.zeros((3, 2)), features=[[0.0, 0.0], [5.0, 5.0], [9.0, 1.0]],
-                                     forced=["student", "auto", "teacher"]))
+    decision = policy.decide(
+        context(np.zeros((3, 2)), features=[[0.0, 0.0], [5.0, 5.0], [9.0, 1.0]], forced=["student", "auto", "teacher"])
+    )
     # row 1: nothing remembered, and row 0 (never labelled) is no reference: infinitely novel
     assert rows(decision.label) == [1, 2] and rows(decision.teacher_acts) == [1, 2]
     again = policy.decide(context(np.zeros((3, 2)), features=[[0.0, 0.0], [5.0, 5.0], [9.0, 1.0]]))
@@ -394,34 +433,37 @@ def test_novelty_forced_rows_and_acting():
 # --- parameters ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, params, parameter", [
-    ("cascade", {"label_share": 1.5}, "label_share"),
-    ("cascade", {"act_below_confidence": "high"}, "act_below_confidence"),
-    ("cascade", {"seed": -1}, "seed"),
-    ("cascade", {"lable_share": 0.1}, "lable_share"),
-    ("always", {"teacher_acts": "yes"}, "teacher_acts"),
-    ("always", {"share": 0.5}, "share"),
-    ("share", {"share": -0.1}, "share"),
-    ("share", {"seed": 1.5}, "seed"),
-    ("budget", {"per_second": -1}, "per_second"),
-    ("budget", {"total": 2.5}, "total"),
-    ("budget", {"total": True}, "total"),
-    ("budget", {"burst": 0.5}, "burst"),
-    ("uncertainty", {"measure": "variance"}, "measure"),
-    ("uncertainty", {"threshold": float("nan")}, "threshold"),
-    ("uncertainty", {"target_rate": 0.0}, "target_rate"),
-    ("uncertainty", {"target_rate": 1.2}, "target_rate"),
-    ("uncertainty", {"threshold": 0.5, "target_rate": 0.1}, "threshold or target_rate"),
-    ("uncertainty", {"window": 0}, "window"),
-    ("uncertainty", {"act_above": "max"}, "act_above"),
-    ("uncertainty", {"budget_total": -3}, "budget_total"),
-    ("uncertainty", {"fallback_share": 2}, "fallback_share"),
-    ("disagreement", {"measure": "entropy"}, "measure"),
-    ("disagreement", {"fallback_share": -0.5}, "fallback_share"),
-    ("novelty", {"memory": 0}, "memory"),
-    ("novelty", {"fallback_share": 0.1}, "fallback_share"),
-    ("novelty", {"target_rate": True}, "target_rate"),
-])
+@pytest.mark.parametrize(
+    "name, params, parameter",
+    [
+        ("cascade", {"label_share": 1.5}, "label_share"),
+        ("cascade", {"act_below_confidence": "high"}, "act_below_confidence"),
+        ("cascade", {"seed": -1}, "seed"),
+        ("cascade", {"lable_share": 0.1}, "lable_share"),
+        ("always", {"teacher_acts": "yes"}, "teacher_acts"),
+        ("always", {"share": 0.5}, "share"),
+        ("share", {"share": -0.1}, "share"),
+        ("share", {"seed": 1.5}, "seed"),
+        ("budget", {"per_second": -1}, "per_second"),
+        ("budget", {"total": 2.5}, "total"),
+        ("budget", {"total": True}, "total"),
+        ("budget", {"burst": 0.5}, "burst"),
+        ("uncertainty", {"measure": "variance"}, "measure"),
+        ("uncertainty", {"threshold": float("nan")}, "threshold"),
+        ("uncertainty", {"target_rate": 0.0}, "target_rate"),
+        ("uncertainty", {"target_rate": 1.2}, "target_rate"),
+        ("uncertainty", {"threshold": 0.5, "target_rate": 0.1}, "threshold or target_rate"),
+        ("uncertainty", {"window": 0}, "window"),
+        ("uncertainty", {"act_above": "max"}, "act_above"),
+        ("uncertainty", {"budget_total": -3}, "budget_total"),
+        ("uncertainty", {"fallback_share": 2}, "fallback_share"),
+        ("disagreement", {"measure": "entropy"}, "measure"),
+        ("disagreement", {"fallback_share": -0.5}, "fallback_share"),
+        ("novelty", {"memory": 0}, "memory"),
+        ("novelty", {"fallback_share": 0.1}, "fallback_share"),
+        ("novelty", {"target_rate": True}, "target_rate"),
+    ],
+)
 def test_bad_params_raise_naming_policy_and_parameter(name, params, parameter):
     with pytest.raises(ValueError) as raised:
         build(name, params)

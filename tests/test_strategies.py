@@ -40,8 +40,16 @@ def argmax(values: list[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
-def hand_soft_target(student: list[list[float]], target: list[list[float]], labels: list[int], *,
-                     temperature: float, alpha: float, t_squared: bool = True, reverse: bool = False) -> float:
+def hand_soft_target(
+    student: list[list[float]],
+    target: list[list[float]],
+    labels: list[int],
+    *,
+    temperature: float,
+    alpha: float,
+    t_squared: bool = True,
+    reverse: bool = False,
+) -> float:
     """``target`` is already a distribution at ``temperature``."""
     soft = 0.0
     for s, t in zip(student, target):
@@ -49,14 +57,15 @@ def hand_soft_target(student: list[list[float]], target: list[list[float]], labe
         soft += kl(q, t) if reverse else kl(t, q)
     soft /= len(student)  # batchmean
     if t_squared:
-        soft *= temperature ** 2
+        soft *= temperature**2
     hard = sum(cross_entropy(s, y) for s, y in zip(student, labels)) / len(student)
     return alpha * soft + (1 - alpha) * hard
 
 
 def inputs(student, teacher, **kwargs) -> StrategyInputs:
-    return StrategyInputs(torch.tensor(student, dtype=torch.float64),
-                          torch.tensor(teacher, dtype=torch.float64), **kwargs)
+    return StrategyInputs(
+        torch.tensor(student, dtype=torch.float64), torch.tensor(teacher, dtype=torch.float64), **kwargs
+    )
 
 
 def build(name: str, params: dict | None = None) -> DistillationStrategy:
@@ -96,14 +105,25 @@ def test_importing_the_plugin_does_not_import_torch():
 @pytest.mark.parametrize("direction", ["forward", "reverse"])
 def test_soft_target_matches_hand_computation(t_squared, direction):
     strategy = build("soft_target", {"temperature": 2, "alpha": 0.5, "t_squared": t_squared, "direction": direction})
-    expected = hand_soft_target(STUDENT, [softmax(t, 2.0) for t in TEACHER], [argmax(t) for t in TEACHER],
-                                temperature=2.0, alpha=0.5, t_squared=t_squared, reverse=direction == "reverse")
+    expected = hand_soft_target(
+        STUDENT,
+        [softmax(t, 2.0) for t in TEACHER],
+        [argmax(t) for t in TEACHER],
+        temperature=2.0,
+        alpha=0.5,
+        t_squared=t_squared,
+        reverse=direction == "reverse",
+    )
     assert strategy.loss(inputs(STUDENT, TEACHER)).item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_soft_target_t_squared_scales_only_the_soft_term():
     on = build("soft_target", {"temperature": 2.0, "alpha": 1.0}).loss(inputs(STUDENT, TEACHER)).item()
-    off = build("soft_target", {"temperature": 2.0, "alpha": 1.0, "t_squared": False}).loss(inputs(STUDENT, TEACHER)).item()
+    off = (
+        build("soft_target", {"temperature": 2.0, "alpha": 1.0, "t_squared": False})
+        .loss(inputs(STUDENT, TEACHER))
+        .item()
+    )
     assert off > 0
     assert on == pytest.approx(4.0 * off, rel=1e-9)
 
@@ -203,9 +223,14 @@ def test_feature_hints_with_fixed_projection():
     # Student features (1, 2) project to (1, 2, 4); teacher features (0, 2, 2) -> squared errors 1, 0, 4.
     strategy = fixed_hints(beta=0.5)
     base = (1 + 1 + 0.25) / 3  # logit_matching on STUDENT[0] vs TEACHER[0]: differences -1, 1, 0.5
-    got = strategy.loss(inputs([STUDENT[0]], [TEACHER[0]],
-                               student_features=torch.tensor([[1.0, 2.0]], dtype=torch.float64),
-                               teacher_features=torch.tensor([[0.0, 2.0, 2.0]], dtype=torch.float64))).item()
+    got = strategy.loss(
+        inputs(
+            [STUDENT[0]],
+            [TEACHER[0]],
+            student_features=torch.tensor([[1.0, 2.0]], dtype=torch.float64),
+            teacher_features=torch.tensor([[0.0, 2.0, 2.0]], dtype=torch.float64),
+        )
+    ).item()
     assert got == pytest.approx(base + 0.5 * (1 + 0 + 4) / 3, rel=1e-9)
 
 
@@ -216,8 +241,9 @@ def test_feature_hints_without_features_is_the_base_loss():
 
 def test_feature_hints_default_base_is_soft_target_with_base_params():
     strategy = build("feature_hints", {"base_params": {"temperature": 3.0, "alpha": 0.75}})
-    expected = hand_soft_target(STUDENT, [softmax(t, 3.0) for t in TEACHER], [argmax(t) for t in TEACHER],
-                                temperature=3.0, alpha=0.75)
+    expected = hand_soft_target(
+        STUDENT, [softmax(t, 3.0) for t in TEACHER], [argmax(t) for t in TEACHER], temperature=3.0, alpha=0.75
+    )
     assert strategy.loss(inputs(STUDENT, TEACHER)).item() == pytest.approx(expected, rel=1e-9)
 
 
@@ -225,8 +251,11 @@ def test_feature_hints_creates_projection_lazily_and_trains_it():
     strategy = build("feature_hints", {"base": "hard_label"})
     assert isinstance(strategy, torch.nn.Module)
     assert list(strategy.parameters()) == []
-    loss = strategy.loss(StrategyInputs(torch.randn(4, 3), torch.randn(4, 3),
-                                        student_features=torch.randn(4, 5), teacher_features=torch.randn(4, 7)))
+    loss = strategy.loss(
+        StrategyInputs(
+            torch.randn(4, 3), torch.randn(4, 3), student_features=torch.randn(4, 5), teacher_features=torch.randn(4, 7)
+        )
+    )
     assert (strategy.projection.in_features, strategy.projection.out_features) == (5, 7)
     assert len(list(strategy.parameters())) == 2
     loss.backward()
@@ -249,8 +278,14 @@ def test_feature_hints_rejects_bad_params():
 
 def test_feature_hints_rejects_features_of_the_wrong_width():
     with pytest.raises(ValueError, match="projection maps 2 -> 3"):
-        fixed_hints().loss(inputs([STUDENT[0]], [TEACHER[0]], student_features=torch.ones(1, 4, dtype=torch.float64),
-                                  teacher_features=torch.ones(1, 3, dtype=torch.float64)))
+        fixed_hints().loss(
+            inputs(
+                [STUDENT[0]],
+                [TEACHER[0]],
+                student_features=torch.ones(1, 4, dtype=torch.float64),
+                teacher_features=torch.ones(1, 3, dtype=torch.float64),
+            )
+        )
 
 
 # --- multi_teacher -------------------------------------------------------------------------------
@@ -275,8 +310,9 @@ def test_multi_teacher_with_fixed_weights():
 
 def test_multi_teacher_accepts_flattened_teacher_rows():
     strategy = build("multi_teacher", {"weights": [4, 1], "t_squared": False})
-    expected = hand_soft_target(MULTI_STUDENT, [mixture([0.8, 0.2], 2.0)], [0], temperature=2.0, alpha=0.5,
-                                t_squared=False)
+    expected = hand_soft_target(
+        MULTI_STUDENT, [mixture([0.8, 0.2], 2.0)], [0], temperature=2.0, alpha=0.5, t_squared=False
+    )
     flat = [MULTI_TEACHERS[0][0] + MULTI_TEACHERS[0][1]]
     assert strategy.loss(inputs(MULTI_STUDENT, flat)).item() == pytest.approx(expected, rel=1e-9)
 
@@ -304,15 +340,21 @@ def test_multi_teacher_weights_must_match_teacher_count():
 # --- adaptive ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agreement, temperature, alpha", [(None, 4.0, 0.9), (0.0, 4.0, 0.9), (1.0, 1.0, 0.3),
-                                                           (0.5, 2.5, 0.6)])
+@pytest.mark.parametrize(
+    "agreement, temperature, alpha", [(None, 4.0, 0.9), (0.0, 4.0, 0.9), (1.0, 1.0, 0.3), (0.5, 2.5, 0.6)]
+)
 def test_adaptive_schedules_temperature_and_alpha(agreement, temperature, alpha):
     strategy = build("adaptive")
     got = strategy.loss(inputs(STUDENT, TEACHER, agreement=agreement)).item()
     assert strategy.temperature == pytest.approx(temperature)
     assert strategy.alpha == pytest.approx(alpha)
-    expected = hand_soft_target(STUDENT, [softmax(t, temperature) for t in TEACHER], [argmax(t) for t in TEACHER],
-                                temperature=temperature, alpha=alpha)
+    expected = hand_soft_target(
+        STUDENT,
+        [softmax(t, temperature) for t in TEACHER],
+        [argmax(t) for t in TEACHER],
+        temperature=temperature,
+        alpha=alpha,
+    )
     assert got == pytest.approx(expected, rel=1e-9)
 
 
@@ -326,17 +368,20 @@ def test_unknown_parameter_is_named():
         build("hard_label", {"alpha": 0.5})
 
 
-@pytest.mark.parametrize("name, params, parameter", [
-    ("soft_target", {"alpha": 1.5}, "alpha"),
-    ("soft_target", {"temperature": 0}, "temperature"),
-    ("soft_target", {"t_squared": "yes"}, "t_squared"),
-    ("soft_target", {"direction": "sideways"}, "direction"),
-    ("multi_teacher", {"alpha": 1.5}, "alpha"),
-    ("adaptive", {"alpha_end": -0.1}, "alpha_end"),
-    ("regression", {"loss": "l1"}, "loss"),
-    ("regression", {"variance_floor": 0.0}, "variance_floor"),
-    ("feature_hints", {"beta": -1.0}, "beta"),
-])
+@pytest.mark.parametrize(
+    "name, params, parameter",
+    [
+        ("soft_target", {"alpha": 1.5}, "alpha"),
+        ("soft_target", {"temperature": 0}, "temperature"),
+        ("soft_target", {"t_squared": "yes"}, "t_squared"),
+        ("soft_target", {"direction": "sideways"}, "direction"),
+        ("multi_teacher", {"alpha": 1.5}, "alpha"),
+        ("adaptive", {"alpha_end": -0.1}, "alpha_end"),
+        ("regression", {"loss": "l1"}, "loss"),
+        ("regression", {"variance_floor": 0.0}, "variance_floor"),
+        ("feature_hints", {"beta": -1.0}, "beta"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_parameter(name, params, parameter):
     with pytest.raises(ValueError, match=f"{name}: parameter '{parameter}' must be"):
         build(name, params)
@@ -348,8 +393,11 @@ def test_gradients_reach_the_student_outputs(name):
     student = torch.randn(4, 3, requires_grad=True)
     teacher = {"multi_teacher": torch.randn(4, 2, 3), "regression": torch.rand(4, 6) + 0.1}.get(name, torch.randn(4, 3))
     params = {"regression": {"loss": "gaussian_nll"}}.get(name, {})
-    loss = build(name, params).loss(StrategyInputs(student, teacher, student_features=torch.randn(4, 5),
-                                                   teacher_features=torch.randn(4, 2), agreement=0.5))
+    loss = build(name, params).loss(
+        StrategyInputs(
+            student, teacher, student_features=torch.randn(4, 5), teacher_features=torch.randn(4, 2), agreement=0.5
+        )
+    )
     assert loss.dim() == 0
     loss.backward()
     assert student.grad is not None and student.grad.abs().sum() > 0

@@ -55,9 +55,16 @@ def test_checkpoint_teacher_rejects_a_mismatched_space_by_name():
 def test_scripted_teacher_and_ensemble_of_checkpoint_and_scripted():
     scripted = build("scripted", {"callable": "plugins.teachers:cartpole_controller"})
     assert teacher_return(scripted, 2) == 500
-    ensemble = build("ensemble", {"members": [{"plugin": "checkpoint"},
-                                              {"plugin": "scripted", "params": {"callable": "plugins.teachers:cartpole_controller"}}],
-                                  "weights": [3, 1]})
+    ensemble = build(
+        "ensemble",
+        {
+            "members": [
+                {"plugin": "checkpoint"},
+                {"plugin": "scripted", "params": {"callable": "plugins.teachers:cartpole_controller"}},
+            ],
+            "weights": [3, 1],
+        },
+    )
     observations = np.random.default_rng(0).normal(0, 0.05, (16, 4)).astype(np.float32)
     members = [build("checkpoint", {}).label(observations), scripted.label(observations)]
     shifted = [np.exp(m.astype(np.float64) - m.max(axis=1, keepdims=True)) for m in members]
@@ -66,14 +73,20 @@ def test_scripted_teacher_and_ensemble_of_checkpoint_and_scripted():
     np.testing.assert_allclose(ensemble.label(observations), expected, rtol=1e-4, atol=1e-5)
     stacked = build("ensemble", {"members": [{"plugin": "checkpoint"}, {"plugin": "checkpoint"}], "combine": "stack"})
     assert stacked.label(observations).shape == (16, 4)
-    with pytest.raises(pluginmanager.PluginError, match="teacher ensemble: parameter 'members' must be a list of at least 2"):
+    with pytest.raises(
+        pluginmanager.PluginError, match="teacher ensemble: parameter 'members' must be a list of at least 2"
+    ):
         build("ensemble", {"members": [{"plugin": "checkpoint"}]})
 
 
 def test_daemon_learns_from_a_remote_teacher_served_elsewhere(run_dir):
     endpoint = f"ipc://{run_dir}/teacher"  # a path of our own: no port another process could take first
-    server = subprocess.Popen([sys.executable, "-m", "runtime", "teacher", "serve", "--endpoint", endpoint],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "teacher", "serve", "--endpoint", endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     running = None
     try:
         remote = build("remote", {"endpoint": endpoint, "timeout_ms": 30_000})

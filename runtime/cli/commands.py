@@ -58,13 +58,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
     command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir)]
-    for flag, value in (("--config", args.config), ("--log-format", args.log_format), ("--peer-endpoint", args.peer_endpoint)):
+    for flag, value in (
+        ("--config", args.config),
+        ("--log-format", args.log_format),
+        ("--peer-endpoint", args.peer_endpoint),
+    ):
         if value:
             command += [flag, value]
     log_path = run_dir / rundir.LOG_FILE
     with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                   start_new_session=True, env={**os.environ, **SAFE_PATH_ENV})
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            env={**os.environ, **SAFE_PATH_ENV},
+        )
     return _wait_until_serving(process, run_dir, args.wait)
 
 
@@ -87,19 +97,34 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
         failed = {name: role for name, role in status["roles"].items() if role["state"] == "failed"}
         if failed:
             for name, role in failed.items():
-                print(f"agentrt up: {name} failed (exit {role['last_exit_code']}: {role['last_exit_reason']}); "
-                      f"the daemon (pid {process.pid}) serves without it", file=sys.stderr)
+                print(
+                    f"agentrt up: {name} failed (exit {role['last_exit_code']}: {role['last_exit_reason']}); "
+                    f"the daemon (pid {process.pid}) serves without it",
+                    file=sys.stderr,
+                )
             return ExitCode.CONFIG
         if all(role["state"] == "running" for role in status["roles"].values()):
-            print(json.dumps({"pid": process.pid, "run_dir": str(run_dir), "log": str(log_path),
-                              "peer_endpoint": status["daemon"]["peer_endpoint"]}))
+            print(
+                json.dumps(
+                    {
+                        "pid": process.pid,
+                        "run_dir": str(run_dir),
+                        "log": str(log_path),
+                        "peer_endpoint": status["daemon"]["peer_endpoint"],
+                    }
+                )
+            )
             return ExitCode.OK
         time.sleep(0.1)
     waiting = {name: role for name, role in status.get("roles", {}).items() if role["state"] != "running"}
-    print(f"agentrt up: the daemon (pid {process.pid}) is still starting after {wait_s:g} s; 'agentrt down' stops it",
-          file=sys.stderr)
+    print(
+        f"agentrt up: the daemon (pid {process.pid}) is still starting after {wait_s:g} s; 'agentrt down' stops it",
+        file=sys.stderr,
+    )
     for name, role in (waiting or {"daemon": {"state": "not answering"}}).items():
-        why = f" (last exit {role['last_exit_code']}: {role['last_exit_reason']})" if role.get("last_exit_reason") else ""
+        why = (
+            f" (last exit {role['last_exit_code']}: {role['last_exit_reason']})" if role.get("last_exit_reason") else ""
+        )
         print(f"agentrt up:   {name}: {role['state']}{why}", file=sys.stderr)
     print(f"agentrt up: see {log_path}", file=sys.stderr)
     return ExitCode.TIMEOUT
@@ -133,7 +158,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except DaemonUnreachable as exc:
         stopped = rundir.read_daemon_exit(run_dir)
         if stopped:
-            raise DaemonUnreachable(f"{exc}\nit last stopped with exit code {stopped['code']}: {stopped['reason']}") from None
+            raise DaemonUnreachable(
+                f"{exc}\nit last stopped with exit code {stopped['code']}: {stopped['reason']}"
+            ) from None
         raise
     if args.json:
         print(json.dumps(status))
@@ -158,17 +185,23 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
 
     def report(episode):
         if not args.json:
-            print(f"peer {episode.peer}: return {episode.episode_return:.1f} in {episode.steps} steps "
-                  f"(teacher decided {episode.by_teacher}, student v{episode.student_version})", flush=True)
+            print(
+                f"peer {episode.peer}: return {episode.episode_return:.1f} in {episode.steps} steps "
+                f"(teacher decided {episode.by_teacher}, student v{episode.student_version})",
+                flush=True,
+            )
 
-    summary = run_gym_peers(endpoint, args.env_id, args.episodes, args.peers, args.policy, args.seed,
-                            wait_s=args.wait, on_episode=report)
+    summary = run_gym_peers(
+        endpoint, args.env_id, args.episodes, args.peers, args.policy, args.seed, wait_s=args.wait, on_episode=report
+    )
     result = summary.as_dict()
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
-              f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}")
+        print(
+            f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
+            f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}"
+        )
     return ExitCode.OK
 
 
@@ -223,8 +256,13 @@ def cmd_student_rollback(args: argparse.Namespace) -> int:
     from runtime.wire.transport import DISTILLATION_CONTROL
 
     run_dir = Path(_load_config(args)["daemon"]["run_dir"])
-    result = control.request(run_dir, "rollback", args={"to": args.to} if args.to is not None else {},
-                             endpoint=DISTILLATION_CONTROL, timeout_s=10)
+    result = control.request(
+        run_dir,
+        "rollback",
+        args={"to": args.to} if args.to is not None else {},
+        endpoint=DISTILLATION_CONTROL,
+        timeout_s=10,
+    )
     print(json.dumps(result))
     return ExitCode.OK
 
@@ -275,8 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     gym.add_argument("env_id")
     gym.add_argument("--episodes", type=int, default=10)
     gym.add_argument("--peers", type=int, default=1)
-    gym.add_argument("--policy", choices=["auto", "student", "teacher"], default="auto",
-                     help="who decides: the runtime's query policy (auto), or force student or teacher")
+    gym.add_argument(
+        "--policy",
+        choices=["auto", "student", "teacher"],
+        default="auto",
+        help="who decides: the runtime's query policy (auto), or force student or teacher",
+    )
     gym.add_argument("--seed", type=int, default=0)
     gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
     gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
@@ -307,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
     serve = teacher_commands.add_parser("serve", help="serve the configured teacher over TCP for remote daemons")
     _add_common(serve)
-    serve.add_argument("--endpoint", default="tcp://127.0.0.1:7412",
-                       help="where to listen (tcp://0.0.0.0:7412 for other hosts)")
+    serve.add_argument(
+        "--endpoint", default="tcp://127.0.0.1:7412", help="where to listen (tcp://0.0.0.0:7412 for other hosts)"
+    )
     serve.set_defaults(handler=cmd_teacher_serve)
 
     from runtime.learn.offline import add_parser as add_distill_parser
@@ -329,8 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except AgentrtError as exc:
         # The error tree decides the exit code (runtime/errors.py); every line is prefixed with the command.
-        command = " ".join(getattr(args, name) for name in ("command", "config_command", "student_command",
-                                                             "attach_command", "teacher_command") if getattr(args, name, None))
+        command = " ".join(
+            getattr(args, name)
+            for name in ("command", "config_command", "student_command", "attach_command", "teacher_command")
+            if getattr(args, name, None)
+        )
         kind = "configuration error: " if isinstance(exc, ConfigError) else ""
         for line in f"{kind}{exc}".splitlines():
             print(f"agentrt {command}: {line}", file=sys.stderr)

@@ -42,7 +42,9 @@ class Progress:
 
     def record(self, episode: EpisodeResult) -> None:
         self.episodes.append(episode)
-        self.history.append((time.monotonic() - self.started, episode.episode_return, episode.by_teacher / episode.steps))
+        self.history.append(
+            (time.monotonic() - self.started, episode.episode_return, episode.by_teacher / episode.steps)
+        )
 
     def ready_for_evaluation(self) -> bool:
         if len(self.episodes) < WINDOW:
@@ -58,14 +60,27 @@ class Progress:
         recent = [e.episode_return for e in self.episodes]
         table = Table(title=f"agentrt demo: online distillation on {ENV_ID}", title_justify="left")
         # Short headers: the table must fit an 80-column terminal.
-        for column in ("time", "phase", "student", "agrees", "episodes", "return", f"mean/{WINDOW}",
-                       "T acts", "T asked"):
+        for column in (
+            "time",
+            "phase",
+            "student",
+            "agrees",
+            "episodes",
+            "return",
+            f"mean/{WINDOW}",
+            "T acts",
+            "T asked",
+        ):
             table.add_column(column, justify="right")
         agreement = status.get("distillation", {}).get("agreement")
         table.add_row(
-            f"{time.monotonic() - self.started:.0f} s", self.phase, f"v{status.get('student_version', 0)}",
-            "-" if agreement is None else f"{agreement:.1%}", str(status.get("episodes", 0)),
-            f"{recent[-1]:.0f}" if recent else "-", f"{statistics.mean(recent):.0f}" if recent else "-",
+            f"{time.monotonic() - self.started:.0f} s",
+            self.phase,
+            f"v{status.get('student_version', 0)}",
+            "-" if agreement is None else f"{agreement:.1%}",
+            str(status.get("episodes", 0)),
+            f"{recent[-1]:.0f}" if recent else "-",
+            f"{statistics.mean(recent):.0f}" if recent else "-",
             f"{decisions.get('by_teacher', 0) / max(decisions.get('total', 0), 1):.1%}",
             f"{status.get('teacher_queries', 0) / observations:.1%}",
         )
@@ -106,9 +121,19 @@ def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: 
     while True:
         progress.phase = "learning"
         stop = threading.Event()
-        worker = threading.Thread(target=run_gym_peers, kwargs=dict(
-            endpoint=daemon.endpoint, env_id=ENV_ID, episodes=10**9, peers=args.peers, seed=seed,
-            on_episode=progress.record, should_stop=stop.is_set), daemon=True)  # Ctrl-C must not wait for it
+        worker = threading.Thread(
+            target=run_gym_peers,
+            kwargs=dict(
+                endpoint=daemon.endpoint,
+                env_id=ENV_ID,
+                episodes=10**9,
+                peers=args.peers,
+                seed=seed,
+                on_episode=progress.record,
+                should_stop=stop.is_set,
+            ),
+            daemon=True,
+        )  # Ctrl-C must not wait for it
         worker.start()
         try:
             while worker.is_alive() and not progress.ready_for_evaluation() and time.monotonic() < deadline:
@@ -120,8 +145,9 @@ def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: 
             worker.join()
         progress.phase = "evaluating"
         live.update(progress.table())
-        evaluation = run_gym_peers(daemon.endpoint, ENV_ID, args.eval_episodes, args.peers, policy="student",
-                                   seed=10_000 + seed)
+        evaluation = run_gym_peers(
+            daemon.endpoint, ENV_ID, args.eval_episodes, args.peers, policy="student", seed=10_000 + seed
+        )
         returns = [e.episode_return for e in evaluation.episodes]
         progress.evaluations.append(float(np.mean(returns)))
         progress.status = daemon.status()
@@ -143,8 +169,13 @@ def bare_latency_us(policy, observations: np.ndarray, repeats: int = 200) -> flo
     return statistics.median(timings) * 1e6
 
 
-def summarize(config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any], student_returns: list[float],
-              progress: Progress) -> dict[str, Any]:
+def summarize(
+    config: dict[str, Any],
+    daemon: ChildDaemon,
+    status: dict[str, Any],
+    student_returns: list[float],
+    progress: Progress,
+) -> dict[str, Any]:
     import gymnasium
     import torch
 
@@ -156,8 +187,9 @@ def summarize(config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any
     torch.set_num_threads(1)
     plugins = pluginmanager.load(config["plugins"])
     observation_space, action_space = agent_spaces(config["agent"])
-    teacher = plugins.build("teacher", config["teacher"]["plugin"], dict(config["teacher"]["params"]),
-                            observation_space, action_space)
+    teacher = plugins.build(
+        "teacher", config["teacher"]["plugin"], dict(config["teacher"]["params"]), observation_space, action_space
+    )
     student = build_student(plugins, config, observation_space, action_space).eval()
     store = CheckpointStore(daemon.run_dir / "checkpoints")
     student.load_state_dict(load_safetensors(store.path(status["student_version"]))[0])
@@ -205,14 +237,24 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     table = Table(title="summary", title_justify="left")
     for column in ("", "parameters", "µs per decision", "mean return"):
         table.add_column(column, justify="right")
-    table.add_row("teacher", f"{summary['teacher_params']:,}", f"{summary['teacher_latency_us']:.0f}",
-                  f"{summary['teacher_mean_return']:.1f}")
-    table.add_row("student", f"{summary['student_params']:,}", f"{summary['student_latency_us']:.0f}",
-                  f"{summary['student_mean_return']:.1f}")
+    table.add_row(
+        "teacher",
+        f"{summary['teacher_params']:,}",
+        f"{summary['teacher_latency_us']:.0f}",
+        f"{summary['teacher_mean_return']:.1f}",
+    )
+    table.add_row(
+        "student",
+        f"{summary['student_params']:,}",
+        f"{summary['student_latency_us']:.0f}",
+        f"{summary['student_mean_return']:.1f}",
+    )
     console.print(table)
-    console.print(f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
-                  f"({summary['teacher_query_fraction']:.1%}); student v{summary['student_version']} evaluated alone over "
-                  f"{len(summary['student_returns'])} episodes; {summary['duration_s']:.0f} s in all")
+    console.print(
+        f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
+        f"({summary['teacher_query_fraction']:.1%}); student v{summary['student_version']} evaluated alone over "
+        f"{len(summary['student_returns'])} episodes; {summary['duration_s']:.0f} s in all"
+    )
     if "plot" in summary:
         console.print(f"learning curve: {summary['plot']}")
 

@@ -12,17 +12,30 @@ from rich.table import Table
 def print_status(status: dict[str, Any]) -> None:
     console = Console()
     daemon = status["daemon"]
-    console.print(f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  peers at {daemon['peer_endpoint']}")
+    console.print(
+        f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  peers at {daemon['peer_endpoint']}"
+    )
     roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():
         last_exit = "-" if role["last_exit_code"] is None else f"{role['last_exit_code']}: {role['last_exit_reason']}"
-        roles.add_row(name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit)
+        roles.add_row(
+            name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit
+        )
     console.print(roles)
     decisions = status["decisions"]
-    summary = Table("peers", "observations", "actions", "errors", "student version", "by student", "by teacher", "teacher queries")
-    summary.add_row(str(status["peers_connected"]), str(status["observations"]), str(status["actions"]),
-                    str(status["errors"]["total"]), str(status["student_version"]), str(decisions["by_student"]),
-                    str(decisions["by_teacher"]), str(status["teacher_queries"]))
+    summary = Table(
+        "peers", "observations", "actions", "errors", "student version", "by student", "by teacher", "teacher queries"
+    )
+    summary.add_row(
+        str(status["peers_connected"]),
+        str(status["observations"]),
+        str(status["actions"]),
+        str(status["errors"]["total"]),
+        str(status["student_version"]),
+        str(decisions["by_student"]),
+        str(decisions["by_teacher"]),
+        str(status["teacher_queries"]),
+    )
     console.print(summary)
     if status["errors"]["by_code"]:
         console.print("errors: " + ", ".join(f"{code} {count}" for code, count in status["errors"]["by_code"].items()))
@@ -32,7 +45,9 @@ def print_plugins(listing: dict[str, Any]) -> None:
     console = Console()
     plugins = Table("plugin", "distribution", "version", "origin", "hooks")
     for plugin in listing["plugins"]:
-        plugins.add_row(plugin["name"], plugin["distribution"], plugin["version"], plugin["origin"], ", ".join(plugin["hooks"]))
+        plugins.add_row(
+            plugin["name"], plugin["distribution"], plugin["version"], plugin["origin"], ", ".join(plugin["hooks"])
+        )
     console.print(plugins)
     points = Table("extension point", "available (plugin)", "selected")
     for point, entry in listing["extension_points"].items():
@@ -46,8 +61,12 @@ def params_markdown(listing: dict[str, Any]) -> str:
     section of docs/plugins.md that ``agentrt plugins --markdown`` regenerates)."""
     lines: list[str] = []
     for point, entry in listing["extension_points"].items():
-        lines += [f"### {point} (`{entry['config']}`)", "",
-                  "| component | parameter | default | must be | what it does |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"### {point} (`{entry['config']}`)",
+            "",
+            "| component | parameter | default | must be | what it does |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for name, component in entry["components"].items():
             params = component["params"]
             if not params:
@@ -62,8 +81,18 @@ def params_markdown(listing: dict[str, Any]) -> str:
 def print_students(versions: list[dict[str, Any]], serving: int) -> None:
     table = Table("version", "parent", "status", "samples", "train steps", "held-out agreement", "vs serving then", "")
     for v in versions:
+
         def fmt(value: float | None) -> str:
             return "-" if value is None else f"{value:.3f}"
-        table.add_row(str(v["version"]), str(v["parent"] or "-"), v["status"], str(v["samples_seen"]), str(v["train_steps"]),
-                      fmt(v["heldout_agreement"]), fmt(v["serving_agreement"]), "← serving" if v["version"] == serving else "")
+
+        table.add_row(
+            str(v["version"]),
+            str(v["parent"] or "-"),
+            v["status"],
+            str(v["samples_seen"]),
+            str(v["train_steps"]),
+            fmt(v["heldout_agreement"]),
+            fmt(v["serving_agreement"]),
+            "← serving" if v["version"] == serving else "",
+        )
     Console().print(table)

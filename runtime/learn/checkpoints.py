@@ -19,11 +19,9 @@ if TYPE_CHECKING:
 _CHECKPOINT = re.compile(r"^student-v(\d+)\.safetensors$")
 
 
-
-
-
-def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> None:
     from safetensors.torch import save
 
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}

@@ -40,6 +40,7 @@ def network_policy(net: nn.Module) -> Policy:
     def act(observations: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return net(torch.as_tensor(observations, dtype=torch.float32)).numpy()
+
     return act
 
 
@@ -51,8 +52,17 @@ def evaluate(env_id: str, policy: Policy, episodes: int, seed: int) -> float:
         env.close()
 
 
-def dagger(env_id: str, expert: Policy, hidden: list[int], seed: int, rounds: int, episodes_per_round: int,
-           steps_per_round: int, initial_states: np.ndarray | None = None, final_lr_rounds: int = 0) -> nn.Module:
+def dagger(
+    env_id: str,
+    expert: Policy,
+    hidden: list[int],
+    seed: int,
+    rounds: int,
+    episodes_per_round: int,
+    steps_per_round: int,
+    initial_states: np.ndarray | None = None,
+    final_lr_rounds: int = 0,
+) -> nn.Module:
     """Roll out the current network (the expert on the first round), label every visited state with
     the expert, aggregate, retrain; ``initial_states`` seed the dataset with states the expert's own
     trajectories would never visit; the last ``final_lr_rounds`` rounds take finer steps."""
@@ -76,12 +86,25 @@ def dagger(env_id: str, expert: Policy, hidden: list[int], seed: int, rounds: in
         for _ in range(steps_per_round):
             index = torch.randint(0, len(x), (256,))
             outputs = net(x[index])
-            loss = nn.functional.cross_entropy(outputs, y[index]) if discrete else nn.functional.mse_loss(outputs, y[index])
+            loss = (
+                nn.functional.cross_entropy(outputs, y[index])
+                if discrete
+                else nn.functional.mse_loss(outputs, y[index])
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        print(json.dumps({"round": round_index, "samples": len(dataset), "rollout_mean_return": round(float(np.mean(returns)), 1),
-                          "loss": round(loss.item(), 5)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "round": round_index,
+                    "samples": len(dataset),
+                    "rollout_mean_return": round(float(np.mean(returns)), 1),
+                    "loss": round(loss.item(), 5),
+                }
+            ),
+            flush=True,
+        )
         policy = network_policy(net)
     env.close()
     return net

@@ -16,8 +16,9 @@ messages, timeouts, files and the registry.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from gymnasium import spaces
@@ -43,14 +44,14 @@ State = dict[str, Any]
 class Decisions:
     """What ``Decider.decide`` chose for a batch of B observations."""
 
-    outputs: np.ndarray            # (B, width): the teacher's where it acted, else the student's
-    actions: np.ndarray            # (B, ...) env actions from ``outputs``
-    decided_by: np.ndarray         # (B,) "student" or "teacher"
-    label: np.ndarray              # (B,) bool: the policy wants a teacher label
+    outputs: np.ndarray  # (B, width): the teacher's where it acted, else the student's
+    actions: np.ndarray  # (B, ...) env actions from ``outputs``
+    decided_by: np.ndarray  # (B,) "student" or "teacher"
+    label: np.ndarray  # (B,) bool: the policy wants a teacher label
     teacher_outputs: list[np.ndarray | None]  # the teacher's answer where it acted (also the label)
-    not_finite: int                # rows whose student output was NaN or infinite
-    teacher_timed_out: bool        # the teacher was asked to act and did not answer
-    student_latency_us: float      # the student's forward pass, per observation
+    not_finite: int  # rows whose student output was NaN or infinite
+    teacher_timed_out: bool  # the teacher was asked to act and did not answer
+    student_latency_us: float  # the student's forward pass, per observation
 
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
@@ -60,8 +61,14 @@ class Decisions:
 class Decider:
     """The serving student and the query policy, as decision uses them."""
 
-    def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
-                 action_space: spaces.Space, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        plugins: Plugins,
+        config: dict[str, Any],
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        clock: Clock = time.monotonic,
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -92,16 +99,24 @@ class Decider:
                 return members.mean(axis=0), members
             return serve(self.student_component, self.student, inputs).numpy(), None
 
-    def decide(self, features: np.ndarray, observations: np.ndarray, forced: list[str],
-               ask_teacher: AskTeacher) -> Decisions:
+    def decide(
+        self, features: np.ndarray, observations: np.ndarray, forced: list[str], ask_teacher: AskTeacher
+    ) -> Decisions:
         """Decide for a batch. Raises PluginFailure if the student or the policy fails."""
         features = np.asarray(features, dtype=np.float32)
         started = time.perf_counter()
         outputs, members = self.forward(features)
         latency_us = (time.perf_counter() - started) * 1e6 / len(features)
-        context = QueryContext(features=features, student_outputs=outputs, student_version=self.version,
-                               action_space=self.action_space, forced=forced, member_outputs=members,
-                               observations=observations, now=self.clock())
+        context = QueryContext(
+            features=features,
+            student_outputs=outputs,
+            student_version=self.version,
+            action_space=self.action_space,
+            forced=forced,
+            member_outputs=members,
+            observations=observations,
+            now=self.clock(),
+        )
         choice = serve(self.policy_component, self.policy.decide, context)
         decided_by = np.array(["student"] * len(features), dtype=object)
         teacher_outputs: list[np.ndarray | None] = [None] * len(features)
@@ -119,9 +134,16 @@ class Decider:
                 decided_by[acting] = "teacher"
                 for row, index in enumerate(acting):
                     teacher_outputs[index] = answer[row]
-        return Decisions(outputs, actions_from_outputs(outputs, self.action_space), decided_by,
-                         np.asarray(choice.label, dtype=bool), teacher_outputs, int(broken.sum()), timed_out,
-                         latency_us)
+        return Decisions(
+            outputs,
+            actions_from_outputs(outputs, self.action_space),
+            decided_by,
+            np.asarray(choice.label, dtype=bool),
+            teacher_outputs,
+            int(broken.sum()),
+            timed_out,
+            latency_us,
+        )
 
 
 # --- learning --------------------------------------------------------------------------------------
@@ -131,14 +153,12 @@ class Pacing(Protocol):
     """When the learner trains: how many steps it may take now, and whether what it trains on
     since the last candidate is new (without anything new it trains one cycle, then rests)."""
 
-    def allowance(self, learner: "Learner") -> int:
-        ...
+    def allowance(self, learner: Learner) -> int: ...
 
     def spent(self, seconds: float) -> None:
         """Heard after every step, with the seconds it took on the learner's clock."""
 
-    def fresh(self, learner: "Learner") -> bool:
-        ...
+    def fresh(self, learner: Learner) -> bool: ...
 
     def wait_s(self) -> float:
         """Seconds until the next step may be due (0: now)."""
@@ -153,13 +173,13 @@ class CpuShare:
         self.clock = clock
         self.next_at = 0.0
 
-    def allowance(self, learner: "Learner") -> int:
+    def allowance(self, learner: Learner) -> int:
         return 1 if self.clock() >= self.next_at else 0
 
     def spent(self, seconds: float) -> None:
         self.next_at = self.clock() + seconds * (1 - self.share) / self.share
 
-    def fresh(self, learner: "Learner") -> bool:
+    def fresh(self, learner: Learner) -> bool:
         return learner.has_new_labels()
 
     def wait_s(self) -> float:
@@ -174,13 +194,13 @@ class PerLabel:
     def __init__(self, steps: int) -> None:
         self.steps = steps
 
-    def allowance(self, learner: "Learner") -> int:
+    def allowance(self, learner: Learner) -> int:
         return max(0, self.steps * learner.labels - learner.train_steps)
 
     def spent(self, seconds: float) -> None:
         pass
 
-    def fresh(self, learner: "Learner") -> bool:
+    def fresh(self, learner: Learner) -> bool:
         return True
 
     def wait_s(self) -> float:
@@ -194,13 +214,13 @@ class PerTick:
     def __init__(self, steps: int) -> None:
         self.steps = steps
 
-    def allowance(self, learner: "Learner") -> int:
+    def allowance(self, learner: Learner) -> int:
         return self.steps
 
     def spent(self, seconds: float) -> None:
         pass
 
-    def fresh(self, learner: "Learner") -> bool:
+    def fresh(self, learner: Learner) -> bool:
         return learner.has_new_labels()
 
     def wait_s(self) -> float:
@@ -212,15 +232,15 @@ class Candidate:
     """A set of trained weights that went through the promotion gate."""
 
     version: int
-    parent: int | None             # the version training continued from
-    serving_before: int            # the version serving when it was judged
+    parent: int | None  # the version training continued from
+    serving_before: int  # the version serving when it was judged
     state: State
     verdict: Verdict
     loss: float | None
     agreement: float | None
-    samples: int                   # training samples added so far
-    train_steps: int               # training steps so far (this process)
-    steps_per_s: float             # training steps per second of the clock since the last candidate
+    samples: int  # training samples added so far
+    train_steps: int  # training steps so far (this process)
+    steps_per_s: float  # training steps per second of the clock since the last candidate
 
     @property
     def promoted(self) -> bool:
@@ -231,16 +251,16 @@ class Candidate:
 class LearnerStats:
     """What the learner can tell without handing out its internals."""
 
-    labels: int                    # labelled samples received (training and held-out)
-    samples: int                   # added to the training buffer, evicted ones included
-    buffer: int                    # in the training buffer now
+    labels: int  # labelled samples received (training and held-out)
+    samples: int  # added to the training buffer, evicted ones included
+    buffer: int  # in the training buffer now
     buffer_bytes: int
     buffer_evicted: int
     heldout: int
-    agreement: float | None        # running agreement with the teacher on fresh labels
-    loss: float | None             # of the last training step
+    agreement: float | None  # running agreement with the teacher on fresh labels
+    loss: float | None  # of the last training step
     train_steps: int
-    version: int                   # the newest candidate
+    version: int  # the newest candidate
     serving_version: int
 
 
@@ -256,8 +276,15 @@ class Progress:
 class Learner:
     """Teacher labels in; training, candidates, the promotion gate and the serving version out."""
 
-    def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
-                 action_space: spaces.Space, clock: Clock = time.monotonic, pacing: Pacing | None = None) -> None:
+    def __init__(
+        self,
+        plugins: Plugins,
+        config: dict[str, Any],
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        clock: Clock = time.monotonic,
+        pacing: Pacing | None = None,
+    ) -> None:
         self.settings = config["distillation"]
         self.clock = clock
         self.pacing = pacing or CpuShare(self.settings["cpu_share"], clock)
@@ -312,8 +339,11 @@ class Learner:
         return self.pacing.wait_s() if self.wants_training() else None
 
     def publish_due(self) -> bool:
-        return self.steps_since_publish >= self.settings["steps_per_publish"] and self.pacing.fresh(self) \
+        return (
+            self.steps_since_publish >= self.settings["steps_per_publish"]
+            and self.pacing.fresh(self)
             and self.clock() - self.last_publish >= self.settings["publish_interval_s"]
+        )
 
     def tick(self) -> Progress:
         """Train as the pacing allows now, and judge a candidate whenever one is due."""
@@ -346,9 +376,18 @@ class Learner:
         state = self.trainer.state()
         verdict = self.trainer.judge(state, self.serving_state)
         self.version += 1
-        candidate = Candidate(self.version, self.trained_from, self.serving_version, state, verdict,
-                              self.trainer.loss, self.trainer.agreement, self.trainer.buffer.added, self.train_steps,
-                              round(self.steps_since_publish / elapsed, 1) if elapsed > 0 else 0.0)
+        candidate = Candidate(
+            self.version,
+            self.trained_from,
+            self.serving_version,
+            state,
+            verdict,
+            self.trainer.loss,
+            self.trainer.agreement,
+            self.trainer.buffer.added,
+            self.train_steps,
+            round(self.steps_since_publish / elapsed, 1) if elapsed > 0 else 0.0,
+        )
         self.steps_since_publish = 0
         self.last_publish = now
         self.added_at_publish = self.trainer.buffer.added
@@ -359,6 +398,16 @@ class Learner:
 
     def stats(self) -> LearnerStats:
         buffer = self.trainer.buffer
-        return LearnerStats(self.labels, buffer.added, len(buffer), buffer.nbytes, buffer.evicted,
-                            len(self.trainer.heldout), self.trainer.agreement, self.trainer.loss, self.train_steps,
-                            self.version, self.serving_version)
+        return LearnerStats(
+            self.labels,
+            buffer.added,
+            len(buffer),
+            buffer.nbytes,
+            buffer.evicted,
+            len(self.trainer.heldout),
+            self.trainer.agreement,
+            self.trainer.loss,
+            self.train_steps,
+            self.version,
+            self.serving_version,
+        )

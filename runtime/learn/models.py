@@ -15,11 +15,18 @@ def feature_space(plugins: Plugins, config: dict[str, Any], observation_space: s
     return Chain(plugins, "perception", config, observation_space).output_space
 
 
-def build_student(plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space):
+def build_student(
+    plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+):
     """The configured student, seeded so decision and distillation start from identical weights."""
     import torch
 
     torch.manual_seed(config["distillation"]["seed"])
     settings = config["student"]
-    return plugins.build("student", settings["plugin"], dict(settings["params"]),
-                         feature_space(plugins, config, observation_space), action_space)
+    return plugins.build(
+        "student",
+        settings["plugin"],
+        dict(settings["params"]),
+        feature_space(plugins, config, observation_space),
+        action_space,
+    )

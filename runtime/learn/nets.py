@@ -24,7 +24,9 @@ class FeatureNet(nn.Module):
 class MLP(FeatureNet):
     """A multilayer perceptron over flattened observations; exposes its last hidden layer as features."""
 
-    def __init__(self, input_shape: tuple[int, ...], output_size: int, hidden: list[int], activation: str = "relu") -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], output_size: int, hidden: list[int], activation: str = "relu"
+    ) -> None:
         super().__init__()
         _check_activation(activation)
         layers: list[nn.Module] = [nn.Flatten()]
@@ -49,13 +51,23 @@ class CNN(FeatureNet):
     convolution is padded by ``kernel // 2``, so even a tiny image leaves at least one pixel.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], output_size: int, channels: list[int], kernel: int = 3,
-                 stride: int = 2, channels_last: bool = True, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        output_size: int,
+        channels: list[int],
+        kernel: int = 3,
+        stride: int = 2,
+        channels_last: bool = True,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         _check_activation(activation)
         if len(input_shape) < 3:
             layout = "H, W, C" if channels_last else "C, H, W"
-            raise ValueError(f"needs an image of shape (..., {layout}), e.g. from the image transform; got shape {list(input_shape)}")
+            raise ValueError(
+                f"needs an image of shape (..., {layout}), e.g. from the image transform; got shape {list(input_shape)}"
+            )
         if channels_last:
             *stacked, height, width, depth = input_shape
         else:
@@ -88,7 +100,9 @@ class GRUNet(FeatureNet):
     def __init__(self, input_shape: tuple[int, ...], output_size: int, hidden: int = 64, layers: int = 1) -> None:
         super().__init__()
         if len(input_shape) != 2:
-            raise ValueError(f"needs a 2-D (T, D) history, e.g. from the framestack transform; got shape {list(input_shape)}")
+            raise ValueError(
+                f"needs a 2-D (T, D) history, e.g. from the framestack transform; got shape {list(input_shape)}"
+            )
         self.gru = nn.GRU(input_shape[1], hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, output_size)
 

@@ -54,9 +54,10 @@ import statistics
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
 
     from runtime.learn.trainer import Optimiser
     from runtime.plugin.pluginmanager import Component, Plugins
-
 
 
 # --- datasets --------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def stratified_sample(y: np.ndarray, size: int, rng: np.random.Generator) -> np.
     classes, counts = np.unique(y, return_counts=True)
     quota = counts * size / len(y)
     take = np.floor(quota).astype(int)
-    take[np.argsort(-(quota - take), kind="stable")[:size - take.sum()]] += 1
+    take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
     chosen = [rng.choice(np.flatnonzero(y == label), count, replace=False) for label, count in zip(classes, take)]
     return np.sort(np.concatenate(chosen))
 
@@ -188,8 +188,9 @@ def parse_assignments(flag: str, items: list[str] | None) -> dict[str, Any]:
             result[key] = tomllib.loads(f"value = {raw}")["value"]
         except tomllib.TOMLDecodeError:
             if not raw.replace("_", "").replace("-", "").isalnum():
-                raise DistillError(f"{flag} {item!r}: {raw!r} is not a TOML value (a number, true or false, "
-                                   f"a [list], a \"string\")") from None
+                raise DistillError(
+                    f'{flag} {item!r}: {raw!r} is not a TOML value (a number, true or false, a [list], a "string")'
+                ) from None
             result[key] = raw
     return result
 
@@ -214,16 +215,28 @@ def settings_from_args(args: argparse.Namespace, config: dict[str, Any]) -> Sett
     student_params = dict(config["student"]["params"]) if student == config["student"]["plugin"] else {}
     student_params.update(parse_assignments("--student-param", args.student_param))
     settings = Settings(
-        dataset=args.dataset, seeds=args.seeds,
+        dataset=args.dataset,
+        seeds=args.seeds,
         first_seed=distillation["seed"] if args.first_seed is None else args.first_seed,
-        train_size=args.train_size, transfer_size=args.transfer_size, test_fraction=args.test_fraction,
-        split_seed=args.split_seed, steps=args.steps, teacher_steps=args.teacher_steps,
+        train_size=args.train_size,
+        transfer_size=args.transfer_size,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        steps=args.steps,
+        teacher_steps=args.teacher_steps,
         batch_size=distillation["batch_size"] if args.batch_size is None else args.batch_size,
         learning_rate=distillation["learning_rate"] if args.lr is None else args.lr,
-        teacher_hidden=list(args.teacher_hidden or Settings().teacher_hidden), teacher_data=args.teacher_data,
-        teacher_path=args.teacher, student=student, student_params=student_params, strategy=strategy,
-        strategy_params=strategy_params, threads=min(distillation["torch_threads"], 2),
-        output=args.output or None, save_teacher=args.save_teacher or None)
+        teacher_hidden=list(args.teacher_hidden or Settings().teacher_hidden),
+        teacher_data=args.teacher_data,
+        teacher_path=args.teacher,
+        student=student,
+        student_params=student_params,
+        strategy=strategy,
+        strategy_params=strategy_params,
+        threads=min(distillation["torch_threads"], 2),
+        output=args.output or None,
+        save_teacher=args.save_teacher or None,
+    )
     check(settings)
     return settings
 
@@ -268,11 +281,11 @@ def check_writable(flag: str, path: str | None) -> None:
 # --- models and training ---------------------------------------------------------------------------
 
 
-def parameter_count(module: "torch.nn.Module") -> int:
+def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def accuracy(module: "torch.nn.Module", X: np.ndarray, y: np.ndarray) -> float:
+def accuracy(module: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> float:
     import torch
 
     module.eval()
@@ -285,8 +298,7 @@ def spaces_for(data: Data):
     """The (observation space, action space) a student for ``data`` is built for."""
     from gymnasium import spaces
 
-    return (spaces.Box(-np.inf, np.inf, shape=(data.X.shape[1],), dtype=np.float32),
-            spaces.Discrete(data.classes))
+    return (spaces.Box(-np.inf, np.inf, shape=(data.X.shape[1],), dtype=np.float32), spaces.Discrete(data.classes))
 
 
 def _batches(count: int, batch_size: int, steps: int, rng: np.random.Generator):
@@ -296,14 +308,21 @@ def _batches(count: int, batch_size: int, steps: int, rng: np.random.Generator):
     while True:
         order = rng.permutation(count)
         for start in range(0, count, batch_size):
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
             done += 1
             if done == steps:
                 return
 
 
-def _train(optimiser: "Optimiser", loss_of: Callable[[np.ndarray], "torch.Tensor"], count: int,
-           settings: Settings, steps: int, rng: np.random.Generator, advance: Callable[[int], None]) -> None:
+def _train(
+    optimiser: Optimiser,
+    loss_of: Callable[[np.ndarray], torch.Tensor],
+    count: int,
+    settings: Settings,
+    steps: int,
+    rng: np.random.Generator,
+    advance: Callable[[int], None],
+) -> None:
     """``steps`` optimiser steps, one per minibatch of shuffled epochs over ``count`` examples."""
     optimiser.module.train()
     for step, indices in enumerate(_batches(count, settings.batch_size, steps, rng), 1):
@@ -313,8 +332,9 @@ def _train(optimiser: "Optimiser", loss_of: Callable[[np.ndarray], "torch.Tensor
     optimiser.module.eval()
 
 
-def train_teacher(settings: Settings, plugins: "Plugins", data: Data, examples: np.ndarray, seed: int,
-                  advance: Callable[[int], None]) -> "torch.nn.Module":
+def train_teacher(
+    settings: Settings, plugins: Plugins, data: Data, examples: np.ndarray, seed: int, advance: Callable[[int], None]
+) -> torch.nn.Module:
     """A fresh MLP teacher (the ``mlp`` student component, made large) trained with cross-entropy on
     ``examples`` (indices into the data); saved, it loads with the ``checkpoint`` teacher."""
     import torch
@@ -325,14 +345,30 @@ def train_teacher(settings: Settings, plugins: "Plugins", data: Data, examples: 
     torch.manual_seed(seed)
     teacher = plugins.build("student", "mlp", {"hidden": list(settings.teacher_hidden)}, *spaces_for(data))
     X, y = torch.from_numpy(data.X[examples]), torch.from_numpy(data.y[examples])
-    _train(Optimiser(teacher, settings.learning_rate), lambda i: F.cross_entropy(teacher(X[i]), y[i]), len(examples),
-           settings, settings.teacher_steps, np.random.default_rng([seed, 1]), advance)
+    _train(
+        Optimiser(teacher, settings.learning_rate),
+        lambda i: F.cross_entropy(teacher(X[i]), y[i]),
+        len(examples),
+        settings,
+        settings.teacher_steps,
+        np.random.default_rng([seed, 1]),
+        advance,
+    )
     return teacher
 
 
-def distil_student(settings: Settings, data: Data, student: "torch.nn.Module", strategy: Any, component: "Component",
-                   teacher: "torch.nn.Module", labelled: np.ndarray, transfer: np.ndarray, seed: int,
-                   advance: Callable[[int], None]) -> None:
+def distil_student(
+    settings: Settings,
+    data: Data,
+    student: torch.nn.Module,
+    strategy: Any,
+    component: Component,
+    teacher: torch.nn.Module,
+    labelled: np.ndarray,
+    transfer: np.ndarray,
+    seed: int,
+    advance: Callable[[int], None],
+) -> None:
     """Train ``student`` with ``strategy`` (``component``) on the teacher's outputs for the labelled
     and transfer inputs, with online distillation's optimiser, loss checks and running agreement.
 
@@ -352,25 +388,45 @@ def distil_student(settings: Settings, data: Data, student: "torch.nn.Module", s
     with torch.no_grad():
         teacher_outputs, teacher_features = forward_with_features(teacher, X)
     hard = teacher_outputs.argmax(dim=1)
-    hard[:len(labelled)] = torch.from_numpy(data.y[labelled])  # true labels where the student has them
+    hard[: len(labelled)] = torch.from_numpy(data.y[labelled])  # true labels where the student has them
     agreement: list[float | None] = [None]
 
-    def loss_of(indices: np.ndarray) -> "torch.Tensor":
+    def loss_of(indices: np.ndarray) -> torch.Tensor:
         outputs, features = forward_with_features(student, X[indices])
         agree, _ = agreement_and_loss(outputs.detach().numpy(), teacher_outputs[indices].numpy(), discrete=True)
         agreement[0] = running_agreement(agreement[0], agree, len(indices))
-        return strategy_loss(component, strategy, StrategyInputs(
-            student_outputs=outputs, teacher_outputs=teacher_outputs[indices], hard_labels=hard[indices],
-            student_features=features,
-            teacher_features=None if features is None or teacher_features is None else teacher_features[indices],
-            agreement=agreement[0]))
+        return strategy_loss(
+            component,
+            strategy,
+            StrategyInputs(
+                student_outputs=outputs,
+                teacher_outputs=teacher_outputs[indices],
+                hard_labels=hard[indices],
+                student_features=features,
+                teacher_features=None if features is None or teacher_features is None else teacher_features[indices],
+                agreement=agreement[0],
+            ),
+        )
 
-    _train(Optimiser(student, settings.learning_rate, strategy), loss_of, len(inputs), settings, settings.steps,
-           np.random.default_rng([seed, 2]), advance)
+    _train(
+        Optimiser(student, settings.learning_rate, strategy),
+        loss_of,
+        len(inputs),
+        settings,
+        settings.steps,
+        np.random.default_rng([seed, 2]),
+        advance,
+    )
 
 
-def train_hard_label(settings: Settings, data: Data, student: "torch.nn.Module", labelled: np.ndarray,
-                     seed: int, advance: Callable[[int], None]) -> None:
+def train_hard_label(
+    settings: Settings,
+    data: Data,
+    student: torch.nn.Module,
+    labelled: np.ndarray,
+    seed: int,
+    advance: Callable[[int], None],
+) -> None:
     """The baseline: cross-entropy on the labelled examples alone, same steps, batch size and rate."""
     import torch
     import torch.nn.functional as F
@@ -378,11 +434,18 @@ def train_hard_label(settings: Settings, data: Data, student: "torch.nn.Module",
     from runtime.learn.trainer import Optimiser
 
     X, y = torch.from_numpy(data.X[labelled]), torch.from_numpy(data.y[labelled])
-    _train(Optimiser(student, settings.learning_rate), lambda i: F.cross_entropy(student(X[i]), y[i]), len(labelled),
-           settings, settings.steps, np.random.default_rng([seed, 3]), advance)
+    _train(
+        Optimiser(student, settings.learning_rate),
+        lambda i: F.cross_entropy(student(X[i]), y[i]),
+        len(labelled),
+        settings,
+        settings.steps,
+        np.random.default_rng([seed, 3]),
+        advance,
+    )
 
 
-def load_student(path: str | Path, plugins: "Plugins") -> tuple["torch.nn.Module", dict[str, str]]:
+def load_student(path: str | Path, plugins: Plugins) -> tuple[torch.nn.Module, dict[str, str]]:
     """Rebuild a student saved by ``agentrt distill`` from its file alone: (module, metadata)."""
     from gymnasium import spaces
 
@@ -390,8 +453,13 @@ def load_student(path: str | Path, plugins: "Plugins") -> tuple["torch.nn.Module
 
     state, metadata = load_safetensors(path)
     observation_space = spaces.Box(-np.inf, np.inf, shape=(int(metadata["input_size"]),), dtype=np.float32)
-    student = plugins.build("student", metadata["student_plugin"], json.loads(metadata["student_params"]),
-                            observation_space, spaces.Discrete(int(metadata["classes"])))
+    student = plugins.build(
+        "student",
+        metadata["student_plugin"],
+        json.loads(metadata["student_params"]),
+        observation_space,
+        spaces.Discrete(int(metadata["classes"])),
+    )
     student.load_state_dict(state)
     return student.eval(), metadata
 
@@ -405,12 +473,16 @@ class SeedResult:
     teacher_accuracy: float
     distilled_accuracy: float
     hard_label_accuracy: float
-    student: Any = None   # the distilled student (torch module), kept to save the best
+    student: Any = None  # the distilled student (torch module), kept to save the best
     teacher: Any = None
 
 
-def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] | None = None,
-        describe: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    plugins: Plugins,
+    advance: Callable[[int], None] | None = None,
+    describe: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """The whole workflow; returns the summary that ``--json`` prints. ``advance(n)`` hears of every
     ``n`` training steps done, ``describe(text)`` of each phase. Raises DistillError for bad input."""
     import torch
@@ -424,12 +496,16 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
     torch.set_num_threads(settings.threads)
     data = prepare_data(settings.dataset, settings.test_fraction, settings.split_seed)
     if not data.classes <= settings.train_size <= len(data.train):
-        raise DistillError(f"--train-size {settings.train_size}: expected between the {data.classes} classes "
-                           f"and the {len(data.train)} training examples of {settings.dataset!r}")
+        raise DistillError(
+            f"--train-size {settings.train_size}: expected between the {data.classes} classes "
+            f"and the {len(data.train)} training examples of {settings.dataset!r}"
+        )
     observation_space, action_space = spaces_for(data)
 
-    def make_student() -> "torch.nn.Module":
-        return plugins.build("student", settings.student, dict(settings.student_params), observation_space, action_space)
+    def make_student() -> torch.nn.Module:
+        return plugins.build(
+            "student", settings.student, dict(settings.student_params), observation_space, action_space
+        )
 
     def make_strategy() -> Any:
         return plugins.build("strategy", settings.strategy, dict(settings.strategy_params))
@@ -446,7 +522,7 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
         rng = np.random.default_rng([seed, 0])
         labelled = data.train[stratified_sample(data.y[data.train], settings.train_size, rng)]
         rest = rng.permutation(np.setdiff1d(data.train, labelled))
-        transfer = np.sort(rest[:settings.transfer_size] if settings.transfer_size is not None else rest)
+        transfer = np.sort(rest[: settings.transfer_size] if settings.transfer_size is not None else rest)
         if loaded is None:
             describe(f"{prefix}: teacher")
             examples = data.train if settings.teacher_data == "train" else labelled
@@ -457,15 +533,33 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
         torch.manual_seed(seed)
         student = make_student()
         initial = {name: tensor.clone() for name, tensor in student.state_dict().items()}
-        distil_student(settings, data, student, make_strategy(), plugins.get("strategy", settings.strategy), teacher,
-                       labelled, transfer, seed, advance)
+        distil_student(
+            settings,
+            data,
+            student,
+            make_strategy(),
+            plugins.get("strategy", settings.strategy),
+            teacher,
+            labelled,
+            transfer,
+            seed,
+            advance,
+        )
         describe(f"{prefix}: hard-label student")
         baseline = make_student()
         baseline.load_state_dict(initial)  # the same starting point: a paired comparison
         train_hard_label(settings, data, baseline, labelled, seed, advance)
         X_test, y_test = data.test_set
-        results.append(SeedResult(seed, accuracy(teacher, X_test, y_test), accuracy(student, X_test, y_test),
-                                  accuracy(baseline, X_test, y_test), student, teacher))
+        results.append(
+            SeedResult(
+                seed,
+                accuracy(teacher, X_test, y_test),
+                accuracy(student, X_test, y_test),
+                accuracy(baseline, X_test, y_test),
+                student,
+                teacher,
+            )
+        )
     best = max(results, key=lambda r: r.distilled_accuracy)  # the first of equals: the lowest seed
     summary = _summary(settings, data, results, best, len(transfer))
     if settings.output:
@@ -479,7 +573,7 @@ def run(settings: Settings, plugins: "Plugins", advance: Callable[[int], None] |
     return summary
 
 
-def load_teacher(settings: Settings, plugins: "Plugins", data: Data, warnings: list[str]) -> "torch.nn.Module":
+def load_teacher(settings: Settings, plugins: Plugins, data: Data, warnings: list[str]) -> torch.nn.Module:
     """The ``--teacher`` file, through the ``checkpoint`` teacher plugin (which checks its shapes)."""
     from runtime.errors import PluginError
     from runtime.learn.checkpoints import load_safetensors
@@ -491,9 +585,15 @@ def load_teacher(settings: Settings, plugins: "Plugins", data: Data, warnings: l
         raise DistillError(f"--teacher {settings.teacher_path}: {exc}") from None
     metadata = load_safetensors(path)[1]
     trained_on = (metadata.get("dataset"), metadata.get("split_seed"), metadata.get("test_fraction"))
-    if trained_on[0] is not None and trained_on != (settings.dataset, str(settings.split_seed), repr(settings.test_fraction)):
-        warnings.append(f"the teacher was trained on {trained_on[0]!r} with split seed {trained_on[1]} and test "
-                        f"fraction {trained_on[2]}: its training data may overlap this test set")
+    if trained_on[0] is not None and trained_on != (
+        settings.dataset,
+        str(settings.split_seed),
+        repr(settings.test_fraction),
+    ):
+        warnings.append(
+            f"the teacher was trained on {trained_on[0]!r} with split seed {trained_on[1]} and test "
+            f"fraction {trained_on[2]}: its training data may overlap this test set"
+        )
     return teacher.module
 
 
@@ -501,8 +601,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _summary(settings: Settings, data: Data, results: list[SeedResult], best: SeedResult,
-             transfer_size: int) -> dict[str, Any]:
+def _summary(
+    settings: Settings, data: Data, results: list[SeedResult], best: SeedResult, transfer_size: int
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "dataset": settings.dataset,
         "seeds": [r.seed for r in results],
@@ -512,18 +613,28 @@ def _summary(settings: Settings, data: Data, results: list[SeedResult], best: Se
         "steps": settings.steps,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
-        "teacher": ({"path": settings.teacher_path} if settings.teacher_path else
-                    {"hidden": settings.teacher_hidden, "data": settings.teacher_data, "steps": settings.teacher_steps}),
+        "teacher": (
+            {"path": settings.teacher_path}
+            if settings.teacher_path
+            else {"hidden": settings.teacher_hidden, "data": settings.teacher_data, "steps": settings.teacher_steps}
+        ),
         "student": {"plugin": settings.student, "params": settings.student_params},
         "strategy": {"name": settings.strategy, "params": settings.strategy_params},
     }
     for name in ("teacher", "distilled", "hard_label"):
         summary[f"{name}_accuracy"], summary[f"{name}_accuracy_std"] = _mean_std(
-            [getattr(r, f"{name}_accuracy") for r in results])
+            [getattr(r, f"{name}_accuracy") for r in results]
+        )
     summary["improvement"] = summary["distilled_accuracy"] - summary["hard_label_accuracy"]
-    summary["per_seed"] = [{"seed": r.seed, "teacher_accuracy": r.teacher_accuracy,
-                            "distilled_accuracy": r.distilled_accuracy,
-                            "hard_label_accuracy": r.hard_label_accuracy} for r in results]
+    summary["per_seed"] = [
+        {
+            "seed": r.seed,
+            "teacher_accuracy": r.teacher_accuracy,
+            "distilled_accuracy": r.distilled_accuracy,
+            "hard_label_accuracy": r.hard_label_accuracy,
+        }
+        for r in results
+    ]
     summary["student_params"] = parameter_count(best.student)
     summary["teacher_params"] = parameter_count(best.teacher)
     summary["best_seed"] = best.seed
@@ -562,10 +673,18 @@ def save_teacher(settings: Settings, best: SeedResult, data: Data) -> None:
     from runtime.learn.checkpoints import save_safetensors
 
     hidden = [layer.out_features for layer in best.teacher.body if hasattr(layer, "out_features")]
-    metadata = {"architecture": "mlp", "input_shape": json.dumps([data.X.shape[1]]), "output_size": str(data.classes),
-                "hidden": json.dumps(hidden), "activation": "relu", "dataset": settings.dataset,
-                "test_fraction": repr(settings.test_fraction), "split_seed": str(settings.split_seed),
-                "seed": str(best.seed), "test_accuracy": repr(best.teacher_accuracy)}
+    metadata = {
+        "architecture": "mlp",
+        "input_shape": json.dumps([data.X.shape[1]]),
+        "output_size": str(data.classes),
+        "hidden": json.dumps(hidden),
+        "activation": "relu",
+        "dataset": settings.dataset,
+        "test_fraction": repr(settings.test_fraction),
+        "split_seed": str(settings.split_seed),
+        "seed": str(best.seed),
+        "test_accuracy": repr(best.teacher_accuracy),
+    }
     try:
         save_safetensors(best.teacher.state_dict(), settings.save_teacher, metadata)
     except OSError as exc:
@@ -578,25 +697,35 @@ def save_teacher(settings: Settings, best: SeedResult, data: Data) -> None:
 def print_summary(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"agentrt distill on {summary['dataset']}: {summary['train_size']} labels, "
-                        f"{summary['transfer_size']} transfer inputs, {summary['test_size']} test",
-                  title_justify="left")
+    table = Table(
+        title=f"agentrt distill on {summary['dataset']}: {summary['train_size']} labels, "
+        f"{summary['transfer_size']} transfer inputs, {summary['test_size']} test",
+        title_justify="left",
+    )
     table.add_column("test accuracy")
     table.add_column("params", justify="right")
     for seed in summary["seeds"]:
         table.add_column(f"seed {seed}", justify="right")
     table.add_column("mean ± std", justify="right")
-    for label, key, count in (("teacher", "teacher", summary["teacher_params"]),
-                              ("distilled student", "distilled", summary["student_params"]),
-                              ("hard-label student", "hard_label", summary["student_params"])):
-        table.add_row(label, f"{count:,}", *(f"{r[key + '_accuracy']:.1%}" for r in summary["per_seed"]),
-                      f"{summary[key + '_accuracy']:.1%} ± {summary[key + '_accuracy_std']:.1%}")
+    for label, key, count in (
+        ("teacher", "teacher", summary["teacher_params"]),
+        ("distilled student", "distilled", summary["student_params"]),
+        ("hard-label student", "hard_label", summary["student_params"]),
+    ):
+        table.add_row(
+            label,
+            f"{count:,}",
+            *(f"{r[key + '_accuracy']:.1%}" for r in summary["per_seed"]),
+            f"{summary[key + '_accuracy']:.1%} ± {summary[key + '_accuracy_std']:.1%}",
+        )
     console.print(table)
     strategy = summary["strategy"]
     params = ", ".join(f"{k}={v}" for k, v in strategy["params"].items())
-    console.print(f"strategy {strategy['name']}{f' ({params})' if params else ''}, {summary['steps']:,} steps per "
-                  f"student: distillation {'gains' if summary['improvement'] >= 0 else 'loses'} "
-                  f"{abs(summary['improvement']) * 100:.1f} points over hard labels; {summary['duration_s']:.1f} s in all")
+    console.print(
+        f"strategy {strategy['name']}{f' ({params})' if params else ''}, {summary['steps']:,} steps per "
+        f"student: distillation {'gains' if summary['improvement'] >= 0 else 'loses'} "
+        f"{abs(summary['improvement']) * 100:.1f} points over hard labels; {summary['duration_s']:.1f} s in all"
+    )
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning: {warning}")
     if "output" in summary:
@@ -617,20 +746,32 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     keys = ("teacher", "distilled", "hard_label")
-    labels = (f"teacher\n{summary['teacher_params']:,} params", f"distilled student\n{summary['student_params']:,} params",
-              f"hard-label student\n{summary['student_params']:,} params")
+    labels = (
+        f"teacher\n{summary['teacher_params']:,} params",
+        f"distilled student\n{summary['student_params']:,} params",
+        f"hard-label student\n{summary['student_params']:,} params",
+    )
     means = [summary[f"{key}_accuracy"] for key in keys]
     figure, axis = plt.subplots(figsize=(6.5, 4))
-    bars = axis.bar(labels, means, yerr=[summary[f"{key}_accuracy_std"] for key in keys], capsize=6,
-                    color=["tab:gray", "tab:blue", "tab:orange"])
+    bars = axis.bar(
+        labels,
+        means,
+        yerr=[summary[f"{key}_accuracy_std"] for key in keys],
+        capsize=6,
+        color=["tab:gray", "tab:blue", "tab:orange"],
+    )
     for index, key in enumerate(keys):
-        axis.plot([index] * len(summary["per_seed"]), [r[f"{key}_accuracy"] for r in summary["per_seed"]], "k.", alpha=0.6)
+        axis.plot(
+            [index] * len(summary["per_seed"]), [r[f"{key}_accuracy"] for r in summary["per_seed"]], "k.", alpha=0.6
+        )
     axis.bar_label(bars, labels=[f"{mean:.1%}" for mean in means], label_type="center", color="white")
     lowest = min(r[f"{key}_accuracy"] for r in summary["per_seed"] for key in keys)
     axis.set_ylim(max(0.0, lowest - 0.05), 1.0)
     axis.set_ylabel("test accuracy")
-    axis.set_title(f"{summary['dataset']}: {summary['train_size']} labels + {summary['transfer_size']} "
-                   f"transfer inputs, {len(summary['seeds'])} seeds")
+    axis.set_title(
+        f"{summary['dataset']}: {summary['train_size']} labels + {summary['transfer_size']} "
+        f"transfer inputs, {len(summary['seeds'])} seeds"
+    )
     figure.tight_layout()
     try:
         figure.savefig(path, dpi=100)
@@ -659,12 +800,23 @@ def run_distill(args: argparse.Namespace) -> int:
         check_writable("--plot", args.plot)
         plugins = pluginmanager.load(config["plugins"])
         per_seed = (0 if settings.teacher_path else settings.teacher_steps) + 2 * settings.steps
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                      TimeElapsedColumn(), console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as progress:
             task = progress.add_task("loading", total=per_seed * settings.seeds)
-            summary = run(settings, plugins, advance=lambda n: progress.advance(task, n),
-                          describe=lambda text: progress.update(task, description=text))
+            summary = run(
+                settings,
+                plugins,
+                advance=lambda n: progress.advance(task, n),
+                describe=lambda text: progress.update(task, description=text),
+            )
         if args.plot:
             write_plot(summary, args.plot)
             summary["plot"] = args.plot
@@ -681,49 +833,92 @@ def run_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subcommands: "argparse._SubParsersAction") -> None:
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register ``distill`` (handler ``run_distill``) on the CLI's subcommands."""
     defaults = Settings()
     parser = subcommands.add_parser(
-        "distill", help="offline distillation on a dataset: teacher, distilled and hard-label students compared",
+        "distill",
+        help="offline distillation on a dataset: teacher, distilled and hard-label students compared",
         description="Train a teacher, distil it into the configured student, and compare with the same student "
-                    "trained on hard labels alone, over several seeds (see runtime/learn/offline.py).")
-    parser.add_argument("--config", help="configuration file (default: $AGENTRT_CONFIG or ./agentrt.toml); "
-                                         "read: [student], [distillation], [plugins]")
+        "trained on hard labels alone, over several seeds (see runtime/learn/offline.py).",
+    )
+    parser.add_argument(
+        "--config",
+        help="configuration file (default: $AGENTRT_CONFIG or ./agentrt.toml); "
+        "read: [student], [distillation], [plugins]",
+    )
     parser.add_argument("--run-dir", help="accepted like the other commands; unused")
     parser.add_argument("--dataset", default=defaults.dataset, help=f"one of: {', '.join(sorted(DATASETS))}")
     parser.add_argument("--seeds", type=int, default=defaults.seeds, help=f"seeds to run (default {defaults.seeds})")
     parser.add_argument("--first-seed", type=int, help="the first seed (default: distillation.seed)")
-    parser.add_argument("--train-size", type=int, default=defaults.train_size,
-                        help=f"labelled training examples for the students (default {defaults.train_size})")
-    parser.add_argument("--transfer-size", type=int,
-                        help="unlabelled training inputs the teacher labels for the distilled student "
-                             "(default: the rest of the training split; 0: none)")
-    parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
-                        help=f"share of the dataset held out for testing (default {defaults.test_fraction})")
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=defaults.train_size,
+        help=f"labelled training examples for the students (default {defaults.train_size})",
+    )
+    parser.add_argument(
+        "--transfer-size",
+        type=int,
+        help="unlabelled training inputs the teacher labels for the distilled student "
+        "(default: the rest of the training split; 0: none)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=defaults.test_fraction,
+        help=f"share of the dataset held out for testing (default {defaults.test_fraction})",
+    )
     parser.add_argument("--split-seed", type=int, default=defaults.split_seed, help="seed of the train/test split")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
-                        help=f"optimizer steps for each student (default {defaults.steps})")
-    parser.add_argument("--teacher-steps", type=int, default=defaults.teacher_steps,
-                        help=f"optimizer steps for the teacher (default {defaults.teacher_steps})")
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, help=f"optimizer steps for each student (default {defaults.steps})"
+    )
+    parser.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=defaults.teacher_steps,
+        help=f"optimizer steps for the teacher (default {defaults.teacher_steps})",
+    )
     parser.add_argument("--batch-size", type=int, help="minibatch size (default: distillation.batch_size)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: distillation.learning_rate)")
-    parser.add_argument("--teacher-hidden", type=int, nargs="+", metavar="WIDTH",
-                        help=f"the teacher MLP's layer widths (default {' '.join(map(str, defaults.teacher_hidden))})")
-    parser.add_argument("--teacher-data", default=defaults.teacher_data,
-                        help="the teacher's labels: 'train' (the whole training split, default) or 'labelled' "
-                             "(only the students' labelled examples)")
-    parser.add_argument("--teacher", metavar="PATH",
-                        help="load the teacher (safetensors, checkpoint-teacher format) instead of training one")
+    parser.add_argument(
+        "--teacher-hidden",
+        type=int,
+        nargs="+",
+        metavar="WIDTH",
+        help=f"the teacher MLP's layer widths (default {' '.join(map(str, defaults.teacher_hidden))})",
+    )
+    parser.add_argument(
+        "--teacher-data",
+        default=defaults.teacher_data,
+        help="the teacher's labels: 'train' (the whole training split, default) or 'labelled' "
+        "(only the students' labelled examples)",
+    )
+    parser.add_argument(
+        "--teacher",
+        metavar="PATH",
+        help="load the teacher (safetensors, checkpoint-teacher format) instead of training one",
+    )
     parser.add_argument("--save-teacher", metavar="PATH", help="also save the best seed's teacher (safetensors)")
     parser.add_argument("--student", help="student plugin (default: student.plugin)")
-    parser.add_argument("--student-param", action="append", metavar="KEY=VALUE",
-                        help="a student parameter as a TOML value, e.g. hidden=[16] (repeatable)")
+    parser.add_argument(
+        "--student-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a student parameter as a TOML value, e.g. hidden=[16] (repeatable)",
+    )
     parser.add_argument("--strategy", help="distillation strategy (default: distillation.strategy)")
-    parser.add_argument("--param", action="append", metavar="KEY=VALUE",
-                        help="a strategy parameter as a TOML value, e.g. temperature=4 (repeatable)")
-    parser.add_argument("--output", default="student.safetensors",
-                        help="where to save the best distilled student (default ./student.safetensors; '' for none)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a strategy parameter as a TOML value, e.g. temperature=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--output",
+        default="student.safetensors",
+        help="where to save the best distilled student (default ./student.safetensors; '' for none)",
+    )
     parser.add_argument("--plot", metavar="PATH", help="write a bar chart of the accuracies (PNG)")
     parser.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     parser.set_defaults(handler=run_distill)

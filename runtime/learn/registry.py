@@ -68,13 +68,34 @@ class Registry:
     def close(self) -> None:
         self.db.close()
 
-    def record(self, version: int, parent: int | None, samples_seen: int, train_steps: int,
-               heldout_agreement: float | None, heldout_loss: float | None, serving_agreement: float | None,
-               status: str, path: str) -> None:
+    def record(
+        self,
+        version: int,
+        parent: int | None,
+        samples_seen: int,
+        train_steps: int,
+        heldout_agreement: float | None,
+        heldout_loss: float | None,
+        serving_agreement: float | None,
+        status: str,
+        path: str,
+    ) -> None:
         with self.db:
-            self.db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (version, parent, time.time(), samples_seen, train_steps, heldout_agreement,
-                             heldout_loss, serving_agreement, status, path))
+            self.db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    version,
+                    parent,
+                    time.time(),
+                    samples_seen,
+                    train_steps,
+                    heldout_agreement,
+                    heldout_loss,
+                    serving_agreement,
+                    status,
+                    path,
+                ),
+            )
             if status == PROMOTED:
                 self._serve(version, "promoted")
 
@@ -83,9 +104,11 @@ class Registry:
             self._serve(version, reason)
 
     def _serve(self, version: int, reason: str) -> None:
-        self.db.execute("INSERT INTO serving VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                        "version = excluded.version, changed = excluded.changed, reason = excluded.reason",
-                        (version, time.time(), reason))
+        self.db.execute(
+            "INSERT INTO serving VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "version = excluded.version, changed = excluded.changed, reason = excluded.reason",
+            (version, time.time(), reason),
+        )
 
     def set_status(self, version: int, status: str) -> None:
         with self.db:
@@ -111,8 +134,9 @@ class Registry:
         """The version a rollback should serve: ``to``, or the promoted version before the serving one."""
         current = self.serving()
         if to is None:
-            rows = self.db.execute("SELECT * FROM versions WHERE status = ? AND version < ? ORDER BY version DESC",
-                                   (PROMOTED, current))
+            rows = self.db.execute(
+                "SELECT * FROM versions WHERE status = ? AND version < ? ORDER BY version DESC", (PROMOTED, current)
+            )
             record = next((r for r in map(lambda row: VersionRecord(*row), rows) if Path(r.path).exists()), None)
             if record is None:
                 raise ValueError(f"no promoted version with a checkpoint on disk before the serving version {current}")
@@ -121,7 +145,9 @@ class Registry:
         if record is None:
             raise ValueError(f"no student version {to} in the registry")
         if not Path(record.path).exists():
-            raise ValueError(f"the checkpoint of version {to} was pruned ({record.path}); see distillation.keep_checkpoints")
+            raise ValueError(
+                f"the checkpoint of version {to} was pruned ({record.path}); see distillation.keep_checkpoints"
+            )
         return record
 
 

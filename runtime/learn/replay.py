@@ -15,8 +15,15 @@ EPSILON = 1e-3
 
 
 class ReplayBuffer:
-    def __init__(self, max_samples: int, max_bytes: int, eviction: str = "oldest", prioritized: bool = False,
-                 alpha: float = 0.6, seed: int = 0) -> None:
+    def __init__(
+        self,
+        max_samples: int,
+        max_bytes: int,
+        eviction: str = "oldest",
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        seed: int = 0,
+    ) -> None:
         if eviction not in ("oldest", "lowest_priority"):
             raise ValueError(f"eviction must be 'oldest' or 'lowest_priority', not {eviction!r}")
         self.max_samples = max_samples
@@ -36,7 +43,9 @@ class ReplayBuffer:
     def _allocate(self, batch: dict[str, np.ndarray]) -> None:
         per_sample = sum(array[0].nbytes for array in batch.values()) + self.priorities.itemsize
         self.capacity = max(1, min(self.max_samples, self.max_bytes // per_sample))
-        self.columns = {name: np.zeros((self.capacity,) + array.shape[1:], dtype=np.float32) for name, array in batch.items()}
+        self.columns = {
+            name: np.zeros((self.capacity,) + array.shape[1:], dtype=np.float32) for name, array in batch.items()
+        }
         self.priorities = np.zeros(self.capacity)
 
     @property

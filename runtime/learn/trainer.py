@@ -31,11 +31,12 @@ def running_agreement(previous: float | None, agreement: float, samples: int) ->
     Weighted by samples, so that one teacher-acted sample does not count as much as a batch."""
     if previous is None:
         return agreement
-    return previous + (1 - AGREEMENT_DECAY ** samples) * (agreement - previous)
+    return previous + (1 - AGREEMENT_DECAY**samples) * (agreement - previous)
 
 
-def forward_with_features(module: "torch.nn.Module",
-                          inputs: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor | None"]:
+def forward_with_features(
+    module: torch.nn.Module, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(outputs, hidden features or None): features where the network exposes ``forward_features``."""
     if isinstance(module, ForwardFeatures):
         return module.forward_features(inputs)
@@ -46,7 +47,7 @@ class Optimiser:
     """Adam over a module and a strategy's own parameters, including those a strategy creates on
     its first loss call (a feature projection sized from the data)."""
 
-    def __init__(self, module: "torch.nn.Module", learning_rate: float, strategy: Any = None) -> None:
+    def __init__(self, module: torch.nn.Module, learning_rate: float, strategy: Any = None) -> None:
         import torch
 
         self.torch = torch
@@ -62,7 +63,7 @@ class Optimiser:
             parameters += list(self.strategy.parameters())
         self.adam = self.torch.optim.Adam(parameters, lr=self.learning_rate)
 
-    def step(self, loss: "torch.Tensor") -> float:
+    def step(self, loss: torch.Tensor) -> float:
         """One gradient step on ``loss``; returns its value."""
         if self.strategy is not None:
             known = {id(p) for group in self.adam.param_groups for p in group["params"]}
@@ -75,15 +76,16 @@ class Optimiser:
         return loss.item()
 
 
-def strategy_loss(component: Component, strategy: Any, inputs: StrategyInputs) -> "torch.Tensor":
+def strategy_loss(component: Component, strategy: Any, inputs: StrategyInputs) -> torch.Tensor:
     """The strategy's loss for one minibatch; a failure, or a loss that cannot be minimised, is a
     PluginFailure naming the strategy (NaN must never reach the optimizer)."""
     import torch
 
     loss = serve(component, strategy.loss, inputs)
     if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad and torch.isfinite(loss)):
-        raise PluginFailure(component, ValueError(
-            f"loss() must return a finite scalar tensor with a gradient, got {loss!r:.80}"))
+        raise PluginFailure(
+            component, ValueError(f"loss() must return a finite scalar tensor with a gradient, got {loss!r:.80}")
+        )
     return loss
 
 
@@ -96,8 +98,9 @@ class Verdict:
 
 
 class Trainer:
-    def __init__(self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space,
-                 action_space: spaces.Space) -> None:
+    def __init__(
+        self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -109,8 +112,14 @@ class Trainer:
         self.strategy_component = plugins.get("strategy", settings["strategy"])
         self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]))
         self.optimiser = Optimiser(self.student, settings["learning_rate"], self.strategy)
-        self.buffer = ReplayBuffer(settings["buffer_samples"], settings["buffer_bytes"], settings["eviction"],
-                                   settings["prioritized"], settings["priority_alpha"], settings["seed"])
+        self.buffer = ReplayBuffer(
+            settings["buffer_samples"],
+            settings["buffer_bytes"],
+            settings["eviction"],
+            settings["prioritized"],
+            settings["priority_alpha"],
+            settings["seed"],
+        )
         self.heldout = ReplayBuffer(settings["heldout_samples"], settings["buffer_bytes"], seed=settings["seed"])
         self.random = np.random.default_rng(settings["seed"])
         self.agreement: float | None = None
@@ -123,7 +132,9 @@ class Trainer:
         with self.torch.no_grad():
             return self.student(self.torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
 
-    def add_labelled(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None) -> None:
+    def add_labelled(
+        self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None
+    ) -> None:
         """Add teacher-labelled samples; a ``heldout_share`` of them go to the held-out set instead."""
         features = np.asarray(features, dtype=np.float32)
         outputs = np.asarray(outputs, dtype=np.float32)
@@ -152,13 +163,19 @@ class Trainer:
         if self.discrete:  # a stacked ensemble's labels are its members' joint choice
             joint = teacher_policy_outputs(batch["outputs"], outputs.shape[1], self.discrete)
             hard_labels = torch.from_numpy(joint.argmax(axis=1))
-        inputs = StrategyInputs(student_outputs=outputs, teacher_outputs=teacher, hard_labels=hard_labels,
-                                student_features=student_features,
-                                teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
-                                agreement=self.agreement)
+        inputs = StrategyInputs(
+            student_outputs=outputs,
+            teacher_outputs=teacher,
+            hard_labels=hard_labels,
+            student_features=student_features,
+            teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
+            agreement=self.agreement,
+        )
         self.loss = self.optimiser.step(strategy_loss(self.strategy_component, self.strategy, inputs))
         if self.buffer.prioritized or self.buffer.eviction == "lowest_priority":
-            self.buffer.update_priorities(index, per_sample_disagreement(outputs.detach().numpy(), batch["outputs"], self.discrete))
+            self.buffer.update_priorities(
+                index, per_sample_disagreement(outputs.detach().numpy(), batch["outputs"], self.discrete)
+            )
         return self.loss
 
     def state(self) -> dict[str, Any]:
@@ -186,6 +203,9 @@ class Trainer:
         there is no serving version or too little held-out data to tell)."""
         agreement, loss = self.score(candidate)
         serving_agreement = self.score(serving)[0] if serving is not None else None
-        promoted = agreement is None or serving_agreement is None or \
-            agreement >= serving_agreement - self.settings["promotion_margin"]
+        promoted = (
+            agreement is None
+            or serving_agreement is None
+            or agreement >= serving_agreement - self.settings["promotion_margin"]
+        )
         return Verdict(promoted, agreement, loss, serving_agreement)

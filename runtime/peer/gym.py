@@ -33,18 +33,34 @@ class AttachSummary:
 
     def as_dict(self) -> dict:
         returns = [e.episode_return for e in self.episodes]
-        return {"env": self.env_id, "episodes": len(self.episodes), "steps": self.steps,
-                "mean_return": float(np.mean(returns)) if returns else None,
-                "returns": returns, "decided_by_student": self.by_student, "decided_by_teacher": self.by_teacher,
-                "duration_s": round(self.duration_s, 3)}
+        return {
+            "env": self.env_id,
+            "episodes": len(self.episodes),
+            "steps": self.steps,
+            "mean_return": float(np.mean(returns)) if returns else None,
+            "returns": returns,
+            "decided_by_student": self.by_student,
+            "decided_by_teacher": self.by_teacher,
+            "duration_s": round(self.duration_s, 3),
+        }
 
 
-def run_gym_peers(endpoint: str, env_id: str, episodes: int, peers: int = 1, policy: str = "auto", seed: int = 0,
-                  wait_s: float = 60.0, on_episode: Callable[[EpisodeResult], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> AttachSummary:
+def run_gym_peers(
+    endpoint: str,
+    env_id: str,
+    episodes: int,
+    peers: int = 1,
+    policy: str = "auto",
+    seed: int = 0,
+    wait_s: float = 60.0,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AttachSummary:
     """Run ``peers`` environments against the runtime until ``episodes`` episodes have finished."""
     envs = [gymnasium.make(env_id) for _ in range(peers)]
-    clients = [Peer(endpoint, env.observation_space, env.action_space, name=f"{env_id}#{i}") for i, env in enumerate(envs)]
+    clients = [
+        Peer(endpoint, env.observation_space, env.action_space, name=f"{env_id}#{i}") for i, env in enumerate(envs)
+    ]
     summary = AttachSummary(env_id)
     started = time.monotonic()
     try:

@@ -54,13 +54,23 @@ def space_to_wire(space: Any) -> dict[str, Any]:
 
 
 class Peer:
-    def __init__(self, endpoint: str, observation_space: Any, action_space: Any, name: str = "",
-                 timeout_s: float = 30.0, resend_s: float = 0.5, reconnect_after: int = 4,
-                 max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        observation_space: Any,
+        action_space: Any,
+        name: str = "",
+        timeout_s: float = 30.0,
+        resend_s: float = 0.5,
+        reconnect_after: int = 4,
+        max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.endpoint = endpoint
         self.name = name
-        self.spaces = {"observation_space": space_to_wire(observation_space),
-                       "action_space": space_to_wire(action_space)}
+        self.spaces = {
+            "observation_space": space_to_wire(observation_space),
+            "action_space": space_to_wire(action_space),
+        }
         self.timeout_s = timeout_s
         self.resend_s = resend_s
         self.reconnect_after = reconnect_after
@@ -115,8 +125,9 @@ class Peer:
         deadline = time.monotonic() + timeout_s
         while self._connected.poll(int(max(deadline - time.monotonic(), 0.0) * 1000)):
             try:
-                return protocol.decode(self._connected.recv(), protocol.socket_cap(self.max_message_bytes),
-                                       accept=protocol.TO_PEER)
+                return protocol.decode(
+                    self._connected.recv(), protocol.socket_cap(self.max_message_bytes), accept=protocol.TO_PEER
+                )
             except ProtocolError as exc:
                 if exc.code != ErrorCode.UNKNOWN_KIND:
                     raise
@@ -124,8 +135,9 @@ class Peer:
         return None
 
     # --- observations ----------------------------------------------------------------------------
-    def submit(self, obs: np.ndarray, reward: float | None = None, episode_start: bool | None = None,
-               policy: str = "auto") -> int:
+    def submit(
+        self, obs: np.ndarray, reward: float | None = None, episode_start: bool | None = None, policy: str = "auto"
+    ) -> int:
         """Send an observation without waiting; collect its action with ``result``. Returns its seq.
 
         ``reward`` is the reward for the previous action; ``episode_start`` marks the first

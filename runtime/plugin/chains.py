@@ -33,8 +33,12 @@ class Chain:
             item = np.asarray(serve(component, step, item, stream))
             # Checked here, so a step returning the wrong thing fails as that plugin, not later in encoding.
             if item.shape != step.output_space.shape or item.dtype.kind not in "biuf":
-                raise PluginFailure(component, ValueError(
-                    f"returned {item.dtype} {list(item.shape)}, its output space is {describe(step.output_space)}"))
+                raise PluginFailure(
+                    component,
+                    ValueError(
+                        f"returned {item.dtype} {list(item.shape)}, its output space is {describe(step.output_space)}"
+                    ),
+                )
         return item
 
     def reset(self, stream: bytes) -> None:

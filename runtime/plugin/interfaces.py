@@ -8,8 +8,9 @@ filters. Students and distillation strategies work on torch tensors inside the t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from gymnasium import spaces
@@ -23,14 +24,11 @@ class Student(Protocol):
     """A ``torch.nn.Module``: ``forward(x)`` maps a float32 batch (B, *features) to
     (B, output_size); its weights travel as ``state_dict()`` between distillation and decision."""
 
-    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
-        ...
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
-    def state_dict(self) -> dict[str, Any]:
-        ...
+    def state_dict(self) -> dict[str, Any]: ...
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any:
-        ...
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any: ...
 
 
 @runtime_checkable
@@ -52,7 +50,7 @@ class Teacher(Protocol):
 class ForwardFeatures(Protocol):
     """A student that exposes hidden features, for feature-hint strategies."""
 
-    def forward_features(self, x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(outputs (B, output_size), features (B, ...))."""
         ...
 
@@ -62,7 +60,7 @@ class ForwardMembers(Protocol):
     """An ensemble student: its members' outputs, whose spread query policies see as
     ``QueryContext.member_outputs``; decision acts on their mean."""
 
-    def forward_members(self, x: "torch.Tensor") -> "torch.Tensor":
+    def forward_members(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, output_size)."""
         ...
 
@@ -81,11 +79,11 @@ class LabelWithFeatures(Protocol):
 class StrategyInputs:
     """What a distillation strategy sees for one minibatch (torch tensors, first axis = batch)."""
 
-    student_outputs: "torch.Tensor"
-    teacher_outputs: "torch.Tensor"
-    hard_labels: "torch.Tensor | None" = None
-    student_features: "torch.Tensor | None" = None
-    teacher_features: "torch.Tensor | None" = None
+    student_outputs: torch.Tensor
+    teacher_outputs: torch.Tensor
+    hard_labels: torch.Tensor | None = None
+    student_features: torch.Tensor | None = None
+    teacher_features: torch.Tensor | None = None
     agreement: float | None = None  # the student's recent agreement with the teacher, 0..1
 
 
@@ -93,17 +91,16 @@ class StrategyInputs:
 class DistillationStrategy(Protocol):
     """Turns student and teacher outputs into a scalar loss to minimise."""
 
-    def loss(self, inputs: StrategyInputs) -> "torch.Tensor":
-        ...
+    def loss(self, inputs: StrategyInputs) -> torch.Tensor: ...
 
 
 @dataclass
 class QueryContext:
     """What a query policy knows about one batch of observations in the decision process."""
 
-    features: np.ndarray                 # (B, ...) features the student saw
-    student_outputs: np.ndarray          # (B, output_size)
-    student_version: int                 # 0 while no trained student has been published
+    features: np.ndarray  # (B, ...) features the student saw
+    student_outputs: np.ndarray  # (B, output_size)
+    student_version: int  # 0 while no trained student has been published
     action_space: spaces.Space
     forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
     # (K, B, output_size) when the student is a ForwardMembers (an ensemble), else None
@@ -118,14 +115,13 @@ class QueryContext:
 class QueryDecision:
     """Per observation: ask the teacher for a label, and let the teacher act instead of the student."""
 
-    label: np.ndarray        # bool (B,)
+    label: np.ndarray  # bool (B,)
     teacher_acts: np.ndarray  # bool (B,); an acting teacher's output is also used as the label
 
 
 @runtime_checkable
 class QueryPolicy(Protocol):
-    def decide(self, context: QueryContext) -> QueryDecision:
-        ...
+    def decide(self, context: QueryContext) -> QueryDecision: ...
 
 
 class StreamStep:

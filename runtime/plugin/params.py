@@ -22,8 +22,9 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from gymnasium import spaces
 
@@ -70,8 +71,9 @@ integer = instance_of(int, expected="an integer")
 string = instance_of(str, expected="a string")
 boolean = instance_of(bool, expected="true or false")
 table = instance_of(Mapping, expected="a table")  # type: ignore[type-abstract]
-number = Validator("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-                   float)
+number = Validator(
+    "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), float
+)
 
 
 def _compare(op: str, limit: float, test: Callable[[Any], bool]) -> Validator:
@@ -104,21 +106,27 @@ def not_(validator: Validator) -> Validator:
 
 def optional(validator: Validator) -> Validator:
     """``validator``, or None (left unset)."""
-    return Validator(f"{validator.expected}, or unset", lambda v: v is None or validator(v),
-                     lambda v: None if v is None else validator.convert(v))
+    return Validator(
+        f"{validator.expected}, or unset",
+        lambda v: v is None or validator(v),
+        lambda v: None if v is None else validator.convert(v),
+    )
 
 
 def or_(*validators: Validator) -> Validator:
     """The first of ``validators`` that passes decides the conversion."""
+
     def convert(value: Any) -> Any:
         return next(v for v in validators if v(value)).convert(value)
 
-    return Validator(", or ".join(v.expected for v in validators), lambda value: any(v(value) for v in validators),
-                     convert)
+    return Validator(
+        ", or ".join(v.expected for v in validators), lambda value: any(v(value) for v in validators), convert
+    )
 
 
 def and_(*validators: Validator) -> Validator:
     """All of ``validators``, checked in order (so a type check guards the comparisons after it)."""
+
     def test(value: Any) -> bool:
         return all(v(value) for v in validators)
 
@@ -138,8 +146,10 @@ def _join(validators: tuple[Validator, ...]) -> str:
         lower = previous is not None and previous.bound is not None and previous.bound[0] in (">", ">=")
         if lower and validator.bound is not None and validator.bound[0] in ("<", "<="):
             low, high = previous.bound[1], validator.bound[1]  # type: ignore[union-attr]
-            parts[-1] = (f" in {'[' if previous.bound[0] == '>=' else '('}{low:g}, "  # type: ignore[union-attr]
-                         f"{high:g}{']' if validator.bound[0] == '<=' else ')'}")
+            parts[-1] = (
+                f" in {'[' if previous.bound[0] == '>=' else '('}{low:g}, "  # type: ignore[union-attr]
+                f"{high:g}{']' if validator.bound[0] == '<=' else ')'}"
+            )
         elif not parts:
             parts.append(validator.expected)
         elif validator.bound is not None:
@@ -223,14 +233,19 @@ class Params:
         for name in sorted(values):
             if name not in self.params:
                 raise self.unknown(name)
-        return {name: self.check(name, values[name]) if name in values else
-                self.check(name, copy.deepcopy(param.default), given=False)
-                for name, param in self.params.items()}
+        return {
+            name: self.check(name, values[name])
+            if name in values
+            else self.check(name, copy.deepcopy(param.default), given=False)
+            for name, param in self.params.items()
+        }
 
     def describe(self) -> list[dict[str, Any]]:
         """Per parameter: name, default, doc and constraint (what ``agentrt plugins --json`` shows)."""
-        return [{"name": name, "default": param.default, "doc": param.doc, "constraint": param.constraint}
-                for name, param in self.params.items()]
+        return [
+            {"name": name, "default": param.default, "doc": param.doc, "constraint": param.constraint}
+            for name, param in self.params.items()
+        ]
 
 
 def declare(component: str, **params: Param) -> Callable[[Factory], Factory]:
@@ -269,8 +284,9 @@ def declared(factory: Callable[..., Any]) -> Params | None:
     return spec if isinstance(spec, Params) else None
 
 
-def box_space(component: str, space: spaces.Space, expected: str = "a box space",
-              min_ndim: int = 0, max_ndim: int | None = None) -> spaces.Box:
+def box_space(
+    component: str, space: spaces.Space, expected: str = "a box space", min_ndim: int = 0, max_ndim: int | None = None
+) -> spaces.Box:
     """``space`` if it is a Box with ``min_ndim`` to ``max_ndim`` axes; ``expected`` describes what fits."""
     ndim = len(space.shape) if isinstance(space, spaces.Box) else -1
     if ndim < min_ndim or (max_ndim is not None and ndim > max_ndim):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 import structlog
@@ -46,7 +47,7 @@ class BuildContext:
     ``component`` being built and the ``spaces`` its factory was given. (Time reaches components
     per call, as ``QueryContext.now``, so that a simulation's clock is the only clock.)"""
 
-    plugins: "Plugins"
+    plugins: Plugins
     component: Component
     spaces: tuple[spaces.Space, ...] = ()
 
@@ -95,13 +96,17 @@ class Plugins:
 
     def _register(self, point: ExtensionPoint, plugin: str, registered: Any) -> None:
         if not isinstance(registered, dict):
-            raise PluginError(f"plugin {plugin!r}: hook {point.hook} must return a dict of name -> factory, "
-                              f"got {type(registered).__name__}")
+            raise PluginError(
+                f"plugin {plugin!r}: hook {point.hook} must return a dict of name -> factory, "
+                f"got {type(registered).__name__}"
+            )
         for name, factory in registered.items():
             existing = self.components[point.name].get(name)
             if existing is not None:
-                raise PluginError(f"{point.name} {name!r} is registered by both plugin {existing.plugin!r} "
-                                  f"and plugin {plugin!r} ({point.hook})")
+                raise PluginError(
+                    f"{point.name} {name!r} is registered by both plugin {existing.plugin!r} "
+                    f"and plugin {plugin!r} ({point.hook})"
+                )
             self.components[point.name][name] = Component(point.name, name, plugin, factory, _takes_context(factory))
 
     def _each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Callable[[], Any]]]:
@@ -110,8 +115,11 @@ class Plugins:
         or a failure belongs to one plugin)."""
         calls = []
         # Wrappers (old and new style) stay in every call; they wrap each plugin's implementation.
-        impls = [impl for impl in getattr(self.manager.hook, hook_name).get_hookimpls()
-                 if not (impl.hookwrapper or impl.wrapper)]
+        impls = [
+            impl
+            for impl in getattr(self.manager.hook, hook_name).get_hookimpls()
+            if not (impl.hookwrapper or impl.wrapper)
+        ]
         for impl in impls:
             key = (hook_name, impl.plugin_name)
             if key not in self._callers:
@@ -126,7 +134,9 @@ class Plugins:
             return self.components[point][name]
         except KeyError:
             available = ", ".join(sorted(self.components[point])) or "none"
-            raise PluginError(f"no {point} named {name!r} is registered by any loaded plugin; available: {available}") from None
+            raise PluginError(
+                f"no {point} named {name!r} is registered by any loaded plugin; available: {available}"
+            ) from None
 
     def build(self, point: str, name: str, params: dict[str, Any], *args: Any) -> Any:
         """Call the factory of component ``name`` with ``params`` and the point's ``args`` (and a
@@ -145,8 +155,10 @@ class Plugins:
         except Exception as exc:
             raise PluginError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if not isinstance(built, interface):
-            raise PluginError(f"{where}: it returned {type(built).__name__}, which is not a {interface.__name__} "
-                              f"(runtime.plugin.interfaces)")
+            raise PluginError(
+                f"{where}: it returned {type(built).__name__}, which is not a {interface.__name__} "
+                f"(runtime.plugin.interfaces)"
+            )
         return built
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
@@ -180,9 +192,16 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
         try:
             plugin = entry_point.load()
         except Exception as exc:
-            raise PluginError(f"plugin {entry_point.name!r} (entry point {entry_point.value}, distribution {distribution}) failed to import: {type(exc).__name__}: {exc}") from exc
-        info = PluginInfo(entry_point.name, distribution, entry_point.dist.version if entry_point.dist else "",
-                          entry_point.value, builtin)
+            raise PluginError(
+                f"plugin {entry_point.name!r} (entry point {entry_point.value}, distribution {distribution}) failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+        info = PluginInfo(
+            entry_point.name,
+            distribution,
+            entry_point.dist.version if entry_point.dist else "",
+            entry_point.value,
+            builtin,
+        )
         _register(manager, plugin, info)
         infos[info.name] = info
     for name, plugin in (extra or {}).items():
@@ -191,7 +210,9 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
         infos[name] = info
     missing = wanted - set(infos)
     if missing:
-        raise PluginError(f"plugins.load names {', '.join(sorted(missing))}, but no such entry point is installed in group {ENTRY_POINT_GROUP!r}")
+        raise PluginError(
+            f"plugins.load names {', '.join(sorted(missing))}, but no such entry point is installed in group {ENTRY_POINT_GROUP!r}"
+        )
     if os.environ.get(TRACE_ENV, "0") not in ("", "0"):
         manager.trace.root.setwriter(lambda line: log.info("plugin_trace", line=line.rstrip()))
         manager.enable_tracing()
@@ -225,15 +246,19 @@ def describe(config: dict[str, Any]) -> dict[str, Any]:
             plugins.get(point, name)
     return {
         "plugins": [vars(info) for info in plugins.infos.values()],
-        "extension_points": {name: {"hook": point.hook,
-                                    "config": f"{point.section}.{point.key}",
-                                    "chain": point.chain,
-                                    "interface": point.interface.__name__,
-                                    "arguments": ["params", *point.arguments],
-                                    "available": {c.name: c.plugin for c in _sorted(plugins, name)},
-                                    "components": {c.name: _component(c) for c in _sorted(plugins, name)},
-                                    "selected": choice[name]}
-                             for name, point in EXTENSION_POINTS.items()},
+        "extension_points": {
+            name: {
+                "hook": point.hook,
+                "config": f"{point.section}.{point.key}",
+                "chain": point.chain,
+                "interface": point.interface.__name__,
+                "arguments": ["params", *point.arguments],
+                "available": {c.name: c.plugin for c in _sorted(plugins, name)},
+                "components": {c.name: _component(c) for c in _sorted(plugins, name)},
+                "selected": choice[name],
+            }
+            for name, point in EXTENSION_POINTS.items()
+        },
     }
 
 
@@ -244,5 +269,8 @@ def _sorted(plugins: Plugins, point: str) -> list[Component]:
 def _component(component: Component) -> dict[str, Any]:
     spec = declared(component.factory)
     doc = inspect.getdoc(component.factory) or ""
-    return {"plugin": component.plugin, "doc": doc.split("\n\n")[0].replace("\n", " "),  # the first paragraph
-            "params": None if spec is None else spec.describe()}
+    return {
+        "plugin": component.plugin,
+        "doc": doc.split("\n\n")[0].replace("\n", " "),  # the first paragraph
+        "params": None if spec is None else spec.describe(),
+    }

@@ -45,26 +45,83 @@ class ExtensionPoint:
 
 _SPACES = ("observation_space", "action_space")
 
-EXTENSION_POINTS: dict[str, ExtensionPoint] = {point.name: point for point in (
-    ExtensionPoint("student", "agentrt_register_students", "student", "plugin", False, Student, _SPACES,
-                   "mlp", "student model factory, by name (agentrt plugins)",
-                   "parameters for the student factory (each component has its own defaults)"),
-    ExtensionPoint("teacher", "agentrt_register_teachers", "teacher", "plugin", False, Teacher, _SPACES,
-                   "checkpoint", "teacher factory, by name",
-                   "parameters for the teacher factory (the checkpoint teacher defaults to builtin:cartpole)"),
-    ExtensionPoint("strategy", "agentrt_register_distillation_strategies", "distillation", "strategy", False,
-                   DistillationStrategy, (), "soft_target", "distillation strategy (loss), by name",
-                   "parameters for the strategy (soft_target defaults to temperature 2, alpha 0.5)"),
-    ExtensionPoint("query_policy", "agentrt_register_query_policies", "query", "policy", False, QueryPolicy, (),
-                   "cascade", "teacher query policy, by name",
-                   "parameters for the query policy (each policy has its own defaults)"),
-    ExtensionPoint("perception", "agentrt_register_perception_transforms", "perception", "transforms", True,
-                   StreamStep, ("input_space",), [], "perception transforms, applied in this order",
-                   "parameters per transform: [perception.params.<name>]"),
-    ExtensionPoint("execution", "agentrt_register_execution_filters", "execution", "filters", True,
-                   StreamStep, ("action_space",), ["clip"], "execution filters, applied in this order",
-                   "parameters per filter: [execution.params.<name>]"),
-)}
+EXTENSION_POINTS: dict[str, ExtensionPoint] = {
+    point.name: point
+    for point in (
+        ExtensionPoint(
+            "student",
+            "agentrt_register_students",
+            "student",
+            "plugin",
+            False,
+            Student,
+            _SPACES,
+            "mlp",
+            "student model factory, by name (agentrt plugins)",
+            "parameters for the student factory (each component has its own defaults)",
+        ),
+        ExtensionPoint(
+            "teacher",
+            "agentrt_register_teachers",
+            "teacher",
+            "plugin",
+            False,
+            Teacher,
+            _SPACES,
+            "checkpoint",
+            "teacher factory, by name",
+            "parameters for the teacher factory (the checkpoint teacher defaults to builtin:cartpole)",
+        ),
+        ExtensionPoint(
+            "strategy",
+            "agentrt_register_distillation_strategies",
+            "distillation",
+            "strategy",
+            False,
+            DistillationStrategy,
+            (),
+            "soft_target",
+            "distillation strategy (loss), by name",
+            "parameters for the strategy (soft_target defaults to temperature 2, alpha 0.5)",
+        ),
+        ExtensionPoint(
+            "query_policy",
+            "agentrt_register_query_policies",
+            "query",
+            "policy",
+            False,
+            QueryPolicy,
+            (),
+            "cascade",
+            "teacher query policy, by name",
+            "parameters for the query policy (each policy has its own defaults)",
+        ),
+        ExtensionPoint(
+            "perception",
+            "agentrt_register_perception_transforms",
+            "perception",
+            "transforms",
+            True,
+            StreamStep,
+            ("input_space",),
+            [],
+            "perception transforms, applied in this order",
+            "parameters per transform: [perception.params.<name>]",
+        ),
+        ExtensionPoint(
+            "execution",
+            "agentrt_register_execution_filters",
+            "execution",
+            "filters",
+            True,
+            StreamStep,
+            ("action_space",),
+            ["clip"],
+            "execution filters, applied in this order",
+            "parameters per filter: [execution.params.<name>]",
+        ),
+    )
+}
 
 
 def in_section(section: str) -> ExtensionPoint | None:

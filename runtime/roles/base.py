@@ -30,9 +30,6 @@ DRAIN_LIMIT = 256
 REFUSAL_LOG_INTERVAL_S = 1.0
 
 
-
-
-
 def report_exit(run_dir: str, role: str, code: ExitCode, reason: str) -> None:
     """Tell the daemon why this role exits; a failure to write must not hide the exit itself."""
     try:
@@ -57,8 +54,11 @@ class Role:
         self.config = config
         daemon = config["daemon"]
         self.log = logs.configure(self.name, daemon["log_format"], daemon["log_level"])
-        self.transport = transport.Transport(daemon["run_dir"] if supervised else None,
-                                             config["protocol"]["max_message_bytes"], daemon["socket_linger_ms"])
+        self.transport = transport.Transport(
+            daemon["run_dir"] if supervised else None,
+            config["protocol"]["max_message_bytes"],
+            daemon["socket_linger_ms"],
+        )
         self.max_message_bytes = config["protocol"]["max_message_bytes"]
         self.counters: Counter[str] = Counter()
         self._refusal_lines: dict[str, tuple[float, int]] = {}  # error code -> (last warning, refusals since)
@@ -139,8 +139,13 @@ class Role:
 
     def log_plugin_failure(self, failure: PluginFailure) -> None:
         component = failure.component
-        self.log.error("plugin_failed", plugin=component.plugin, hook=component.hook, component=component.name,
-                       error=f"{type(failure.error).__name__}: {failure.error}")
+        self.log.error(
+            "plugin_failed",
+            plugin=component.plugin,
+            hook=component.hook,
+            component=component.name,
+            error=f"{type(failure.error).__name__}: {failure.error}",
+        )
 
     def plugin_failed(self, failure: PluginFailure, returns: zmq.Socket, route: bytes, seq: int | None) -> None:
         """A plugin raised while serving a peer's request: log it by plugin and hook, answer the peer."""
@@ -167,8 +172,9 @@ class Role:
         if not self.supervised:
             return
         self.gauges["torch_loaded"] = "torch" in sys.modules
-        message = protocol.encode("stats", role=self.name, pid=os.getpid(),
-                                  counters=dict(self.counters), gauges=self.gauges)
+        message = protocol.encode(
+            "stats", role=self.name, pid=os.getpid(), counters=dict(self.counters), gauges=self.gauges
+        )
         self.send(self._stats, message, "stats")
 
     def run(self) -> int:
@@ -209,4 +215,3 @@ class Role:
             self.transport.close()
         self.log.info("role_stopped")
         return 0
-

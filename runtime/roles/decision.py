@@ -80,8 +80,9 @@ class Decision(Role):
     def decide(self, batch: list[protocol.Message]) -> None:
         features = np.stack([m["features"] for m in batch]).astype(np.float32, copy=False)
         try:
-            decisions = self.decider.decide(features, np.stack([m["obs"] for m in batch]),
-                                            [m["policy"] for m in batch], self.ask_teacher)
+            decisions = self.decider.decide(
+                features, np.stack([m["obs"] for m in batch]), [m["policy"] for m in batch], self.ask_teacher
+            )
         except PluginFailure as failure:
             for message in batch:
                 self.plugin_failed(failure, self.returns, message["route"], message["seq"])
@@ -91,18 +92,39 @@ class Decision(Role):
         self.counters["decided_by_teacher"] += int((decisions.decided_by == "teacher").sum())
         for index, message in enumerate(batch):
             if not decisions.acted(index):  # the teacher could not stand in either
-                self.reply_error(self.returns, message["route"], ErrorCode.UNAVAILABLE,
-                                 "the student produced a non-finite output and the teacher did not answer", message["seq"])
+                self.reply_error(
+                    self.returns,
+                    message["route"],
+                    ErrorCode.UNAVAILABLE,
+                    "the student produced a non-finite output and the teacher did not answer",
+                    message["seq"],
+                )
                 continue
-            self.send(self.to_execution, protocol.encode(
-                "decided", route=message["route"], seq=message["seq"], action=decisions.actions[index],
-                student_version=self.decider.version, decided_by=decisions.decided_by[index],
-                new_episode=message["new_episode"]), "decided")
+            self.send(
+                self.to_execution,
+                protocol.encode(
+                    "decided",
+                    route=message["route"],
+                    seq=message["seq"],
+                    action=decisions.actions[index],
+                    student_version=self.decider.version,
+                    decided_by=decisions.decided_by[index],
+                    new_episode=message["new_episode"],
+                ),
+                "decided",
+            )
             if decisions.label[index]:
                 self.counters["labels_requested"] += 1
-                self.send(self.to_distiller, protocol.encode(
-                    "sample", obs=message["obs"], features=features[index],
-                    teacher_output=decisions.teacher_outputs[index]), "sample")
+                self.send(
+                    self.to_distiller,
+                    protocol.encode(
+                        "sample",
+                        obs=message["obs"],
+                        features=features[index],
+                        teacher_output=decisions.teacher_outputs[index],
+                    ),
+                    "sample",
+                )
         self.counters["decisions"] += len(batch)
         self.counters["batches"] += 1
 

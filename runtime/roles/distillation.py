@@ -50,8 +50,10 @@ class Distillation(Role):
             state = load_safetensors(self.store.path(version))[0] if version else None
             self.learner.resume(version, state, serving_version, serving_state)
         except (RuntimeError, OSError) as exc:
-            raise ConfigError(f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
-                             "use another run directory, or remove its checkpoints/ and students.sqlite") from None
+            raise ConfigError(
+                f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
+                "use another run directory, or remove its checkpoints/ and students.sqlite"
+            ) from None
         if version:  # versions continue after a crash or restart
             self.log.info("distiller_resumed", version=version, serving=serving_version)
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
@@ -66,8 +68,15 @@ class Distillation(Role):
         self.on(self.inbox, lambda sock: self.drain(sock, self.on_sample))
         self.on(self.teacher, lambda sock: self.drain(sock, self.on_labels))
         self.on(self.control, self.on_control)
-        self.gauges.update(version=version, serving_version=serving_version, buffer=0, heldout=0,
-                           loss=None, agreement=None, train_steps_per_s=0.0)
+        self.gauges.update(
+            version=version,
+            serving_version=serving_version,
+            buffer=0,
+            heldout=0,
+            loss=None,
+            agreement=None,
+            train_steps_per_s=0.0,
+        )
 
     def teardown(self) -> None:
         self.registry.close()
@@ -94,8 +103,13 @@ class Distillation(Role):
         request_id = next(self.request_ids)
         self.in_flight[request_id] = (time.monotonic(), np.stack([features for _, features in self.pending]))
         self.pending.clear()
-        self.send(self.teacher, protocol.encode("teach", request_id=request_id, obs=observations,
-                                                want_features=self.settings["teacher_features"]), "teach")
+        self.send(
+            self.teacher,
+            protocol.encode(
+                "teach", request_id=request_id, obs=observations, want_features=self.settings["teacher_features"]
+            ),
+            "teach",
+        )
 
     def on_labels(self, data: bytes) -> None:
         reply = self.decode(data, frozenset({"taught"}))
@@ -109,8 +123,13 @@ class Distillation(Role):
         self.learner.add_labels(features, outputs, teacher_features)
         self.counters["labels"] += len(features)
         stats = self.learner.stats()
-        self.gauges.update(agreement=round(stats.agreement, 4), buffer=stats.buffer, heldout=stats.heldout,
-                           buffer_bytes=stats.buffer_bytes, buffer_evicted=stats.buffer_evicted)
+        self.gauges.update(
+            agreement=round(stats.agreement, 4),
+            buffer=stats.buffer,
+            heldout=stats.heldout,
+            buffer_bytes=stats.buffer_bytes,
+            buffer_evicted=stats.buffer_evicted,
+        )
 
     # --- training --------------------------------------------------------------------------------
     def poll_timeout_ms(self) -> int:
@@ -138,23 +157,52 @@ class Distillation(Role):
     def publish(self, candidate: Candidate) -> None:
         """Write a judged candidate to disk and the registry; announce it if it was promoted."""
         version, verdict = candidate.version, candidate.verdict
-        path = self.store.save(version, candidate.state, {"loss": str(candidate.loss), "agreement": str(candidate.agreement),
-                                                          "parent": str(candidate.serving_before)})
-        self.registry.record(version, candidate.parent, candidate.samples, candidate.train_steps,
-                             verdict.heldout_agreement, verdict.heldout_loss, verdict.serving_agreement,
-                             PROMOTED if candidate.promoted else REJECTED, str(path))
+        path = self.store.save(
+            version,
+            candidate.state,
+            {
+                "loss": str(candidate.loss),
+                "agreement": str(candidate.agreement),
+                "parent": str(candidate.serving_before),
+            },
+        )
+        self.registry.record(
+            version,
+            candidate.parent,
+            candidate.samples,
+            candidate.train_steps,
+            verdict.heldout_agreement,
+            verdict.heldout_loss,
+            verdict.serving_agreement,
+            PROMOTED if candidate.promoted else REJECTED,
+            str(path),
+        )
         self.gauges.update(version=version, loss=candidate.loss, train_steps_per_s=candidate.steps_per_s)
         if not candidate.promoted:
             self.counters["candidates_rejected"] += 1
-            self.log.warning("candidate_rejected", version=version, heldout_agreement=verdict.heldout_agreement,
-                             serving_version=candidate.serving_before, serving_agreement=verdict.serving_agreement)
+            self.log.warning(
+                "candidate_rejected",
+                version=version,
+                heldout_agreement=verdict.heldout_agreement,
+                serving_version=candidate.serving_before,
+                serving_agreement=verdict.serving_agreement,
+            )
             self.prune_checkpoints()
             return
         self.announce(version, str(path))
-        metrics = {"loss": candidate.loss, "agreement": candidate.agreement,
-                   "heldout_agreement": verdict.heldout_agreement, "samples": candidate.samples}
-        self.log.info("weights_published", version=version, loss=round(candidate.loss, 5),
-                      heldout_agreement=verdict.heldout_agreement, serving_agreement=verdict.serving_agreement)
+        metrics = {
+            "loss": candidate.loss,
+            "agreement": candidate.agreement,
+            "heldout_agreement": verdict.heldout_agreement,
+            "samples": candidate.samples,
+        }
+        self.log.info(
+            "weights_published",
+            version=version,
+            loss=round(candidate.loss, 5),
+            heldout_agreement=verdict.heldout_agreement,
+            serving_agreement=verdict.serving_agreement,
+        )
         self.plugins.notify("agentrt_weights_published", version=version, path=str(path), metrics=metrics)
         self.prune_checkpoints()
 

@@ -32,6 +32,11 @@ class Execution(Role):
             self.plugin_failed(failure, self.returns, route, seq)
             return
         self.counters["actions"] += 1
-        payload = protocol.encode("action", seq=seq, action=action, student_version=message["student_version"],
-                                  decided_by=message["decided_by"])
+        payload = protocol.encode(
+            "action",
+            seq=seq,
+            action=action,
+            student_version=message["student_version"],
+            decided_by=message["decided_by"],
+        )
         self.send(self.returns, protocol.encode("reply", route=route, payload=payload, payload_kind="action"), "action")

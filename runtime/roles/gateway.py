@@ -22,8 +22,9 @@ from runtime.wire.protocol import ErrorCode
 
 POLICIES = frozenset({"auto", "student", "teacher"})
 # Transport events that mean a client spoke something other than ZMTP, or broke the handshake.
-HANDSHAKE_FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass
@@ -53,8 +54,10 @@ class Gateway(Role):
         self.sessions: dict[bytes, Session] = {}
         self.peer_numbers = itertools.count(1)
         self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
-        self.welcome_spaces = {"observation_space": spaces.to_wire(self.observation_space),
-                               "action_space": spaces.to_wire(self.action_space)}
+        self.welcome_spaces = {
+            "observation_space": spaces.to_wire(self.observation_space),
+            "action_space": spaces.to_wire(self.action_space),
+        }
         self.student_version = registry.serving_version(self.config["daemon"]["run_dir"])
         self.next_sweep = 0.0
         self.gauges.update(peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -68,7 +71,12 @@ class Gateway(Role):
                 return
             route, payload = frames[0], frames[-1]
             if len(frames) != 2:
-                self.reject(route, ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"expected one frame per message, got {len(frames) - 1}"))
+                self.reject(
+                    route,
+                    ProtocolError(
+                        ErrorCode.MALFORMED_MESSAGE, f"expected one frame per message, got {len(frames) - 1}"
+                    ),
+                )
                 continue
             try:
                 self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER))
@@ -95,44 +103,70 @@ class Gateway(Role):
             self.detach(route, "bye")
         elif message.kind == "error":
             self.counters["peer_reported_errors"] += 1
-            self.log.warning("peer_reported_error", peer_id=session.peer_id, code=message["code"],
-                             detail=protocol.quote(message["message"]))
+            self.log.warning(
+                "peer_reported_error",
+                peer_id=session.peer_id,
+                code=message["code"],
+                detail=protocol.quote(message["message"]),
+            )
 
     def on_hello(self, route: bytes, message: protocol.Message) -> None:
         peer_name = message.get("peer_name", "")
         if len(peer_name) > protocol.MAX_PEER_NAME_CHARS:
-            raise ProtocolError(ErrorCode.INVALID_FIELD,
-                                f"hello: peer_name has {len(peer_name)} characters; at most {protocol.MAX_PEER_NAME_CHARS}")
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"hello: peer_name has {len(peer_name)} characters; at most {protocol.MAX_PEER_NAME_CHARS}",
+            )
         try:
-            observation_space = spaces.from_wire(message["observation_space"], "observation_space", self.max_message_bytes)
+            observation_space = spaces.from_wire(
+                message["observation_space"], "observation_space", self.max_message_bytes
+            )
             action_space = spaces.from_wire(message["action_space"], "action_space", self.max_message_bytes)
         except (ValueError, TypeError, ProtocolError) as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"hello: {exc}") from None
-        for what, theirs, ours in (("observation", observation_space, self.observation_space),
-                                   ("action", action_space, self.action_space)):
+        for what, theirs, ours in (
+            ("observation", observation_space, self.observation_space),
+            ("action", action_space, self.action_space),
+        ):
             if not spaces.same_space(theirs, ours):
-                raise ProtocolError(ErrorCode.SPACE_MISMATCH,
-                                    f"{what} space {spaces.describe(theirs)} does not match the agent's {spaces.describe(ours)}")
+                raise ProtocolError(
+                    ErrorCode.SPACE_MISMATCH,
+                    f"{what} space {spaces.describe(theirs)} does not match the agent's {spaces.describe(ours)}",
+                )
         if route in self.sessions:
             self.detach(route, "rehello")
         session = Session(f"peer-{next(self.peer_numbers)}-{uuid.uuid4().hex[:8]}", peer_name, time.monotonic())
         self.sessions[route] = session
         self.gauges["peers_connected"] = len(self.sessions)
         self.counters["peers_attached"] += 1
-        welcome = protocol.encode("welcome", peer_id=session.peer_id, student_version=self.student_version,
-                                  max_message_bytes=self.max_message_bytes,
-                                  peer_timeout_ms=int(self.peer_timeout * 1000), **self.welcome_spaces)
+        welcome = protocol.encode(
+            "welcome",
+            peer_id=session.peer_id,
+            student_version=self.student_version,
+            max_message_bytes=self.max_message_bytes,
+            peer_timeout_ms=int(self.peer_timeout * 1000),
+            **self.welcome_spaces,
+        )
         self.to_peer(route, welcome, "welcome")
         self.log.info("peer_attached", peer_id=session.peer_id, peer_name=session.peer_name)
-        self.plugins.notify("agentrt_peer_attached", peer_id=session.peer_id, peer_name=session.peer_name,
-                            observation_space=observation_space, action_space=action_space)
+        self.plugins.notify(
+            "agentrt_peer_attached",
+            peer_id=session.peer_id,
+            peer_name=session.peer_name,
+            observation_space=observation_space,
+            action_space=action_space,
+        )
 
     def on_observation(self, route: bytes, session: Session, message: protocol.Message) -> None:
         seq = message["seq"]
         obs = spaces.check_observation(message["obs"], self.observation_space, seq)
         policy = message.get("policy", "auto")
         if policy not in POLICIES:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"observation: policy {protocol.quote(policy)} is not one of auto, student, teacher", seq)
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"observation: policy {protocol.quote(policy)} is not one of auto, student, teacher",
+                seq,
+            )
         episode_start = bool(message.get("episode_start")) or session.observed == 0
         observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
         if not self.send(self.to_perception, observed, "observation"):
@@ -176,7 +210,9 @@ class Gateway(Role):
     def on_transport_event(self, sock: zmq.Socket) -> None:
         event = recv_monitor_message(sock)
         # not event=...: structlog takes the log message as its first argument, named "event"
-        self.count_error(ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", transport_event=int(event["event"]))
+        self.count_error(
+            ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", transport_event=int(event["event"])
+        )
         self.counters["handshake_failures"] += 1
 
     def on_weights(self, sock: zmq.Socket) -> None:

@@ -34,6 +34,16 @@ class Perception(Role):
             self.plugin_failed(failure, self.returns, route, seq)
             return
         self.counters["observations"] += 1
-        self.send(self.to_decision, protocol.encode("features", route=route, seq=seq, obs=obs, features=features,
-                                                    policy=message["policy"], new_episode=message["new_episode"]),
-                  "features")
+        self.send(
+            self.to_decision,
+            protocol.encode(
+                "features",
+                route=route,
+                seq=seq,
+                obs=obs,
+                features=features,
+                policy=message["policy"],
+                new_episode=message["new_episode"],
+            ),
+            "features",
+        )

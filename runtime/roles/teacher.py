@@ -62,16 +62,20 @@ class TeacherRole(Role):
         torch.set_num_threads(1)
         settings = self.config["teacher"]
         self.component = self.plugins.get("teacher", settings["plugin"])
-        self.teacher = self.plugins.build("teacher", settings["plugin"], dict(settings["params"]),
-                                          self.observation_space, self.action_space)
+        self.teacher = self.plugins.build(
+            "teacher", settings["plugin"], dict(settings["params"]), self.observation_space, self.action_space
+        )
         self.cache = AnswerCache(settings["cache_size"], settings["cache_decimals"])
         self.features_wanted = self.config["distillation"]["teacher_features"]
         self.gives_features = isinstance(self.teacher, LabelWithFeatures)
         if self.features_wanted and not self.gives_features:
-            raise ConfigError(f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features")
+            raise ConfigError(
+                f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features"
+            )
         self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
-        self.log.info("teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
-                      plugin=settings["plugin"])
+        self.log.info(
+            "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings["plugin"]
+        )
         self.on(self.server, self.on_request)
         self.gauges.update(latency_us=0.0)
 
@@ -107,9 +111,13 @@ class TeacherRole(Role):
             outputs, features = serve(self.component, self.teacher.label, observations), None
         outputs = np.asarray(outputs, dtype=np.float32)
         if outputs.ndim != 2 or len(outputs) != len(observations) or not np.isfinite(outputs).all():
-            raise PluginFailure(self.component, ValueError(
-                f"label() returned shape {list(outputs.shape)} (finite: {bool(np.isfinite(outputs).all())}) "
-                f"for {len(observations)} observations; expected ({len(observations)}, k), finite"))
+            raise PluginFailure(
+                self.component,
+                ValueError(
+                    f"label() returned shape {list(outputs.shape)} (finite: {bool(np.isfinite(outputs).all())}) "
+                    f"for {len(observations)} observations; expected ({len(observations)}, k), finite"
+                ),
+            )
         return outputs, features
 
     def answer(self, request: protocol.Message) -> bytes:
@@ -117,15 +125,18 @@ class TeacherRole(Role):
         observations = request["obs"]
         shape = tuple(self.observation_space.shape or ())
         if observations.ndim != 1 + len(shape) or len(observations) == 0 or observations.shape[1:] != shape:
-            raise ProtocolError(ErrorCode.WRONG_SHAPE, f"teach: a batch of shape {list(observations.shape)} does not "
-                                f"hold observations of shape {list(shape)}")
+            raise ProtocolError(
+                ErrorCode.WRONG_SHAPE,
+                f"teach: a batch of shape {list(observations.shape)} does not hold observations of shape {list(shape)}",
+            )
         # With feature hints on, features are computed for every answer, so that the distiller's
         # later request for an observation the teacher already acted on is a cache hit.
-        want_features = bool(request.get("want_features")) and self.gives_features \
-            or self.features_wanted
+        want_features = bool(request.get("want_features")) and self.gives_features or self.features_wanted
         keys = [self.cache.key(obs) for obs in observations]
         known: dict[bytes, Any] = {key: self.cache.get(key, want_features) for key in keys}
-        missing = {key: index for index, key in reversed(list(enumerate(keys))) if known[key] is None}  # first index per key
+        missing = {
+            key: index for index, key in reversed(list(enumerate(keys))) if known[key] is None
+        }  # first index per key
         if missing:
             started = time.perf_counter()
             outputs, features = self.label(observations[list(missing.values())], want_features)

@@ -12,8 +12,13 @@ from runtime.errors import DaemonError, DaemonUnreachable
 from runtime.wire import protocol, transport
 
 
-def request(run_dir: str | Path, command: str, timeout_s: float = 3.0, args: dict[str, Any] | None = None,
-            endpoint: str = transport.CONTROL) -> dict[str, Any]:
+def request(
+    run_dir: str | Path,
+    command: str,
+    timeout_s: float = 3.0,
+    args: dict[str, Any] | None = None,
+    endpoint: str = transport.CONTROL,
+) -> dict[str, Any]:
     """Send one control command to the daemon of ``run_dir`` (or, with ``endpoint``, to another
     control socket of it, such as the distiller's) and return its result."""
     endpoint_file = transport.socket_dir(run_dir) / endpoint

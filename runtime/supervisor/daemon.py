@@ -90,7 +90,9 @@ class Daemon:
     def run(self) -> int:
         existing = rundir.read_pid(self.run_dir)
         if existing is not None and existing != os.getpid():
-            raise DaemonError(f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir")
+            raise DaemonError(
+                f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir"
+            )
         prepare_run_dir(self.run_dir)
         # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
         self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
@@ -104,13 +106,18 @@ class Daemon:
         atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self.transport = transport.Transport(self.run_dir, self.config["protocol"]["max_message_bytes"],
-                                             self.config["daemon"]["socket_linger_ms"])
+        self.transport = transport.Transport(
+            self.run_dir, self.config["protocol"]["max_message_bytes"], self.config["daemon"]["socket_linger_ms"]
+        )
         try:
             self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.CONTROL))
             self.stats = self.transport.bind(zmq.PULL, self.transport.internal(transport.STATS))
-            self.log.info("daemon_started", run_dir=str(self.run_dir), version=__version__,
-                          peer_endpoint=self.config["daemon"]["peer_endpoint"])
+            self.log.info(
+                "daemon_started",
+                run_dir=str(self.run_dir),
+                version=__version__,
+                peer_endpoint=self.config["daemon"]["peer_endpoint"],
+            )
             for role in self.roles.values():
                 self._spawn(role)
             self._loop()
@@ -167,12 +174,21 @@ class Daemon:
                     return
                 role.carried.update(role.counters)
                 role.counters = {}
-                role.backoff = settings["restart_backoff_s"] if uptime >= settings["restart_reset_s"] or not role.backoff \
+                role.backoff = (
+                    settings["restart_backoff_s"]
+                    if uptime >= settings["restart_reset_s"] or not role.backoff
                     else min(role.backoff * 2, settings["restart_backoff_max_s"])
+                )
                 role.restart_at = now + role.backoff
                 role.process = None
-                self.log.error("role_exited", child=role.name, exit_code=code, reason=role.last_exit_reason,
-                               uptime_s=round(uptime, 2), restart_in_s=round(role.backoff, 3))
+                self.log.error(
+                    "role_exited",
+                    child=role.name,
+                    exit_code=code,
+                    reason=role.last_exit_reason,
+                    uptime_s=round(uptime, 2),
+                    restart_in_s=round(role.backoff, 3),
+                )
                 if role.same_exits >= SAME_EXITS_TO_FAIL:
                     self._give_up(role)
                     if self.stopping:
@@ -189,8 +205,13 @@ class Daemon:
             self.log.error("role_failed", child=role.name, essential=True, reason=why)
             self.exit_code, self.exit_reason, self.stopping = ExitCode.CONFIG, why, True
         else:
-            self.log.error("role_failed", child=role.name, essential=False, reason=why,
-                           hint="the student keeps serving; fix the cause and restart the daemon")
+            self.log.error(
+                "role_failed",
+                child=role.name,
+                essential=False,
+                reason=why,
+                hint="the student keeps serving; fix the cause and restart the daemon",
+            )
 
     def _stop_roles(self) -> None:
         alive = [r.process for r in self.roles.values() if r.process is not None and r.process.poll() is None]
@@ -268,18 +289,30 @@ class Daemon:
         gateway, decision = totals["gateway"], totals["decision"]
         distill = self.roles["distillation"].gauges
         return {
-            "daemon": {"pid": os.getpid(), "fork_server_pid": self.launcher.fork_server_pid(),
-                       "version": __version__, "uptime_s": round(now - self.started_at, 3),
-                       "run_dir": str(self.run_dir),
-                       # Where peers really connect: with a wildcard port in the configuration, the bound one.
-                       "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint",
-                                                                         self.config["daemon"]["peer_endpoint"])},
-            "roles": {name: {"pid": role.process.pid if role.process else None, "state": role.state,
-                             "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
-                             "restarts": role.restarts, "last_exit_code": role.last_exit_code,
-                             "last_exit_reason": role.last_exit_reason,
-                             "counters": dict(totals[name]), "gauges": role.gauges}
-                      for name, role in self.roles.items()},
+            "daemon": {
+                "pid": os.getpid(),
+                "fork_server_pid": self.launcher.fork_server_pid(),
+                "version": __version__,
+                "uptime_s": round(now - self.started_at, 3),
+                "run_dir": str(self.run_dir),
+                # Where peers really connect: with a wildcard port in the configuration, the bound one.
+                "peer_endpoint": self.roles["gateway"].gauges.get(
+                    "peer_endpoint", self.config["daemon"]["peer_endpoint"]
+                ),
+            },
+            "roles": {
+                name: {
+                    "pid": role.process.pid if role.process else None,
+                    "state": role.state,
+                    "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
+                    "restarts": role.restarts,
+                    "last_exit_code": role.last_exit_code,
+                    "last_exit_reason": role.last_exit_reason,
+                    "counters": dict(totals[name]),
+                    "gauges": role.gauges,
+                }
+                for name, role in self.roles.items()
+            },
             "peers_connected": self.roles["gateway"].gauges.get("peers_connected", 0),
             "observations": gateway["observations"],
             "actions": gateway["actions_sent"],
@@ -288,12 +321,19 @@ class Daemon:
             "student_version": self.roles["decision"].gauges.get("student_version", 0),
             "candidate_version": distill.get("version", 0),  # the newest trained, promoted or not
             "published_version": distill.get("serving_version", 0),  # the newest that passed the gate
-            "decisions": {"total": decision["decisions"], "by_teacher": decision["decided_by_teacher"],
-                          "by_student": decision["decisions"] - decision["decided_by_teacher"]},
+            "decisions": {
+                "total": decision["decisions"],
+                "by_teacher": decision["decided_by_teacher"],
+                "by_student": decision["decisions"] - decision["decided_by_teacher"],
+            },
             "teacher_queries": totals["teacher"]["labels"],
             "labels_requested": decision["labels_requested"],
-            "distillation": {"train_steps": totals["distillation"]["train_steps"], "loss": distill.get("loss"),
-                             "agreement": distill.get("agreement"), "buffer": distill.get("buffer", 0)},
+            "distillation": {
+                "train_steps": totals["distillation"]["train_steps"],
+                "loss": distill.get("loss"),
+                "agreement": distill.get("agreement"),
+                "buffer": distill.get("buffer", 0),
+            },
         }
 
 

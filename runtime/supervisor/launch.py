@@ -25,12 +25,6 @@ from runtime.supervisor import control
 ANY_LOOPBACK_PORT = "tcp://127.0.0.1:*"
 
 
-
-
-
-
-
-
 #: Short on purpose: ipc socket paths must stay under 107 bytes.
 RUN_DIR_PREFIX = "art-"
 
@@ -49,30 +43,53 @@ class ChildDaemon:
     that no role process it ever reported is left, by pid, and removes the run directory.
     """
 
-    def __init__(self, run_dir: Path | None = None, endpoint: str | None = None, config_path: str | None = None,
-                 env: Mapping[str, str] | None = None, defaults_only: bool = False, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        endpoint: str | None = None,
+        config_path: str | None = None,
+        env: Mapping[str, str] | None = None,
+        defaults_only: bool = False,
+        python: str = sys.executable,
+    ) -> None:
         self.run_dir = run_dir or private_run_dir()
         self._endpoint = endpoint
         self.log_path = self.run_dir / rundir.LOG_FILE
         self.role_pids: set[int] = set()
-        command = [python, "-m", "runtime", "up", "--run-dir", str(self.run_dir),
-                   "--peer-endpoint", endpoint or ANY_LOOPBACK_PORT, "--log-format", "json"]
+        command = [
+            python,
+            "-m",
+            "runtime",
+            "up",
+            "--run-dir",
+            str(self.run_dir),
+            "--peer-endpoint",
+            endpoint or ANY_LOOPBACK_PORT,
+            "--log-format",
+            "json",
+        ]
         if config_path:
             command += ["--config", str(Path(config_path).absolute())]
         inherited = {k: v for k, v in os.environ.items() if not (defaults_only and k.startswith("AGENTRT_"))}
         with open(self.log_path, "ab") as log:
             # die_with_parent: if whoever started the daemon is killed outright, it still stops its roles.
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                            env={**inherited, **SAFE_PATH_ENV, **(env or {})},
-                                            preexec_fn=die_with_parent,
-                                            cwd=self.run_dir if defaults_only else None)
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**inherited, **SAFE_PATH_ENV, **(env or {})},
+                preexec_fn=die_with_parent,
+                cwd=self.run_dir if defaults_only else None,
+            )
 
     @property
     def endpoint(self) -> str:
         """Where peers connect; waits for the gateway to report its bound endpoint if need be."""
         if self._endpoint is None:
-            status = self.wait_until(lambda s: "peer_endpoint" in s["roles"]["gateway"]["gauges"],
-                                     what="the gateway's endpoint")
+            status = self.wait_until(
+                lambda s: "peer_endpoint" in s["roles"]["gateway"]["gauges"], what="the gateway's endpoint"
+            )
             self._endpoint = status["roles"]["gateway"]["gauges"]["peer_endpoint"]
         return self._endpoint
 
@@ -83,14 +100,17 @@ class ChildDaemon:
             self.role_pids.add(status["daemon"]["fork_server_pid"])
         return status
 
-    def wait_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
-                   what: str = "condition") -> dict[str, Any]:
+    def wait_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0, what: str = "condition"
+    ) -> dict[str, Any]:
         """Poll the status until ``predicate`` holds; fail early if the daemon exits."""
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DaemonError(f"the daemon exited with code {self.process.returncode} waiting for {what}; see {self.log_path}")
+                raise DaemonError(
+                    f"the daemon exited with code {self.process.returncode} waiting for {what}; see {self.log_path}"
+                )
             try:
                 status = self.status(timeout_s=1.0)
                 if predicate(status):
@@ -98,12 +118,15 @@ class ChildDaemon:
             except DaemonUnreachable:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}; last status: {json.dumps(status)[:2000]}")
+        raise TimeoutError(
+            f"timed out after {timeout:g} s waiting for {what}; last status: {json.dumps(status)[:2000]}"
+        )
 
     def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
         """Wait until every role reports itself running."""
-        return self.wait_until(lambda s: all(r["state"] == "running" for r in s["roles"].values()), timeout,
-                               "all roles running")
+        return self.wait_until(
+            lambda s: all(r["state"] == "running" for r in s["roles"].values()), timeout, "all roles running"
+        )
 
     def stop(self, timeout_s: float = 30.0, remove_run_dir: bool = True) -> int:
         """SIGTERM and wait (the daemon stops its roles); SIGKILL only if it does not exit in time.

@@ -83,8 +83,12 @@ class Launcher:
 
     def start(self, role: str, run_dir: str) -> RoleHandle:
         if role in TORCH_ROLES:
-            process = self.context.Process(target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False)
+            process = self.context.Process(
+                target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False
+            )
             process.start()
             return ForkedRole(process)
-        return subprocess.Popen([sys.executable, "-m", "runtime.roles", role, "--run-dir", run_dir],
-                                env={**os.environ, DAEMON_PID_ENV: str(os.getpid())})
+        return subprocess.Popen(
+            [sys.executable, "-m", "runtime.roles", role, "--run-dir", run_dir],
+            env={**os.environ, DAEMON_PID_ENV: str(os.getpid())},
+        )

@@ -26,8 +26,18 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 ARRAY_DTYPES = (
-    "bool", "int8", "int16", "int32", "int64",
-    "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64",
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
 )
 
 
@@ -67,7 +77,15 @@ class ErrorCode(enum.IntEnum):
 
 # Field types. "array" is the n-d array map above; "space" is a space description (docs/protocol.md).
 UINT, INT, FLOAT, STR, BOOL, BIN, ARRAY, MAP, LIST = (
-    "uint", "int", "float", "str", "bool", "bin", "array", "map", "list",
+    "uint",
+    "int",
+    "float",
+    "str",
+    "bool",
+    "bin",
+    "array",
+    "map",
+    "list",
 )
 
 
@@ -91,53 +109,150 @@ def _kind(name: str, peer_facing: bool, doc: str, *fields: Field) -> Kind:
     return Kind(name, tuple(fields), peer_facing, doc)
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    # --- peer <-> runtime -------------------------------------------------------------------
-    _kind("hello", True, "peer -> runtime: first message of a session; declares the peer's spaces",
-          Field("observation_space", MAP), Field("action_space", MAP),
-          Field("peer_name", STR, required=False)),
-    _kind("welcome", True, "runtime -> peer: the session is open",
-          Field("peer_id", STR), Field("observation_space", MAP), Field("action_space", MAP),
-          Field("student_version", UINT), Field("max_message_bytes", UINT),
-          Field("peer_timeout_ms", UINT)),
-    _kind("observation", True, "peer -> runtime: one observation; answered by one action or one error",
-          Field("seq", UINT), Field("obs", ARRAY),
-          Field("reward", FLOAT, required=False), Field("episode_start", BOOL, required=False),
-          Field("policy", STR, required=False)),
-    _kind("action", True, "runtime -> peer: the action for observation `seq`",
-          Field("seq", UINT), Field("action", ARRAY), Field("student_version", UINT),
-          Field("decided_by", STR)),
-    _kind("error", True, "either direction: a request was refused",
-          Field("code", UINT), Field("message", STR), Field("seq", UINT, nullable=True)),
-    _kind("heartbeat", True, "either direction: liveness; the runtime answers each with a heartbeat"),
-    _kind("bye", True, "peer -> runtime: the session ends", Field("reason", STR, required=False)),
-    # --- between role processes (ipc only; not for peers) ------------------------------------
-    _kind("observed", False, "gateway -> perception: a validated observation from a peer",
-          Field("route", BIN), Field("seq", UINT), Field("obs", ARRAY), Field("policy", STR),
-          Field("new_episode", BOOL)),
-    _kind("features", False, "perception -> decision: an observation and its features",
-          Field("route", BIN), Field("seq", UINT), Field("obs", ARRAY), Field("features", ARRAY),
-          Field("policy", STR), Field("new_episode", BOOL)),
-    _kind("decided", False, "decision -> execution: the raw action chosen for an observation",
-          Field("route", BIN), Field("seq", UINT), Field("action", ARRAY),
-          Field("student_version", UINT), Field("decided_by", STR), Field("new_episode", BOOL)),
-    _kind("reply", False, "execution or any role -> gateway: a finished message to deliver to a peer",
-          Field("route", BIN), Field("payload", BIN), Field("payload_kind", STR)),
-    _kind("sample", False, "decision -> distillation: an observation chosen for a teacher label",
-          Field("obs", ARRAY), Field("features", ARRAY), Field("teacher_output", ARRAY, nullable=True)),
-    _kind("teach", False, "decision or distillation -> teacher: label a batch of observations",
-          Field("request_id", UINT), Field("obs", ARRAY), Field("want_features", BOOL, required=False)),
-    _kind("taught", False, "teacher -> requester: the teacher's outputs (and features, if asked) for a `teach` batch",
-          Field("request_id", UINT), Field("outputs", ARRAY), Field("features", ARRAY, required=False)),
-    _kind("weights", False, "distillation -> decision (PUB): a new student version is on disk",
-          Field("version", UINT), Field("path", STR)),
-    _kind("stats", False, "any role -> daemon: counters and gauges of one role process",
-          Field("role", STR), Field("pid", UINT), Field("counters", MAP), Field("gauges", MAP)),
-    _kind("control", False, "CLI -> daemon: a command", Field("command", STR),
-          Field("args", MAP, required=False)),
-    _kind("control_reply", False, "daemon -> CLI: a command's result",
-          Field("ok", BOOL), Field("result", MAP, required=False), Field("message", STR, required=False)),
-)}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        # --- peer <-> runtime -------------------------------------------------------------------
+        _kind(
+            "hello",
+            True,
+            "peer -> runtime: first message of a session; declares the peer's spaces",
+            Field("observation_space", MAP),
+            Field("action_space", MAP),
+            Field("peer_name", STR, required=False),
+        ),
+        _kind(
+            "welcome",
+            True,
+            "runtime -> peer: the session is open",
+            Field("peer_id", STR),
+            Field("observation_space", MAP),
+            Field("action_space", MAP),
+            Field("student_version", UINT),
+            Field("max_message_bytes", UINT),
+            Field("peer_timeout_ms", UINT),
+        ),
+        _kind(
+            "observation",
+            True,
+            "peer -> runtime: one observation; answered by one action or one error",
+            Field("seq", UINT),
+            Field("obs", ARRAY),
+            Field("reward", FLOAT, required=False),
+            Field("episode_start", BOOL, required=False),
+            Field("policy", STR, required=False),
+        ),
+        _kind(
+            "action",
+            True,
+            "runtime -> peer: the action for observation `seq`",
+            Field("seq", UINT),
+            Field("action", ARRAY),
+            Field("student_version", UINT),
+            Field("decided_by", STR),
+        ),
+        _kind(
+            "error",
+            True,
+            "either direction: a request was refused",
+            Field("code", UINT),
+            Field("message", STR),
+            Field("seq", UINT, nullable=True),
+        ),
+        _kind("heartbeat", True, "either direction: liveness; the runtime answers each with a heartbeat"),
+        _kind("bye", True, "peer -> runtime: the session ends", Field("reason", STR, required=False)),
+        # --- between role processes (ipc only; not for peers) ------------------------------------
+        _kind(
+            "observed",
+            False,
+            "gateway -> perception: a validated observation from a peer",
+            Field("route", BIN),
+            Field("seq", UINT),
+            Field("obs", ARRAY),
+            Field("policy", STR),
+            Field("new_episode", BOOL),
+        ),
+        _kind(
+            "features",
+            False,
+            "perception -> decision: an observation and its features",
+            Field("route", BIN),
+            Field("seq", UINT),
+            Field("obs", ARRAY),
+            Field("features", ARRAY),
+            Field("policy", STR),
+            Field("new_episode", BOOL),
+        ),
+        _kind(
+            "decided",
+            False,
+            "decision -> execution: the raw action chosen for an observation",
+            Field("route", BIN),
+            Field("seq", UINT),
+            Field("action", ARRAY),
+            Field("student_version", UINT),
+            Field("decided_by", STR),
+            Field("new_episode", BOOL),
+        ),
+        _kind(
+            "reply",
+            False,
+            "execution or any role -> gateway: a finished message to deliver to a peer",
+            Field("route", BIN),
+            Field("payload", BIN),
+            Field("payload_kind", STR),
+        ),
+        _kind(
+            "sample",
+            False,
+            "decision -> distillation: an observation chosen for a teacher label",
+            Field("obs", ARRAY),
+            Field("features", ARRAY),
+            Field("teacher_output", ARRAY, nullable=True),
+        ),
+        _kind(
+            "teach",
+            False,
+            "decision or distillation -> teacher: label a batch of observations",
+            Field("request_id", UINT),
+            Field("obs", ARRAY),
+            Field("want_features", BOOL, required=False),
+        ),
+        _kind(
+            "taught",
+            False,
+            "teacher -> requester: the teacher's outputs (and features, if asked) for a `teach` batch",
+            Field("request_id", UINT),
+            Field("outputs", ARRAY),
+            Field("features", ARRAY, required=False),
+        ),
+        _kind(
+            "weights",
+            False,
+            "distillation -> decision (PUB): a new student version is on disk",
+            Field("version", UINT),
+            Field("path", STR),
+        ),
+        _kind(
+            "stats",
+            False,
+            "any role -> daemon: counters and gauges of one role process",
+            Field("role", STR),
+            Field("pid", UINT),
+            Field("counters", MAP),
+            Field("gauges", MAP),
+        ),
+        _kind("control", False, "CLI -> daemon: a command", Field("command", STR), Field("args", MAP, required=False)),
+        _kind(
+            "control_reply",
+            False,
+            "daemon -> CLI: a command's result",
+            Field("ok", BOOL),
+            Field("result", MAP, required=False),
+            Field("message", STR, required=False),
+        ),
+    )
+}
 
 PEER_KINDS = frozenset(name for name, kind in KINDS.items() if kind.peer_facing)
 #: What a peer may send to the runtime, and what the runtime sends to a peer.
@@ -178,7 +293,9 @@ def decode_array(value: Any, field: str = "array", seq: int | None = None) -> np
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: expected an array map", seq)
     dtype, shape, data = value.get("dtype"), value.get("shape"), value.get("data")
     if dtype not in ARRAY_DTYPES:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: dtype {quote(dtype)} is not one of {', '.join(ARRAY_DTYPES)}", seq)
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"{field}: dtype {quote(dtype)} is not one of {', '.join(ARRAY_DTYPES)}", seq
+        )
     # type() rather than isinstance(): msgpack true/false decode to bool, which is an int subclass.
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape must be a list of non-negative integers", seq)
@@ -186,13 +303,18 @@ def decode_array(value: Any, field: str = "array", seq: int | None = None) -> np
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: data must be bin", seq)
     np_dtype = np.dtype(dtype).newbyteorder("<")
     if len(data) != array_nbytes(shape, np_dtype.itemsize, len(data)):
-        raise ProtocolError(ErrorCode.INVALID_FIELD,
-                            f"{field}: {len(data)} data bytes do not match dtype {dtype} and shape {reprlib.repr(shape)}", seq)
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"{field}: {len(data)} data bytes do not match dtype {dtype} and shape {reprlib.repr(shape)}",
+            seq,
+        )
     try:
         # A copy in native byte order: writable, so torch can wrap it without warnings.
         return np.frombuffer(data, dtype=np_dtype).astype(np_dtype.newbyteorder("=")).reshape(shape)
     except ValueError:  # too many dims, or an empty array whose other dims exceed numpy's limits
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field}: shape {reprlib.repr(shape)} is not supported", seq) from None
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"{field}: shape {reprlib.repr(shape)} is not supported", seq
+        ) from None
 
 
 def array_nbytes(shape: list[int], itemsize: int, limit: int) -> int:
@@ -248,7 +370,9 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
     Unknown fields are dropped, for forward compatibility.
     """
     if len(data) > max_bytes:
-        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(data)} bytes exceeds the limit of {max_bytes}"
+        )
     try:
         body = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
@@ -258,8 +382,11 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
     seq = body.get("seq") if _TYPE_CHECKS[UINT](body.get("seq")) else None
     version = body.get("v")
     if not _TYPE_CHECKS[UINT](version) or version != PROTOCOL_VERSION:  # 1.0 == True == 1 in Python
-        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
-                            f"protocol version {quote(version)} is not supported; this runtime speaks {PROTOCOL_VERSION}", seq)
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {quote(version)} is not supported; this runtime speaks {PROTOCOL_VERSION}",
+            seq,
+        )
     kind = body.get("kind")
     spec = KINDS.get(kind) if isinstance(kind, str) else None
     if spec is None or (accept is not None and spec.name not in accept):

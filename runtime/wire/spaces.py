@@ -32,8 +32,13 @@ def to_wire(space: Space) -> dict[str, Any]:
         # `start` only when it is not 0: the form every peer written before it existed still matches.
         return {"type": "discrete", "n": int(space.n), **({"start": int(space.start)} if space.start else {})}
     space = box(space)
-    return {"type": "box", "shape": list(space.shape), "dtype": space.dtype.name,
-            "low": encode_array(space.low), "high": encode_array(space.high)}
+    return {
+        "type": "box",
+        "shape": list(space.shape),
+        "dtype": space.dtype.name,
+        "low": encode_array(space.low),
+        "high": encode_array(space.high),
+    }
 
 
 def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | None = None) -> Space:
@@ -60,8 +65,10 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
         if dtype_name not in ARRAY_DTYPES:
             raise ValueError(f"{what}: dtype {quote(dtype_name)} is not one of {', '.join(ARRAY_DTYPES)}")
         dtype = np.dtype(dtype_name)
-        low, high = (_bound(data.get(name, default), list(shape), dtype, what)
-                     for name, default in (("low", -np.inf), ("high", np.inf)))
+        low, high = (
+            _bound(data.get(name, default), list(shape), dtype, what)
+            for name, default in (("low", -np.inf), ("high", np.inf))
+        )
         return spaces.Box(low=low, high=high, shape=tuple(shape), dtype=dtype)
     raise ValueError(f"{what}: unknown space type {quote(kind)}; expected 'box' or 'discrete'")
 
@@ -81,8 +88,11 @@ def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[Space, Space]:
     Raises ConfigError naming the key for an unknown env or a malformed space.
     """
     try:
-        explicit = {key: from_wire(agent_config[key], f"agent.{key}")
-                    for key in ("observation_space", "action_space") if agent_config.get(key)}
+        explicit = {
+            key: from_wire(agent_config[key], f"agent.{key}")
+            for key in ("observation_space", "action_space")
+            if agent_config.get(key)
+        }
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if len(explicit) < 2:
@@ -99,11 +109,15 @@ def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[Space, Space]:
 
 def same_space(a: Space, b: Space) -> bool:
     if isinstance(a, spaces.Discrete) or isinstance(b, spaces.Discrete):
-        return (isinstance(a, spaces.Discrete) and isinstance(b, spaces.Discrete)
-                and (int(a.n), int(a.start)) == (int(b.n), int(b.start)))
+        return (
+            isinstance(a, spaces.Discrete)
+            and isinstance(b, spaces.Discrete)
+            and (int(a.n), int(a.start)) == (int(b.n), int(b.start))
+        )
     a, b = box(a), box(b)
-    return bool(a.shape == b.shape and a.dtype == b.dtype
-                and np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high))
+    return bool(
+        a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high)
+    )
 
 
 def describe(space: Space) -> str:
@@ -117,10 +131,14 @@ def check_observation(obs: np.ndarray[Any, Any], space: Space, seq: int | None) 
     """Validate an observation against the agent's space; raise the ProtocolError to send back."""
     expected_shape = box(space).shape if not isinstance(space, spaces.Discrete) else ()
     if tuple(obs.shape) != tuple(expected_shape):
-        raise ProtocolError(ErrorCode.WRONG_SHAPE, f"observation shape {list(obs.shape)}, expected {list(expected_shape)}", seq)
+        raise ProtocolError(
+            ErrorCode.WRONG_SHAPE, f"observation shape {list(obs.shape)}, expected {list(expected_shape)}", seq
+        )
     expected_dtype = np.dtype(space.dtype)
     if obs.dtype != expected_dtype:
-        raise ProtocolError(ErrorCode.WRONG_DTYPE, f"observation dtype {obs.dtype.name}, expected {expected_dtype.name}", seq)
+        raise ProtocolError(
+            ErrorCode.WRONG_DTYPE, f"observation dtype {obs.dtype.name}, expected {expected_dtype.name}", seq
+        )
     if obs.dtype.kind == "f" and not np.isfinite(obs).all():
         raise ProtocolError(ErrorCode.NOT_FINITE, "observation contains NaN or infinity", seq)
     return obs

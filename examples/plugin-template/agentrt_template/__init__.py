@@ -41,5 +41,10 @@ def agentrt_weights_published(version: int, metrics: dict[str, float]) -> None:
         return
     # structlog is configured by agentrt in every role process: this line lands in the daemon's
     # log as JSON, with the role and pid attached.
-    log.info("template_weights_published", version=version, loss=metrics.get("loss"),
-             strategy_calls=usage.loss_calls, strategy_last_loss=usage.last_loss)
+    log.info(
+        "template_weights_published",
+        version=version,
+        loss=metrics.get("loss"),
+        strategy_calls=usage.loss_calls,
+        strategy_last_loss=usage.last_loss,
+    )

@@ -35,10 +35,12 @@ class Usage:
 usage = Usage()
 
 
-@declare("strategy soft_target_smoothed",
-         temperature=Param(2.0, "softening temperature T", and_(number, gt(0))),
-         alpha=Param(0.5, "weight of the soft term", share),
-         smoothing=Param(0.1, "label smoothing of the hard term", and_(number, ge(0), lt(1))))
+@declare(
+    "strategy soft_target_smoothed",
+    temperature=Param(2.0, "softening temperature T", and_(number, gt(0))),
+    alpha=Param(0.5, "weight of the soft term", share),
+    smoothing=Param(0.1, "label smoothing of the hard term", and_(number, ge(0), lt(1))),
+)
 class SoftTargetSmoothed:
     """Soft targets plus label-smoothed cross-entropy; ``smoothing = 0`` is the built-in soft_target."""
 
@@ -53,11 +55,20 @@ class SoftTargetSmoothed:
 
         student, teacher = inputs.student_outputs, inputs.teacher_outputs.detach()
         if student.shape != teacher.shape:  # torch would broadcast and return a wrong loss
-            raise ValueError(f"soft_target_smoothed: student outputs {tuple(student.shape)} and teacher "
-                             f"outputs {tuple(teacher.shape)} differ in shape (a discrete action space is needed)")
+            raise ValueError(
+                f"soft_target_smoothed: student outputs {tuple(student.shape)} and teacher "
+                f"outputs {tuple(teacher.shape)} differ in shape (a discrete action space is needed)"
+            )
         t = self.temperature
-        soft = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
-                        reduction="batchmean", log_target=True) * t ** 2
+        soft = (
+            F.kl_div(
+                F.log_softmax(student / t, dim=-1),
+                F.log_softmax(teacher / t, dim=-1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * t**2
+        )
         labels = inputs.hard_labels.reshape(-1).long() if inputs.hard_labels is not None else teacher.argmax(dim=-1)
         hard = F.cross_entropy(student, labels, label_smoothing=self.smoothing)
         loss = self.alpha * soft + (1 - self.alpha) * hard

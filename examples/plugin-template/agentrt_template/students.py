@@ -17,12 +17,15 @@ if TYPE_CHECKING:
     from agentrt_template.nets import ResidualMLP
 
 
-@declare("student residual_mlp",
-         width=Param(64, "hidden width", positive_int),
-         blocks=Param(2, "residual blocks", positive_int),
-         expansion=Param(2, "each block's inner width is expansion * width", positive_int))
-def build_residual_mlp(params: dict[str, Any], observation_space: spaces.Space,
-                       action_space: spaces.Space) -> ResidualMLP:
+@declare(
+    "student residual_mlp",
+    width=Param(64, "hidden width", positive_int),
+    blocks=Param(2, "residual blocks", positive_int),
+    expansion=Param(2, "each block's inner width is expansion * width", positive_int),
+)
+def build_residual_mlp(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+) -> ResidualMLP:
     """An MLP with pre-norm residual blocks and a final LayerNorm, for vector features.
 
     ``@declare`` hands the factory its params checked and completed with defaults; a bad value

@@ -44,11 +44,14 @@ def test_student_fits_a_box_action_space_and_image_like_features():
     assert student(torch.zeros(2, 3, 2, 2)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"widht": 8}, "unknown parameter 'widht'"),
-    ({"width": 0}, r"^student residual_mlp: parameter 'width' must be an integer > 0 \(got 0\)$"),
-    ({"blocks": True}, r"parameter 'blocks' must be an integer > 0 \(got True\)"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"widht": 8}, "unknown parameter 'widht'"),
+        ({"width": 0}, r"^student residual_mlp: parameter 'width' must be an integer > 0 \(got 0\)$"),
+        ({"blocks": True}, r"parameter 'blocks' must be an integer > 0 \(got True\)"),
+    ],
+)
 def test_student_rejects_bad_params_naming_them(params, message):
     with pytest.raises(ConfigError, match=message):
         build_residual_mlp(params, CARTPOLE_OBS, TWO_ACTIONS)
@@ -110,11 +113,14 @@ def test_loss_trains_the_student_towards_the_teacher(one_thread):
     assert (student(x).argmax(dim=1) == teacher.argmax(dim=1)).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"smoothing": 1.0}, r"parameter 'smoothing' must be a number in \[0, 1\) \(got 1.0\)"),
-    ({"temperature": -1}, "parameter 'temperature' must be a number > 0"),
-    ({"beta": 1}, "unknown parameter 'beta'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"smoothing": 1.0}, r"parameter 'smoothing' must be a number in \[0, 1\) \(got 1.0\)"),
+        ({"temperature": -1}, "parameter 'temperature' must be a number > 0"),
+        ({"beta": 1}, "unknown parameter 'beta'"),
+    ],
+)
 def test_strategy_rejects_bad_params_naming_them(params, message):
     with pytest.raises(ConfigError, match=message):
         SoftTargetSmoothed(params)
@@ -140,8 +146,11 @@ def test_hooks_register_the_components_under_their_names(loaded):
     assert loaded.get("strategy", "soft_target_smoothed").plugin == "template"
     student = loaded.build("student", "residual_mlp", {"width": 8}, CARTPOLE_OBS, TWO_ACTIONS)
     assert student(torch.zeros(1, 4)).shape == (1, 2)
-    assert sorted(loaded.infos["template"].hooks) == ["agentrt_register_distillation_strategies",
-                                                      "agentrt_register_students", "agentrt_weights_published"]
+    assert sorted(loaded.infos["template"].hooks) == [
+        "agentrt_register_distillation_strategies",
+        "agentrt_register_students",
+        "agentrt_weights_published",
+    ]
 
 
 def test_weights_published_hook_logs_the_strategy_usage(loaded, monkeypatch):

@@ -48,10 +48,17 @@ def main() -> int:
     if mean_return < 490:
         print(json.dumps({"error": "teacher below 490 mean return", "mean_return": mean_return}))
         return 1
-    metadata = {"architecture": "mlp", "input_shape": json.dumps([4]), "output_size": "2",
-                "hidden": json.dumps(HIDDEN), "activation": "relu", "env": ENV_ID,
-                "mean_return_100": f"{mean_return:.1f}", "seed": str(args.seed),
-                "procedure": "runtime/learn/recipes/cartpole.py"}
+    metadata = {
+        "architecture": "mlp",
+        "input_shape": json.dumps([4]),
+        "output_size": "2",
+        "hidden": json.dumps(HIDDEN),
+        "activation": "relu",
+        "env": ENV_ID,
+        "mean_return_100": f"{mean_return:.1f}",
+        "seed": str(args.seed),
+        "procedure": "runtime/learn/recipes/cartpole.py",
+    }
     save_safetensors(net.state_dict(), args.output, metadata)
     print(json.dumps({"written": str(args.output), "mean_return": mean_return, "parameters": parameter_count(net)}))
     return 0

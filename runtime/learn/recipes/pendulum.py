@@ -56,11 +56,11 @@ from runtime.learn.nets import parameter_count
 ENV_ID = "Pendulum-v1"
 DT = 0.05
 GRAVITY_TERM = 15.0  # 3 g / (2 l)
-TORQUE_TERM = 3.0    # 3 / (m l^2)
+TORQUE_TERM = 3.0  # 3 / (m l^2)
 MAX_TORQUE = 2.0
 MAX_SPEED = 8.0
-ENERGY_GAIN = 0.5    # k_E of the swing-up law
-SWITCH_COS = 0.8     # stabilise with LQR where cos(theta) > SWITCH_COS
+ENERGY_GAIN = 0.5  # k_E of the swing-up law
+SWITCH_COS = 0.8  # stabilise with LQR where cos(theta) > SWITCH_COS
 LQR_Q = np.diag([1.0, 0.1])  # the environment's cost: theta^2 + 0.1 w^2 + 0.001 u^2
 LQR_R = 0.001
 HIDDEN = [256, 256]
@@ -88,7 +88,7 @@ def expert_action(observations: np.ndarray) -> np.ndarray:
     observations = np.asarray(observations, dtype=np.float64)
     cos, sin, speed = observations[:, 0], observations[:, 1], observations[:, 2]
     angle = np.arctan2(sin, cos)
-    energy = 0.5 * speed ** 2 + GRAVITY_TERM * (cos - 1.0)
+    energy = 0.5 * speed**2 + GRAVITY_TERM * (cos - 1.0)
     swing_up = ENERGY_GAIN * (0.0 - energy) * speed
     stabilise = -(LQR_GAINS[0] * angle + LQR_GAINS[1] * speed)
     torque = np.where(cos > SWITCH_COS, stabilise, swing_up)
@@ -103,8 +103,17 @@ def uniform_states(rng: np.random.Generator, count: int) -> np.ndarray:
 
 def train(seed: int = 0) -> nn.Module:
     rng = np.random.default_rng(seed)
-    return dagger(ENV_ID, expert_action, HIDDEN, seed, rounds=6, episodes_per_round=20, steps_per_round=2000,
-                  initial_states=uniform_states(rng, 20_000), final_lr_rounds=2)
+    return dagger(
+        ENV_ID,
+        expert_action,
+        HIDDEN,
+        seed,
+        rounds=6,
+        episodes_per_round=20,
+        steps_per_round=2000,
+        initial_states=uniform_states(rng, 20_000),
+        final_lr_rounds=2,
+    )
 
 
 def main() -> int:
@@ -118,18 +127,32 @@ def main() -> int:
     teacher_return = evaluate(ENV_ID, network_policy(net), EVAL_EPISODES, EVAL_SEED)
     # Returns are costs (<= 0): within 10% of the expert means at most 10% more cost.
     threshold = 1.1 * expert_return
-    report = {"expert_mean_return": round(expert_return, 1), "teacher_mean_return": round(teacher_return, 1),
-              "threshold": round(threshold, 1), "seconds": round(time.monotonic() - started, 1)}
+    report = {
+        "expert_mean_return": round(expert_return, 1),
+        "teacher_mean_return": round(teacher_return, 1),
+        "threshold": round(threshold, 1),
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if teacher_return < threshold:
         print(json.dumps({"error": "teacher not within 10% of the expert", **report}))
         return 1
-    metadata = {"architecture": "mlp", "input_shape": json.dumps([3]), "output_size": "1",
-                "hidden": json.dumps(HIDDEN), "activation": "relu", "env": ENV_ID,
-                "mean_return": f"{teacher_return:.1f}", "expert_mean_return": f"{expert_return:.1f}",
-                "eval_episodes": str(EVAL_EPISODES), "eval_seed": str(EVAL_SEED), "seed": str(args.seed),
-                "lqr_gains": json.dumps([round(float(g), 4) for g in LQR_GAINS]),
-                "energy_gain": str(ENERGY_GAIN), "switch_cos": str(SWITCH_COS),
-                "procedure": "runtime/learn/recipes/pendulum.py"}
+    metadata = {
+        "architecture": "mlp",
+        "input_shape": json.dumps([3]),
+        "output_size": "1",
+        "hidden": json.dumps(HIDDEN),
+        "activation": "relu",
+        "env": ENV_ID,
+        "mean_return": f"{teacher_return:.1f}",
+        "expert_mean_return": f"{expert_return:.1f}",
+        "eval_episodes": str(EVAL_EPISODES),
+        "eval_seed": str(EVAL_SEED),
+        "seed": str(args.seed),
+        "lqr_gains": json.dumps([round(float(g), 4) for g in LQR_GAINS]),
+        "energy_gain": str(ENERGY_GAIN),
+        "switch_cos": str(SWITCH_COS),
+        "procedure": "runtime/learn/recipes/pendulum.py",
+    }
     save_safetensors(net.state_dict(), args.output, metadata)
     print(json.dumps({"written": str(args.output), **report, "parameters": parameter_count(net)}))
     return 0

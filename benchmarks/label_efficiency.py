@@ -74,7 +74,8 @@ that reaches it; the run then stops. A run that hits its cap (``max_labels`` ans
 ``max_env_steps`` steps) is reported as not reached, never as a number.
 
 Methods: every built-in query policy with the parameters in ``COMMON_METHODS`` and ``ENV_METHODS``
-(tuned with ``--tune`` on seeds 100-102, separate from the reported seeds 0..; the grid is ``TUNING``), plus ``dagger`` (policy ``always``:
+(tuned with ``--tune`` on seeds 100-102, separate from the reported seeds 0..; the grid is
+``TUNING``), plus ``dagger`` (policy ``always``:
 the student acts, every visited state is labelled) and ``bc`` (``always`` with ``teacher_acts``:
 behaviour cloning on the teacher's own trajectories, online). ``disagreement`` needs an ensemble
 student (``forward_members``, the built-in ``ensemble`` student); with the default ``mlp`` student it
@@ -257,7 +258,7 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
 def run_episodes(envs: list, seeds: list[int], act: Callable[[np.ndarray], np.ndarray]) -> list[float]:
     """Returns of one episode per env, reset with ``seeds``; ``act`` maps a batch of observations
     to a batch of env actions (the envs step together, so a student's forwards are batched)."""
-    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
     returns = [0.0] * len(envs)
     alive = list(range(len(envs)))
     while alive:
@@ -618,9 +619,9 @@ def run_daemon(
         daemon.stop()
     if errors:
         raise RuntimeError(f"the gym peer failed: {errors[0]!r}") from errors[0]
-    starts = np.stack([env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds)]).astype(
-        np.float32
-    )
+    starts = np.stack(
+        [env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds, strict=True)]
+    ).astype(np.float32)
 
     def student_forward(observations: np.ndarray) -> np.ndarray:
         with bench.torch.no_grad():
@@ -964,7 +965,7 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
 
     envs = summary["envs"]
     figure, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 4.5), squeeze=False)
-    for axis, (env_id, env) in zip(axes[0], envs.items()):
+    for axis, (env_id, env) in zip(axes[0], envs.items(), strict=True):
         top = max((p[0] for r in env["methods"].values() for c in r.get("curves", []) for p in c), default=1)
         grid = np.unique(np.geomspace(GRID_START, max(top, GRID_START + 1), 200).round())
         lowest = -0.1

@@ -93,16 +93,19 @@ def build_checkpoint_teacher(
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     if metadata.get("architecture") != "mlp":
         raise ValueError(
-            f"teacher checkpoint {params['path']}: architecture {metadata.get('architecture')!r} is not supported (expected 'mlp' in the file's metadata)"
+            f"teacher checkpoint {params['path']}: architecture {metadata.get('architecture')!r} is not supported "
+            "(expected 'mlp' in the file's metadata)"
         )
     input_shape = tuple(json.loads(metadata["input_shape"]))
     if input_shape != tuple(observation_space.shape):
         raise ValueError(
-            f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, the agent has {list(observation_space.shape)}"
+            f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, "
+            f"the agent has {list(observation_space.shape)}"
         )
     if int(metadata["output_size"]) != output_size(action_space):
         raise ValueError(
-            f"teacher checkpoint {params['path']} has {metadata['output_size']} outputs, the action space needs {output_size(action_space)}"
+            f"teacher checkpoint {params['path']} has {metadata['output_size']} outputs, "
+            f"the action space needs {output_size(action_space)}"
         )
     module = MLP(
         input_shape, int(metadata["output_size"]), json.loads(metadata["hidden"]), metadata.get("activation", "relu")

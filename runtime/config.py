@@ -62,7 +62,8 @@ SCHEMA: dict[str, dict[str, Param]] = {
     "daemon": {
         "run_dir": Param(
             "",
-            "run directory for sockets, pid file, logs and checkpoints; empty: $XDG_RUNTIME_DIR/agentrt or /tmp/agentrt-<uid>",
+            "run directory for sockets, pid file, logs and checkpoints; "
+            "empty: $XDG_RUNTIME_DIR/agentrt or /tmp/agentrt-<uid>",
             string,
         ),
         "peer_endpoint": Param(

@@ -20,7 +20,8 @@ Two families of hooks:
   them checked, with defaults filled in). A factory that also declares a keyword parameter named
   ``context`` gets a ``runtime.plugin.pluginmanager.BuildContext``: the loaded plugins (to build
   other components by name, as ensembles do), the component being built and the spaces it was
-  given. Factories without it are called as before. What a factory returns is checked against its point's interface when it is built.
+  given. Factories without it are called as before. What a factory returns is checked against its
+  point's interface when it is built.
 
 * Lifecycle hooks (``agentrt_role_*``, ``agentrt_peer_*``, ``agentrt_weights_*``) are notifications.
   Every implementation is called, in registration order; return values are ignored, and an
@@ -58,7 +59,7 @@ def agentrt_register_students() -> dict[str, StudentFactory]:
     Returns: ``{name: factory}``. ``factory(params, observation_space, action_space)`` builds the
     student ``torch.nn.Module``. ``observation_space`` is the space of the features the student
     receives (after perception), ``action_space`` the agent's action space. ``forward(x)`` maps a
-    float32 batch ``(B, *observation_space.shape)`` to ``(B, runtime.spaces.output_size(action_space))``:
+    float32 batch ``(B, *observation_space.shape)`` to ``(B, runtime.wire.spaces.output_size(action_space))``:
     logits for a discrete action space, actions for a box (``runtime.plugin.interfaces.Student``).
     Optional capabilities (Protocols in ``runtime.plugin.interfaces``): ``ForwardFeatures``,
     ``forward_features(x) -> (outputs, features)`` for feature-hint strategies; ``ForwardMembers``,
@@ -87,7 +88,7 @@ def agentrt_register_distillation_strategies() -> dict[str, StrategyFactory]:
 
     Factories run in: the distillation process (and ``agentrt distill``), at start-up.
     Returns: ``{name: factory}``; ``factory(params)`` returns an object with
-    ``loss(inputs: runtime.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise). A
+    ``loss(inputs: runtime.plugin.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise). A
     strategy with learnable parts (a feature projection) is also a ``torch.nn.Module``; its
     parameters are trained together with the student's.
     Combination: all results are merged; duplicate names are an error.
@@ -113,7 +114,7 @@ def agentrt_register_perception_transforms() -> dict[str, StepFactory]:
 
     Factories run in: perception (to run them) and decision/distillation (to learn the feature space).
     Returns: ``{name: factory}``; ``factory(params, input_space)`` returns a
-    ``runtime.interfaces.StreamStep`` with ``output_space`` set, called as
+    ``runtime.plugin.interfaces.StreamStep`` with ``output_space`` set, called as
     ``step(features, stream) -> features`` on one observation at a time; ``step.reset(stream)``
     is called when that stream (peer) starts a new episode. Transforms listed in
     ``perception.transforms`` are chained in that order, each getting the previous one's output space.
@@ -127,9 +128,9 @@ def agentrt_register_execution_filters() -> dict[str, StepFactory]:
 
     Factories run in: the execution process, at start-up.
     Returns: ``{name: factory}``; ``factory(params, action_space)`` returns a
-    ``runtime.interfaces.StreamStep``, called as ``step(action, stream) -> action`` on one action at a time. Filters listed in
-    ``execution.filters`` are chained in that order. A filter should clamp, not raise: raising
-    sends the peer a PLUGIN_FAILED error instead of an action.
+    ``runtime.plugin.interfaces.StreamStep``, called as ``step(action, stream) -> action`` on one
+    action at a time. Filters listed in ``execution.filters`` are chained in that order. A filter
+    should clamp, not raise: raising sends the peer a PLUGIN_FAILED error instead of an action.
     Combination: all results are merged; duplicate names are an error.
     """
 

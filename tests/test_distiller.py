@@ -210,7 +210,8 @@ def test_configured_query_policies_govern_what_the_teacher_is_asked():
 def test_disagreement_policy_sees_the_ensemble_students_members():
     running = start_daemon(
         '[student]\nplugin = "ensemble"\nparams = { members = 3 }\n'
-        '[query]\npolicy = "disagreement"\nparams = { measure = "variance", target_rate = 0.3, fallback_share = 0.0 }\n',
+        '[query]\npolicy = "disagreement"\n'
+        'params = { measure = "variance", target_rate = 0.3, fallback_share = 0.0 }\n',
         env=FAST,
     )
     try:

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from runtime import config as config_module  # noqa: E402
 from runtime.learn import offline  # noqa: E402
-from runtime.plugin import pluginmanager
+from runtime.plugin import pluginmanager  # noqa: E402
 
 FAST = ["--steps", "600", "--teacher-steps", "1000"]
 

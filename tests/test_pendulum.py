@@ -176,8 +176,9 @@ def test_student_learns_pendulum_online_from_the_teacher_through_the_daemon():
             assert isinstance(action, np.ndarray) and action.dtype == np.float32 and action.shape == (1,), action
             assert -2.0 <= action[0] <= 2.0, action
         assert len({float(action[0]) for action in actions}) > 10  # a real controller, not a constant
-        # Random torques average about -1190 (RANDOM_POLICY_RETURN); a student that learned to swing up and balance lands
-        # near the teacher on the same starts (about -210 on these four): allow it 50% more cost.
+        # Random torques average about -1190 (RANDOM_POLICY_RETURN); a student that learned to swing up
+        # and balance lands near the teacher on the same starts (about -210 on these four): allow it
+        # 50% more cost.
         teacher_returns = episode_returns(shipped_teacher_policy(), EVAL_SEEDS)
         assert np.mean(returns) > -900, returns
         assert np.mean(returns) >= 1.5 * np.mean(teacher_returns), (returns, teacher_returns)

@@ -29,7 +29,7 @@ def softmax(logits: list[float], temperature: float = 1.0) -> list[float]:
 
 def kl(p: list[float], q: list[float]) -> float:
     """KL(p || q)."""
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
 
 
 def cross_entropy(logits: list[float], label: int) -> float:
@@ -52,13 +52,13 @@ def hand_soft_target(
 ) -> float:
     """``target`` is already a distribution at ``temperature``."""
     soft = 0.0
-    for s, t in zip(student, target):
+    for s, t in zip(student, target, strict=True):
         q = softmax(s, temperature)
         soft += kl(q, t) if reverse else kl(t, q)
     soft /= len(student)  # batchmean
     if t_squared:
         soft *= temperature**2
-    hard = sum(cross_entropy(s, y) for s, y in zip(student, labels)) / len(student)
+    hard = sum(cross_entropy(s, y) for s, y in zip(student, labels, strict=True)) / len(student)
     return alpha * soft + (1 - alpha) * hard
 
 
@@ -297,7 +297,7 @@ MULTI_TEACHERS = [[[1.0, 0.0], [0.0, 4.0]]]
 
 def mixture(weights: list[float], temperature: float) -> list[float]:
     dists = [softmax(z, temperature) for z in MULTI_TEACHERS[0]]
-    return [sum(w * d[a] for w, d in zip(weights, dists)) for a in range(2)]
+    return [sum(w * d[a] for w, d in zip(weights, dists, strict=True)) for a in range(2)]
 
 
 def test_multi_teacher_with_fixed_weights():

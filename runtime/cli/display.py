@@ -13,7 +13,8 @@ def print_status(status: dict[str, Any]) -> None:
     console = Console()
     daemon = status["daemon"]
     console.print(
-        f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  peers at {daemon['peer_endpoint']}"
+        f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  "
+        f"peers at {daemon['peer_endpoint']}"
     )
     roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():

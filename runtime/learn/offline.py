@@ -105,7 +105,9 @@ def stratified_sample(y: np.ndarray, size: int, rng: np.random.Generator) -> np.
     quota = counts * size / len(y)
     take = np.floor(quota).astype(int)
     take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
-    chosen = [rng.choice(np.flatnonzero(y == label), count, replace=False) for label, count in zip(classes, take)]
+    chosen = [
+        rng.choice(np.flatnonzero(y == label), count, replace=False) for label, count in zip(classes, take, strict=True)
+    ]
     return np.sort(np.concatenate(chosen))
 
 

@@ -1,6 +1,7 @@
 """The student registry: every candidate student version (promoted or rejected by the gate), the
-version it was trained on from (``parent``), its held-out scores, and which version serves. SQLite in the run directory (``students.sqlite``), written by the distiller
-only; the decision process and ``agentrt student list`` read it."""
+version it was trained on from (``parent``), its held-out scores, and which version serves.
+SQLite in the run directory (``students.sqlite``), written by the distiller only; the decision
+process and ``agentrt student list`` read it."""
 
 from __future__ import annotations
 

@@ -34,9 +34,7 @@ def running_agreement(previous: float | None, agreement: float, samples: int) ->
     return previous + (1 - AGREEMENT_DECAY**samples) * (agreement - previous)
 
 
-def forward_with_features(
-    module: torch.nn.Module, inputs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def forward_with_features(module: torch.nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(outputs, hidden features or None): features where the network exposes ``forward_features``."""
     if isinstance(module, ForwardFeatures):
         return module.forward_features(inputs)

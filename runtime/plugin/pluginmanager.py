@@ -193,7 +193,8 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
             plugin = entry_point.load()
         except Exception as exc:
             raise PluginError(
-                f"plugin {entry_point.name!r} (entry point {entry_point.value}, distribution {distribution}) failed to import: {type(exc).__name__}: {exc}"
+                f"plugin {entry_point.name!r} (entry point {entry_point.value}, distribution {distribution}) "
+                f"failed to import: {type(exc).__name__}: {exc}"
             ) from exc
         info = PluginInfo(
             entry_point.name,
@@ -211,7 +212,8 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
     missing = wanted - set(infos)
     if missing:
         raise PluginError(
-            f"plugins.load names {', '.join(sorted(missing))}, but no such entry point is installed in group {ENTRY_POINT_GROUP!r}"
+            f"plugins.load names {', '.join(sorted(missing))}, "
+            f"but no such entry point is installed in group {ENTRY_POINT_GROUP!r}"
         )
     if os.environ.get(TRACE_ENV, "0") not in ("", "0"):
         manager.trace.root.setwriter(lambda line: log.info("plugin_trace", line=line.rstrip()))

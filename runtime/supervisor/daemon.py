@@ -91,7 +91,8 @@ class Daemon:
         existing = rundir.read_pid(self.run_dir)
         if existing is not None and existing != os.getpid():
             raise DaemonError(
-                f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir"
+                f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; "
+                "use 'agentrt down' or another --run-dir"
             )
         prepare_run_dir(self.run_dir)
         # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
@@ -200,7 +201,10 @@ class Daemon:
     def _give_up(self, role: RoleProcess) -> None:
         """A role that keeps failing the same way is not restarted again: another try would fail too."""
         role.failed, role.restart_at = True, None
-        why = f"{role.name} exited {role.same_exits} times in a row with code {role.last_exit_code}: {role.last_exit_reason}"
+        why = (
+            f"{role.name} exited {role.same_exits} times in a row with code {role.last_exit_code}: "
+            f"{role.last_exit_reason}"
+        )
         if role.name in ESSENTIAL_ROLES:
             self.log.error("role_failed", child=role.name, essential=True, reason=why)
             self.exit_code, self.exit_reason, self.stopping = ExitCode.CONFIG, why, True

@@ -38,8 +38,9 @@ class ChildDaemon:
 
     Without ``endpoint`` the gateway binds a free loopback port chosen by the OS (no window in
     which another process could take it) and ``endpoint`` is read back from the daemon's status.
-    ``python`` is the interpreter to run it with (another virtualenv's, say). ``defaults_only`` drops inherited ``AGENTRT_*`` variables and runs in the run directory, where no
-    agentrt.toml is, so the daemon has the built-in configuration plus ``env``. ``stop`` makes sure
+    ``python`` is the interpreter to run it with (another virtualenv's, say). ``defaults_only``
+    drops inherited ``AGENTRT_*`` variables and runs in the run directory, where no agentrt.toml
+    is, so the daemon has the built-in configuration plus ``env``. ``stop`` makes sure
     that no role process it ever reported is left, by pid, and removes the run directory.
     """
 

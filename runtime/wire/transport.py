@@ -39,7 +39,8 @@ def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
     path = socket_dir(run_dir) / name
     if len(str(path)) > MAX_IPC_PATH:
         raise ConfigError(
-            f"run directory {run_dir} is too long for ipc sockets ({len(str(path))} > {MAX_IPC_PATH} bytes); choose a shorter one"
+            f"run directory {run_dir} is too long for ipc sockets ({len(str(path))} > {MAX_IPC_PATH} bytes); "
+            "choose a shorter one"
         )
     return f"ipc://{path}"
 

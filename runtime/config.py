@@ -42,6 +42,10 @@ ENV_PREFIX = "AGENTRT_"
 
 
 _POSITIVE_NUMBER = and_(number, gt(0))
+# Timeouts travel as milliseconds in a C int (ZeroMQ options, the welcome's peer_timeout_ms).
+_MAX_TIMEOUT_MS = 2**31 - 1
+_TIMEOUT_S = and_(number, gt(0), le(_MAX_TIMEOUT_MS / 1000))
+_TIMEOUT_MS = and_(integer, gt(0), le(_MAX_TIMEOUT_MS))
 _NAMES = list_of(string, min_length=0)
 
 
@@ -86,7 +90,14 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_message_bytes": Param(
             DEFAULT_MAX_MESSAGE_BYTES, "largest message accepted; larger ones get MESSAGE_TOO_LARGE", positive_int
         ),
-        "peer_timeout_s": Param(30.0, "a peer silent this long is detached", _POSITIVE_NUMBER),
+        "peer_timeout_s": Param(30.0, "a peer silent this long is detached", _TIMEOUT_S),
+        "stall_timeout_s": Param(
+            10.0,
+            "a peer connection that does not finish its ZeroMQ handshake, or stops answering ZeroMQ heartbeats, "
+            "this long is closed",
+            _TIMEOUT_S,
+        ),
+        "max_sessions": Param(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int),
     },
     "agent": {
         "env": Param(
@@ -101,7 +112,7 @@ SCHEMA: dict[str, dict[str, Param]] = {
     "teacher": _selecting(
         "teacher",
         timeout_ms=Param(
-            200, "how long decision waits for the teacher to act before keeping the student's action", positive_int
+            200, "how long decision waits for the teacher to act before keeping the student's action", _TIMEOUT_MS
         ),
         cache_size=Param(
             100_000,

@@ -272,3 +272,42 @@ def test_raw_tcp_garbage_is_a_handshake_failure(shared_daemon):
     after = wait_for_counts(shared_daemon, "handshake_failures", lambda s: failures(s) > failures(before))
     assert error_counts(after)["MALFORMED_MESSAGE"] > error_counts(before)["MALFORMED_MESSAGE"]
     assert_serving(shared_daemon, before)
+
+
+def test_sessions_beyond_the_maximum_are_unavailable_until_one_leaves(run_dir):
+    from runtime.testing import start_daemon
+
+    daemon = start_daemon(run_dir=run_dir, env={"AGENTRT_PROTOCOL_MAX_SESSIONS": "2"})
+    try:
+        with dealer(daemon.endpoint) as first, dealer(daemon.endpoint) as second, dealer(daemon.endpoint) as third:
+            attach(first)
+            attach(second)
+            refused = exchange(third, [hello_with()])
+            assert (refused.kind, refused["code"]) == ("error", ErrorCode.UNAVAILABLE), refused
+            assert "maximum of 2 sessions" in refused["message"]
+            first.send(protocol.encode("bye", reason="done"))
+            # The bye has no reply: the third peer's next hello is welcomed once the gateway read it.
+            deadline = time.monotonic() + REPLY_S
+            while (reply := exchange(third, [hello_with()])).kind != "welcome":
+                assert reply["code"] == ErrorCode.UNAVAILABLE and time.monotonic() < deadline, reply
+    finally:
+        daemon.stop()
+
+
+def test_a_connection_stalled_in_its_greeting_is_closed(run_dir):
+    from runtime.testing import start_daemon
+
+    daemon = start_daemon(run_dir=run_dir, env={"AGENTRT_PROTOCOL_STALL_TIMEOUT_S": "1"})
+    try:
+        host, port = daemon.endpoint.removeprefix("tcp://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=REPLY_S) as conn:
+            assert conn.recv(10)[:1] == b"\xff"  # the runtime's greeting starts
+            conn.sendall(b"\xff\x00\x00")  # a third of a ZMTP signature, then nothing
+            # The runtime closes the connection (EOF) after its 1 s stall timeout; ZeroMQ's own default
+            # would wait 30 s, past this generous deadline, and the recv would time out instead.
+            conn.settimeout(15)
+            while conn.recv(4096):
+                pass
+        assert_serving(daemon, daemon.status())
+    finally:
+        daemon.stop()

@@ -35,6 +35,10 @@ def test_every_key_has_a_default_and_defaults_validate():
         ("[distillation]\nbatch_size = 'big'\n", "distillation.batch_size"),
         ("[distillation]\nbatch_size = 0\n", "distillation.batch_size"),
         ("[plugins]\nautoload = 'yes'\n", "plugins.autoload"),
+        # Timeouts become milliseconds in a C int: 1e20 s would overflow where the runtime uses it.
+        ("[protocol]\npeer_timeout_s = 1e20\n", "protocol.peer_timeout_s"),
+        ("[protocol]\nstall_timeout_s = 0\n", "protocol.stall_timeout_s"),
+        ("[teacher]\ntimeout_ms = 4294967296\n", "teacher.timeout_ms"),
         ("[daemon\n", "not valid TOML"),
     ],
 )

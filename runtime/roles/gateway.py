@@ -40,7 +40,9 @@ class Gateway(Role):
 
     def setup(self) -> None:
         endpoint = self.config["daemon"]["peer_endpoint"]
-        self.peers = self.transport.bind(zmq.ROUTER, endpoint)
+        self.peers = self.transport.bind(
+            zmq.ROUTER, endpoint, stall_timeout_ms=int(self.config["protocol"]["stall_timeout_s"] * 1000)
+        )
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))
@@ -54,6 +56,7 @@ class Gateway(Role):
         self.sessions: dict[bytes, Session] = {}
         self.peer_numbers = itertools.count(1)
         self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
+        self.max_sessions = self.config["protocol"]["max_sessions"]
         self.welcome_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
@@ -135,6 +138,11 @@ class Gateway(Role):
                 )
         if route in self.sessions:
             self.detach(route, "rehello")
+        elif len(self.sessions) >= self.max_sessions:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                f"the runtime serves its maximum of {self.max_sessions} sessions; try again later",
+            )
         session = Session(f"peer-{next(self.peer_numbers)}-{uuid.uuid4().hex[:8]}", peer_name, time.monotonic())
         self.sessions[route] = session
         self.gauges["peers_connected"] = len(self.sessions)

@@ -71,8 +71,18 @@ class Transport:
         self._sockets.append(sock)
         return sock
 
-    def bind(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> Socket:
+    def bind(self, socket_type: int, endpoint: str, hwm: int = 10_000, stall_timeout_ms: int | None = None) -> Socket:
+        """Bind a socket. With ``stall_timeout_ms`` (for sockets others reach over a network), a
+        connection that does not finish its ZMTP handshake in that time, or stops answering ZMTP
+        heartbeats (sent every third of it) for that long, is closed: a half-sent greeting or a
+        frozen peer cannot hold a connection open."""
         sock = self._make(socket_type, hwm)
+        if stall_timeout_ms is not None:
+            sock.setsockopt(zmq.HANDSHAKE_IVL, stall_timeout_ms)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, max(stall_timeout_ms // 3, 1))
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, stall_timeout_ms)
+            # The TTL is how long the other side waits for us, in units of 100 ms (at most 6553.5 s).
+            sock.setsockopt(zmq.HEARTBEAT_TTL, min(stall_timeout_ms, 655_300))
         sock.bind(endpoint)
         return sock
 

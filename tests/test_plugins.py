@@ -328,3 +328,77 @@ def test_optional_capabilities_are_protocols_checked_on_the_built_components():
     checkpoint = plugins.build("teacher", "checkpoint", {}, *spaces_)
     scripted = plugins.build("teacher", "scripted", {"callable": "plugins.teachers:cartpole_controller"}, *spaces_)
     assert isinstance(checkpoint, LabelWithFeatures) and not isinstance(scripted, LabelWithFeatures)
+
+
+WRONG_OUTPUTS = """
+    import numpy as np
+    import torch
+    from runtime import hookimpl
+    from runtime.plugin.interfaces import StreamStep
+
+    class Wide(torch.nn.Module):  # one logit too many
+        def __init__(self, observation_space, action_space):
+            super().__init__()
+            self.linear = torch.nn.Linear(observation_space.shape[0], action_space.n + 1)
+
+        def forward(self, x):
+            return self.linear(x)
+
+    class TuplePolicy:
+        def decide(self, context):
+            return (np.zeros(len(context.features), bool), np.zeros(len(context.features), bool))
+
+    class Floaty(StreamStep):
+        def __init__(self, space):
+            self.output_space = space
+
+        def __call__(self, action, stream):
+            return np.float64(0.7)  # not an action of a discrete space
+
+    @hookimpl
+    def agentrt_register_students():
+        return {"wide": lambda params, observation_space, action_space: Wide(observation_space, action_space)}
+
+    @hookimpl
+    def agentrt_register_query_policies():
+        return {"tuple_policy": lambda params: TuplePolicy()}
+
+    @hookimpl
+    def agentrt_register_execution_filters():
+        return {"floaty": lambda params, space: Floaty(space)}
+"""
+
+
+@pytest.mark.parametrize(
+    "config_text, role, hook, needle",
+    [
+        ('[student]\nplugin = "wide"\n', "decision", "agentrt_register_students", "forward returned float32 [1, 3]"),
+        ('[query]\npolicy = "tuple_policy"\n', "decision", "agentrt_register_query_policies", "not a QueryDecision"),
+        ('[execution]\nfilters = ["floaty"]\n', "execution", "agentrt_register_execution_filters", "float64 []"),
+    ],
+    ids=["student-shape", "query-decision-type", "filter-dtype"],
+)
+def test_a_wrong_plugin_output_is_the_plugins_failure_and_the_role_keeps_serving(
+    tmp_path, config_text, role, hook, needle
+):
+    site = make_distribution(tmp_path, "wrong-outputs", {"wrong_outputs": WRONG_OUTPUTS}, {"wrong": "wrong_outputs"})
+    running = start_daemon(config_text, env=env_with(site))
+    try:
+        before = running.status()["roles"][role]
+        env = gymnasium.make("CartPole-v1")
+        with Peer(running.endpoint, env.observation_space, env.action_space, timeout_s=30) as peer:
+            for _ in range(3):  # every request is answered, the same way, by the same process
+                with pytest.raises(PeerError) as failure:
+                    peer.act(np.zeros(4, dtype=np.float32), policy="student")
+                assert failure.value.code == ErrorCode.PLUGIN_FAILED
+                assert (
+                    "plugin 'wrong'" in str(failure.value)
+                    and hook in str(failure.value)
+                    and needle in str(failure.value)
+                )
+        status = running.wait_until(
+            lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED", 0) >= 3, what="failures counted"
+        )
+        assert (status["roles"][role]["pid"], status["roles"][role]["restarts"]) == (before["pid"], 0)
+    finally:
+        running.stop()

@@ -27,9 +27,9 @@ from runtime.errors import PluginFailure
 from runtime.learn.evaluation import teacher_policy_outputs
 from runtime.learn.models import build_student
 from runtime.learn.trainer import Trainer, Verdict
-from runtime.plugin.interfaces import ForwardMembers, QueryContext
-from runtime.plugin.pluginmanager import Plugins, serve
-from runtime.wire.spaces import actions_from_outputs
+from runtime.plugin.interfaces import ForwardMembers, QueryContext, QueryDecision
+from runtime.plugin.pluginmanager import Component, Plugins, serve
+from runtime.wire.spaces import actions_from_outputs, output_size
 
 Clock = Callable[[], float]
 #: Asks the teacher to act for a batch of observations: its outputs, or None if it did not answer.
@@ -75,6 +75,7 @@ class Decider:
         self.clock = clock
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
+        self.width = output_size(action_space)
         self.student = build_student(plugins, config, observation_space, action_space).eval()
         self.ensemble = isinstance(self.student, ForwardMembers)  # checked once: the student never changes class
         self.student_component = plugins.get("student", config["student"]["plugin"])
@@ -92,12 +93,16 @@ class Decider:
     def forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(outputs, member outputs or None) of the serving student; an ensemble acts on its
         members' mean and the policy sees their spread. Failures are PluginFailures."""
+        expected = (len(features), self.width)
         with self.torch.no_grad():
             inputs = self.torch.from_numpy(features)
             if self.ensemble:
-                members = serve(self.student_component, self.student.forward_members, inputs).numpy()
+                members = serve(self.student_component, lambda x: self.student.forward_members(x).numpy(), inputs)
+                _check_output(self.student_component, "forward_members", members, (len(members), *expected))
                 return members.mean(axis=0), members
-            return serve(self.student_component, self.student, inputs).numpy(), None
+            outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
+            _check_output(self.student_component, "forward", outputs, expected)
+            return outputs, None
 
     def decide(
         self, features: np.ndarray, observations: np.ndarray, forced: list[str], ask_teacher: AskTeacher
@@ -117,7 +122,9 @@ class Decider:
             observations=observations,
             now=self.clock(),
         )
-        choice = serve(self.policy_component, self.policy.decide, context)
+        choice = _checked_choice(
+            self.policy_component, serve(self.policy_component, self.policy.decide, context), len(features)
+        )
         decided_by = np.array(["student"] * len(features), dtype=object)
         teacher_outputs: list[np.ndarray | None] = [None] * len(features)
         # A student that outputs NaN or infinity must not act: the teacher stands in.
@@ -138,12 +145,33 @@ class Decider:
             outputs,
             actions_from_outputs(outputs, self.action_space),
             decided_by,
-            np.asarray(choice.label, dtype=bool),
+            choice.label,
             teacher_outputs,
             int(broken.sum()),
             timed_out,
             latency_us,
         )
+
+
+def _check_output(component: Component, method: str, outputs: Any, shape: tuple[int, ...]) -> None:
+    """A student's outputs enter the runtime here: a float array of ``shape``, or the student failed."""
+    if not isinstance(outputs, np.ndarray) or outputs.shape != shape or outputs.dtype.kind != "f":
+        got = f"{outputs.dtype} {list(outputs.shape)}" if isinstance(outputs, np.ndarray) else type(outputs).__name__
+        raise PluginFailure(component, ValueError(f"{method} returned {got}; expected float {list(shape)}"))
+
+
+def _checked_choice(component: Component, choice: Any, batch: int) -> QueryDecision:
+    """A query policy's decision enters the runtime here: two bool arrays (B,), or the policy failed."""
+    if not isinstance(choice, QueryDecision):
+        raise PluginFailure(component, TypeError(f"decide returned {type(choice).__name__}, not a QueryDecision"))
+    for name in ("label", "teacher_acts"):
+        value = np.asarray(getattr(choice, name))
+        if value.shape != (batch,) or value.dtype != np.bool_:
+            raise PluginFailure(
+                component,
+                ValueError(f"decide returned {name} {value.dtype} {list(value.shape)}; expected bool [{batch}]"),
+            )
+    return QueryDecision(np.asarray(choice.label), np.asarray(choice.teacher_acts))
 
 
 # --- learning --------------------------------------------------------------------------------------

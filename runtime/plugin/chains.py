@@ -32,7 +32,9 @@ class Chain:
         for component, step in self.steps:
             item = np.asarray(serve(component, step, item, stream))
             # Checked here, so a step returning the wrong thing fails as that plugin, not later in encoding.
-            if item.shape != step.output_space.shape or item.dtype.kind not in "biuf":
+            # A discrete space takes integers only: a float there would be truncated silently downstream.
+            kinds = "biu" if isinstance(step.output_space, spaces.Discrete) else "biuf"
+            if item.shape != step.output_space.shape or item.dtype.kind not in kinds:
                 raise PluginFailure(
                     component,
                     ValueError(

@@ -402,3 +402,26 @@ def test_a_wrong_plugin_output_is_the_plugins_failure_and_the_role_keeps_serving
         assert (status["roles"][role]["pid"], status["roles"][role]["restarts"]) == (before["pid"], 0)
     finally:
         running.stop()
+
+
+def test_one_plugin_name_in_two_distributions_is_an_error_naming_both(tmp_path):
+    first = make_distribution(tmp_path / "a", "first-dist", {"first_mod": EXTRA_STUDENT}, {"same": "first_mod"})
+    second = make_distribution(tmp_path / "b", "second-dist", {"second_mod": EXTRA_STUDENT}, {"same": "second_mod"})
+    result = agentrt("plugins", env={"PYTHONPATH": os.pathsep.join([str(first), str(second)])})
+    assert result.returncode == 78
+    assert "plugin name 'same' is registered by two distributions" in result.stderr
+    assert "first-dist (first_mod)" in result.stderr and "second-dist (second_mod)" in result.stderr
+
+
+def test_a_registration_that_is_not_a_factory_fails_at_load_naming_the_plugin(tmp_path):
+    source = """
+        from runtime import hookimpl
+
+        @hookimpl
+        def agentrt_register_students():
+            return {"oops": "str"}
+    """
+    site = make_distribution(tmp_path, "not-a-factory", {"not_a_factory": source}, {"nofactory": "not_a_factory"})
+    result = agentrt("plugins", env=env_with(site))
+    assert result.returncode == 78
+    assert "plugin 'nofactory': hook agentrt_register_students must map names to factories" in result.stderr

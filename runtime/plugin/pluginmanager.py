@@ -101,6 +101,11 @@ class Plugins:
                 f"got {type(registered).__name__}"
             )
         for name, factory in registered.items():
+            if not isinstance(name, str) or not callable(factory):
+                raise PluginError(
+                    f"plugin {plugin!r}: hook {point.hook} must map names to factories, "
+                    f"got {name!r}: {type(factory).__name__}"
+                )
             existing = self.components[point.name].get(name)
             if existing is not None:
                 raise PluginError(
@@ -185,8 +190,16 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
     for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         distribution = entry_point.dist.name if entry_point.dist else "unknown"
         builtin = distribution == BUILTIN_DISTRIBUTION
-        if entry_point.name in disabled or entry_point.name in infos:
+        if entry_point.name in disabled:
             continue
+        if entry_point.name in infos:
+            first = infos[entry_point.name]
+            if (first.distribution, first.origin) == (distribution, entry_point.value):
+                continue  # one distribution found twice on sys.path
+            raise PluginError(
+                f"plugin name {entry_point.name!r} is registered by two distributions: {first.distribution} "
+                f"({first.origin}) and {distribution} ({entry_point.value}); uninstall one, or disable the name"
+            )
         if not builtin and not plugin_config.get("autoload", True) and entry_point.name not in wanted:
             continue
         try:

@@ -257,3 +257,42 @@ def test_stacked_teacher_ensemble_trains_a_multi_teacher_student():
         assert status["distillation"]["agreement"] > 0.5
     finally:
         running.stop()
+
+
+NAN_STRATEGY = """
+    import torch
+    from runtime import hookimpl
+
+    class NotANumber:
+        def loss(self, inputs):
+            return inputs.student_outputs.sum() * torch.tensor(float("nan"))
+
+    @hookimpl
+    def agentrt_register_distillation_strategies():
+        return {"nan_loss": lambda params: NotANumber()}
+"""
+
+
+def test_a_strategy_that_fails_every_step_shows_as_failing_training_not_a_log_flood(tmp_path):
+    site = make_distribution(tmp_path, "nan-strategy", {"nan_strategy": NAN_STRATEGY}, {"nan": "nan_strategy"})
+    config_text = '[distillation]\nstrategy = "nan_loss"\nmin_samples = 8\n[query]\npolicy = "always"\n'
+    running = start_daemon(config_text, env={"PYTHONPATH": str(site)})
+    try:
+        run_gym_peers(running.endpoint, "CartPole-v1", episodes=2, peers=1)
+        # Failed steps are quick (no optimizer step), so a hundred come within seconds even on a busy machine.
+        status = running.wait_until(
+            lambda s: (
+                s["distillation"]["training"] == "failing" and s["errors"]["by_code"].get("PLUGIN_FAILED", 0) >= 100
+            ),
+            timeout=120,
+            what="training reported failing, a hundred failed steps",
+        )
+        assert "plugin 'nan'" in status["distillation"]["training_error"]
+        assert "finite scalar" in status["distillation"]["training_error"]
+        assert status["distillation"]["train_steps"] == 0 and status["student_version"] == 0
+        failures = status["errors"]["by_code"]["PLUGIN_FAILED"]
+        logged = [json.loads(line) for line in running.log().splitlines() if '"plugin_failed"' in line]
+        assert 0 < len(logged) < failures and sum(entry["count"] for entry in logged) <= failures
+        assert status["roles"]["distillation"]["restarts"] == 0  # failing, not crashing
+    finally:
+        running.stop()

@@ -26,8 +26,9 @@ from runtime.wire.spaces import agent_spaces
 
 # A drain loop handles at most this many messages from one socket before the others get a turn.
 DRAIN_LIMIT = 256
-# Refusals of one error code are logged at warning at most this often (each one at debug).
-REFUSAL_LOG_INTERVAL_S = 1.0
+# A repeated event (a refusal of one error code, a failure of one plugin hook) is logged at most this
+# often, with the count since its last line: a flood of bad input or a broken plugin cannot fill the disk.
+REPEAT_LOG_INTERVAL_S = 1.0
 
 
 def report_exit(run_dir: str, role: str, code: ExitCode, reason: str) -> None:
@@ -61,7 +62,7 @@ class Role:
         )
         self.max_message_bytes = config["protocol"]["max_message_bytes"]
         self.counters: Counter[str] = Counter()
-        self._refusal_lines: dict[str, tuple[float, int]] = {}  # error code -> (last warning, refusals since)
+        self._repeats: dict[str, tuple[float, int]] = {}  # key -> (time of its last line, occurrences since)
         self.gauges: dict[str, Any] = {}
         self.poller = zmq.Poller()
         self.handlers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
@@ -94,13 +95,18 @@ class Role:
         name = ErrorCode(code).name
         self.counters[f"errors.{name}"] += 1
         self.log.debug("message_rejected", code=int(code), error=name, **context)
+        self.log_repeated(f"refused.{name}", "warning", "messages_rejected", code=int(code), error=name, **context)
+
+    def log_repeated(self, key: str, level: str, event: str, **fields: Any) -> None:
+        """Log ``event`` at most once per REPEAT_LOG_INTERVAL_S for ``key``; ``count`` says how many
+        occurrences the line stands for (this one and those not logged since the last line)."""
         now = time.monotonic()
-        last_line, since = self._refusal_lines.get(name, (-math.inf, 0))
-        if now - last_line >= REFUSAL_LOG_INTERVAL_S:
-            self.log.warning("messages_rejected", code=int(code), error=name, count=since + 1, **context)
-            self._refusal_lines[name] = (now, 0)
+        last_line, since = self._repeats.get(key, (-math.inf, 0))
+        if now - last_line >= REPEAT_LOG_INTERVAL_S:
+            getattr(self.log, level)(event, count=since + 1, **fields)
+            self._repeats[key] = (now, 0)
         else:
-            self._refusal_lines[name] = (last_line, since + 1)
+            self._repeats[key] = (last_line, since + 1)
 
     def decode(self, data: bytes, kinds: frozenset[str]) -> Message | None:
         """Decode an internal message; one that does not decode is counted and dropped (never fatal)."""
@@ -139,7 +145,9 @@ class Role:
 
     def log_plugin_failure(self, failure: PluginFailure) -> None:
         component = failure.component
-        self.log.error(
+        self.log_repeated(
+            f"plugin.{component.plugin}.{component.hook}",
+            "error",
             "plugin_failed",
             plugin=component.plugin,
             hook=component.hook,

@@ -19,14 +19,17 @@ import time
 import numpy as np
 import zmq
 
+from runtime import rundir
 from runtime.errors import ConfigError
 from runtime.learn.checkpoints import CheckpointStore, load_safetensors
-from runtime.learn.loop import Candidate, Learner
+from runtime.learn.loop import Candidate, Learner, Progress
 from runtime.learn.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
 LABEL_TIMEOUT_S = 10.0
+# Training steps failing in a row before status says "training": "failing".
+TRAINING_FAILING_AFTER = 20
 
 
 class Distillation(Role):
@@ -57,6 +60,7 @@ class Distillation(Role):
         if version:  # versions continue after a crash or restart
             self.log.info("distiller_resumed", version=version, serving=serving_version)
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
+        self.failed_steps = 0  # training steps failed in a row
         self.pending_since = 0.0
         self.in_flight: dict[int, tuple[float, np.ndarray]] = {}  # request id -> (sent at, features)
         self.request_ids = itertools.count(1)
@@ -150,8 +154,22 @@ class Distillation(Role):
         for failure in progress.failures:
             self.counters["errors.PLUGIN_FAILED"] += 1
             self.log_plugin_failure(failure)
+        self.note_training(progress)
         for candidate in progress.candidates:
             self.publish(candidate)
+
+    def note_training(self, progress: Progress) -> None:
+        """``training`` is "failing" in status once TRAINING_FAILING_AFTER steps in a row failed (with
+        the last reason), and "ok" again after a step succeeds: a broken strategy is seen, not only logged."""
+        if progress.steps:
+            self.failed_steps = 0
+        self.failed_steps += len(progress.failures)
+        if progress.failures:
+            self.gauges["training_error"] = rundir.one_line(str(progress.failures[-1]))
+        failing = self.failed_steps >= TRAINING_FAILING_AFTER
+        self.gauges["training"] = "failing" if failing else "ok"
+        if not failing:
+            self.gauges.pop("training_error", None)
 
     # --- versions --------------------------------------------------------------------------------
     def publish(self, candidate: Candidate) -> None:

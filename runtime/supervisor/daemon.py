@@ -337,6 +337,8 @@ class Daemon:
                 "loss": distill.get("loss"),
                 "agreement": distill.get("agreement"),
                 "buffer": distill.get("buffer", 0),
+                "training": distill.get("training", "ok"),
+                "training_error": distill.get("training_error"),
             },
         }
 

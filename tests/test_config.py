@@ -166,8 +166,7 @@ def test_detach_with_a_broken_plugin_exits_78_with_its_error(tmp_path, run_dir):
         "plugin 'doomed' (agentrt_register_students): building student 'doomed' failed: "
         "RuntimeError: this student needs a GPU cluster"
     )
-    assert expected in result.stderr
-    assert expected in (run_dir / "daemon.log").read_text()  # the same text as the log's
+    assert expected in result.stderr  # found by the check up runs before it starts anything
     assert not (run_dir / "daemon.pid").exists()
 
 

@@ -425,3 +425,66 @@ def test_a_registration_that_is_not_a_factory_fails_at_load_naming_the_plugin(tm
     result = agentrt("plugins", env=env_with(site))
     assert result.returncode == 78
     assert "plugin 'nofactory': hook agentrt_register_students must map names to factories" in result.stderr
+
+
+BROKEN_AT_RUN_TIME = """
+    import numpy as np
+    from runtime import hookimpl
+    from runtime.plugin.interfaces import StreamStep
+
+    class Shrinking(StreamStep):  # builds fine, returns the wrong shape on its first observation
+        def __init__(self, space):
+            self.output_space = space
+
+        def __call__(self, features, stream):
+            return features[:-1]
+
+    class Raising:
+        def loss(self, inputs):
+            raise TypeError("loss() got an unexpected keyword argument 'temprature'")
+
+    @hookimpl
+    def agentrt_register_perception_transforms():
+        return {"shrinking": lambda params, space: Shrinking(space)}
+
+    @hookimpl
+    def agentrt_register_distillation_strategies():
+        return {"raising": lambda params: Raising()}
+"""
+
+
+def test_plugins_check_runs_one_step_of_every_selected_component(tmp_path):
+    site = make_distribution(tmp_path, "run-time", {"run_time": BROKEN_AT_RUN_TIME}, {"runtime_broken": "run_time"})
+    fine = agentrt("plugins", "--check", "--json", env=env_with(site))
+    assert fine.returncode == 0, fine.stderr
+    checked = json.loads(fine.stdout)
+    assert [c["points"] for c in checked] == [
+        ["perception"],
+        ["teacher"],
+        ["student", "query_policy"],
+        ["strategy"],
+        ["execution"],
+    ]
+    assert all(c["ok"] for c in checked)
+
+    strategy = {"AGENTRT_DISTILLATION_STRATEGY": "raising"}
+    broken = agentrt("plugins", "--check", "--json", env={**env_with(site), **strategy})
+    assert broken.returncode == 78
+    failed = {tuple(c["points"]): c["error"] for c in json.loads(broken.stdout) if not c["ok"]}
+    assert list(failed) == [("strategy",)]
+    assert "plugin 'runtime_broken'" in failed[("strategy",)] and "temprature" in failed[("strategy",)]
+
+    transform = {"AGENTRT_PERCEPTION_TRANSFORMS": "shrinking"}
+    broken = agentrt("plugins", "--check", "--json", env={**env_with(site), **transform})
+    failed = {tuple(c["points"]): c["error"] for c in json.loads(broken.stdout) if not c["ok"]}
+    assert "agentrt_register_perception_transforms" in failed[("perception",)]
+    assert failed[("strategy",)].startswith("not run")  # nothing to train on without features
+
+
+def test_up_refuses_to_start_with_a_component_that_fails_its_first_step(tmp_path, run_dir):
+    site = make_distribution(tmp_path, "run-time", {"run_time": BROKEN_AT_RUN_TIME}, {"runtime_broken": "run_time"})
+    env = {**env_with(site), "AGENTRT_DISTILLATION_STRATEGY": "raising"}
+    result = agentrt("up", "--detach", "--run-dir", str(run_dir), env=env)
+    assert result.returncode == 78
+    assert "plugin 'runtime_broken'" in result.stderr and "temprature" in result.stderr
+    assert not (run_dir / "daemon.pid").exists()

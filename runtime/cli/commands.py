@@ -52,12 +52,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         # Keys that parse but name no workable agent (an unknown env): no role could start, as with a plugin.
         print(f"agentrt up: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
+    if args.check:
+        from runtime.learn.check import check_components
+        from runtime.plugin.pluginmanager import load
+
+        failed = [check for check in check_components(load(config["plugins"]), config) if not check.ok]
+        for check in failed:
+            print(f"agentrt up: {check.error}", file=sys.stderr)
+        if failed:
+            return ExitCode.CONFIG
     if not args.detach:
         return Daemon(config).run()
     if rundir.read_pid(run_dir) is not None:
         raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
-    command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir)]
+    command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir), "--no-check"]  # checked above
     for flag, value in (
         ("--config", args.config),
         ("--log-format", args.log_format),
@@ -211,12 +220,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _check(config: dict[str, Any], as_json: bool) -> int:
+    """Build and run one step of every selected component; CONFIG if any fails (each named)."""
+    from runtime.cli.display import print_checks
+    from runtime.learn.check import check_components
+    from runtime.plugin.pluginmanager import load
+
+    checks = check_components(load(config["plugins"]), config)
+    if as_json:
+        print(json.dumps([check.as_dict() for check in checks]))
+    else:
+        print_checks(checks)
+    return ExitCode.OK if all(check.ok for check in checks) else ExitCode.CONFIG
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from runtime.cli.display import params_markdown, print_plugins
     from runtime.plugin.pluginmanager import describe
 
     config = _load_config(args)
     listing = describe(config)
+    if args.check:
+        return _check(config, args.json)
     if args.json:
         print(json.dumps(listing))
     elif args.markdown:
@@ -283,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the daemon (foreground unless --detach)")
     _add_common(up)
     up.add_argument("--detach", action="store_true", help="run in the background; print its pid")
+    up.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip building every selected component and running one step of each first (agentrt plugins --check)",
+    )
     up.add_argument("--log-format", choices=["auto", "json", "console"])
     up.add_argument("--peer-endpoint", help="ZeroMQ endpoint for peers, e.g. tcp://127.0.0.1:7411")
     up.add_argument("--wait", type=float, default=120.0, help="with --detach: seconds to wait for every role to run")
@@ -362,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(plugins)
     plugins.add_argument("--json", action="store_true")
     plugins.add_argument("--markdown", action="store_true", help="every component's parameters, as in docs/plugins.md")
+    plugins.add_argument(
+        "--check", action="store_true", help="build every selected component and run one step of each on sample inputs"
+    )
     plugins.set_defaults(handler=cmd_plugins)
     return parser
 

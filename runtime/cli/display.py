@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from runtime.learn.check import Check
 
 
 def print_status(status: dict[str, Any]) -> None:
@@ -95,5 +98,14 @@ def print_students(versions: list[dict[str, Any]], serving: int) -> None:
             fmt(v["heldout_agreement"]),
             fmt(v["serving_agreement"]),
             "← serving" if v["version"] == serving else "",
+        )
+    Console().print(table)
+
+
+def print_checks(checks: list[Check]) -> None:
+    table = Table("extension points", "components", "result")
+    for check in checks:
+        table.add_row(
+            ", ".join(check.points), ", ".join(check.components) or "-", "ok" if check.ok else f"[red]{check.error}"
         )
     Console().print(table)

@@ -68,6 +68,9 @@ class ChildDaemon:
             endpoint or ANY_LOOPBACK_PORT,
             "--log-format",
             "json",
+            # Its components are checked by whoever chose them (agentrt plugins --check): a private
+            # daemon starts without the seconds that costs.
+            "--no-check",
         ]
         if config_path:
             command += ["--config", str(Path(config_path).absolute())]

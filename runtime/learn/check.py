@@ -1,0 +1,108 @@
+"""``agentrt plugins --check`` (and ``agentrt up``, before it starts anything): every selected
+component built with its params on the agent's real spaces, and one step of each run on sample
+inputs, the way the roles will run it. A component that cannot be built, raises, or returns what
+the runtime cannot use is reported with its plugin and hook, before any peer depends on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import PluginError
+from runtime.learn.loop import Decider
+from runtime.learn.models import feature_space
+from runtime.learn.trainer import Trainer
+from runtime.plugin.chains import Chain
+from runtime.plugin.pluginmanager import Plugins, serve
+from runtime.plugin.points import EXTENSION_POINTS
+from runtime.wire.spaces import agent_spaces, output_size
+
+#: Sample observations per step: enough for a batch, and for a strategy's minibatch to train on.
+SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Check:
+    """One stage of the check: the extension points it exercises, their selected components, and its outcome."""
+
+    points: list[str]
+    components: list[str]
+    ok: bool
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_components(plugins: Plugins, config: dict[str, Any]) -> list[Check]:
+    """Run every stage in the order data flows (perception, teacher, student and query policy,
+    strategy, execution); a stage whose input could not be made is reported as not run."""
+    observation_space, action_space = agent_spaces(config["agent"])
+    observation_space.seed(0)
+    action_space.seed(0)
+    observations = np.stack([np.asarray(observation_space.sample()) for _ in range(SAMPLES)])
+    checks: list[Check] = []
+    state: dict[str, Any] = {}
+
+    def stage(name: str, points: list[str], run: Callable[[], Any], needs: tuple[str, ...] = ()) -> None:
+        names = [component for point in points for component in EXTENSION_POINTS[point].selected(config)]
+        missing = [need for need in needs if need not in state]
+        if missing:
+            checks.append(Check(points, names, False, f"not run: it needs the {', '.join(missing)} step"))
+            return
+        try:
+            state[name] = run()
+        except PluginError as exc:  # PluginFailure too: it names the plugin, hook and component
+            checks.append(Check(points, names, False, str(exc)))
+        else:
+            checks.append(Check(points, names, True))
+
+    def perceive() -> np.ndarray:
+        chain = Chain(plugins, "perception", config, observation_space)
+        features = np.stack([chain(observation, b"check") for observation in observations])
+        chain.reset(b"check")
+        return features.astype(np.float32)
+
+    def teach() -> np.ndarray:
+        teacher_config = config["teacher"]
+        component = plugins.get("teacher", teacher_config["plugin"])
+        teacher = plugins.build(
+            "teacher", teacher_config["plugin"], dict(teacher_config["params"]), observation_space, action_space
+        )
+        outputs = np.asarray(serve(component, teacher.label, observations))
+        if outputs.ndim != 2 or len(outputs) != SAMPLES or not np.isfinite(outputs).all():
+            raise PluginError(
+                f"plugin {component.plugin!r} ({component.hook}): teacher {component.name!r} label returned "
+                f"{outputs.dtype} {list(outputs.shape)}; expected finite [{SAMPLES}, k >= {output_size(action_space)}]"
+            )
+        return outputs
+
+    def decide() -> np.ndarray:
+        decider = Decider(plugins, config, feature_space(plugins, config, observation_space), action_space)
+        teacher_outputs = state["teach"]
+        decisions = decider.decide(
+            state["perceive"], observations, ["auto"] * SAMPLES, lambda asked: teacher_outputs[: len(asked)]
+        )
+        return decisions.actions
+
+    def train() -> None:
+        trainer = Trainer(plugins, config, feature_space(plugins, config, observation_space), action_space)
+        trainer.add_labelled(state["perceive"], state["teach"])
+        trainer.train_step()
+
+    def execute() -> None:
+        chain = Chain(plugins, "execution", config, action_space)
+        for action in state["decide"]:
+            chain(action, b"check")
+        chain.reset(b"check")
+
+    stage("perceive", ["perception"], perceive)
+    stage("teach", ["teacher"], teach)
+    stage("decide", ["student", "query_policy"], decide, needs=("perceive", "teach"))
+    stage("train", ["strategy"], train, needs=("perceive", "teach"))
+    stage("execute", ["execution"], execute, needs=("decide",))
+    return checks

@@ -21,6 +21,7 @@ from runtime import hookimpl
 from runtime.plugin.interfaces import StreamStep
 from runtime.plugin.params import Param, and_, box_space, declare, gt, invalid, list_of, number, or_, positive_int
 from runtime.plugin.streams import StreamState
+from runtime.wire.spaces import box
 
 
 class Clip(StreamStep):
@@ -31,7 +32,8 @@ class Clip(StreamStep):
         if isinstance(action_space, spaces.Discrete):
             self.low, self.high = action_space.start, action_space.start + action_space.n - 1
         else:
-            self.low, self.high = action_space.low, action_space.high
+            space = box(action_space)
+            self.low, self.high = space.low, space.high
 
     def __call__(self, action: np.ndarray, stream: bytes) -> np.ndarray:
         return np.clip(action, self.low, self.high).astype(action.dtype, copy=False)

@@ -32,7 +32,7 @@ class RunningNormalize(StreamStep):
     """Standardise features with a running mean and variance shared by all streams (Welford),
     clipped to ±``clip`` standard deviations; keeps learning while the agent runs."""
 
-    def __init__(self, input_space: spaces.Space, clip: float, epsilon: float) -> None:
+    def __init__(self, input_space: spaces.Box, clip: float, epsilon: float) -> None:
         shape = input_space.shape
         self.output_space = spaces.Box(-clip, clip, shape=shape, dtype=np.float32)
         self.count = 0

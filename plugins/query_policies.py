@@ -173,19 +173,19 @@ class Gate:
         if self.target_rate is None:
             return scores > self.threshold
         self._remember(scores[np.isfinite(scores)])
-        self._tune()
+        self._tune(self.target_rate)
         ties = (scores == self.threshold) & (self.random.random(len(scores)) < self.tie_probability)
         return (scores > self.threshold) | ties
 
     def _remember(self, scores: np.ndarray) -> None:
         self.position, self.count = ring_append(self.scores, self.position, self.count, scores)
 
-    def _tune(self) -> None:
+    def _tune(self, target_rate: float) -> None:
         if self.count == 0:  # nothing finite seen yet: every score passes
             self.threshold, self.tie_probability = -np.inf, 1.0
             return
         recent = np.sort(self.scores[: self.count])[::-1]  # descending
-        wanted = self.target_rate * self.count  # how many of the window should pass
+        wanted = target_rate * self.count  # how many of the window should pass
         self.threshold = float(recent[max(math.ceil(wanted), 1) - 1])
         above = int(np.count_nonzero(recent > self.threshold))
         equal = int(np.count_nonzero(recent == self.threshold))
@@ -448,32 +448,34 @@ class NoveltyScorer(Scorer):
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
 
-    def _observe(self, features: np.ndarray) -> None:
-        """Update the running per-dimension mean and variance (Chan et al.'s parallel update)."""
+    def _observe(self, features: np.ndarray) -> np.ndarray:
+        """Update the running per-dimension mean and variance (Chan et al.'s parallel update);
+        returns the sum of squared deviations so far, per dimension."""
         count, mean = len(features), features.mean(axis=0)
         m2 = ((features - mean) ** 2).sum(axis=0)
-        if self.mean is None:
+        if self.mean is None or self.m2 is None:
             self.seen, self.mean, self.m2 = count, mean, m2
-            return
+            return m2
         total = self.seen + count
         delta = mean - self.mean
         self.mean = self.mean + delta * count / total
         self.m2 = self.m2 + m2 + delta**2 * self.seen * count / total
         self.seen = total
+        return self.m2
 
     def scores(self, context: QueryContext) -> np.ndarray:
         features = np.asarray(context.features, dtype=np.float64).reshape(len(context.features), -1)
         if len(features) == 0:
             return np.zeros(0)
-        self._observe(features)
-        scale = 1.0 / np.maximum(np.sqrt(self.m2 / self.seen), self.MIN_STD)
+        m2 = self._observe(features)
+        scale = 1.0 / np.maximum(np.sqrt(m2 / self.seen), self.MIN_STD)
         batch = features * scale
         within = _squared_distances(batch, batch)
         within[np.triu_indices(len(batch))] = np.inf  # only earlier rows of the batch count,
         never_labelled = [i for i, forced in enumerate(context.forced[: len(batch)]) if forced == "student"]
         within[:, never_labelled] = np.inf  # and not those forced to "student"
         nearest = within.min(axis=1)
-        if self.stored:
+        if self.memory is not None and self.stored:
             nearest = np.minimum(nearest, _squared_distances(batch, self.memory[: self.stored] * scale).min(axis=1))
         return np.sqrt(nearest / batch.shape[1])
 

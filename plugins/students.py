@@ -32,7 +32,7 @@ from runtime.plugin.params import (
     string,
     table,
 )
-from runtime.wire.spaces import output_size
+from runtime.wire.spaces import output_size, shape_of
 
 if TYPE_CHECKING:
     from runtime.learn.nets import CNN, MLP, Ensemble, GRUNet
@@ -64,7 +64,7 @@ def build_mlp(params: dict[str, Any], observation_space: spaces.Space, action_sp
 
     return _named(
         "student mlp",
-        lambda: MLP(observation_space.shape, output_size(action_space), params["hidden"], params["activation"]),
+        lambda: MLP(shape_of(observation_space), output_size(action_space), params["hidden"], params["activation"]),
     )
 
 

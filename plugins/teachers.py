@@ -28,10 +28,11 @@ from runtime.plugin.params import (
     string,
 )
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
-from runtime.wire.spaces import output_size
+from runtime.wire.spaces import output_size, shape_of
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the transport imports zmq: only a remote teacher, once used, needs it
     from runtime.plugin.pluginmanager import BuildContext
+    from runtime.wire.transport import Socket, Transport
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN_CHECKPOINTS = {
@@ -97,10 +98,10 @@ def build_checkpoint_teacher(
             "(expected 'mlp' in the file's metadata)"
         )
     input_shape = tuple(json.loads(metadata["input_shape"]))
-    if input_shape != tuple(observation_space.shape):
+    if input_shape != shape_of(observation_space):
         raise ValueError(
             f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, "
-            f"the agent has {list(observation_space.shape)}"
+            f"the agent has {list(shape_of(observation_space))}"
         )
     if int(metadata["output_size"]) != output_size(action_space):
         raise ValueError(
@@ -158,27 +159,29 @@ class RemoteTeacher:
         self.timeout_ms = timeout_ms
         self.max_message_bytes = max_message_bytes
         self.request_id = 0
-        self.transport = None
-        self.socket = None
+        self.transport: Transport | None = None
+        self.socket: Socket | None = None
 
-    def _connect(self):
-        import zmq
+    def _connected(self) -> tuple[Transport, Socket]:
+        """The transport and its DEALER socket, made on first use."""
+        if self.transport is None or self.socket is None:
+            import zmq
 
-        from runtime.wire.transport import Transport
+            from runtime.wire.transport import Transport
 
-        self.transport = Transport(None, self.max_message_bytes, linger_ms=0)
-        self.socket = self.transport.connect(zmq.DEALER, self.endpoint)
+            self.transport = Transport(None, self.max_message_bytes, linger_ms=0)
+            self.socket = self.transport.connect(zmq.DEALER, self.endpoint)
+        return self.transport, self.socket
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         from runtime.wire import protocol
 
-        if self.socket is None:
-            self._connect()
+        transport, socket = self._connected()
         self.request_id += 1
-        self.socket.send(protocol.encode("teach", request_id=self.request_id, obs=np.asarray(observations)))
+        socket.send(protocol.encode("teach", request_id=self.request_id, obs=np.asarray(observations)))
         deadline = self.timeout_ms
-        while self.socket.poll(deadline):
-            reply = protocol.decode(self.socket.recv(), self.transport.socket_limit(), accept=frozenset({"taught"}))
+        while socket.poll(deadline):
+            reply = protocol.decode(socket.recv(), transport.socket_limit(), accept=frozenset({"taught"}))
             if reply["request_id"] == self.request_id:  # older ids are late answers to timed-out requests
                 return reply["outputs"]
         raise TimeoutError(f"remote teacher at {self.endpoint} did not answer within {self.timeout_ms} ms")

@@ -36,7 +36,6 @@ from __future__ import annotations
 from typing import Any
 
 import pluggy
-from gymnasium import spaces
 
 from runtime.plugin.interfaces import (
     QueryPolicyFactory,
@@ -45,6 +44,7 @@ from runtime.plugin.interfaces import (
     StudentFactory,
     TeacherFactory,
 )
+from runtime.wire.spaces import Space
 
 PROJECT_NAME = "agentrt"
 
@@ -148,9 +148,7 @@ def agentrt_role_stopping(role: str) -> None:
 
 
 @hookspec
-def agentrt_peer_attached(
-    peer_id: str, peer_name: str, observation_space: spaces.Space, action_space: spaces.Space
-) -> None:
+def agentrt_peer_attached(peer_id: str, peer_name: str, observation_space: Space, action_space: Space) -> None:
     """Called in the gateway process after a peer's hello was accepted and its welcome sent."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -133,5 +134,7 @@ class Ensemble(FeatureNet):
         return torch.stack([member(x) for member in self.members])
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs, features = zip(*(member.forward_features(x) for member in self.members), strict=True)
+        # nn.ModuleList yields nn.Module; every member is a FeatureNet (see __init__).
+        members = (cast(FeatureNet, member) for member in self.members)
+        outputs, features = zip(*(member.forward_features(x) for member in members), strict=True)
         return torch.stack(outputs).mean(dim=0), torch.cat(features, dim=1)

@@ -515,7 +515,11 @@ def run(
     warnings: list[str] = []
     try:
         make_student(), make_strategy()  # a bad name or parameter fails now, before any training
-        loaded = None if settings.teacher_path is None else load_teacher(settings, plugins, data, warnings)
+        loaded = (
+            None
+            if settings.teacher_path is None
+            else load_teacher(settings, settings.teacher_path, plugins, data, warnings)
+        )
     except PluginError as exc:
         raise DistillError(str(exc)) from None
     results: list[SeedResult] = []
@@ -565,26 +569,28 @@ def run(
     best = max(results, key=lambda r: r.distilled_accuracy)  # the first of equals: the lowest seed
     summary = _summary(settings, data, results, best, len(transfer))
     if settings.output:
-        save_student(settings, best, data)
+        save_student(settings, settings.output, best, data)
         summary["output"] = settings.output
     if settings.save_teacher:
-        save_teacher(settings, best, data)
+        save_teacher(settings, settings.save_teacher, best, data)
         summary["teacher_output"] = settings.save_teacher
     summary["warnings"] = warnings
     summary["duration_s"] = round(time.monotonic() - started, 2)
     return summary
 
 
-def load_teacher(settings: Settings, plugins: Plugins, data: Data, warnings: list[str]) -> torch.nn.Module:
+def load_teacher(
+    settings: Settings, teacher_path: str, plugins: Plugins, data: Data, warnings: list[str]
+) -> torch.nn.Module:
     """The ``--teacher`` file, through the ``checkpoint`` teacher plugin (which checks its shapes)."""
     from runtime.errors import PluginError
     from runtime.learn.checkpoints import load_safetensors
 
-    path = str(Path(settings.teacher_path).absolute())
+    path = str(Path(teacher_path).absolute())
     try:
         teacher = plugins.build("teacher", "checkpoint", {"path": path}, *spaces_for(data))
     except PluginError as exc:
-        raise DistillError(f"--teacher {settings.teacher_path}: {exc}") from None
+        raise DistillError(f"--teacher {teacher_path}: {exc}") from None
     metadata = load_safetensors(path)[1]
     trained_on = (metadata.get("dataset"), metadata.get("split_seed"), metadata.get("test_fraction"))
     if trained_on[0] is not None and trained_on != (
@@ -643,7 +649,7 @@ def _summary(
     return summary
 
 
-def save_student(settings: Settings, best: SeedResult, data: Data) -> None:
+def save_student(settings: Settings, output: str, best: SeedResult, data: Data) -> None:
     """The best distilled student; its metadata says how to rebuild it and what it scored on which data."""
     from runtime.learn.checkpoints import save_safetensors
 
@@ -664,12 +670,12 @@ def save_student(settings: Settings, best: SeedResult, data: Data) -> None:
         "teacher_accuracy": repr(best.teacher_accuracy),
     }
     try:
-        save_safetensors(best.student.state_dict(), settings.output, metadata)
+        save_safetensors(best.student.state_dict(), output, metadata)
     except OSError as exc:
-        raise DistillError(f"--output {settings.output}: cannot write it: {exc}") from None
+        raise DistillError(f"--output {output}: cannot write it: {exc}") from None
 
 
-def save_teacher(settings: Settings, best: SeedResult, data: Data) -> None:
+def save_teacher(settings: Settings, path: str, best: SeedResult, data: Data) -> None:
     """The best seed's teacher, in the ``checkpoint`` teacher plugin's format: ``--teacher PATH`` and
     ``[teacher] plugin = "checkpoint"`` both load it."""
     from runtime.learn.checkpoints import save_safetensors
@@ -688,9 +694,9 @@ def save_teacher(settings: Settings, best: SeedResult, data: Data) -> None:
         "test_accuracy": repr(best.teacher_accuracy),
     }
     try:
-        save_safetensors(best.teacher.state_dict(), settings.save_teacher, metadata)
+        save_safetensors(best.teacher.state_dict(), path, metadata)
     except OSError as exc:
-        raise DistillError(f"--save-teacher {settings.save_teacher}: cannot write it: {exc}") from None
+        raise DistillError(f"--save-teacher {path}: cannot write it: {exc}") from None
 
 
 # --- presentation ----------------------------------------------------------------------------------

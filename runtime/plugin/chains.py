@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
+from runtime.errors import PluginFailure
 from runtime.plugin.interfaces import StreamStep
-from runtime.plugin.pluginmanager import Component, PluginFailure, Plugins, serve
+from runtime.plugin.pluginmanager import Component, Plugins, serve
 from runtime.plugin.points import EXTENSION_POINTS
-from runtime.wire.spaces import describe
+from runtime.wire.spaces import Space, describe
 
 
 class Chain:
     """Configured steps applied in order; a step that raises surfaces as a PluginFailure naming it."""
 
-    def __init__(self, plugins: Plugins, point: str, config: dict[str, Any], input_space: spaces.Space) -> None:
+    def __init__(self, plugins: Plugins, point: str, config: dict[str, Any], input_space: Space) -> None:
         extension = EXTENSION_POINTS[point]
         if not extension.chain:
             raise ValueError(f"{point} components are not chained")

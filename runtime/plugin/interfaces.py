@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from gymnasium import spaces
+
+from runtime.wire.spaces import Space
 
 if TYPE_CHECKING:  # torch is imported only by the processes that run models
     import torch
@@ -101,7 +102,7 @@ class QueryContext:
     features: np.ndarray  # (B, ...) features the student saw
     student_outputs: np.ndarray  # (B, output_size)
     student_version: int  # 0 while no trained student has been published
-    action_space: spaces.Space
+    action_space: Space
     forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
     # (K, B, output_size) when the student is a ForwardMembers (an ensemble), else None
     member_outputs: np.ndarray | None = None
@@ -134,7 +135,7 @@ class StreamStep:
     the space of what the step returns, so the student can be built for the features it will see.
     """
 
-    output_space: spaces.Space
+    output_space: Space
 
     def __call__(self, item: np.ndarray, stream: bytes) -> np.ndarray:
         raise NotImplementedError
@@ -145,9 +146,9 @@ class StreamStep:
 
 # Factories registered by plugins. ``params`` is the plugin's own table from agentrt.toml. A factory
 # that also takes a keyword ``context`` gets a ``runtime.plugin.pluginmanager.BuildContext``.
-StudentFactory = Callable[[dict[str, Any], spaces.Space, spaces.Space], "torch.nn.Module"]
-TeacherFactory = Callable[[dict[str, Any], spaces.Space, spaces.Space], Teacher]
+StudentFactory = Callable[[dict[str, Any], Space, Space], "torch.nn.Module"]
+TeacherFactory = Callable[[dict[str, Any], Space, Space], Teacher]
 StrategyFactory = Callable[[dict[str, Any]], DistillationStrategy]
 QueryPolicyFactory = Callable[[dict[str, Any]], QueryPolicy]
 # Perception transforms get the space of their input; execution filters get the action space.
-StepFactory = Callable[[dict[str, Any], spaces.Space], StreamStep]
+StepFactory = Callable[[dict[str, Any], Space], StreamStep]

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from gymnasium import spaces
 
 from runtime.errors import ParamError
-from runtime.wire.spaces import describe
+from runtime.wire.spaces import Space, describe
 
 Factory = TypeVar("Factory", bound=Callable[..., Any])
 
@@ -70,7 +70,7 @@ def instance_of(*types: type, expected: str | None = None) -> Validator:
 integer = instance_of(int, expected="an integer")
 string = instance_of(str, expected="a string")
 boolean = instance_of(bool, expected="true or false")
-table = instance_of(Mapping, expected="a table")  # type: ignore[type-abstract]
+table = instance_of(Mapping, expected="a table")
 number = Validator(
     "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), float
 )
@@ -143,12 +143,11 @@ def _join(validators: tuple[Validator, ...]) -> str:
     parts: list[str] = []
     previous: Validator | None = None
     for validator in validators:
-        lower = previous is not None and previous.bound is not None and previous.bound[0] in (">", ">=")
-        if lower and validator.bound is not None and validator.bound[0] in ("<", "<="):
-            low, high = previous.bound[1], validator.bound[1]  # type: ignore[union-attr]
+        lower = previous.bound if previous is not None else None
+        upper = validator.bound
+        if lower is not None and lower[0] in (">", ">=") and upper is not None and upper[0] in ("<", "<="):
             parts[-1] = (
-                f" in {'[' if previous.bound[0] == '>=' else '('}{low:g}, "  # type: ignore[union-attr]
-                f"{high:g}{']' if validator.bound[0] == '<=' else ')'}"
+                f" in {'[' if lower[0] == '>=' else '('}{lower[1]:g}, {upper[1]:g}{']' if upper[0] == '<=' else ')'}"
             )
         elif not parts:
             parts.append(validator.expected)
@@ -258,15 +257,16 @@ def declare(component: str, **params: Param) -> Callable[[Factory], Factory]:
 
     def attach(factory: Factory) -> Factory:
         if isinstance(factory, type):
-            init = factory.__init__
+            cls: type[Any] = factory
+            init = cls.__init__
 
             @functools.wraps(init)
             def __init__(self: Any, params: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
                 init(self, spec.read(params), *args, **kwargs)
 
-            factory.__init__ = __init__  # type: ignore[misc]
+            cls.__init__ = __init__
             setattr(factory, ATTRIBUTE, spec)
-            return factory  # type: ignore[return-value]
+            return factory
 
         @functools.wraps(factory)
         def build(params: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
@@ -285,10 +285,12 @@ def declared(factory: Callable[..., Any]) -> Params | None:
 
 
 def box_space(
-    component: str, space: spaces.Space, expected: str = "a box space", min_ndim: int = 0, max_ndim: int | None = None
+    component: str, space: Space, expected: str = "a box space", min_ndim: int = 0, max_ndim: int | None = None
 ) -> spaces.Box:
     """``space`` if it is a Box with ``min_ndim`` to ``max_ndim`` axes; ``expected`` describes what fits."""
-    ndim = len(space.shape) if isinstance(space, spaces.Box) else -1
+    if not isinstance(space, spaces.Box):
+        raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
+    ndim = len(space.shape)
     if ndim < min_ndim or (max_ndim is not None and ndim > max_ndim):
         raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
     return space

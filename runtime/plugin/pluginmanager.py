@@ -3,6 +3,7 @@ building their components by name."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import os
@@ -12,12 +13,12 @@ from typing import Any
 
 import pluggy
 import structlog
-from gymnasium import spaces
 
 from runtime import hookspecs
 from runtime.errors import ConfigError, PluginError, PluginFailure
 from runtime.plugin.params import declared
 from runtime.plugin.points import EXTENSION_POINTS, ExtensionPoint
+from runtime.wire.spaces import Space
 
 ENTRY_POINT_GROUP = "agentrt"
 BUILTIN_DISTRIBUTION = "agentrt"
@@ -49,7 +50,12 @@ class BuildContext:
 
     plugins: Plugins
     component: Component
-    spaces: tuple[spaces.Space, ...] = ()
+    spaces: tuple[Space, ...] = ()
+
+
+def _first_result(caller: Callable[..., list[Any]], kwargs: dict[str, Any]) -> Any:
+    """Call one plugin's hook caller; its result (a list of at most one), or None."""
+    return next(iter(caller(**kwargs)), None)
 
 
 def serve(component: Component, function: Callable[..., Any], *args: Any) -> Any:
@@ -118,7 +124,7 @@ class Plugins:
         """Per implementing plugin, in registration order: its name and a call of the hook through
         pluggy's hook caller for that plugin alone (so tracing and hookwrappers apply, and a result
         or a failure belongs to one plugin)."""
-        calls = []
+        calls: list[tuple[str, Callable[[], Any]]] = []
         # Wrappers (old and new style) stay in every call; they wrap each plugin's implementation.
         impls = [
             impl
@@ -131,7 +137,7 @@ class Plugins:
                 others = [other.plugin for other in impls if other.plugin is not impl.plugin]
                 self._callers[key] = self.manager.subset_hook_caller(hook_name, remove_plugins=others)
             caller = self._callers[key]
-            calls.append((impl.plugin_name, lambda caller=caller: next(iter(caller(**kwargs)), None)))
+            calls.append((impl.plugin_name, functools.partial(_first_result, caller, kwargs)))
         return calls
 
     def get(self, point: str, name: str) -> Component:

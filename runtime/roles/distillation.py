@@ -128,7 +128,7 @@ class Distillation(Role):
         self.counters["labels"] += len(features)
         stats = self.learner.stats()
         self.gauges.update(
-            agreement=round(stats.agreement, 4),
+            agreement=None if stats.agreement is None else round(stats.agreement, 4),
             buffer=stats.buffer,
             heldout=stats.heldout,
             buffer_bytes=stats.buffer_bytes,
@@ -217,7 +217,7 @@ class Distillation(Role):
         self.log.info(
             "weights_published",
             version=version,
-            loss=round(candidate.loss, 5),
+            loss=None if candidate.loss is None else round(candidate.loss, 5),
             heldout_agreement=verdict.heldout_agreement,
             serving_agreement=verdict.serving_agreement,
         )

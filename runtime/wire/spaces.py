@@ -27,6 +27,13 @@ def box(space: Space) -> spaces.Box:
     raise TypeError(f"space {space} is not supported here; use Box or Discrete")
 
 
+def shape_of(space: Space) -> tuple[int, ...]:
+    """``space.shape``; a TypeError names a space without one (only Box and Discrete travel on the wire)."""
+    if space.shape is None:
+        raise TypeError(f"space {space} has no shape; use Box or Discrete")
+    return space.shape
+
+
 def to_wire(space: Space) -> dict[str, Any]:
     if isinstance(space, spaces.Discrete):
         # `start` only when it is not 0: the form every peer written before it existed still matches.

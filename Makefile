@@ -5,7 +5,7 @@ STAMP := $(VENV)/.agentrt-installed
 # torch==2.13.0 first: it is the CPU build available locally; the project's own range accepts it.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -21,8 +21,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/agentrt demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
+
+# ruff (lint and format) and mypy (strict for the wire and plugin API), as CI enforces them.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/latency.py

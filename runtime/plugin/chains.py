@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from runtime.errors import PluginFailure
 from runtime.plugin.interfaces import StreamStep

@@ -89,13 +89,15 @@ class PluginFailure(PluginError):
 
 
 class ProtocolError(AgentrtError):
-    """A message that breaks the protocol; carries the ``ErrorCode`` and, when known, the offending ``seq``."""
+    """A message that breaks the protocol; carries the ``ErrorCode`` and, when known, the offending
+    ``seq`` and the message's ``kind`` (a refused ``bye`` or peer ``error`` is not answered)."""
 
-    def __init__(self, code: int, message: str, seq: int | None = None) -> None:
+    def __init__(self, code: int, message: str, seq: int | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.seq = seq
+        self.kind = kind
 
 
 class PeerError(AgentrtError):

@@ -190,6 +190,9 @@ CASES = {
         None,
         attached=False,
     ),
+    "bin-keys": Case(
+        lambda: [msgpack.packb({b"v": 1, b"kind": b"observation", b"seq": 25})], ErrorCode.MALFORMED_MESSAGE, None
+    ),
     "megabyte-kind": Case(lambda: [packed(kind="k" * (2**20 - 100), seq=24)], ErrorCode.UNKNOWN_KIND, 24),
     "long-peer-name": Case(
         lambda: [protocol.encode("hello", peer_name="n" * 500_000, **SPACES)],
@@ -311,3 +314,32 @@ def test_a_connection_stalled_in_its_greeting_is_closed(run_dir):
         assert_serving(daemon, daemon.status())
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize(
+    "frames, attached",
+    [
+        ([packed(kind="bye", reason=7)], True),  # a malformed bye
+        ([packed(kind="error", code="x", message="m", seq=None)], True),  # a malformed peer error
+        ([protocol.encode("error", code=500, message="trouble", seq=None)], False),  # an error without a session
+    ],
+    ids=["bad-bye", "bad-peer-error", "error-without-session"],
+)
+def test_bye_and_peer_errors_are_never_answered(shared_daemon, frames, attached):
+    before = shared_daemon.status()
+    with dealer(shared_daemon.endpoint) as sock:
+        if attached:
+            attach(sock)
+        sock.send_multipart(frames)
+        # Nothing comes back for it: the next reply on this connection answers what follows it.
+        follow_up = protocol.encode("heartbeat") if attached else hello_with()
+        reply = exchange(sock, [follow_up])
+        assert reply.kind == ("heartbeat" if attached else "welcome"), reply
+    assert_serving(shared_daemon, before)
+
+
+def test_a_bounds_only_mismatch_says_the_bounds_differ(shared_daemon):
+    shifted = gymnasium.spaces.Box(ENV.observation_space.low / 2, ENV.observation_space.high / 2, dtype=np.float32)
+    with dealer(shared_daemon.endpoint) as sock:
+        reply = exchange(sock, [hello_with(observation_space=spaces.to_wire(shifted))])
+    assert reply["code"] == ErrorCode.SPACE_MISMATCH and "low/high bounds differ" in reply["message"]

@@ -378,6 +378,19 @@ def test_spaces_from_a_hand_built_hello_match_gymnasium():
     assert spaces.same_space(spaces.from_wire(plain), env_space)
 
 
+def test_documented_limits_of_the_decoder():
+    deep = b"\x91" * 1025 + b"\x01"  # a list inside a list ... 1025 deep
+    message = {"v": 1, "kind": "heartbeat"}
+    with pytest.raises(ProtocolError) as too_deep:
+        protocol.decode(msgpack.packb({**message, "x": 0})[:-1] + deep)
+    assert too_deep.value.code == ErrorCode.MALFORMED_MESSAGE
+    twice = b"\x83\xa1v\x01\xa4kind\xa5hello\xa4kind\xa9heartbeat"  # "kind" written twice: the last wins
+    assert protocol.decode(twice).kind == "heartbeat"
+    with pytest.raises(ProtocolError) as bin_keys:
+        protocol.decode(msgpack.packb({b"v": 1, b"kind": b"heartbeat"}, use_bin_type=True))
+    assert bin_keys.value.code == ErrorCode.MALFORMED_MESSAGE
+
+
 def test_discrete_start_travels_and_must_match():
     from gymnasium.spaces import Discrete
 

@@ -84,7 +84,10 @@ class Gateway(Role):
             try:
                 self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER))
             except ProtocolError as exc:
-                self.reject(route, exc)
+                if exc.kind in protocol.UNANSWERED:  # refused, counted, but bye and error get no reply
+                    self.count_error(exc.code, detail=exc.message, seq=exc.seq)
+                else:
+                    self.reject(route, exc)
             except Exception as exc:  # a bug must cost one request, not every peer's session
                 self.log.exception("peer_message_failed")
                 self.reject(route, ProtocolError(ErrorCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
@@ -96,7 +99,7 @@ class Gateway(Role):
         if message.kind == "hello":
             self.on_hello(route, message)
         elif session is None:
-            if message.kind != "bye":
+            if message.kind not in protocol.UNANSWERED:
                 raise ProtocolError(ErrorCode.NOT_ATTACHED, "no session: send hello first", message.get("seq"))
         elif message.kind == "observation":
             self.on_observation(route, session, message)
@@ -132,9 +135,11 @@ class Gateway(Role):
             ("action", action_space, self.action_space),
         ):
             if not spaces.same_space(theirs, ours):
+                mine = spaces.describe(ours)
+                differs = "its low/high bounds differ" if spaces.describe(theirs) == mine else spaces.describe(theirs)
                 raise ProtocolError(
                     ErrorCode.SPACE_MISMATCH,
-                    f"{what} space {spaces.describe(theirs)} does not match the agent's {spaces.describe(ours)}",
+                    f"{what} space does not match the agent's {mine}: {differs}",
                 )
         if route in self.sessions:
             self.detach(route, "rehello")

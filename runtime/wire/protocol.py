@@ -258,6 +258,8 @@ PEER_KINDS = frozenset(name for name, kind in KINDS.items() if kind.peer_facing)
 #: What a peer may send to the runtime, and what the runtime sends to a peer.
 FROM_PEER = frozenset({"hello", "observation", "heartbeat", "bye", "error"})
 TO_PEER = frozenset({"welcome", "action", "error", "heartbeat"})
+#: Kinds the runtime never answers, not even with an error when it refuses one (docs/protocol.md).
+UNANSWERED = frozenset({"bye", "error"})
 assert FROM_PEER | TO_PEER == PEER_KINDS
 
 
@@ -379,6 +381,8 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"not a msgpack message: {type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "a message must be a msgpack map")
+    if not all(isinstance(key, str) for key in body):
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "a message's keys must be msgpack strings (str, not bin)")
     seq = body.get("seq") if _TYPE_CHECKS[UINT](body.get("seq")) else None
     version = body.get("v")
     if not _TYPE_CHECKS[UINT](version) or version != PROTOCOL_VERSION:  # 1.0 == True == 1 in Python
@@ -391,6 +395,20 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
     spec = KINDS.get(kind) if isinstance(kind, str) else None
     if spec is None or (accept is not None and spec.name not in accept):
         raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {quote(kind)}", seq)
+    try:
+        fields = _checked_fields(spec, body, seq)
+    except ProtocolError as exc:
+        exc.kind = spec.name
+        raise
+    return Message(spec.name, fields)
+
+
+def error_message(code: int, message: str, seq: int | None = None) -> bytes:
+    return encode("error", code=int(code), message=message, seq=seq)
+
+
+def _checked_fields(spec: Kind, body: dict[str, Any], seq: int | None) -> dict[str, Any]:
+    kind = spec.name
     fields: dict[str, Any] = {}
     for field in spec.fields:
         if field.name not in body:
@@ -404,8 +422,4 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
         if not _TYPE_CHECKS[field.type](value):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field {field.name!r} must be {field.type}", seq)
         fields[field.name] = decode_array(value, field.name, seq) if field.type == ARRAY else value
-    return Message(spec.name, fields)
-
-
-def error_message(code: int, message: str, seq: int | None = None) -> bytes:
-    return encode("error", code=int(code), message=message, seq=seq)
+    return fields

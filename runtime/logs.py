@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -9,6 +10,28 @@ import sys
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class DroppingStderr:
+    """Writes to the current ``sys.stderr``, and drops (and counts) a line it cannot write: a full
+    disk or a closed pipe must cost log lines, never the process that logs."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+    def write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+        except OSError:
+            self.dropped += 1
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):  # the line it held was counted when its write failed
+            sys.stderr.flush()
+
+
+#: The stream every log line of this process goes through; ``dropped`` is reported in status.
+output = DroppingStderr()
 
 
 def configure(role: str, log_format: str = "auto", level: str = "info") -> structlog.stdlib.BoundLogger:
@@ -31,7 +54,7 @@ def configure(role: str, log_format: str = "auto", level: str = "info") -> struc
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         # One write per line (message and newline together) so lines of several processes never interleave.
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=output),  # type: ignore[arg-type]  # write/flush suffice
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()

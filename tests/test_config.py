@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium
+import numpy as np
 import pytest
 
 from runtime import config
 from runtime.errors import DaemonError
+from runtime.peer import Peer
 from runtime.processes import process_alive as alive
 from runtime.supervisor import control
 from runtime.testing import agentrt, make_distribution, start_daemon
@@ -262,3 +265,21 @@ def wait_until_running(run_dir: Path, process: subprocess.Popen) -> dict:
             pass
         time.sleep(0.1)
     raise AssertionError(f"the daemon did not run all roles (exit code {process.poll()})")
+
+
+def test_a_log_that_cannot_be_written_costs_log_lines_not_the_service(run_dir):
+    # The detached daemon logs into run_dir/daemon.log: here /dev/full, where every write fails (ENOSPC).
+    (run_dir / "daemon.log").symlink_to("/dev/full")
+    started = agentrt("up", "--detach", "--no-check", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*")
+    assert started.returncode == 0, started.stderr
+    try:
+        endpoint = json.loads(started.stdout)["peer_endpoint"]
+        env = gymnasium.make("CartPole-v1")
+        with Peer(endpoint, env.observation_space, env.action_space, timeout_s=60) as peer:
+            assert env.action_space.contains(int(peer.act(np.zeros(4, dtype=np.float32)).action))
+        status = json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout)
+        assert all(role["restarts"] == 0 for role in status["roles"].values())
+        assert status["roles"]["gateway"]["gauges"]["log_lines_dropped"] > 0  # it did log, and lost the lines
+    finally:
+        stopped = agentrt("down", "--run-dir", str(run_dir))
+    assert stopped.returncode == 0, stopped.stderr

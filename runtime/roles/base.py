@@ -180,6 +180,7 @@ class Role:
         if not self.supervised:
             return
         self.gauges["torch_loaded"] = "torch" in sys.modules
+        self.gauges["log_lines_dropped"] = logs.output.dropped
         message = protocol.encode(
             "stats", role=self.name, pid=os.getpid(), counters=dict(self.counters), gauges=self.gauges
         )

@@ -334,28 +334,43 @@ def _train(
     optimiser.module.eval()
 
 
+def _fit_labels(
+    module: torch.nn.Module,
+    data: Data,
+    examples: np.ndarray,
+    settings: Settings,
+    steps: int,
+    rng: np.random.Generator,
+    advance: Callable[[int], None],
+) -> None:
+    """Cross-entropy on the true labels of ``examples`` (how the teacher and the hard-label baseline learn)."""
+    import torch
+    import torch.nn.functional as F
+
+    from runtime.learn.trainer import Optimiser
+
+    X, y = torch.from_numpy(data.X[examples]), torch.from_numpy(data.y[examples])
+    _train(
+        Optimiser(module, settings.learning_rate),
+        lambda i: F.cross_entropy(module(X[i]), y[i]),
+        len(examples),
+        settings,
+        steps,
+        rng,
+        advance,
+    )
+
+
 def train_teacher(
     settings: Settings, plugins: Plugins, data: Data, examples: np.ndarray, seed: int, advance: Callable[[int], None]
 ) -> torch.nn.Module:
     """A fresh MLP teacher (the ``mlp`` student component, made large) trained with cross-entropy on
     ``examples`` (indices into the data); saved, it loads with the ``checkpoint`` teacher."""
     import torch
-    import torch.nn.functional as F
-
-    from runtime.learn.trainer import Optimiser
 
     torch.manual_seed(seed)
     teacher = plugins.build("student", "mlp", {"hidden": list(settings.teacher_hidden)}, *spaces_for(data))
-    X, y = torch.from_numpy(data.X[examples]), torch.from_numpy(data.y[examples])
-    _train(
-        Optimiser(teacher, settings.learning_rate),
-        lambda i: F.cross_entropy(teacher(X[i]), y[i]),
-        len(examples),
-        settings,
-        settings.teacher_steps,
-        np.random.default_rng([seed, 1]),
-        advance,
-    )
+    _fit_labels(teacher, data, examples, settings, settings.teacher_steps, np.random.default_rng([seed, 1]), advance)
     return teacher
 
 
@@ -430,21 +445,7 @@ def train_hard_label(
     advance: Callable[[int], None],
 ) -> None:
     """The baseline: cross-entropy on the labelled examples alone, same steps, batch size and rate."""
-    import torch
-    import torch.nn.functional as F
-
-    from runtime.learn.trainer import Optimiser
-
-    X, y = torch.from_numpy(data.X[labelled]), torch.from_numpy(data.y[labelled])
-    _train(
-        Optimiser(student, settings.learning_rate),
-        lambda i: F.cross_entropy(student(X[i]), y[i]),
-        len(labelled),
-        settings,
-        settings.steps,
-        np.random.default_rng([seed, 3]),
-        advance,
-    )
+    _fit_labels(student, data, labelled, settings, settings.steps, np.random.default_rng([seed, 3]), advance)
 
 
 def load_student(path: str | Path, plugins: Plugins) -> tuple[torch.nn.Module, dict[str, str]]:

@@ -1,6 +1,7 @@
 """Per-stream state for perception transforms and execution filters, bounded by least-recent use.
 
-Not a plugin (no entry point): a helper shared by ``plugins.perception`` and ``plugins.execution``.
+Part of the plugin API: the built-in ``framestack`` and ``rate_limit`` use it, and so can any
+third-party step that keeps state per peer stream.
 """
 
 from __future__ import annotations

@@ -98,6 +98,11 @@ SCHEMA: dict[str, dict[str, Param]] = {
             _TIMEOUT_S,
         ),
         "max_sessions": Param(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int),
+        "out_of_bounds": Param(
+            "refuse",
+            "an observation outside the observation space's finite bounds: refuse (INVALID_FIELD) or clip it",
+            in_("refuse", "clip"),
+        ),
     },
     "agent": {
         "env": Param(

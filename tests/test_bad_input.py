@@ -193,6 +193,7 @@ CASES = {
     "bin-keys": Case(
         lambda: [msgpack.packb({b"v": 1, b"kind": b"observation", b"seq": 25})], ErrorCode.MALFORMED_MESSAGE, None
     ),
+    "out-of-bounds": Case(lambda: [observation(26, np.array([1e6, 0, 0, 0], np.float32))], ErrorCode.INVALID_FIELD, 26),
     "megabyte-kind": Case(lambda: [packed(kind="k" * (2**20 - 100), seq=24)], ErrorCode.UNKNOWN_KIND, 24),
     "long-peer-name": Case(
         lambda: [protocol.encode("hello", peer_name="n" * 500_000, **SPACES)],

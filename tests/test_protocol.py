@@ -391,6 +391,24 @@ def test_documented_limits_of_the_decoder():
     assert bin_keys.value.code == ErrorCode.MALFORMED_MESSAGE
 
 
+def test_observations_outside_the_finite_bounds_are_refused_or_clipped():
+    from gymnasium.spaces import Box, Discrete
+
+    from runtime.wire import spaces
+
+    space = Box(np.array([-1.0, -np.inf], np.float32), np.array([1.0, np.inf], np.float32))
+    inside = np.array([0.5, 1e30], np.float32)  # an infinite bound bounds nothing
+    assert spaces.check_observation(inside, space, 1) is inside
+    with pytest.raises(ProtocolError) as refused:
+        spaces.check_observation(np.array([-3.0, 0.0], np.float32), space, 7)
+    assert (refused.value.code, refused.value.seq) == (ErrorCode.INVALID_FIELD, 7)
+    assert "-3.0 at [0] is outside the space's bounds [-1.0, 1.0]" in refused.value.message
+    clipped = spaces.check_observation(np.array([-3.0, 2.0], np.float32), space, 7, out_of_bounds="clip")
+    assert clipped.tolist() == [-1.0, 2.0] and clipped.dtype == np.float32
+    with pytest.raises(ProtocolError):
+        spaces.check_observation(np.array(5, np.int64), Discrete(3, start=1), 8)
+
+
 def test_discrete_start_travels_and_must_match():
     from gymnasium.spaces import Discrete
 

@@ -57,6 +57,7 @@ class Gateway(Role):
         self.peer_numbers = itertools.count(1)
         self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
         self.max_sessions = self.config["protocol"]["max_sessions"]
+        self.out_of_bounds = self.config["protocol"]["out_of_bounds"]
         self.welcome_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
@@ -172,7 +173,7 @@ class Gateway(Role):
 
     def on_observation(self, route: bytes, session: Session, message: protocol.Message) -> None:
         seq = message["seq"]
-        obs = spaces.check_observation(message["obs"], self.observation_space, seq)
+        obs = spaces.check_observation(message["obs"], self.observation_space, seq, self.out_of_bounds)
         policy = message.get("policy", "auto")
         if policy not in POLICIES:
             raise ProtocolError(

@@ -134,8 +134,12 @@ def describe(space: Space) -> str:
     return f"box(shape={list(space.shape)}, dtype={space.dtype.name})"
 
 
-def check_observation(obs: np.ndarray[Any, Any], space: Space, seq: int | None) -> np.ndarray[Any, Any]:
-    """Validate an observation against the agent's space; raise the ProtocolError to send back."""
+def check_observation(
+    obs: np.ndarray[Any, Any], space: Space, seq: int | None, out_of_bounds: str = "refuse"
+) -> np.ndarray[Any, Any]:
+    """Validate an observation against the agent's space; raise the ProtocolError to send back.
+    Values outside the space's finite bounds are refused, or with ``out_of_bounds="clip"`` clipped:
+    either way none reaches the student, the teacher or the replay buffer."""
     expected_shape = box(space).shape if not isinstance(space, spaces.Discrete) else ()
     if tuple(obs.shape) != tuple(expected_shape):
         raise ProtocolError(
@@ -148,7 +152,29 @@ def check_observation(obs: np.ndarray[Any, Any], space: Space, seq: int | None) 
         )
     if obs.dtype.kind == "f" and not np.isfinite(obs).all():
         raise ProtocolError(ErrorCode.NOT_FINITE, "observation contains NaN or infinity", seq)
+    low, high = _bounds(space)
+    outside = (obs < low) | (obs > high)
+    if outside.any():
+        if out_of_bounds == "clip":
+            clipped: np.ndarray[Any, Any] = np.clip(obs, low, high).astype(obs.dtype)
+            return clipped
+        index = tuple(int(i) for i in np.argwhere(outside)[0])
+        below, above = (np.broadcast_to(bound, obs.shape)[index].item() for bound in (low, high))
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"observation {quote(obs[index].item())} at {list(index)} is outside the space's bounds "
+            f"[{quote(below)}, {quote(above)}]",
+            seq,
+        )
     return obs
+
+
+def _bounds(space: Space) -> tuple[Any, Any]:
+    """The space's low and high, as arrays or scalars an observation compares with."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.start), int(space.start) + int(space.n) - 1
+    space = box(space)
+    return space.low, space.high
 
 
 def output_size(action_space: Space) -> int:

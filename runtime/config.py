@@ -98,6 +98,12 @@ SCHEMA: dict[str, dict[str, Param]] = {
             _TIMEOUT_S,
         ),
         "max_sessions": Param(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int),
+        "forced_teacher_budget": Param(
+            100,
+            "observations per session that may force policy = teacher; beyond it the query policy decides",
+            and_(integer, ge(0)),
+        ),
+        "teacher_peers": Param([], "peer names that may force the teacher without that budget", _NAMES),
         "out_of_bounds": Param(
             "refuse",
             "an observation outside the observation space's finite bounds: refuse (INVALID_FIELD) or clip it",

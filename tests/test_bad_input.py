@@ -344,3 +344,25 @@ def test_a_bounds_only_mismatch_says_the_bounds_differ(shared_daemon):
     with dealer(shared_daemon.endpoint) as sock:
         reply = exchange(sock, [hello_with(observation_space=spaces.to_wire(shifted))])
     assert reply["code"] == ErrorCode.SPACE_MISMATCH and "low/high bounds differ" in reply["message"]
+
+
+def test_a_peer_forces_the_teacher_only_within_its_budget_unless_trusted(run_dir):
+    from runtime.testing import start_daemon
+
+    # With the share policy and no labels, the student acts unless the teacher is forced.
+    config_text = '[query]\npolicy = "share"\nparams = { share = 0.0 }\n'
+    env = {"AGENTRT_PROTOCOL_FORCED_TEACHER_BUDGET": "3", "AGENTRT_PROTOCOL_TEACHER_PEERS": "trusted"}
+    daemon = start_daemon(config_text, env=env, run_dir=run_dir)
+    try:
+        deciders = {}
+        for name in ("untrusted", "trusted"):
+            with Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name=name, timeout_s=REPLY_S) as peer:
+                deciders[name] = [peer.act(GOOD_OBS, policy="teacher").decided_by for _ in range(5)]
+        assert deciders["untrusted"] == ["teacher"] * 3 + ["student"] * 2
+        assert deciders["trusted"] == ["teacher"] * 5
+        status = daemon.wait_until(
+            lambda s: s["roles"]["gateway"]["counters"].get("forced_teacher_denied") == 2, what="the denials counted"
+        )
+        assert status["errors"]["total"] == 0
+    finally:
+        daemon.stop()

@@ -33,6 +33,7 @@ class Session:
     peer_name: str
     last_seen: float
     observed: int = 0
+    forced_teacher: int = 0  # observations it sent with policy "teacher" that were honoured
 
 
 class Gateway(Role):
@@ -58,6 +59,8 @@ class Gateway(Role):
         self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
         self.max_sessions = self.config["protocol"]["max_sessions"]
         self.out_of_bounds = self.config["protocol"]["out_of_bounds"]
+        self.forced_teacher_budget = self.config["protocol"]["forced_teacher_budget"]
+        self.teacher_peers = frozenset(self.config["protocol"]["teacher_peers"])
         self.welcome_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
@@ -181,12 +184,18 @@ class Gateway(Role):
                 f"observation: policy {protocol.quote(policy)} is not one of auto, student, teacher",
                 seq,
             )
+        # The teacher costs: a peer may force it only within its budget, unless configured as trusted.
+        forced_teacher = policy == "teacher" and session.peer_name not in self.teacher_peers
+        if forced_teacher and session.forced_teacher >= self.forced_teacher_budget:
+            policy, forced_teacher = "auto", False  # the query policy decides; the reply's decided_by says who
+            self.counters["forced_teacher_denied"] += 1
         episode_start = bool(message.get("episode_start")) or session.observed == 0
         observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
         if not self.send(self.to_perception, observed, "observation"):
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the runtime is overloaded; observation dropped", seq)
         # Counted once accepted, so a dropped first observation still starts the episode next time.
         session.observed += 1
+        session.forced_teacher += forced_teacher
         self.counters["observations"] += 1
         self.counters["episodes"] += episode_start
 

@@ -4,7 +4,6 @@ served by ``agentrt teacher serve``, and an ensemble of teachers."""
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,25 +91,20 @@ def build_checkpoint_teacher(
     from runtime.learn.nets import MLP
 
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
-    if metadata.get("architecture") != "mlp":
+    try:
+        module = MLP.from_architecture(metadata)
+    except ValueError as exc:
+        raise ValueError(f"teacher checkpoint {params['path']}: {exc} in the file's metadata") from None
+    if module.input_shape != shape_of(observation_space):
         raise ValueError(
-            f"teacher checkpoint {params['path']}: architecture {metadata.get('architecture')!r} is not supported "
-            "(expected 'mlp' in the file's metadata)"
-        )
-    input_shape = tuple(json.loads(metadata["input_shape"]))
-    if input_shape != shape_of(observation_space):
-        raise ValueError(
-            f"teacher checkpoint {params['path']} expects observations of shape {list(input_shape)}, "
+            f"teacher checkpoint {params['path']} expects observations of shape {list(module.input_shape)}, "
             f"the agent has {list(shape_of(observation_space))}"
         )
-    if int(metadata["output_size"]) != output_size(action_space):
+    if module.output_size != output_size(action_space):
         raise ValueError(
-            f"teacher checkpoint {params['path']} has {metadata['output_size']} outputs, "
+            f"teacher checkpoint {params['path']} has {module.output_size} outputs, "
             f"the action space needs {output_size(action_space)}"
         )
-    module = MLP(
-        input_shape, int(metadata["output_size"]), json.loads(metadata["hidden"]), metadata.get("activation", "relu")
-    )
     module.load_state_dict(state)
     return TorchTeacher(module)
 

@@ -62,7 +62,7 @@ def dagger(
     steps_per_round: int,
     initial_states: np.ndarray | None = None,
     final_lr_rounds: int = 0,
-) -> nn.Module:
+) -> MLP:
     """Roll out the current network (the expert on the first round), label every visited state with
     the expert, aggregate, retrain; ``initial_states`` seed the dataset with states the expert's own
     trajectories would never visit; the last ``final_lr_rounds`` rounds take finer steps."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from typing import cast
 
 import torch
@@ -30,6 +32,8 @@ class MLP(FeatureNet):
     ) -> None:
         super().__init__()
         _check_activation(activation)
+        self.input_shape, self.output_size = tuple(input_shape), output_size
+        self.hidden, self.activation = list(hidden), activation
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden:
@@ -41,6 +45,29 @@ class MLP(FeatureNet):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)
         return self.head(features), features
+
+    def architecture(self) -> dict[str, str]:
+        """This network's shape as safetensors metadata: the format of the ``checkpoint`` teacher,
+        whose files ``from_architecture`` rebuilds. Writers add their own provenance keys."""
+        return {
+            "architecture": "mlp",
+            "input_shape": json.dumps(list(self.input_shape)),
+            "output_size": str(self.output_size),
+            "hidden": json.dumps(self.hidden),
+            "activation": self.activation,
+        }
+
+    @classmethod
+    def from_architecture(cls, metadata: Mapping[str, str]) -> MLP:
+        """The network ``architecture()`` described (weights not loaded); ValueError for another format."""
+        if metadata.get("architecture") != "mlp":
+            raise ValueError(f"architecture {metadata.get('architecture')!r} is not supported (expected 'mlp')")
+        return cls(
+            tuple(json.loads(metadata["input_shape"])),
+            int(metadata["output_size"]),
+            json.loads(metadata["hidden"]),
+            metadata.get("activation", "relu"),
+        )
 
 
 class CNN(FeatureNet):

@@ -680,14 +680,12 @@ def save_teacher(settings: Settings, path: str, best: SeedResult, data: Data) ->
     """The best seed's teacher, in the ``checkpoint`` teacher plugin's format: ``--teacher PATH`` and
     ``[teacher] plugin = "checkpoint"`` both load it."""
     from runtime.learn.checkpoints import save_safetensors
+    from runtime.learn.nets import MLP
 
-    hidden = [layer.out_features for layer in best.teacher.body if hasattr(layer, "out_features")]
+    if not isinstance(best.teacher, MLP):  # train_teacher builds the mlp student component, an MLP
+        raise DistillError(f"--save-teacher: the teacher is a {type(best.teacher).__name__}, not an MLP")
     metadata = {
-        "architecture": "mlp",
-        "input_shape": json.dumps([data.X.shape[1]]),
-        "output_size": str(data.classes),
-        "hidden": json.dumps(hidden),
-        "activation": "relu",
+        **best.teacher.architecture(),
         "dataset": settings.dataset,
         "test_fraction": repr(settings.test_fraction),
         "split_seed": str(settings.split_seed),

@@ -49,11 +49,7 @@ def main() -> int:
         print(json.dumps({"error": "teacher below 490 mean return", "mean_return": mean_return}))
         return 1
     metadata = {
-        "architecture": "mlp",
-        "input_shape": json.dumps([4]),
-        "output_size": "2",
-        "hidden": json.dumps(HIDDEN),
-        "activation": "relu",
+        **net.architecture(),
         "env": ENV_ID,
         "mean_return_100": f"{mean_return:.1f}",
         "seed": str(args.seed),

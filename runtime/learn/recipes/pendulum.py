@@ -47,11 +47,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import dagger, evaluate, network_policy
-from runtime.learn.nets import parameter_count
+from runtime.learn.nets import MLP, parameter_count
 
 ENV_ID = "Pendulum-v1"
 DT = 0.05
@@ -101,7 +100,7 @@ def uniform_states(rng: np.random.Generator, count: int) -> np.ndarray:
     return np.stack([np.cos(angle), np.sin(angle), speed], axis=1).astype(np.float32)
 
 
-def train(seed: int = 0) -> nn.Module:
+def train(seed: int = 0) -> MLP:
     rng = np.random.default_rng(seed)
     return dagger(
         ENV_ID,
@@ -137,11 +136,7 @@ def main() -> int:
         print(json.dumps({"error": "teacher not within 10% of the expert", **report}))
         return 1
     metadata = {
-        "architecture": "mlp",
-        "input_shape": json.dumps([3]),
-        "output_size": "1",
-        "hidden": json.dumps(HIDDEN),
-        "activation": "relu",
+        **net.architecture(),
         "env": ENV_ID,
         "mean_return": f"{teacher_return:.1f}",
         "expert_mean_return": f"{expert_return:.1f}",

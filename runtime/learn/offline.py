@@ -652,50 +652,49 @@ def _summary(
 
 def save_student(settings: Settings, output: str, best: SeedResult, data: Data) -> None:
     """The best distilled student; its metadata says how to rebuild it and what it scored on which data."""
-    from runtime.learn.checkpoints import save_safetensors
-
     metadata = {
         "format": "agentrt-distill-student",
         "student_plugin": settings.student,
         "student_params": json.dumps(settings.student_params),
         "input_size": str(data.X.shape[1]),
         "classes": str(data.classes),
-        "dataset": settings.dataset,
-        "test_fraction": repr(settings.test_fraction),
-        "split_seed": str(settings.split_seed),
-        "seed": str(best.seed),
         "train_size": str(settings.train_size),
         "strategy": settings.strategy,
         "strategy_params": json.dumps(settings.strategy_params),
         "test_accuracy": repr(best.distilled_accuracy),
         "teacher_accuracy": repr(best.teacher_accuracy),
     }
-    try:
-        save_safetensors(best.student.state_dict(), output, metadata)
-    except OSError as exc:
-        raise DistillError(f"--output {output}: cannot write it: {exc}") from None
+    _save(best.student, "--output", output, metadata, settings, best)
 
 
 def save_teacher(settings: Settings, path: str, best: SeedResult, data: Data) -> None:
     """The best seed's teacher, in the ``checkpoint`` teacher plugin's format: ``--teacher PATH`` and
     ``[teacher] plugin = "checkpoint"`` both load it."""
-    from runtime.learn.checkpoints import save_safetensors
     from runtime.learn.nets import MLP
 
     if not isinstance(best.teacher, MLP):  # train_teacher builds the mlp student component, an MLP
         raise DistillError(f"--save-teacher: the teacher is a {type(best.teacher).__name__}, not an MLP")
-    metadata = {
-        **best.teacher.architecture(),
+    metadata = {**best.teacher.architecture(), "test_accuracy": repr(best.teacher_accuracy)}
+    _save(best.teacher, "--save-teacher", path, metadata, settings, best)
+
+
+def _save(
+    module: torch.nn.Module, flag: str, path: str, metadata: dict[str, str], settings: Settings, best: SeedResult
+) -> None:
+    """Write ``module`` with ``metadata`` and where it came from (dataset, split, seed); a path that
+    cannot be written is the flag's fault."""
+    from runtime.learn.checkpoints import save_safetensors
+
+    provenance = {
         "dataset": settings.dataset,
         "test_fraction": repr(settings.test_fraction),
         "split_seed": str(settings.split_seed),
         "seed": str(best.seed),
-        "test_accuracy": repr(best.teacher_accuracy),
     }
     try:
-        save_safetensors(best.teacher.state_dict(), path, metadata)
+        save_safetensors(module.state_dict(), path, {**metadata, **provenance})
     except OSError as exc:
-        raise DistillError(f"--save-teacher {path}: cannot write it: {exc}") from None
+        raise DistillError(f"{flag} {path}: cannot write it: {exc}") from None
 
 
 # --- presentation ----------------------------------------------------------------------------------

@@ -4,11 +4,8 @@ Every command a deploy file runs is parsed by agentrt's own argument parser (so 
 subcommand fails here, not in a container), every AGENTRT_* variable is loaded by the runtime's
 configuration loader, the Kubernetes manifests are validated against the pinned Kubernetes JSON
 schemas that kubernetes-validate ships, and the files are checked against each other: images
-against Dockerfiles, secrets against mounts, endpoints against the services that bind them.
-
-The CURVE work of issue 13 (config section [security], `agentrt keys`, the peers' --server-key and
---client-key) is used by these files under its agreed names; until it is on main, the checks that
-need it skip and say so.
+against Dockerfiles, secrets against mounts and against the key files `agentrt keys` makes,
+endpoints against the services that bind them.
 """
 
 from __future__ import annotations
@@ -31,12 +28,14 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
+import zmq.auth
 
 from runtime import config
 from runtime.cli.commands import build_parser
-from runtime.config import Settings
-from runtime.errors import ConfigError, ExitCode
+from runtime.config import Settings, peer_security
+from runtime.errors import ExitCode
 from runtime.plugin.pluginmanager import load
+from runtime.wire.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, SERVER, ClientKeys, KeyStore, is_loopback
 from runtime.wire.spaces import agent_spaces
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,11 +45,6 @@ KUBERNETES = DEPLOY / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"
 #: Each image the manifests and compose.yaml run, and the Dockerfile that builds it.
 IMAGES = {"agentrt": "Dockerfile", "agentrt-teacher-cuda": "Dockerfile.teacher-cuda"}
-
-CURVE_ON_MAIN = "security" in config.SCHEMA
-CURVE_PENDING = "CURVE (config [security], agentrt keys, --server-key/--client-key; issue 13 item 1) is not on main yet"
-#: The peers' CURVE flags, each with a file argument.
-CURVE_PEER_FLAGS = ("--server-key", "--client-key")
 
 
 # --- reading the files -------------------------------------------------------------------------------
@@ -136,8 +130,8 @@ def systemd_unit() -> dict[str, list[str]]:
     return unit
 
 
-def readme_deploying_commands() -> list[list[str]]:
-    """The agentrt command lines in the README's shell blocks under "Deploying"."""
+def readme_deploying_commands() -> list[tuple[dict[str, str], list[str]]]:
+    """(environment, command) of each agentrt command line in the README's shell blocks under "Deploying"."""
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
     commands = []
@@ -146,10 +140,11 @@ def readme_deploying_commands() -> list[list[str]]:
             words = shlex.split(line, comments=True)
             if words[:2] == ["sudo", "-u"]:
                 words = words[3:]
+            env = {}
             while words and "=" in words[0]:  # VAR=value prefixes
-                words = words[1:]
+                env.update([words.pop(0).split("=", 1)])
             if words and PurePosixPath(words[0]).name == "agentrt":
-                commands.append(words)
+                commands.append((env, words))
     return commands
 
 
@@ -186,8 +181,6 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
 def load_config(env: dict[str, str], path: Path | None = None) -> dict:
     """The configuration an agentrt process with this environment gets; a teacher it selects is built."""
     agentrt_env = {name: value for name, value in env.items() if name.startswith("AGENTRT_")}
-    if not CURVE_ON_MAIN:  # checked on their own by test_security_variables_name_config_keys
-        agentrt_env = {name: value for name, value in agentrt_env.items() if not name.startswith("AGENTRT_SECURITY_")}
     loaded = config.load(path, environ=agentrt_env)
     settings = Settings.of(loaded)
     observation_space, action_space = agent_spaces(settings.agent.table())
@@ -211,6 +204,21 @@ def bind_of(argv: list[str]) -> tuple[str, int] | None:
     return None
 
 
+def listens_without_curve(env: dict[str, str], argv: list[str]) -> bool:
+    """Whether this command listens beyond loopback without CURVE. `up` is held to the runtime's own
+    start-up rule (peer_security), which raises ConfigError where the daemon would refuse to start."""
+    bind = bind_of(argv)
+    if bind is None or is_loopback(f"tcp://{bind[0]}:{bind[1]}"):
+        return False
+    if argv[0] != "up":
+        return True  # `agentrt teacher serve` has no CURVE yet (issue 13, item 2)
+    overrides = {"daemon": {"peer_endpoint": argv[argv.index("--peer-endpoint") + 1]}}
+    if "--insecure" in argv:
+        overrides["security"] = {"insecure": True}
+    agentrt_env = {name: value for name, value in env.items() if name.startswith("AGENTRT_")}
+    return peer_security(Settings.of(config.load(environ=agentrt_env, overrides=overrides))) != "curve"
+
+
 def every_command() -> list[tuple[str, list[str]]]:
     """(where, command) for every command line a deploy file or the README's Deploying section runs."""
     commands = []
@@ -231,7 +239,7 @@ def every_command() -> list[tuple[str, list[str]]]:
                     commands.append((f"{where} {probe}", container[probe]["exec"]["command"]))
     for key in ("ExecStart", "ExecStop"):
         commands += [(f"agentrt.service {key}", shlex.split(value)) for value in systemd_unit()[key]]
-    commands += [("README Deploying", command) for command in readme_deploying_commands()]
+    commands += [("README Deploying", command) for _, command in readme_deploying_commands()]
     return commands
 
 
@@ -252,26 +260,10 @@ def agentrt_commands() -> list[tuple[str, list[str]]]:
     return [(where, argv) for where, command in every_command() if (argv := agentrt_argv(command)) is not None]
 
 
-def without_curve_flags(argv: list[str]) -> list[str]:
-    """``argv`` less the peers' CURVE flags and their file arguments."""
-    kept, words = [], iter(argv)
-    for word in words:
-        if word in CURVE_PEER_FLAGS:
-            next(words, None)
-        else:
-            kept.append(word)
-    return kept
-
-
 @pytest.mark.parametrize("where, argv", agentrt_commands(), ids=lambda value: str(value)[:60])
 def test_every_agentrt_command_parses(where, argv):
-    pending = not CURVE_ON_MAIN and any(flag in argv for flag in CURVE_PEER_FLAGS)
-    if pending:  # the rest of the command is still checked
-        argv = without_curve_flags(argv)
     parsed = parse_cli(argv)
     assert callable(parsed.handler), where
-    if pending:
-        pytest.skip(f"{CURVE_PENDING}: agentrt {' '.join(argv)} parses without the CURVE flags")
 
 
 def test_commands_that_are_not_agentrt_are_the_few_known_ones():
@@ -416,19 +408,46 @@ def test_compose_endpoints_name_a_service_on_a_shared_network_at_the_port_it_bin
     assert references >= 2  # the peer finds the runtime, the runtime finds the teacher
 
 
-def test_compose_listens_beyond_loopback_only_with_curve_or_on_internal_networks_only():
+def test_compose_runtime_requires_curve_and_what_listens_without_it_is_unpublished_and_internal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     compose_file = compose()
+    plaintext = []
     for name, service in compose_file["services"].items():
-        bind = bind_of(agentrt_argv(compose_command(service)))
-        if bind is None or bind[0] in ("127.0.0.1", "::1", "localhost"):
+        argv = agentrt_argv(compose_command(service))
+        if not listens_without_curve(compose_env(service), argv):
             continue
-        env = service.get("environment", {})
-        if env.get("AGENTRT_SECURITY_CURVE") == "true":
-            continue
-        assert env.get("AGENTRT_SECURITY_INSECURE") == "true", f"{name}: the runtime would refuse to start"
+        assert argv[0] != "up", f"{name}: peers must attach with CURVE"
+        plaintext.append(name)
         assert "ports" not in service, f"{name} listens without CURVE: it must not be published"
         for network in service["networks"]:
             assert compose_file["networks"][network].get("internal"), f"{name}: {network} is not internal"
+    assert plaintext == ["teacher"]
+
+
+def test_readme_keys_commands_make_every_file_compose_mounts_and_they_work(tmp_path, monkeypatch):
+    """The README's `agentrt keys` commands, run in-process with ``tmp_path`` as the repository root."""
+    monkeypatch.chdir(tmp_path)
+    keys_commands = [(env, argv[1:]) for env, argv in readme_deploying_commands() if argv[1:2] == ["keys"]]
+    assert keys_commands
+    for env, argv in keys_commands:
+        with monkeypatch.context() as scoped:
+            for name, value in env.items():
+                scoped.setenv(name, value)
+            parsed = parse_cli(argv)
+            assert parsed.handler(parsed) == ExitCode.OK, argv
+    files = {name: tmp_path / "deploy" / secret["file"] for name, secret in compose()["secrets"].items()}
+    for name, path in files.items():
+        assert path.exists(), f"secret {name}: the README's commands do not make {path.relative_to(tmp_path)}"
+    runtime_env = compose()["services"]["runtime"]["environment"]
+    store = KeyStore(files[PurePosixPath(runtime_env["AGENTRT_SECURITY_KEYS_DIR"]).name])
+    assert store.server_secret()
+    peer = compose()["services"]["gym-peer"]
+    argv = agentrt_argv(compose_command(peer))
+    mounted = {f"/run/secrets/{name}": path for name, path in files.items()}
+    client = ClientKeys.from_files(
+        mounted[argv[argv.index("--server-key") + 1]], mounted[argv[argv.index("--client-key") + 1]]
+    )
+    assert store.callback("global", client.public), "the gym peer's key is not authorized by the runtime's keys"
 
 
 def test_compose_waits_for_what_each_service_needs_at_start():
@@ -501,7 +520,7 @@ def test_kubernetes_pods_run_as_the_image_user():
         assert security["runAsNonRoot"] and security["runAsUser"] == 10001, workload["metadata"]["name"]
 
 
-def test_kubernetes_keys_directory_is_a_secret_with_server_keys_and_authorized_peers():
+def test_kubernetes_keys_secret_mounts_as_a_keys_directory_the_runtime_reads(tmp_path):
     (runtime,) = objects_of("StatefulSet")
     (container,) = containers(runtime)
     keys_dir = k8s_env(container)["AGENTRT_SECURITY_KEYS_DIR"]
@@ -512,11 +531,19 @@ def test_kubernetes_keys_directory_is_a_secret_with_server_keys_and_authorized_p
     secret = secrets[volume["secret"]["secretName"]]
     items = {item["key"]: item["path"] for item in volume["secret"]["items"]}
     assert set(items) == set(secret.get("stringData", secret.get("data")))  # no key left out of the mount
-    paths = set(items.values())
-    assert {"server.key", "server.key_secret"} < paths
-    assert all(
-        path.startswith("authorized/") and path.endswith(".key") for path in paths - {"server.key", "server.key_secret"}
-    )
+    # Fill the Secret with real keys as its comment says, and lay it out as the kubelet would.
+    server_public, server_secret = zmq.auth.create_certificates(tmp_path, SERVER)
+    content = {SERVER + PUBLIC_SUFFIX: server_public, SERVER + SECRET_SUFFIX: server_secret}
+    peers = [key.removesuffix(PUBLIC_SUFFIX) for key in items if key not in content]
+    for peer in peers:
+        content[peer + PUBLIC_SUFFIX] = zmq.auth.create_certificates(tmp_path, peer)[0]
+    mounted = tmp_path / "mounted"
+    for key, path in items.items():
+        (mounted / path).parent.mkdir(parents=True, exist_ok=True)
+        (mounted / path).write_bytes(Path(content[key]).read_bytes())
+    store = KeyStore(mounted)
+    assert store.server_secret() == zmq.auth.load_certificate(server_secret)[1]
+    assert peers and sorted(store.authorized()) == sorted(peers)
 
 
 def test_kubernetes_teacher_gets_a_gpu_and_the_runtime_finds_it():
@@ -532,12 +559,17 @@ def test_kubernetes_teacher_gets_a_gpu_and_the_runtime_finds_it():
     assert bind_of(agentrt_argv(container_command(container))) == ("0.0.0.0", int(port))
 
 
-def test_kubernetes_workload_without_curve_admits_only_the_runtime():
+def test_kubernetes_runtime_requires_curve_and_what_listens_without_it_admits_only_the_runtime(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     policies = objects_of("NetworkPolicy")
+    plaintext = []
     for workload in workloads():
         (container,) = containers(workload)
-        if k8s_env(container).get("AGENTRT_SECURITY_INSECURE") != "true":
+        argv = agentrt_argv(container_command(container))
+        if not listens_without_curve({**image_env(IMAGES[container["image"]]), **k8s_env(container)}, argv):
             continue
+        assert argv[0] != "up", "peers must attach with CURVE"
+        plaintext.append(workload["metadata"]["name"])
         labels = workload["spec"]["template"]["metadata"]["labels"]
         (policy,) = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
         assert "Ingress" in policy["spec"]["policyTypes"]
@@ -546,6 +578,7 @@ def test_kubernetes_workload_without_curve_admits_only_the_runtime():
                 source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "runtime"
                 for source in rule["from"]
             )
+    assert plaintext == ["agentrt-teacher"]
 
 
 @pytest.mark.parametrize("workload", ["StatefulSet", "Deployment"])
@@ -584,34 +617,7 @@ def test_systemd_unit_does_not_restart_a_configuration_that_cannot_work(tmp_path
     assert unit["RuntimeDirectory"] == ["agentrt"] and env["AGENTRT_RUN_DIR"] == "/run/agentrt"
 
 
-# --- CURVE names, and deploy/ as a whole ------------------------------------------------------------
-def security_variables() -> list[tuple[str, str, str]]:
-    found = []
-    for name, service in compose()["services"].items():
-        found += [(f"compose {name}", k, v) for k, v in service.get("environment", {}).items()]
-    for workload in workloads():
-        for container in containers(workload):
-            found += [(workload["kind"], k, v) for k, v in k8s_env(container).items()]
-    return [(where, key, value) for where, key, value in found if key.startswith("AGENTRT_SECURITY_")]
-
-
-def test_security_variables_name_config_keys(tmp_path, monkeypatch):
-    variables = security_variables()
-    assert {key for _, key, _ in variables} == {
-        "AGENTRT_SECURITY_CURVE",
-        "AGENTRT_SECURITY_KEYS_DIR",
-        "AGENTRT_SECURITY_INSECURE",
-    }
-    if not CURVE_ON_MAIN:
-        pytest.skip(CURVE_PENDING)
-    monkeypatch.chdir(tmp_path)
-    for where, key, value in variables:
-        try:
-            config.load(environ={key: value})
-        except ConfigError as exc:
-            pytest.fail(f"{where}: {exc}")
-
-
+# --- deploy/ as a whole ------------------------------------------------------------------------------
 def test_every_file_in_deploy_is_checked_here():
     checked = {
         "Dockerfile",

@@ -69,14 +69,19 @@ def smaps_rollup(pid: int) -> dict[str, float]:
 
 def runtime_pids(run_dir: Path) -> dict[str, int]:
     """The daemon's, the fork server's and every role's pid, as ``agentrt status --json`` reports them."""
-    out = subprocess.run(
+    # As the daemon was started (ChildDaemon defaults_only): no AGENTRT_* variables, no agentrt.toml.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRT_")}
+    done = subprocess.run(
         [sys.executable, "-m", "runtime", "status", "--json", "--run-dir", str(run_dir)],
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
-    ).stdout
-    status = json.loads(out)
+        env=env,
+        cwd=run_dir,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"agentrt status --json exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+    status = json.loads(done.stdout)
     pids = {"daemon": status["daemon"]["pid"], "fork server": status["daemon"]["fork_server_pid"]}
     pids.update({name: role["pid"] for name, role in sorted(status["roles"].items())})
     missing = [name for name, pid in pids.items() if not pid]

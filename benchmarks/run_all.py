@@ -151,7 +151,8 @@ def section(run: dict[str, Any]) -> list[str]:
     out = [
         f"## {run['label']}",
         "",
-        f"Measured {run['date']} with `{run['command']}`: {m['cpus']} cores ({m['cpu_model']}), "
+        f"Measured {run['date']} with `{run['command']}` at commit {run.get('commit') or '?'}: "
+        f"{m['cpus']} cores ({m['cpu_model']}), "
         f"{m['memory_gib']} GiB, Python {m['python']}, {m['platform']}. Load average (1/5/15 min) "
         f"at the start {m['load_avg_start']}, at the end {m['load_avg_end']}"
         + (" — **a busy, shared machine: read the ratios, not the absolute figures**." if m["busy"] else "."),
@@ -371,8 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in scripts:
             records.append(run_script(name, args.quick))
         machine["load_avg_end"] = load_avg()
+        commit = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
         run = {
             "label": label,
+            "commit": commit or None,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "make bench" + (" (--quick)" if args.quick else ""),
             "machine": machine,

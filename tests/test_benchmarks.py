@@ -1,5 +1,5 @@
 """The fast-path benchmarks (benchmarks/{throughput,swap,memory,distiller,run_all}.py): their parsing
-and reporting without a daemon, in a second or two; and, with AGENTRT_BENCH_SMOKE=1, each script
+and reporting without a daemon, in a second or two; and, with BENCH_SMOKE=1, each script
 run end to end with ``--quick``, checking only that its last stdout line is JSON with the keys the
 report reads (never the figures). The end-to-end runs are opt-in: each starts a daemon and takes
 30-45 s on a busy 2-core machine, over the suite's budget for one test."""
@@ -196,7 +196,7 @@ SMOKE = {
 EXTRA_ARGS = {"throughput": ["--peers", "1", "8"]}
 
 
-@pytest.mark.skipif(os.environ.get("AGENTRT_BENCH_SMOKE") != "1", reason="set AGENTRT_BENCH_SMOKE=1 (30-45 s each)")
+@pytest.mark.skipif(os.environ.get("BENCH_SMOKE") != "1", reason="set BENCH_SMOKE=1 (30-45 s each)")
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_script_prints_its_json_keys_last(script):

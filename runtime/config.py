@@ -170,6 +170,14 @@ class TeacherSettings(Section):
         "teacher answers remembered by observation, so no question is paid twice (0: off)",
         and_(integer, ge(0)),
     )
+    batch_max: int = setting(
+        1024, "observations the teacher labels in one call, from requests that arrived together", positive_int
+    )
+    batch_wait_ms: int = setting(
+        0,
+        "how long the teacher waits for more requests to fill its batch (0: takes what is queued)",
+        and_(integer, ge(0), le(_MAX_TIMEOUT_MS)),
+    )
     cache_bytes: int = setting(
         32 << 20,
         "memory the teacher answer cache may hold, keys and answers (whichever bound is smaller wins)",

@@ -251,7 +251,7 @@ def report(name: str, summaries: dict[str, AttachSummary], status: dict, returns
 def test_student_learns_mountaincar_from_pixels_while_the_teacher_reads_the_state():
     daemon = start_daemon((EXAMPLES / "mountaincar_pixels.toml").read_text())
     try:
-        summaries = train(daemon, [PIXELS], episodes=30, versions=4, cap=400)
+        summaries = train(daemon, [PIXELS], episodes=30, versions=3, cap=400)
         status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
         returns = student_returns(daemon, PIXELS)
         report("mountaincar_pixels", summaries, status, {PIXELS: returns})

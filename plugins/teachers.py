@@ -42,6 +42,7 @@ BUILTIN_CHECKPOINTS = {
     "pendulum": ASSETS / "pendulum_teacher.safetensors",
     "acrobot": ASSETS / "acrobot_teacher.safetensors",
     "mountaincar": ASSETS / "mountaincar_teacher.safetensors",
+    "inverted_double_pendulum": ASSETS / "inverted_double_pendulum_teacher.safetensors",
 }
 
 

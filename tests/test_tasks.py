@@ -293,3 +293,55 @@ def test_one_student_learns_two_tasks_from_two_teachers():
         assert np.mean(returns["Acrobot"]) > -200, returns
     finally:
         daemon.stop()
+
+
+# --- MuJoCo: a continuous task harder than Pendulum (the `mujoco` extra) ---------------------------
+
+DOUBLE_PENDULUM = "InvertedDoublePendulum-v5"
+
+
+def needs_mujoco() -> None:
+    """Skip unless the `mujoco` extra is installed (gymnasium's MuJoCo environments need mujoco and imageio)."""
+    try:
+        gymnasium.make(DOUBLE_PENDULUM).close()
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as exc:
+        pytest.skip(f"needs the mujoco extra (pip install -e '.[mujoco]'): {exc}")
+
+
+def test_shipped_double_pendulum_teacher_balances_like_its_lqr_expert():
+    needs_mujoco()
+    from plugins.teachers import BUILTIN_CHECKPOINTS
+    from runtime.learn.recipes import inverted_double_pendulum as recipe
+
+    path = BUILTIN_CHECKPOINTS["inverted_double_pendulum"]
+    assert path.stat().st_size < 1024 * 1024
+    _, metadata = load_safetensors(path)
+    assert metadata["env"] == DOUBLE_PENDULUM and json.loads(metadata["input_shape"]) == [9]
+    np.testing.assert_allclose(recipe.lqr_gains()[0], json.loads(metadata["lqr_gains"]), atol=1e-3)
+    teacher = plugins().build(
+        "teacher", "checkpoint", {"path": "builtin:inverted_double_pendulum"}, *spaces_of(DOUBLE_PENDULUM)
+    )
+    env = gymnasium.make(DOUBLE_PENDULUM)
+    for seed in (500,):
+        obs, _ = env.reset(seed=seed)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(np.clip(teacher.label(obs[None])[0], -1, 1))
+            total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        assert steps == 1000 and total >= 0.95 * float(metadata["expert_mean_return"]), (seed, steps, total)
+
+
+@pytest.mark.timeout(300)
+def test_student_learns_to_balance_the_double_pendulum_online():
+    needs_mujoco()
+    daemon = start_daemon((EXAMPLES / "inverted_double_pendulum.toml").read_text())
+    try:
+        summaries = train(daemon, [DOUBLE_PENDULUM], episodes=40, versions=6, cap=300)
+        status = daemon.wait_until(lambda s: s["student_version"] >= 6, what="published students")
+        returns = student_returns(daemon, DOUBLE_PENDULUM)
+        report("inverted_double_pendulum", summaries, status, {DOUBLE_PENDULUM: returns})
+        assert status["errors"]["total"] == 0, status["errors"]
+        # Random forces: about 50 (the poles fall within ~10 steps); the teacher: 9,360 (1,000 steps).
+        assert np.mean(returns) > 2000, returns
+    finally:
+        daemon.stop()

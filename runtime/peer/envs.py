@@ -30,6 +30,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from runtime.wire.spaces import box
+
 PIXELS_HEIGHT, PIXELS_WIDTH = 24, 40
 # The drawing: the valley's whole x range, [-1.2, 0.6], across the width, its height (sin 3x) down the
 # image, the car a disc. At top speed (0.07 a step) the car moves about 1.6 px between frames; its
@@ -78,7 +80,9 @@ def _multitask_space() -> tuple[spaces.Box, spaces.Discrete, list[int]]:
     task_spaces = []
     for env_id in MULTITASK_TASKS:
         env = gymnasium.make(env_id)
-        task_spaces.append((env.observation_space, env.action_space))
+        action_space = env.action_space
+        assert isinstance(action_space, spaces.Discrete)
+        task_spaces.append((box(env.observation_space), action_space))
         env.close()
     widths = [int(np.prod(observation.shape)) for observation, _ in task_spaces]
     width = max(widths)
@@ -102,7 +106,9 @@ class MultiTask(gymnasium.Wrapper):
         super().__init__(gymnasium.make(task, **kwargs))
         self.observation_space, self.action_space, widths = _multitask_space()
         self.task = MULTITASK_TASKS.index(task)
-        self.task_actions = int(self.env.action_space.n)
+        task_actions = self.env.action_space
+        assert isinstance(task_actions, spaces.Discrete)  # every task in MULTITASK_TASKS is
+        self.task_actions = int(task_actions.n)
         self.prefix = np.eye(len(MULTITASK_TASKS), dtype=np.float32)[self.task]
         self.padding = np.zeros(max(widths) - widths[self.task], dtype=np.float32)
 
@@ -118,6 +124,8 @@ class MultiTask(gymnasium.Wrapper):
         return self._observe(observation), float(reward), terminated, truncated, info
 
 
-gymnasium.register("agentrt/MountainCarPixels-v0", entry_point=MountainCarPixels)
+gymnasium.register("agentrt/MountainCarPixels-v0", entry_point=f"{__name__}:MountainCarPixels")
 for _task in MULTITASK_TASKS:
-    gymnasium.register(f"agentrt/MultiTask{_task.split('-')[0]}-v0", entry_point=MultiTask, kwargs={"task": _task})
+    gymnasium.register(
+        f"agentrt/MultiTask{_task.split('-')[0]}-v0", entry_point=f"{__name__}:MultiTask", kwargs={"task": _task}
+    )

@@ -36,6 +36,7 @@ from torch import nn
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import evaluate, network_policy
 from runtime.learn.nets import MLP, parameter_count
+from runtime.wire.spaces import box, output_size
 
 ENV_ID = "Acrobot-v1"
 HIDDEN = [128, 128]
@@ -64,8 +65,8 @@ def train(seed: int = 0, steps: int = STEPS) -> tuple[MLP, float]:
     rng = np.random.default_rng(seed)
     env = gym.make(ENV_ID)
     env.action_space.seed(seed)
-    observation_shape = env.observation_space.shape
-    actions = int(env.action_space.n)
+    observation_shape = box(env.observation_space).shape
+    actions = output_size(env.action_space)
     net = MLP(observation_shape, actions, HIDDEN)
     target = copy.deepcopy(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)

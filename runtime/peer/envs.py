@@ -34,7 +34,7 @@ from runtime.wire.spaces import box
 
 PIXELS_HEIGHT, PIXELS_WIDTH = 24, 40
 # The drawing: the valley's whole x range, [-1.2, 0.6], across the width, its height (sin 3x) down the
-# image, the car a disc. At top speed (0.07 a step) the car moves about 1.6 px between frames; its
+# image, the car a disc. At top speed (0.07 a step) the car moves about 1.4 px between frames; its
 # edge is antialiased (pixel coverage), so slower moves still change intensities, and two stacked
 # frames show which way it goes, the one thing the teacher's decision hangs on.
 _X_LOW, _X_HIGH = -1.2, 0.6
@@ -61,8 +61,7 @@ class MountainCarPixels(gymnasium.ObservationWrapper):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(gymnasium.make("MountainCar-v0", **kwargs))
-        state_space = self.env.observation_space
-        assert isinstance(state_space, spaces.Box)
+        state_space = box(self.env.observation_space)
         pixels = PIXELS_HEIGHT * PIXELS_WIDTH
         self.observation_space = spaces.Box(
             np.concatenate([np.zeros(pixels), state_space.low]).astype(np.float32),

@@ -83,7 +83,20 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "restart_backoff_max_s": Param(10.0, "largest restart delay", _POSITIVE_NUMBER),
         "restart_reset_s": Param(30.0, "a role up this long has its backoff reset", _POSITIVE_NUMBER),
         "stop_timeout_s": Param(4.0, "grace period for roles to exit on shutdown before SIGKILL", _POSITIVE_NUMBER),
-        "stats_interval_s": Param(0.25, "how often roles report counters to the daemon", _POSITIVE_NUMBER),
+        "stats_interval_s": Param(
+            0.25, "how often roles report counters to the daemon (their heartbeat)", _POSITIVE_NUMBER
+        ),
+        "unresponsive_after_s": Param(
+            3.0,
+            "a running role that has not reported for this long is unresponsive in status (more than stats_interval_s)",
+            _POSITIVE_NUMBER,
+        ),
+        "kill_unresponsive_after_s": Param(
+            15.0,
+            "a running role that has not reported for this long is killed (SIGKILL) and restarted "
+            "(at least unresponsive_after_s)",
+            _POSITIVE_NUMBER,
+        ),
         "socket_linger_ms": Param(200, "how long a closing socket may flush pending messages", and_(integer, ge(0))),
     },
     "protocol": {
@@ -279,7 +292,24 @@ def load(
         config = merge(config, overrides, "command line")
     if not config["daemon"]["run_dir"]:
         config["daemon"]["run_dir"] = default_run_dir(environ)
+    _check_deadlines(config["daemon"])
     return config
+
+
+def _check_deadlines(daemon: Mapping[str, Any]) -> None:
+    """Liveness deadlines that healthy roles cannot meet would have them reported, or killed, for the
+    silence between two reports: refuse them, naming both keys."""
+    unresponsive, kill = daemon["unresponsive_after_s"], daemon["kill_unresponsive_after_s"]
+    if unresponsive <= daemon["stats_interval_s"]:
+        raise ConfigError(
+            f"daemon.unresponsive_after_s must be more than daemon.stats_interval_s "
+            f"(got {unresponsive:g} and {daemon['stats_interval_s']:g})"
+        )
+    if kill < unresponsive:
+        raise ConfigError(
+            f"daemon.kill_unresponsive_after_s must be at least daemon.unresponsive_after_s "
+            f"(got {kill:g} and {unresponsive:g})"
+        )
 
 
 def default_run_dir(environ: Mapping[str, str]) -> str:

@@ -42,6 +42,9 @@ def test_every_key_has_a_default_and_defaults_validate():
         ("[protocol]\npeer_timeout_s = 1e20\n", "protocol.peer_timeout_s"),
         ("[protocol]\nstall_timeout_s = 0\n", "protocol.stall_timeout_s"),
         ("[teacher]\ntimeout_ms = 4294967296\n", "teacher.timeout_ms"),
+        # Liveness deadlines a healthy role could not meet between two of its reports.
+        ("[daemon]\nunresponsive_after_s = 0.2\n", "daemon.unresponsive_after_s must be more than daemon.stats"),
+        ("[daemon]\nkill_unresponsive_after_s = 1\n", "daemon.kill_unresponsive_after_s must be at least"),
         ("[daemon\n", "not valid TOML"),
     ],
 )

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from runtime import __version__, logs, rundir
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
-from runtime.supervisor.role_processes import Launcher, RoleHandle
+from runtime.supervisor.role_processes import Launcher, RoleHandle, RoleLauncher
 from runtime.wire import protocol, transport
 
 #: A role that exits this many times in a row with the same code and reason, each time before
@@ -39,6 +40,9 @@ class RoleProcess:
     backoff: float = 0.0
     restart_at: float | None = None
     reported_pid: int | None = None
+    last_report: float = 0.0  # when the current process last reported its stats (its heartbeat)
+    overdue: bool = False  # its reports are overdue, and the daemon said so in the log
+    kill_reason: str | None = None  # why the daemon killed the current process, if it did
     last_exit_code: int | None = None
     last_exit_reason: str | None = None
     same_exits: int = 0  # consecutive exits with the same code and reason, each soon after its start
@@ -47,15 +51,24 @@ class RoleProcess:
     carried: Counter = field(default_factory=Counter)  # counters of earlier incarnations
     gauges: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def state(self) -> str:
+    def state(self, now: float, unresponsive_after_s: float) -> str:
+        """``running`` once the process reported, ``unresponsive`` while its reports are overdue."""
         if self.failed:
             return "failed"
         if self.process is None:
             return "backoff" if self.restart_at is not None else "stopped"
         if self.process.poll() is not None:
             return "exited"
-        return "running" if self.reported_pid == self.process.pid else "starting"
+        silent = self.silent_s(now)
+        if silent is None:
+            return "starting"
+        return "unresponsive" if silent > unresponsive_after_s else "running"
+
+    def silent_s(self, now: float) -> float | None:
+        """Seconds since the current process last reported; None before its first report."""
+        if self.process is None or self.reported_pid != self.process.pid:
+            return None
+        return now - self.last_report
 
     def totals(self) -> Counter:
         total = Counter(self.carried)
@@ -74,17 +87,25 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 
 class Daemon:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        launcher: RoleLauncher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``launcher`` and ``clock`` are for tests of supervision, which run it on fake processes
+        and a fake clock."""
         self.config = config
         settings = config["daemon"]
         self.run_dir = Path(settings["run_dir"])
         self.log = logs.configure("daemon", settings["log_format"], settings["log_level"])
         self.roles = {name: RoleProcess(name) for name in ROLES}
-        self.launcher = Launcher()
+        self.launcher = launcher or Launcher()
+        self.clock = clock
         self.stopping = False
         self.exit_code = ExitCode.OK
         self.exit_reason = ""
-        self.started_at = time.monotonic()
+        self.started_at = clock()
 
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -150,19 +171,23 @@ class Daemon:
     # --- supervision -----------------------------------------------------------------------------
     def _spawn(self, role: RoleProcess) -> None:
         role.process = self.launcher.start(role.name, str(self.run_dir))
-        role.started_at = time.monotonic()
+        role.started_at = self.clock()
         role.restart_at = None
         role.reported_pid = None
+        role.kill_reason, role.overdue = None, False
         self.log.info("role_spawned", child=role.name, child_pid=role.process.pid, restarts=role.restarts)
 
     def _supervise(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         settings = self.config["daemon"]
         for role in self.roles.values():
             code = role.process.poll() if role.process is not None else None
+            if role.process is not None and code is None:
+                self._check_liveness(role, now)
             if role.process is not None and code is not None:
                 uptime = now - role.started_at
-                reason = rundir.take_role_exit(self.run_dir, role.name, role.process.pid) or _describe_exit(code)
+                reported = rundir.take_role_exit(self.run_dir, role.name, role.process.pid)
+                reason = role.kill_reason or reported or _describe_exit(code)
                 same = (code, rundir.one_line(reason)) == (role.last_exit_code, role.last_exit_reason)
                 role.same_exits = role.same_exits + 1 if same and uptime < settings["restart_reset_s"] else 1
                 role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
@@ -197,6 +222,26 @@ class Daemon:
             if role.process is None and role.restart_at is not None and now >= role.restart_at:
                 role.restarts += 1
                 self._spawn(role)
+
+    def _check_liveness(self, role: RoleProcess, now: float) -> None:
+        """A role's stats are its heartbeat: one that stops reporting (hung, stopped, deadlocked) is
+        unresponsive, and past the second deadline killed, so that the restart path replaces it."""
+        silent = role.silent_s(now)
+        settings = self.config["daemon"]
+        if silent is None or role.process is None or role.kill_reason is not None:
+            return
+        if silent > settings["kill_unresponsive_after_s"]:
+            # The same reason each time, so that a role that hangs again and again ends failed.
+            role.kill_reason = f"killed: no report for {settings['kill_unresponsive_after_s']:g} s (unresponsive)"
+            self.log.error(
+                "role_unresponsive_killed", child=role.name, child_pid=role.process.pid, silent_s=round(silent, 1)
+            )
+            role.process.kill()
+        elif silent > settings["unresponsive_after_s"] and not role.overdue:
+            role.overdue = True
+            self.log.warning(
+                "role_unresponsive", child=role.name, child_pid=role.process.pid, silent_s=round(silent, 1)
+            )
 
     def _give_up(self, role: RoleProcess) -> None:
         """A role that keeps failing the same way is not restarted again: another try would fail too."""
@@ -248,12 +293,38 @@ class Daemon:
             except ProtocolError as exc:
                 self.log.warning("stats_rejected", error=exc.message)
                 continue
-            role = self.roles.get(message["role"])
-            # A report from an earlier incarnation must not overwrite the current one's.
-            if role is not None and role.process is not None and role.process.pid == message["pid"]:
-                role.reported_pid = message["pid"]
-                role.counters = message["counters"]
-                role.gauges = message["gauges"]
+            self.take_stats(message)
+
+    def take_stats(self, message: protocol.Message) -> None:
+        """A role's report: its counters and gauges, and a heartbeat."""
+        role = self.roles.get(message["role"])
+        # A report from an earlier incarnation must not overwrite the current one's.
+        if role is None or role.process is None or role.process.pid != message["pid"]:
+            return
+        now = self.clock()
+        if role.overdue:
+            role.overdue = False
+            self.log.info("role_responsive", child=role.name, silent_s=round(now - role.last_report, 1))
+        role.reported_pid = message["pid"]
+        role.last_report = now
+        role.counters = message["counters"]
+        role.gauges = message["gauges"]
+        if role.name == "gateway" and "peer_endpoint" in role.gauges:
+            self._pin_peer_endpoint(role.gauges["peer_endpoint"])
+
+    def _pin_peer_endpoint(self, bound: str) -> None:
+        """With a port left to the OS (``tcp://host:*``), the port the gateway got is where peers are:
+        a restarted gateway must bind that one again, so the configuration every role reads says it."""
+        configured = self.config["daemon"]["peer_endpoint"]
+        if bound == configured or configured.rsplit(":", 1)[-1] not in ("*", "0"):
+            return
+        self.config["daemon"]["peer_endpoint"] = bound
+        try:
+            atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
+        except OSError as exc:  # a full disk costs the pinning (a restarted gateway gets a new port), not the daemon
+            self.log.error("config_snapshot_failed", error=str(exc), peer_endpoint=bound)
+        else:
+            self.log.info("peer_endpoint_pinned", peer_endpoint=bound)
 
     def _answer_control(self) -> None:
         try:
@@ -285,7 +356,8 @@ class Daemon:
         return [os.getpid(), *roles, *([helper] if helper else [])]
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
+        unresponsive_after = self.config["daemon"]["unresponsive_after_s"]
         totals = {name: role.totals() for name, role in self.roles.items()}
         errors: Counter = Counter()
         for counts in totals.values():
@@ -307,7 +379,8 @@ class Daemon:
             "roles": {
                 name: {
                     "pid": role.process.pid if role.process else None,
-                    "state": role.state,
+                    "state": role.state(now, unresponsive_after),
+                    "silent_s": None if (silent := role.silent_s(now)) is None else round(silent, 3),
                     "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
                     "restarts": role.restarts,
                     "last_exit_code": role.last_exit_code,

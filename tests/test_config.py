@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,6 +127,8 @@ def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_d
     pids = [pid]
     try:
         assert reply["peer_endpoint"].startswith("tcp://127.0.0.1:") and not reply["peer_endpoint"].endswith("*")
+        # Bound before `up` said ready: a connection is accepted at once.
+        socket.create_connection(("127.0.0.1", int(reply["peer_endpoint"].rsplit(":", 1)[1])), timeout=10).close()
         assert int((run_dir / "daemon.pid").read_text()) == pid
         assert run_dir.stat().st_mode & 0o777 == 0o700
         # Every role is running when `up --detach` returns, not merely starting.

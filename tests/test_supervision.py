@@ -169,6 +169,13 @@ def test_a_role_that_reports_again_in_time_is_running_and_not_killed(supervised)
     assert daemon.status()["roles"]["teacher"]["state"] == "running" and slow.signals == []
 
 
+def test_an_unreadable_exit_report_costs_the_reason_not_the_daemon(supervised, tmp_path):
+    daemon, clock = supervised
+    (tmp_path / "exits" / "decision.json").mkdir(parents=True)  # reading it fails (IsADirectoryError)
+    crash(daemon, clock, "decision", 3)
+    assert daemon.roles["decision"].last_exit_reason == "exited with code 3 without a reason (see the log)"
+
+
 # --- real processes ------------------------------------------------------------------------------
 #: Deadlines short enough for a test, long enough that a role on a loaded machine keeps them.
 LIVENESS = {"AGENTRT_DAEMON_UNRESPONSIVE_AFTER_S": "2", "AGENTRT_DAEMON_KILL_UNRESPONSIVE_AFTER_S": "6"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from runtime.errors import ProtocolError
+from runtime.errors import ConfigError, ProtocolError
 from runtime.learn import registry
 from runtime.roles.base import Role
 from runtime.wire import protocol, spaces, transport
@@ -41,9 +41,13 @@ class Gateway(Role):
 
     def setup(self) -> None:
         endpoint = self.config["daemon"]["peer_endpoint"]
-        self.peers = self.transport.bind(
-            zmq.ROUTER, endpoint, stall_timeout_ms=int(self.config["protocol"]["stall_timeout_s"] * 1000)
-        )
+        try:
+            self.peers = self.transport.bind(
+                zmq.ROUTER, endpoint, stall_timeout_ms=int(self.config["protocol"]["stall_timeout_s"] * 1000)
+            )
+        except zmq.ZMQError as exc:
+            # A port in use or a malformed endpoint: no restart can help, so the daemon stops and says why.
+            raise ConfigError(f"cannot bind daemon.peer_endpoint {endpoint!r}: {exc.strerror}") from None
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))

@@ -77,13 +77,11 @@ class RoleProcess:
 
 
 def prepare_run_dir(run_dir: Path) -> None:
-    """Create the run directory private to this user (0700) and refuse one owned by someone else."""
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = run_dir.stat()
-    if info.st_uid != os.getuid():
-        raise DaemonError(f"run directory {run_dir} belongs to another user")
-    os.chmod(run_dir, 0o700)
-    transport.socket_dir(run_dir).mkdir(mode=0o700, exist_ok=True)
+    """Create the run directory private to this user (0700), or take up an empty one or one of
+    agentrt's; refuse any other (``rundir.claim``) and say so in one line if it cannot be written."""
+    with rundir.writing(run_dir):
+        rundir.claim(run_dir)
+        transport.socket_dir(run_dir).mkdir(mode=0o700, exist_ok=True)
 
 
 class Daemon:
@@ -109,23 +107,23 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
-        existing = rundir.read_pid(self.run_dir)
-        if existing is not None and existing != os.getpid():
-            raise DaemonError(
-                f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; "
-                "use 'agentrt down' or another --run-dir"
-            )
         prepare_run_dir(self.run_dir)
-        # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
-        self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
+        with rundir.writing(self.run_dir):
+            # Held for the daemon's lifetime: of two daemons on one run directory, one wins; and a pid
+            # file found while holding it is a dead daemon's, even if its pid now names another process.
+            self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DaemonError(f"another daemon is starting or running with run directory {self.run_dir}") from None
-        self._remove_sockets()  # leftovers of a daemon that was killed
-        (self.run_dir / rundir.DAEMON_EXIT).unlink(missing_ok=True)
-        atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
-        atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
+            existing = rundir.read_pid(self.run_dir)
+            raise DaemonError(
+                f"a daemon{f' (pid {existing})' if existing else ''} already runs with run directory "
+                f"{self.run_dir}; use 'agentrt down' or another --run-dir"
+            ) from None
+        self._clean_after_dead_daemon()
+        with rundir.writing(self.run_dir):
+            atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
+            atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.transport = transport.Transport(
@@ -147,10 +145,24 @@ class Daemon:
             self._stop_roles()
             self.transport.close()
             self._remove_sockets()
-            rundir.write_daemon_exit(self.run_dir, self.exit_code, self.exit_reason or "stopped on request")
+            try:
+                rundir.write_daemon_exit(self.run_dir, self.exit_code, self.exit_reason or "stopped on request")
+            except OSError as exc:  # a full disk costs the record of why, not the clean stop
+                self.log.error("exit_record_failed", error=str(exc))
             (self.run_dir / rundir.PID_FILE).unlink(missing_ok=True)
             self.log.info("daemon_stopped", exit_code=int(self.exit_code), reason=self.exit_reason or None)
         return self.exit_code
+
+    def _clean_after_dead_daemon(self) -> None:
+        """A daemon killed outright leaves its pid file, sockets and exit reports: remove them."""
+        pid_file = self.run_dir / rundir.PID_FILE
+        if pid_file.exists():
+            self.log.warning("stale_run_dir_cleaned", previous_pid=pid_file.read_text().strip())
+            pid_file.unlink()
+        self._remove_sockets()
+        for stale in (self.run_dir / rundir.ROLE_EXITS).glob("*.json"):
+            stale.unlink()
+        (self.run_dir / rundir.DAEMON_EXIT).unlink(missing_ok=True)
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stopping = True

@@ -1,22 +1,33 @@
-"""Start-up checked against reality: the run directory must be agentrt's (or new, or empty), the
-peer endpoint must bind, and a run directory that cannot be written stops ``up`` in one line."""
+"""Start-up checked against reality, and a full disk: the run directory must be agentrt's (or new,
+or empty), the peer endpoint must bind, a run directory that cannot be written stops ``up`` in one
+line, and a disk that fills up while the daemon runs pauses publishing instead of crashing anything."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from runtime import rundir
-from runtime.errors import ConfigError, ExitCode
+from runtime.errors import ConfigError, DaemonError, ExitCode
+from runtime.peer.gym import run_gym_peers
+from runtime.processes import SAFE_PATH_ENV, die_with_parent, wait_for_exit
+from runtime.supervisor import control
 from runtime.testing import agentrt
 
 ANY_PORT = "tcp://127.0.0.1:*"
+FAST_PUBLISHING = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
 
 
 def test_a_new_or_empty_directory_becomes_a_run_directory_with_its_marker(tmp_path):
@@ -97,3 +108,82 @@ def test_up_on_a_full_disk_exits_in_one_line(tmp_path, detach, marked):
     assert result.returncode == ExitCode.CANT_CREATE, result.stderr
     [line] = result.stderr.splitlines()
     assert line.startswith("agentrt up: cannot write ") and line.endswith(": No space left on device"), line
+
+
+@needs_tmpfs
+def test_a_full_disk_pauses_publishing_until_space_returns(tmp_path):
+    """A daemon whose run directory is a real tmpfs of its own, filled while peers run: the distiller
+    holds its candidates and says disk_full, every role keeps running and serving, and publishing
+    resumes once the filler is removed. The test reaches the run directory through the daemon's
+    /proc/<pid>/root, as it sees it inside its mount namespace."""
+    disk = Path(tempfile.mkdtemp(prefix="art-"))  # short: ipc paths, through /proc/<pid>/root, stay short
+    log_path = tmp_path / "daemon.log"
+    up = [sys.executable, "-m", "runtime", "up", "--no-check", "--run-dir", str(disk), "--peer-endpoint", ANY_PORT]
+    script = f'mount -t tmpfs -o size=16m tmpfs "{disk}" && exec "$@"'
+    env = {**os.environ, **SAFE_PATH_ENV, "AGENTRT_DAEMON_STATS_INTERVAL_S": "0.1", **FAST_PUBLISHING}
+    with open(log_path, "ab") as log:
+        daemon = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *up, "--log-format", "json"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            preexec_fn=die_with_parent,
+        )
+    run_dir = Path(f"/proc/{daemon.pid}/root{disk}")
+    pids: set[int] = set()
+    stop = threading.Event()
+    outcome: list[object] = []
+
+    def status(predicate, what: str) -> dict:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert daemon.poll() is None, f"the daemon exited with {daemon.returncode}; see {log_path}"
+            with contextlib.suppress(DaemonError):
+                current = control.request(run_dir, "status", timeout_s=2)
+                pids.update(role["pid"] for role in current["roles"].values() if role["pid"])
+                if predicate(current):
+                    return current
+            time.sleep(0.1)
+        raise TimeoutError(f"waiting for {what}; see {log_path}")
+
+    try:
+        ready = status(lambda s: all(r["state"] == "running" for r in s["roles"].values()), "every role running")
+        pids.add(ready["daemon"]["fork_server_pid"])
+        endpoint = ready["daemon"]["peer_endpoint"]
+
+        def play() -> None:
+            try:
+                outcome.append(run_gym_peers(endpoint, "CartPole-v1", 10**6, peers=2, should_stop=stop.is_set))
+            except BaseException as exc:  # noqa: BLE001 (asserted below)
+                outcome.append(exc)
+
+        player = threading.Thread(target=play)
+        player.start()
+        status(lambda s: s["candidate_version"] >= 1, "a first candidate on disk")
+        with open(run_dir / "filler", "wb") as filler, contextlib.suppress(OSError):
+            while True:  # until ENOSPC: the disk is full
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        full = status(lambda s: s["distillation"]["disk_full"], "the distiller reporting disk_full")
+        assert all(r["state"] == "running" and r["restarts"] == 0 for r in full["roles"].values())
+        status(lambda s: s["actions"] > full["actions"] + 100, "peers served on a full disk")
+        assert not outcome
+        (run_dir / "filler").unlink()
+        status(
+            lambda s: not s["distillation"]["disk_full"] and s["candidate_version"] > full["candidate_version"],
+            "publishing resumed",
+        )
+        stop.set()
+        player.join(timeout=120)
+        assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
+        assert all(r["restarts"] == 0 for r in status(lambda s: True, "status")["roles"].values())
+        assert '"disk_full"' in log_path.read_text() and '"disk_space_returned"' in log_path.read_text()
+    finally:
+        stop.set()
+        daemon.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(timeout=60)
+        for pid in wait_for_exit(pids | {daemon.pid}, timeout_s=30):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(disk, ignore_errors=True)

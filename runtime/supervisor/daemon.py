@@ -424,6 +424,8 @@ class Daemon:
                 "buffer": distill.get("buffer", 0),
                 "training": distill.get("training", "ok"),
                 "training_error": distill.get("training_error"),
+                # New versions wait in memory, unwritten, until the disk has space again.
+                "disk_full": distill.get("disk_full", False),
             },
         }
 

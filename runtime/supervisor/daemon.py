@@ -11,13 +11,14 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from runtime import __version__, logs, rundir
+from runtime.config import Settings
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
@@ -93,10 +94,10 @@ class Daemon:
     ) -> None:
         """``launcher`` and ``clock`` are for tests of supervision, which run it on fake processes
         and a fake clock."""
-        self.config = config
-        settings = config["daemon"]
-        self.run_dir = Path(settings["run_dir"])
-        self.log = logs.configure("daemon", settings["log_format"], settings["log_level"])
+        self.config = config  # the TOML-shaped form, written for the roles to read
+        self.settings = Settings.of(config)
+        self.run_dir = Path(self.settings.daemon.run_dir)
+        self.log = logs.configure("daemon", self.settings.daemon.log_format, self.settings.daemon.log_level)
         self.roles = {name: RoleProcess(name) for name in ROLES}
         self.launcher = launcher or Launcher()
         self.clock = clock
@@ -127,7 +128,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.transport = transport.Transport(
-            self.run_dir, self.config["protocol"]["max_message_bytes"], self.config["daemon"]["socket_linger_ms"]
+            self.run_dir, self.settings.protocol.max_message_bytes, self.settings.daemon.socket_linger_ms
         )
         try:
             self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.CONTROL))
@@ -136,7 +137,7 @@ class Daemon:
                 "daemon_started",
                 run_dir=str(self.run_dir),
                 version=__version__,
-                peer_endpoint=self.config["daemon"]["peer_endpoint"],
+                peer_endpoint=self.settings.daemon.peer_endpoint,
             )
             for role in self.roles.values():
                 self._spawn(role)
@@ -191,7 +192,7 @@ class Daemon:
 
     def _supervise(self) -> None:
         now = self.clock()
-        settings = self.config["daemon"]
+        settings = self.settings.daemon
         for role in self.roles.values():
             code = role.process.poll() if role.process is not None else None
             if role.process is not None and code is None:
@@ -201,7 +202,7 @@ class Daemon:
                 reported = rundir.take_role_exit(self.run_dir, role.name, role.process.pid)
                 reason = role.kill_reason or reported or _describe_exit(code)
                 same = (code, rundir.one_line(reason)) == (role.last_exit_code, role.last_exit_reason)
-                role.same_exits = role.same_exits + 1 if same and uptime < settings["restart_reset_s"] else 1
+                role.same_exits = role.same_exits + 1 if same and uptime < settings.restart_reset_s else 1
                 role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
                 if code == ExitCode.CONFIG:
                     self.log.error("role_misconfigured", child=role.name, error=reason)
@@ -213,9 +214,9 @@ class Daemon:
                 role.carried.update(role.counters)
                 role.counters = {}
                 role.backoff = (
-                    settings["restart_backoff_s"]
-                    if uptime >= settings["restart_reset_s"] or not role.backoff
-                    else min(role.backoff * 2, settings["restart_backoff_max_s"])
+                    settings.restart_backoff_s
+                    if uptime >= settings.restart_reset_s or not role.backoff
+                    else min(role.backoff * 2, settings.restart_backoff_max_s)
                 )
                 role.restart_at = now + role.backoff
                 role.process = None
@@ -239,17 +240,17 @@ class Daemon:
         """A role's stats are its heartbeat: one that stops reporting (hung, stopped, deadlocked) is
         unresponsive, and past the second deadline killed, so that the restart path replaces it."""
         silent = role.silent_s(now)
-        settings = self.config["daemon"]
+        settings = self.settings.daemon
         if silent is None or role.process is None or role.kill_reason is not None:
             return
-        if silent > settings["kill_unresponsive_after_s"]:
+        if silent > settings.kill_unresponsive_after_s:
             # The same reason each time, so that a role that hangs again and again ends failed.
-            role.kill_reason = f"killed: no report for {settings['kill_unresponsive_after_s']:g} s (unresponsive)"
+            role.kill_reason = f"killed: no report for {settings.kill_unresponsive_after_s:g} s (unresponsive)"
             self.log.error(
                 "role_unresponsive_killed", child=role.name, child_pid=role.process.pid, silent_s=round(silent, 1)
             )
             role.process.kill()
-        elif silent > settings["unresponsive_after_s"] and not role.overdue:
+        elif silent > settings.unresponsive_after_s and not role.overdue:
             role.overdue = True
             self.log.warning(
                 "role_unresponsive", child=role.name, child_pid=role.process.pid, silent_s=round(silent, 1)
@@ -278,7 +279,7 @@ class Daemon:
         alive = [r.process for r in self.roles.values() if r.process is not None and r.process.poll() is None]
         for process in alive:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.config["daemon"]["stop_timeout_s"]
+        deadline = time.monotonic() + self.settings.daemon.stop_timeout_s
         for process in alive:
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.01))
@@ -327,10 +328,11 @@ class Daemon:
     def _pin_peer_endpoint(self, bound: str) -> None:
         """With a port left to the OS (``tcp://host:*``), the port the gateway got is where peers are:
         a restarted gateway must bind that one again, so the configuration every role reads says it."""
-        configured = self.config["daemon"]["peer_endpoint"]
+        configured = self.settings.daemon.peer_endpoint
         if bound == configured or configured.rsplit(":", 1)[-1] not in ("*", "0"):
             return
-        self.config["daemon"]["peer_endpoint"] = bound
+        self.settings = replace(self.settings, daemon=replace(self.settings.daemon, peer_endpoint=bound))
+        self.config = self.settings.as_config()
         try:
             atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
         except OSError as exc:  # a full disk costs the pinning (a restarted gateway gets a new port), not the daemon
@@ -369,7 +371,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
-        unresponsive_after = self.config["daemon"]["unresponsive_after_s"]
+        unresponsive_after = self.settings.daemon.unresponsive_after_s
         totals = {name: role.totals() for name, role in self.roles.items()}
         errors: Counter = Counter()
         for counts in totals.values():
@@ -384,9 +386,7 @@ class Daemon:
                 "uptime_s": round(now - self.started_at, 3),
                 "run_dir": str(self.run_dir),
                 # Where peers really connect: with a wildcard port in the configuration, the bound one.
-                "peer_endpoint": self.roles["gateway"].gauges.get(
-                    "peer_endpoint", self.config["daemon"]["peer_endpoint"]
-                ),
+                "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint", self.settings.daemon.peer_endpoint),
             },
             "roles": {
                 name: {

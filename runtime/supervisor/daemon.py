@@ -121,8 +121,8 @@ class Daemon:
                 f"a daemon{f' (pid {existing})' if existing else ''} already runs with run directory "
                 f"{self.run_dir}; use 'agentrt down' or another --run-dir"
             ) from None
-        self._clean_after_dead_daemon()
         with rundir.writing(self.run_dir):
+            self._clean_after_dead_daemon()
             atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
             atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
         signal.signal(signal.SIGTERM, self._request_stop)

@@ -109,7 +109,20 @@ class DaemonSettings(Section):
     restart_backoff_max_s: float = setting(10.0, "largest restart delay", _POSITIVE_NUMBER)
     restart_reset_s: float = setting(30.0, "a role up this long has its backoff reset", _POSITIVE_NUMBER)
     stop_timeout_s: float = setting(4.0, "grace period for roles to exit on shutdown before SIGKILL", _POSITIVE_NUMBER)
-    stats_interval_s: float = setting(0.25, "how often roles report counters to the daemon", _POSITIVE_NUMBER)
+    stats_interval_s: float = setting(
+        0.25, "how often roles report counters to the daemon (their heartbeat)", _POSITIVE_NUMBER
+    )
+    unresponsive_after_s: float = setting(
+        3.0,
+        "a running role that has not reported for this long is unresponsive in status (more than stats_interval_s)",
+        _POSITIVE_NUMBER,
+    )
+    kill_unresponsive_after_s: float = setting(
+        15.0,
+        "a running role that has not reported for this long is killed (SIGKILL) and restarted "
+        "(at least unresponsive_after_s)",
+        _POSITIVE_NUMBER,
+    )
     socket_linger_ms: int = setting(200, "how long a closing socket may flush pending messages", and_(integer, ge(0)))
 
 
@@ -413,7 +426,24 @@ def load(
         config = merge(config, overrides, "command line")
     # Absolute: the roles and the daemon started with --detach do not share the caller's working directory.
     config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"] or default_run_dir(environ)).absolute())
+    _check_deadlines(config["daemon"])
     return config
+
+
+def _check_deadlines(daemon: Mapping[str, Any]) -> None:
+    """Liveness deadlines that healthy roles cannot meet would have them reported, or killed, for the
+    silence between two reports: refuse them, naming both keys."""
+    unresponsive, kill = daemon["unresponsive_after_s"], daemon["kill_unresponsive_after_s"]
+    if unresponsive <= daemon["stats_interval_s"]:
+        raise ConfigError(
+            f"daemon.unresponsive_after_s must be more than daemon.stats_interval_s "
+            f"(got {unresponsive:g} and {daemon['stats_interval_s']:g})"
+        )
+    if kill < unresponsive:
+        raise ConfigError(
+            f"daemon.kill_unresponsive_after_s must be at least daemon.unresponsive_after_s "
+            f"(got {kill:g} and {unresponsive:g})"
+        )
 
 
 def peer_security(settings: Settings) -> str:

@@ -16,6 +16,7 @@ from runtime import config as config_module
 from runtime import rundir
 from runtime.config import Settings, peer_security
 from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
+from runtime.files import atomic_write
 from runtime.processes import SAFE_PATH_ENV
 from runtime.supervisor import control
 from runtime.wire.keys import KeyStore
@@ -67,7 +68,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if failed:
             return ExitCode.CONFIG
     if not args.detach:
-        return Daemon(config).run()
+        daemon = Daemon(config)
+        code = daemon.run()
+        if code and daemon.exit_reason:  # the log has it too; the terminal that started it should see it
+            print(f"agentrt up: {rundir.one_line(daemon.exit_reason)}", file=sys.stderr)
+        return code
     if rundir.read_pid(run_dir) is not None:
         raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
@@ -81,8 +86,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             command += [flag, value]
     if args.insecure:
         command.append("--insecure")
-    log_path = run_dir / rundir.LOG_FILE
-    with open(log_path, "ab") as log_file:
+    with rundir.writing(run_dir):
+        # The daemon writes it too, but a detached daemon could tell a full disk only to its log,
+        # which a full disk cannot hold: fail here, in one line.
+        atomic_write(run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(config).encode())
+        log_file = open(run_dir / rundir.LOG_FILE, "ab")  # noqa: SIM115 (closed once the daemon has it)
+    with log_file:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -46,6 +46,8 @@ def print_status(status: dict[str, Any]) -> None:
         str(status["teacher_queries"]),
     )
     console.print(summary)
+    if status["distillation"]["disk_full"]:
+        console.print("[red]disk full: the distiller holds new student versions until there is space again")
     if status["errors"]["by_code"]:
         console.print("errors: " + ", ".join(f"{code} {count}" for code, count in status["errors"]["by_code"].items()))
 

@@ -15,7 +15,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from runtime.config import peer_security
-from runtime.errors import ProtocolError
+from runtime.errors import ConfigError, ProtocolError
 from runtime.learn import registry
 from runtime.roles.base import Role
 from runtime.wire import protocol, spaces, transport
@@ -50,12 +50,16 @@ class Gateway(Role):
             self.transport.authenticate(keys)
         elif security == "insecure":
             self.log.warning("peer_endpoint_insecure", endpoint=endpoint)
-        self.peers = self.transport.bind(
-            zmq.ROUTER,
-            endpoint,
-            stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000),
-            curve_secret=curve_secret,
-        )
+        try:
+            self.peers = self.transport.bind(
+                zmq.ROUTER,
+                endpoint,
+                stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000),
+                curve_secret=curve_secret,
+            )
+        except zmq.ZMQError as exc:
+            # A port in use or a malformed endpoint: no restart can help, so the daemon stops and says why.
+            raise ConfigError(f"cannot bind daemon.peer_endpoint {endpoint!r}: {exc.strerror}") from None
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))

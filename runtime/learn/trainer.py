@@ -108,7 +108,7 @@ class Trainer:
         self.student = build_student(plugins, config, observation_space, action_space)
         self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
         self.strategy_component = plugins.get("strategy", settings["strategy"])
-        self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]))
+        self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]), action_space)
         self.optimiser = Optimiser(self.student, settings["learning_rate"], self.strategy)
         self.buffer = ReplayBuffer(
             settings["buffer_samples"],

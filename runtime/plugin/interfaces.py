@@ -148,7 +148,8 @@ class StreamStep:
 # that also takes a keyword ``context`` gets a ``runtime.plugin.pluginmanager.BuildContext``.
 StudentFactory = Callable[[dict[str, Any], Space, Space], "torch.nn.Module"]
 TeacherFactory = Callable[[dict[str, Any], Space, Space], Teacher]
-StrategyFactory = Callable[[dict[str, Any]], DistillationStrategy]
+# A strategy gets the action space, to refuse one it cannot learn (``runtime.plugin.params.discrete_space``).
+StrategyFactory = Callable[[dict[str, Any], Space], DistillationStrategy]
 QueryPolicyFactory = Callable[[dict[str, Any]], QueryPolicy]
 # Perception transforms get the space of their input; execution filters get the action space.
 StepFactory = Callable[[dict[str, Any], Space], StreamStep]

@@ -294,3 +294,10 @@ def box_space(
     if ndim < min_ndim or (max_ndim is not None and ndim > max_ndim):
         raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
     return space
+
+
+def discrete_space(component: str, space: Space, expected: str = "a discrete space") -> spaces.Discrete:
+    """``space`` if it is Discrete; ``expected`` describes what fits (and may say what to use instead)."""
+    if not isinstance(space, spaces.Discrete):
+        raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
+    return space

@@ -132,7 +132,20 @@ SCHEMA: dict[str, dict[str, Param]] = {
         ),
         cache_decimals=Param(-1, "round observations to this many decimals for the cache key (-1: exact)", integer),
     ),
-    "query": _selecting("query"),
+    "query": _selecting(
+        "query",
+        max_peer_label_share=Param(
+            0.5,
+            "largest share of recent teacher labels (and teacher actions) one peer may take while other peers are "
+            "labelled too; beyond it the student alone decides for that peer (1: no limit)",
+            and_(number, gt(0), le(1)),
+        ),
+        peer_share_window_s=Param(
+            30.0,
+            "that share is of labels decayed with this time constant, among peers that sent observations this recently",
+            _POSITIVE_NUMBER,
+        ),
+    ),
     "distillation": _selecting(
         "distillation",
         learning_rate=Param(3e-3, "Adam learning rate", _POSITIVE_NUMBER),

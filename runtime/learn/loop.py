@@ -15,8 +15,9 @@ messages, timeouts, files and the registry.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,10 +53,69 @@ class Decisions:
     not_finite: int  # rows whose student output was NaN or infinite
     teacher_timed_out: bool  # the teacher was asked to act and did not answer
     student_latency_us: float  # the student's forward pass, per observation
+    over_share: int = 0  # rows the student decided alone because their peer had its share of labels
 
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
         return bool(np.isfinite(self.outputs[row]).all())
+
+
+class LabelShare:
+    """How much of the teacher's recent labels (and acting) each peer took, so that no peer can
+    take more than ``limit`` of them while other peers are labelled too: one busy or hostile peer
+    can neither fill the replay buffer with its own observations nor spend the teacher's time
+    (and a budgeted query policy's answers) that other peers need. Alone, a peer may take all.
+
+    A peer's count is its labels decayed exponentially with time constant ``window_s`` on the
+    decider's clock, so the share follows the recent stream; only peers that sent an observation
+    within ``window_s`` compete, so a departed peer stops holding the others back. A peer over its
+    share has its next batch's ``auto`` rows decided by the student alone (as if forced to
+    ``student``: neither labelled nor acted on by the teacher); rows a peer forced to ``teacher``
+    are the gateway's forced-teacher budget's business. Checked once per batch, so a peer can
+    overshoot by at most one batch.
+    """
+
+    #: Counts below this (about a thousandth of a label) are forgotten, so the table stays small.
+    FORGET_BELOW = 1e-3
+    #: Other peers' labels below this (about one label within the window) are no competition.
+    COMPETING = 0.5
+
+    def __init__(self, limit: float, window_s: float, now: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.counts: dict[Hashable, float] = {}
+        self.seen: dict[Hashable, float] = {}  # peer -> when it last had an observation decided
+        self.updated = now
+
+    def _decay(self, now: float) -> None:
+        factor = math.exp(-max(now - self.updated, 0.0) / self.window_s)
+        self.updated = now
+        self.counts = {
+            peer: count * factor for peer, count in self.counts.items() if count * factor >= self.FORGET_BELOW
+        }
+
+    def over(self, peers: Iterable[Hashable], now: float) -> set[Hashable]:
+        """Those of ``peers`` (a batch's) that took more than their share while other peers that
+        are still active are labelled too."""
+        self._decay(now)
+        self.seen.update((peer, now) for peer in peers)
+        self.seen = {peer: when for peer, when in self.seen.items() if now - when <= self.window_s}
+        counts = {peer: count for peer, count in self.counts.items() if peer in self.seen}
+        total = sum(counts.values())
+        # Never below an equal split between the peers being labelled: with a limit under 1/n,
+        # n equally served peers would otherwise all be over it at once, and nobody get labels.
+        limit = max(self.limit, 1 / max(sum(count >= self.COMPETING for count in counts.values()), 1))
+        return {
+            peer
+            for peer in set(peers)
+            if total - counts.get(peer, 0.0) >= self.COMPETING and counts.get(peer, 0.0) > limit * total
+        }
+
+    def taken(self, peers: Sequence[Hashable], taken: np.ndarray) -> None:
+        """Count the rows (of ``peers``) the teacher labelled or acted on, after ``over`` decayed to now."""
+        for peer, took in zip(peers, taken, strict=True):
+            if took:
+                self.counts[peer] = self.counts.get(peer, 0.0) + 1.0
 
 
 class Decider:
@@ -82,6 +142,7 @@ class Decider:
         query = config["query"]
         self.policy_component = plugins.get("query_policy", query["policy"])
         self.policy = plugins.build("query_policy", query["policy"], dict(query["params"]))
+        self.shares = LabelShare(query["max_peer_label_share"], query["peer_share_window_s"], clock())
         self.version = 0  # untrained until a version is served
 
     def serve(self, version: int, state: State) -> None:
@@ -105,13 +166,25 @@ class Decider:
             return outputs, None
 
     def decide(
-        self, features: np.ndarray, observations: np.ndarray, forced: list[str], ask_teacher: AskTeacher
+        self,
+        features: np.ndarray,
+        observations: np.ndarray,
+        forced: list[str],
+        ask_teacher: AskTeacher,
+        peers: Sequence[Hashable] | None = None,
     ) -> Decisions:
-        """Decide for a batch. Raises PluginFailure if the student or the policy fails."""
+        """Decide for a batch. ``peers`` names each row's peer (a stream), for its share of labels
+        (``LabelShare``); without it the rows are one peer's. Raises PluginFailure if the student
+        or the policy fails."""
         features = np.asarray(features, dtype=np.float32)
         started = time.perf_counter()
         outputs, members = self.forward(features)
         latency_us = (time.perf_counter() - started) * 1e6 / len(features)
+        now = self.clock()
+        peers = [None] * len(features) if peers is None else peers
+        over = self.shares.over(peers, now)
+        limited = [f == "auto" and peer in over for f, peer in zip(forced, peers, strict=True)]
+        forced = ["student" if limit else f for f, limit in zip(forced, limited, strict=True)]
         context = QueryContext(
             features=features,
             student_outputs=outputs,
@@ -120,11 +193,12 @@ class Decider:
             forced=forced,
             member_outputs=members,
             observations=observations,
-            now=self.clock(),
+            now=now,
         )
         choice = _checked_choice(
             self.policy_component, serve(self.policy_component, self.policy.decide, context), len(features)
         )
+        self.shares.taken(peers, choice.label | choice.teacher_acts)
         decided_by = np.array(["student"] * len(features), dtype=object)
         teacher_outputs: list[np.ndarray | None] = [None] * len(features)
         # A student that outputs NaN or infinity must not act: the teacher stands in.
@@ -150,6 +224,7 @@ class Decider:
             int(broken.sum()),
             timed_out,
             latency_us,
+            sum(limited),
         )
 
 

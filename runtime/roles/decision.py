@@ -81,7 +81,11 @@ class Decision(Role):
         features = np.stack([m["features"] for m in batch]).astype(np.float32, copy=False)
         try:
             decisions = self.decider.decide(
-                features, np.stack([m["obs"] for m in batch]), [m["policy"] for m in batch], self.ask_teacher
+                features,
+                np.stack([m["obs"] for m in batch]),
+                [m["policy"] for m in batch],
+                self.ask_teacher,
+                peers=[m["route"] for m in batch],  # one connection, one peer: its share of labels
             )
         except PluginFailure as failure:
             for message in batch:
@@ -89,6 +93,7 @@ class Decision(Role):
             return
         self.gauges["student_latency_us"] = decisions.student_latency_us
         self.counters["student_not_finite"] += decisions.not_finite
+        self.counters["labels_over_peer_share"] += decisions.over_share
         self.counters["decided_by_teacher"] += int((decisions.decided_by == "teacher").sum())
         for index, message in enumerate(batch):
             if not decisions.acted(index):  # the teacher could not stand in either

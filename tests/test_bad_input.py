@@ -339,11 +339,17 @@ def test_bye_and_peer_errors_are_never_answered(shared_daemon, frames, attached)
     assert_serving(shared_daemon, before)
 
 
-def test_a_bounds_only_mismatch_says_the_bounds_differ(shared_daemon):
-    shifted = gymnasium.spaces.Box(ENV.observation_space.low / 2, ENV.observation_space.high / 2, dtype=np.float32)
+def test_a_bounds_only_mismatch_names_the_first_bound_that_differs(shared_daemon):
+    low = ENV.observation_space.low.copy()
+    low[2] = -0.2  # CartPole's is -0.41887903 (24 degrees, in radians)
+    shifted = gymnasium.spaces.Box(low, ENV.observation_space.high, dtype=np.float32)
     with dealer(shared_daemon.endpoint) as sock:
         reply = exchange(sock, [hello_with(observation_space=spaces.to_wire(shifted))])
-    assert reply["code"] == ErrorCode.SPACE_MISMATCH and "low/high bounds differ" in reply["message"]
+    assert reply["code"] == ErrorCode.SPACE_MISMATCH
+    assert reply["message"] == (
+        "observation space does not match the agent's box(shape=[4], dtype=float32): "
+        "its low[2] is -0.2 where the agent's is -0.41887903 (1 of 8 bounds differ)"
+    )
 
 
 def test_a_peer_forces_the_teacher_only_within_its_budget_unless_trusted(run_dir):

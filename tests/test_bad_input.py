@@ -372,3 +372,28 @@ def test_a_peer_forces_the_teacher_only_within_its_budget_unless_trusted(run_dir
         assert status["errors"]["total"] == 0
     finally:
         daemon.stop()
+
+
+def test_a_hammering_peer_is_held_to_its_share_of_labels_while_another_is_labelled(run_dir):
+    from runtime.testing import start_daemon
+
+    # Every observation would be labelled; the share (default 0.5) must hold the hammering peer
+    # back once the quiet one has labels too. The share itself is measured in tests/test_loop.py.
+    daemon = start_daemon('[query]\npolicy = "always"\n', run_dir=run_dir)
+    try:
+        with (
+            Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="hammer", timeout_s=REPLY_S) as hammer,
+            Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="quiet", timeout_s=REPLY_S) as quiet,
+        ):
+            for step in range(200):
+                if step % 20 == 0:
+                    assert quiet.act(GOOD_OBS).seq == step // 20 + 1
+                hammer.act(GOOD_OBS)
+        status = daemon.wait_until(
+            lambda s: s["roles"]["decision"]["counters"].get("labels_over_peer_share", 0) > 0,
+            what="the hammering peer's observations decided without labels",
+        )
+        counters = status["roles"]["decision"]["counters"]
+        assert counters["labels_requested"] >= 10 and status["errors"]["total"] == 0
+    finally:
+        daemon.stop()

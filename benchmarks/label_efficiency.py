@@ -385,7 +385,7 @@ class Bench:
         params = dict(method.params)
         if method.policy in SEEDED_POLICIES:
             params.setdefault("seed", seed)
-        config["query"] = {"policy": method.policy, "params": params}
+        config["query"].update(policy=method.policy, params=params)
         config["distillation"]["seed"] = seed
         # The gate is paced by training steps alone (the schedule's), not by publish_interval_s.
         config["distillation"]["steps_per_publish"] = schedule.publish_every

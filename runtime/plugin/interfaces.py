@@ -103,7 +103,9 @@ class QueryContext:
     student_outputs: np.ndarray  # (B, output_size)
     student_version: int  # 0 while no trained student has been published
     action_space: Space
-    forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
+    # Per observation: "auto", "student" or "teacher", as the peer asked; "student" also where the
+    # peer already took its share of labels (runtime.learn.loop.LabelShare).
+    forced: list[str] = field(default_factory=list)
     # (K, B, output_size) when the student is a ForwardMembers (an ensemble), else None
     member_outputs: np.ndarray | None = None
     observations: np.ndarray | None = None  # (B, ...) raw observations, as the teacher would see them

@@ -5,6 +5,7 @@ or labels; new student weights are swapped in between batches. The deciding itse
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import numpy as np
@@ -25,13 +26,13 @@ class Decision(Role):
     def setup(self) -> None:
         import torch
 
-        torch.set_num_threads(self.config["decision"]["torch_threads"])
-        self.decider = Decider(self.plugins, self.config, self.observation_space, self.action_space)
-        serving = registry.serving_version(self.config["daemon"]["run_dir"])
+        torch.set_num_threads(self.settings.decision.torch_threads)
+        self.decider = Decider(self.plugins, self.settings, self.observation_space, self.action_space)
+        serving = registry.serving_version(self.settings.daemon.run_dir)
         if serving:
-            self.swap_in(serving, str(CheckpointStore(f"{self.config['daemon']['run_dir']}/checkpoints").path(serving)))
-        self.batch_max = self.config["decision"]["batch_max"]
-        self.teacher_timeout_ms = self.config["teacher"]["timeout_ms"]
+            self.swap_in(serving, str(CheckpointStore(f"{self.settings.daemon.run_dir}/checkpoints").path(serving)))
+        self.batch_max = self.settings.decision.batch_max
+        self.teacher_timeout_ms = self.settings.teacher.timeout_ms
         self.request_ids = itertools.count(1)
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DECISION_IN))
@@ -139,7 +140,7 @@ class Decision(Role):
         self.send(self.teacher, protocol.encode("teach", request_id=request_id, obs=observations), "teach")
         deadline = time.monotonic() + self.teacher_timeout_ms / 1000
         while (remaining := deadline - time.monotonic()) > 0:
-            if not self.teacher.poll(remaining * 1000):
+            if not self.teacher.poll(math.ceil(remaining * 1000)):
                 break
             reply = self.decode(self.teacher.recv(), frozenset({"taught"}))
             if reply is not None and reply["request_id"] == request_id:  # older ids answered too late

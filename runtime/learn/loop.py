@@ -54,7 +54,7 @@ class Decisions:
     not_finite: int  # rows whose student output was NaN or infinite
     teacher_timed_out: bool  # the teacher was asked to act and did not answer
     student_latency_us: float  # the student's forward pass, per observation
-    over_share: int = 0  # rows the student decided alone because their peer had its share of labels
+    over_share: int  # rows the student decided alone because their peer had taken its share of labels
 
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
@@ -70,16 +70,20 @@ class LabelShare:
     A peer's count is its labels decayed exponentially with time constant ``window_s`` on the
     decider's clock, so the share follows the recent stream; only peers that sent an observation
     within ``window_s`` compete, so a departed peer stops holding the others back. A peer over its
-    share has its next batch's ``auto`` rows decided by the student alone (as if forced to
-    ``student``: neither labelled nor acted on by the teacher); rows a peer forced to ``teacher``
-    are the gateway's forced-teacher budget's business. Checked once per batch, so a peer can
-    overshoot by at most one batch.
+    share has its ``auto`` observations decided by the student alone (neither labelled nor acted
+    on by the teacher): shown to the query policy as forced to ``student``, so that a budgeted
+    policy spends its answers on other peers, and, within a batch, those the policy chose beyond
+    the peer's allowance are taken back. Observations a peer forced to ``teacher`` are the
+    gateway's forced-teacher budget's business.
     """
 
     #: Counts below this (about a thousandth of a label) are forgotten, so the table stays small.
     FORGET_BELOW = 1e-3
     #: Other peers' labels below this (about one label within the window) are no competition.
     COMPETING = 0.5
+    #: How many labels a peer may run ahead of its share before it is held back: peers served in
+    #: turn, or one that attached first, must not be held back for being a few labels ahead.
+    AHEAD = 16.0
 
     def __init__(self, limit: float, window_s: float, now: float) -> None:
         self.limit = limit
@@ -95,9 +99,9 @@ class LabelShare:
             peer: count * factor for peer, count in self.counts.items() if count * factor >= self.FORGET_BELOW
         }
 
-    def over(self, peers: Iterable[Hashable], now: float) -> set[Hashable]:
-        """Those of ``peers`` (a batch's) that took more than their share while other peers that
-        are still active are labelled too."""
+    def allowances(self, peers: Iterable[Hashable], now: float) -> dict[Hashable, float]:
+        """Per peer of a batch: how many more labels it may take now (infinite while no other
+        active peer is labelled, or without a limit)."""
         self._decay(now)
         self.seen.update((peer, now) for peer in peers)
         self.seen = {peer: when for peer, when in self.seen.items() if now - when <= self.window_s}
@@ -106,11 +110,14 @@ class LabelShare:
         # Never below an equal split between the peers being labelled: with a limit under 1/n,
         # n equally served peers would otherwise all be over it at once, and nobody get labels.
         limit = max(self.limit, 1 / max(sum(count >= self.COMPETING for count in counts.values()), 1))
-        return {
-            peer
-            for peer in set(peers)
-            if total - counts.get(peer, 0.0) >= self.COMPETING and counts.get(peer, 0.0) > limit * total
-        }
+        allowances = {}
+        for peer in set(peers):
+            mine = counts.get(peer, 0.0)
+            if limit >= 1 or total - mine < self.COMPETING:
+                allowances[peer] = math.inf
+            else:  # the x with mine + x = limit * (total + x) + AHEAD
+                allowances[peer] = max((limit * total + self.AHEAD - mine) / (1 - limit), 0.0)
+        return allowances
 
     def taken(self, peers: Sequence[Hashable], taken: np.ndarray) -> None:
         """Count the rows (of ``peers``) the teacher labelled or acted on, after ``over`` decayed to now."""
@@ -183,8 +190,8 @@ class Decider:
         latency_us = (time.perf_counter() - started) * 1e6 / len(features)
         now = self.clock()
         peers = [None] * len(features) if peers is None else peers
-        over = self.shares.over(peers, now)
-        limited = [f == "auto" and peer in over for f, peer in zip(forced, peers, strict=True)]
+        allowances = self.shares.allowances(peers, now)
+        limited = [f == "auto" and allowances[peer] < 1 for f, peer in zip(forced, peers, strict=True)]
         forced = ["student" if limit else f for f, limit in zip(forced, limited, strict=True)]
         context = QueryContext(
             features=features,
@@ -199,6 +206,7 @@ class Decider:
         choice = _checked_choice(
             self.policy_component, serve(self.policy_component, self.policy.decide, context), len(features)
         )
+        choice = _within_shares(choice, forced, peers, allowances, limited)
         self.shares.taken(peers, choice.label | choice.teacher_acts)
         decided_by = np.array(["student"] * len(features), dtype=object)
         teacher_outputs: list[np.ndarray | None] = [None] * len(features)
@@ -227,6 +235,25 @@ class Decider:
             latency_us,
             sum(limited),
         )
+
+
+def _within_shares(
+    choice: QueryDecision,
+    forced: list[str],
+    peers: Sequence[Hashable],
+    allowances: dict[Hashable, float],
+    limited: list[bool],
+) -> QueryDecision:
+    """``choice`` without the ``auto`` rows each peer took beyond its allowance (marked in ``limited``)."""
+    label, teacher_acts = choice.label.copy(), choice.teacher_acts.copy()
+    for row, peer in enumerate(peers):
+        if forced[row] == "auto" and (label[row] or teacher_acts[row]):
+            if allowances[peer] >= 1:
+                allowances[peer] -= 1
+            else:
+                label[row] = teacher_acts[row] = False
+                limited[row] = True
+    return QueryDecision(label, teacher_acts)
 
 
 def _check_output(component: Component, method: str, outputs: Any, shape: tuple[int, ...]) -> None:

@@ -27,7 +27,7 @@ from gymnasium import spaces
 from runtime.config import Settings
 from runtime.errors import PluginFailure
 from runtime.learn.evaluation import teacher_policy_outputs
-from runtime.learn.models import build_student
+from runtime.learn.models import build_student, feature_space
 from runtime.learn.trainer import Trainer, Verdict
 from runtime.plugin.interfaces import ForwardMembers, QueryContext, QueryDecision
 from runtime.plugin.pluginmanager import Component, Plugins, serve
@@ -59,6 +59,10 @@ class Decisions:
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
         return bool(np.isfinite(self.outputs[row]).all())
+
+
+#: Rows of probe features on which a numpy forward must match torch's before it serves.
+PROBE_ROWS = 8
 
 
 class LabelShare:
@@ -120,7 +124,7 @@ class LabelShare:
         return allowances
 
     def taken(self, peers: Sequence[Hashable], taken: np.ndarray) -> None:
-        """Count the rows (of ``peers``) the teacher labelled or acted on, after ``over`` decayed to now."""
+        """Count the rows (of ``peers``) the teacher labelled or acted on, after ``allowances`` decayed to now."""
         for peer, took in zip(peers, taken, strict=True):
             if took:
                 self.counts[peer] = self.counts.get(peer, 0.0) + 1.0
@@ -139,13 +143,21 @@ class Decider:
     ) -> None:
         import torch
 
+        from runtime.learn.fastpath import NumpyForward  # torch too
+
         self.torch = torch
+        self.compile_fast = NumpyForward.compile
         self.clock = clock
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.width = output_size(action_space)
         self.student = build_student(plugins, settings, observation_space, action_space).eval()
         self.ensemble = isinstance(self.student, ForwardMembers)  # checked once: the student never changes class
+        space = feature_space(plugins, settings, observation_space)
+        space.seed(0)
+        self.probe = np.stack([np.asarray(space.sample(), dtype=np.float32) for _ in range(PROBE_ROWS)])
+        self.fast = None if self.ensemble else self.compile_fast(self.student, self.probe)
+        self.fast_capable = self.fast is not None  # the graph decides; only a weight's value can change it
         self.student_component = plugins.get("student", settings.student.plugin)
         query = settings.query
         self.policy_component = plugins.get("query_policy", query.policy)
@@ -158,6 +170,8 @@ class Decider:
         the current ones if they do not fit the student."""
         self.student.load_state_dict(state)
         self.version = version
+        if self.fast_capable:  # verified again: weights that numpy and torch disagree on keep torch
+            self.fast = self.compile_fast(self.student, self.probe)
 
     def forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(outputs, member outputs or None) of the serving student; an ensemble acts on its
@@ -169,7 +183,10 @@ class Decider:
                 members = serve(self.student_component, lambda x: self.student.forward_members(x).numpy(), inputs)
                 _check_output(self.student_component, "forward_members", members, (len(members), *expected))
                 return members.mean(axis=0), members
-            outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
+            if self.fast is not None:
+                outputs = serve(self.student_component, self.fast, features)
+            else:
+                outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
             _check_output(self.student_component, "forward", outputs, expected)
             return outputs, None
 

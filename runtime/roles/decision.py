@@ -44,7 +44,9 @@ class Decision(Role):
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
         self.on(self.inbox, self.on_features)
         self.on(self.weights, lambda sock: self.drain(sock, self.on_weights))
-        self.gauges.update(student_version=self.decider.version, student_latency_us=0.0)
+        self.gauges.update(
+            student_version=self.decider.version, student_latency_us=0.0, numpy_forward=self.decider.fast is not None
+        )
 
     # --- weights ---------------------------------------------------------------------------------
     def on_weights(self, data: bytes) -> None:
@@ -59,7 +61,7 @@ class Decision(Role):
             self.counters["weights_rejected"] += 1
             self.log.error("weights_rejected", version=version, path=path, error=str(exc))
             return
-        self.gauges["student_version"] = version
+        self.gauges.update(student_version=version, numpy_forward=self.decider.fast is not None)
         self.counters["weights_swapped"] += 1
         self.log.info("weights_swapped", version=version)
         self.plugins.notify("agentrt_weights_swapped", version=version)

@@ -54,11 +54,29 @@ class Decisions:
     not_finite: int  # rows whose student output was NaN or infinite
     teacher_timed_out: bool  # the teacher was asked to act and did not answer
     student_latency_us: float  # the student's forward pass, per observation
+    student_version: int  # the version whose outputs these are
     over_share: int  # rows the student decided alone because their peer had taken its share of labels
 
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
         return bool(np.isfinite(self.outputs[row]).all())
+
+
+@dataclass
+class Proposal:
+    """A batch the student and the query policy have decided, its ``acting`` rows waiting for the teacher."""
+
+    observations: np.ndarray
+    outputs: np.ndarray  # (B, width): the student's
+    label: np.ndarray  # (B,) bool: the policy wants a teacher label
+    broken: np.ndarray  # (B,) bool: the student's output is NaN or infinite
+    acting: np.ndarray  # indices of the rows the teacher should act for
+    student_version: int
+    student_latency_us: float
+    over_share: int  # rows left to the student because their peer had taken its share of labels
+
+    def acting_observations(self) -> np.ndarray:
+        return self.observations[self.acting]
 
 
 #: Rows of probe features on which a numpy forward must match torch's before it serves.
@@ -198,7 +216,21 @@ class Decider:
         ask_teacher: AskTeacher,
         peers: Sequence[Hashable] | None = None,
     ) -> Decisions:
-        """Decide for a batch. ``peers`` names each row's peer (a stream), for its share of labels
+        """Decide for a batch, waiting for the teacher where it acts (``propose`` then ``complete``).
+        Raises PluginFailure if the student or the policy fails."""
+        proposal = self.propose(features, observations, forced, peers)
+        answer = ask_teacher(proposal.acting_observations()) if len(proposal.acting) else None
+        return self.complete(proposal, answer)
+
+    def propose(
+        self,
+        features: np.ndarray,
+        observations: np.ndarray,
+        forced: list[str],
+        peers: Sequence[Hashable] | None = None,
+    ) -> Proposal:
+        """The student's outputs and the policy's choice for a batch; the rows in ``acting`` wait for
+        the teacher. ``peers`` names each row's peer (a stream), for its share of labels
         (``LabelShare``); without it the rows are one peer's. Raises PluginFailure if the student
         or the policy fails."""
         features = np.asarray(features, dtype=np.float32)
@@ -225,32 +257,35 @@ class Decider:
         )
         choice = _within_shares(choice, forced, peers, allowances, limited)
         self.shares.taken(peers, choice.label | choice.teacher_acts)
-        decided_by = np.array(["student"] * len(features), dtype=object)
-        teacher_outputs: list[np.ndarray | None] = [None] * len(features)
         # A student that outputs NaN or infinity must not act: the teacher stands in.
         broken = ~np.isfinite(outputs).all(axis=1)
         acting = np.flatnonzero(np.asarray(choice.teacher_acts) | broken)
-        timed_out = False
-        if len(acting):
-            answer = ask_teacher(observations[acting])
-            if answer is None:
-                timed_out = True
-            else:
-                outputs = outputs.copy()
-                outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
-                decided_by[acting] = "teacher"
-                for row, index in enumerate(acting):
-                    teacher_outputs[index] = answer[row]
+        return Proposal(observations, outputs, choice.label, broken, acting, self.version, latency_us, sum(limited))
+
+    def complete(self, proposal: Proposal, answer: np.ndarray | None) -> Decisions:
+        """The decisions, with the teacher's ``answer`` for the acting rows, or the student's outputs
+        where it did not answer (None)."""
+        outputs = proposal.outputs
+        decided_by = np.array(["student"] * len(outputs), dtype=object)
+        teacher_outputs: list[np.ndarray | None] = [None] * len(outputs)
+        acting = proposal.acting
+        if len(acting) and answer is not None:
+            outputs = outputs.copy()
+            outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
+            decided_by[acting] = "teacher"
+            for row, index in enumerate(acting):
+                teacher_outputs[index] = answer[row]
         return Decisions(
             outputs,
             actions_from_outputs(outputs, self.action_space),
             decided_by,
-            choice.label,
+            proposal.label,
             teacher_outputs,
-            int(broken.sum()),
-            timed_out,
-            latency_us,
-            sum(limited),
+            int(proposal.broken.sum()),
+            bool(len(acting)) and answer is None,
+            proposal.student_latency_us,
+            proposal.student_version,
+            proposal.over_share,
         )
 
 

@@ -203,6 +203,17 @@ class TeacherSettings(Section):
 class QuerySettings(Section):
     policy: str = selection("query")
     params: dict[str, Any] = component_params("query")
+    max_peer_label_share: float = setting(
+        0.8,
+        "largest share of recent teacher labels (and teacher actions) one peer may take while other peers are "
+        "labelled too; beyond it the student alone decides for that peer (1: no limit)",
+        and_(number, gt(0), le(1)),
+    )
+    peer_share_window_s: float = setting(
+        30.0,
+        "that share is of labels decayed with this time constant, among peers that sent observations this recently",
+        _POSITIVE_NUMBER,
+    )
 
 
 @dataclass(frozen=True)

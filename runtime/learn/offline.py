@@ -515,7 +515,7 @@ def run(
         )
 
     def make_strategy() -> Any:
-        return plugins.build("strategy", settings.strategy, dict(settings.strategy_params))
+        return plugins.build("strategy", settings.strategy, dict(settings.strategy_params), action_space)
 
     warnings: list[str] = []
     try:

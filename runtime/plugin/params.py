@@ -296,6 +296,13 @@ def box_space(
     return space
 
 
+def discrete_space(component: str, space: Space, expected: str = "a discrete space") -> spaces.Discrete:
+    """``space`` if it is Discrete; ``expected`` describes what fits (and may say what to use instead)."""
+    if not isinstance(space, spaces.Discrete):
+        raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
+    return space
+
+
 def view_space(component: str, space: Space, start: int, stop: int, shape: list[int] | None) -> spaces.Box:
     """The elements ``start:stop`` of a Box's flattened observation, reshaped to ``shape`` (unset:
     flat), with their bounds: the part of an observation that carries several things at known

@@ -77,7 +77,7 @@ class Gateway(Role):
         self.out_of_bounds = self.settings.protocol.out_of_bounds
         self.forced_teacher_budget = self.settings.protocol.forced_teacher_budget
         self.teacher_peers = frozenset(self.settings.protocol.teacher_peers)
-        self.welcome_spaces = {
+        self.agent_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
         }
@@ -120,6 +120,13 @@ class Gateway(Role):
             session.last_seen = time.monotonic()
         if message.kind == "hello":
             self.on_hello(route, message)
+        elif message.kind == "describe":  # before a hello too: how a peer learns the spaces to say it with
+            self.counters["describes"] += 1
+            self.to_peer(
+                route,
+                protocol.encode("description", protocol_version=protocol.PROTOCOL_VERSION, **self.agent_fields()),
+                "description",
+            )
         elif session is None:
             if message.kind not in protocol.UNANSWERED:
                 raise ProtocolError(ErrorCode.NOT_ATTACHED, "no session: send hello first", message.get("seq"))
@@ -157,11 +164,10 @@ class Gateway(Role):
             ("action", action_space, self.action_space),
         ):
             if not spaces.same_space(theirs, ours):
-                mine = spaces.describe(ours)
-                differs = "its low/high bounds differ" if spaces.describe(theirs) == mine else spaces.describe(theirs)
+                differs = spaces.difference(theirs, ours)
                 raise ProtocolError(
                     ErrorCode.SPACE_MISMATCH,
-                    f"{what} space does not match the agent's {mine}: {differs}",
+                    f"{what} space does not match the agent's {spaces.describe(ours)}: {differs}",
                 )
         if route in self.sessions:
             self.detach(route, "rehello")
@@ -174,14 +180,7 @@ class Gateway(Role):
         self.sessions[route] = session
         self.gauges["peers_connected"] = len(self.sessions)
         self.counters["peers_attached"] += 1
-        welcome = protocol.encode(
-            "welcome",
-            peer_id=session.peer_id,
-            student_version=self.student_version,
-            max_message_bytes=self.max_message_bytes,
-            peer_timeout_ms=int(self.peer_timeout * 1000),
-            **self.welcome_spaces,
-        )
+        welcome = protocol.encode("welcome", peer_id=session.peer_id, **self.agent_fields())
         self.to_peer(route, welcome, "welcome")
         self.log.info("peer_attached", peer_id=session.peer_id, peer_name=session.peer_name)
         self.plugins.notify(
@@ -191,6 +190,15 @@ class Gateway(Role):
             observation_space=observation_space,
             action_space=action_space,
         )
+
+    def agent_fields(self) -> dict[str, object]:
+        """The fields of a welcome and a description that describe the agent (``protocol._AGENT_FIELDS``)."""
+        return {
+            **self.agent_spaces,
+            "student_version": self.student_version,
+            "max_message_bytes": self.max_message_bytes,
+            "peer_timeout_ms": int(self.peer_timeout * 1000),
+        }
 
     def on_observation(self, route: bytes, session: Session, message: protocol.Message) -> None:
         seq = message["seq"]

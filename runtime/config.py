@@ -151,7 +151,12 @@ SCHEMA: dict[str, dict[str, Param]] = {
             "a candidate may be this much worse in held-out agreement than the serving version and still be promoted",
             and_(number, ge(0)),
         ),
-        keep_checkpoints=Param(100, "newest checkpoint files kept on disk (the serving one always is)", positive_int),
+        keep_versions=Param(
+            100,
+            "newest student versions kept (registry rows and checkpoint files); the serving one and its "
+            "ancestors back to the last promoted one always are",
+            positive_int,
+        ),
         teacher_features=Param(
             False, "ask the teacher for its hidden features too (for feature-hint strategies)", boolean
         ),

@@ -41,6 +41,11 @@ def print_status(status: dict[str, Any]) -> None:
         str(status["teacher_queries"]),
     )
     console.print(summary)
+    if status["checkpoints_quarantined"] or status["registry_rebuilt"]:
+        console.print(
+            f"checkpoints quarantined {status['checkpoints_quarantined']} (in checkpoints/quarantine), "
+            f"registry rebuilt {status['registry_rebuilt']} times (see the log)"
+        )
     if status["errors"]["by_code"]:
         console.print("errors: " + ", ".join(f"{code} {count}" for code, count in status["errors"]["by_code"].items()))
 

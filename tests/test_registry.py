@@ -22,9 +22,8 @@ STATE = {"weight": torch.arange(6, dtype=torch.float32)}
 
 
 def record(version: int, parent: int | None, status: str) -> VersionRecord:
-    return VersionRecord(
-        version, parent, time.time(), 10 * version, 5 * version, 0.9, 0.1, 0.8, status, registry.checkpoint_path(version)
-    )
+    path = registry.checkpoint_path(version)
+    return VersionRecord(version, parent, time.time(), 10 * version, 5 * version, 0.9, 0.1, 0.8, status, path)
 
 
 def write(run_dir: Path, lineage: list[tuple[int, int | None, str]]) -> None:

@@ -200,13 +200,15 @@ class Registry:
 
     def quarantine(self, version: int) -> Path | None:
         """Move a version's unreadable file aside and mark its row; if it served, the newest earlier
-        promoted version serves instead. Returns where the file went (None if it was gone)."""
+        promoted version serves instead. Returns where the file went (None if it was gone already:
+        decision may have moved it first)."""
         moved = self.store.quarantine(self.store.path(version))
+        aside = moved or self.store.quarantined(version)
         with self.db:
-            if moved is None:
+            if aside is None:  # not there at all: a row without a file
                 self.db.execute("DELETE FROM versions WHERE version = ?", (version,))
             else:
-                self._set(version, QUARANTINED, moved)
+                self._set(version, QUARANTINED, aside)
             if self.serving() == version:
                 self._serve(self._promoted_before(version), f"version {version} quarantined")
         return moved

@@ -146,8 +146,8 @@ class Registry:
                 self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise  # busy, not damaged
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # busy, unwritable, a failing disk: not a damaged file, so nothing to rebuild
             raise RegistryDamaged(
                 f"the student registry {self.path} is damaged ({exc}); "
                 "the distiller moves it aside and rebuilds it from the checkpoints when it starts"

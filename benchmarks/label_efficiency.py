@@ -113,6 +113,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from runtime import config as config_module  # noqa: E402
+from runtime.config import Settings  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
 TARGET = 0.95
@@ -329,6 +330,7 @@ class Bench:
         import gymnasium
         import torch
 
+        from runtime.learn.models import build_teacher
         from runtime.plugin import pluginmanager
         from runtime.wire.spaces import agent_spaces, output_size
 
@@ -343,16 +345,11 @@ class Bench:
                 "label_efficiency: perception transforms are not simulated; the student sees raw observations"
             )
         self.config = config
-        self.plugins = pluginmanager.load(config["plugins"])
-        self.observation_space, self.action_space = agent_spaces(config["agent"])
+        settings = Settings.of(config)
+        self.plugins = pluginmanager.load(settings.plugins.table())
+        self.observation_space, self.action_space = agent_spaces(settings.agent.table())
         self.width = output_size(self.action_space)
-        self.teacher = self.plugins.build(
-            "teacher",
-            config["teacher"]["plugin"],
-            dict(config["teacher"]["params"]),
-            self.observation_space,
-            self.action_space,
-        )
+        self.teacher = build_teacher(self.plugins, settings, self.observation_space, self.action_space)
         self.eval_seeds = [EVAL_SEED + i for i in range(eval_episodes)]
         self.eval_envs = [gymnasium.make(setup.env_id) for _ in self.eval_seeds]
         self.teacher_returns = run_episodes(
@@ -397,7 +394,8 @@ class Bench:
         from runtime.plugin.interfaces import ForwardMembers
 
         return isinstance(
-            build_student(self.plugins, self.config, self.observation_space, self.action_space), ForwardMembers
+            build_student(self.plugins, Settings.of(self.config), self.observation_space, self.action_space),
+            ForwardMembers,
         )
 
     def close(self) -> None:
@@ -455,9 +453,9 @@ def simulate(
     config = bench.method_config(method, seed, schedule)
     run = Run(method.name, seed)
     clock = SimulatedClock()
-    decider = Decider(bench.plugins, config, bench.observation_space, bench.action_space, clock)
+    decider = Decider(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space, clock)
     pacing = PerLabel(schedule.steps) if schedule.per == "label" else PerTick(schedule.steps)
-    learner = Learner(bench.plugins, config, bench.observation_space, bench.action_space, clock, pacing)
+    learner = Learner(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space, clock, pacing)
     grid = iter(evaluation_grid(setup.max_labels))
     next_eval = next(grid)
     next_eval_steps = EVAL_EVERY_ENV_STEPS
@@ -556,7 +554,7 @@ def run_daemon(
     run_dir = private_run_dir()
     config_path = run_dir / "label_efficiency.toml"
     config_path.write_text(to_toml({section: table for section, table in config.items() if section != "daemon"}))
-    student = build_student(bench.plugins, config, bench.observation_space, bench.action_space).eval()
+    student = build_student(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space).eval()
     store = CheckpointStore(run_dir / "checkpoints")
     run = Run(method.name, seed)
     grid = iter(evaluation_grid(setup.max_labels))

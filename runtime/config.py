@@ -12,13 +12,15 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from runtime.errors import ConfigError
 from runtime.plugin.params import (
     Param,
     Params,
+    Validator,
     and_,
     boolean,
     ge,
@@ -34,12 +36,14 @@ from runtime.plugin.params import (
     table,
 )
 from runtime.plugin.pluginmanager import TRACE_ENV
-from runtime.plugin.points import in_section
+from runtime.plugin.points import EXTENSION_POINTS, in_section
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 CONFIG_FILE_NAME = "agentrt.toml"
 ENV_PREFIX = "AGENTRT_"
 
+
+Config = dict[str, dict[str, Any]]
 
 _POSITIVE_NUMBER = and_(number, gt(0))
 # Timeouts travel as milliseconds in a C int (ZeroMQ options, the welcome's peer_timeout_ms).
@@ -49,142 +53,236 @@ _TIMEOUT_MS = and_(integer, gt(0), le(_MAX_TIMEOUT_MS))
 _NAMES = list_of(string, min_length=0)
 
 
-def _selecting(section: str, **keys: Param) -> dict[str, Param]:
-    """``keys``, after the two keys of the extension point ``section`` selects: the component
-    name(s) and their ``params`` table (runtime.plugin.points declares both)."""
+_PARAM = "agentrt_param"
+
+
+def setting(default: Any, doc: str, check: Validator) -> Any:
+    """A configuration key, declared once as a field of its section's dataclass: its default, its
+    one-line doc (``agentrt config show --annotate``) and its check."""
+    param = Param(default, doc, check)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={_PARAM: param})
+    return field(default=default, metadata={_PARAM: param})
+
+
+def selection(section: str) -> Any:
+    """The key by which ``[section]`` selects its extension point's component(s) (runtime.plugin.points)."""
     point = in_section(section)
     assert point is not None, f"no extension point selects in [{section}]"
-    return {
-        point.key: Param(point.default, point.key_doc, _NAMES if point.chain else string),
-        "params": Param({}, point.params_doc, table),
-        **keys,
-    }
+    return setting(point.default, point.key_doc, _NAMES if point.chain else string)
 
 
-# section -> key -> Param. Tables named ``params`` hold a component's own parameters; the component checks them.
-SCHEMA: dict[str, dict[str, Param]] = {
-    "daemon": {
-        "run_dir": Param(
-            "",
-            "run directory for sockets, pid file, logs and checkpoints; "
-            "empty: $XDG_RUNTIME_DIR/agentrt or /tmp/agentrt-<uid>",
-            string,
-        ),
-        "peer_endpoint": Param(
-            "tcp://127.0.0.1:7411", "where peers connect (ZeroMQ endpoint the gateway binds)", string
-        ),
-        "log_format": Param(
-            "auto", "auto (json unless stderr is a terminal), json or console", in_("auto", "json", "console")
-        ),
-        "log_level": Param("info", "debug, info, warning or error", in_("debug", "info", "warning", "error")),
-        "restart_backoff_s": Param(
-            0.1, "first delay before restarting a crashed role; doubles per crash", _POSITIVE_NUMBER
-        ),
-        "restart_backoff_max_s": Param(10.0, "largest restart delay", _POSITIVE_NUMBER),
-        "restart_reset_s": Param(30.0, "a role up this long has its backoff reset", _POSITIVE_NUMBER),
-        "stop_timeout_s": Param(4.0, "grace period for roles to exit on shutdown before SIGKILL", _POSITIVE_NUMBER),
-        "stats_interval_s": Param(0.25, "how often roles report counters to the daemon", _POSITIVE_NUMBER),
-        "socket_linger_ms": Param(200, "how long a closing socket may flush pending messages", and_(integer, ge(0))),
-    },
-    "protocol": {
-        "max_message_bytes": Param(
-            DEFAULT_MAX_MESSAGE_BYTES, "largest message accepted; larger ones get MESSAGE_TOO_LARGE", positive_int
-        ),
-        "peer_timeout_s": Param(30.0, "a peer silent this long is detached", _TIMEOUT_S),
-        "stall_timeout_s": Param(
-            10.0,
-            "a peer connection that does not finish its ZeroMQ handshake, or stops answering ZeroMQ heartbeats, "
-            "this long is closed",
-            _TIMEOUT_S,
-        ),
-        "max_sessions": Param(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int),
-        "forced_teacher_budget": Param(
-            100,
-            "observations per session that may force policy = teacher; beyond it the query policy decides",
-            and_(integer, ge(0)),
-        ),
-        "teacher_peers": Param([], "peer names that may force the teacher without that budget", _NAMES),
-        "out_of_bounds": Param(
-            "refuse",
-            "an observation outside the observation space's finite bounds: refuse (INVALID_FIELD) or clip it",
-            in_("refuse", "clip"),
-        ),
-    },
-    "agent": {
-        "env": Param(
-            "CartPole-v1",
-            "Gymnasium environment id whose spaces the agent uses, unless the spaces are given below",
-            string,
-        ),
-        "observation_space": Param({}, "explicit observation space (docs/protocol.md, Spaces); overrides env", table),
-        "action_space": Param({}, "explicit action space; overrides env", table),
-    },
-    "student": _selecting("student"),
-    "teacher": _selecting(
-        "teacher",
-        timeout_ms=Param(
-            200, "how long decision waits for the teacher to act before keeping the student's action", _TIMEOUT_MS
-        ),
-        cache_size=Param(
-            100_000,
-            "teacher answers remembered by observation, so no question is paid twice (0: off)",
-            and_(integer, ge(0)),
-        ),
-        cache_decimals=Param(-1, "round observations to this many decimals for the cache key (-1: exact)", integer),
-    ),
-    "query": _selecting("query"),
-    "distillation": _selecting(
-        "distillation",
-        learning_rate=Param(3e-3, "Adam learning rate", _POSITIVE_NUMBER),
-        batch_size=Param(128, "training minibatch size", positive_int),
-        min_samples=Param(64, "labelled samples needed before training starts", positive_int),
-        buffer_samples=Param(50_000, "replay buffer capacity in samples", positive_int),
-        buffer_bytes=Param(64 << 20, "replay buffer capacity in bytes (whichever bound is smaller wins)", positive_int),
-        eviction=Param("oldest", "which sample a full buffer drops", in_("oldest", "lowest_priority")),
-        prioritized=Param(False, "sample minibatches in proportion to the student's per-sample loss", boolean),
-        priority_alpha=Param(0.6, "how strongly priorities skew sampling (0: uniform)", and_(number, ge(0))),
-        heldout_share=Param(0.1, "share of labelled samples kept out of training for the promotion gate", share),
-        heldout_samples=Param(2000, "size of the held-out set (newest kept)", positive_int),
-        min_heldout=Param(32, "held-out samples needed before the gate can refuse a candidate", positive_int),
-        promotion_margin=Param(
-            0.02,
-            "a candidate may be this much worse in held-out agreement than the serving version and still be promoted",
-            and_(number, ge(0)),
-        ),
-        keep_versions=Param(
-            100,
-            "newest student versions kept (registry rows and checkpoint files); the serving one and its "
-            "ancestors back to the last promoted one always are",
-            positive_int,
-        ),
-        teacher_features=Param(
-            False, "ask the teacher for its hidden features too (for feature-hint strategies)", boolean
-        ),
-        label_batch=Param(32, "samples sent to the teacher per request", positive_int),
-        label_wait_ms=Param(20, "longest a sample waits for its teacher batch to fill", positive_int),
-        publish_interval_s=Param(1.0, "how often new student weights are published", _POSITIVE_NUMBER),
-        steps_per_publish=Param(
-            200, "training steps between publications (whichever comes later with the interval)", positive_int
-        ),
-        torch_threads=Param(1, "torch threads for training, so serving is not starved", positive_int),
-        cpu_share=Param(0.5, "largest share of one core the training loop may use", and_(number, gt(0), le(1))),
-        seed=Param(0, "seed for the student's initial weights and minibatch sampling", integer),
-    ),
-    "decision": {
-        "batch_max": Param(64, "largest batch of observations decided at once", positive_int),
-        "torch_threads": Param(1, "torch threads for the student's forward pass", positive_int),
-    },
-    "perception": _selecting("perception"),
-    "execution": _selecting("execution"),
-    "plugins": {
-        "disable": Param([], "plugin names (entry-point names) not to load", _NAMES),
-        "autoload": Param(True, "load third-party plugins from the 'agentrt' entry-point group", boolean),
-        "load": Param([], "third-party plugins loaded even when autoload is off", _NAMES),
-    },
+def component_params(section: str) -> Any:
+    """``[section] params``: the selected component's own parameters, which the component checks."""
+    point = in_section(section)
+    assert point is not None, f"no extension point selects in [{section}]"
+    return setting({}, point.params_doc, table)
+
+
+class Section:
+    """A configuration section: typed attributes, one per key."""
+
+    def table(self) -> dict[str, Any]:
+        """The section as a TOML-shaped table (for code below the configuration layer, which takes plain tables)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class DaemonSettings(Section):
+    run_dir: str = setting(
+        "",
+        "run directory for sockets, pid file, logs and checkpoints; "
+        "empty: $XDG_RUNTIME_DIR/agentrt or /tmp/agentrt-<uid>",
+        string,
+    )
+    peer_endpoint: str = setting(
+        "tcp://127.0.0.1:7411", "where peers connect (ZeroMQ endpoint the gateway binds)", string
+    )
+    log_format: str = setting(
+        "auto", "auto (json unless stderr is a terminal), json or console", in_("auto", "json", "console")
+    )
+    log_level: str = setting("info", "debug, info, warning or error", in_("debug", "info", "warning", "error"))
+    restart_backoff_s: float = setting(
+        0.1, "first delay before restarting a crashed role; doubles per crash", _POSITIVE_NUMBER
+    )
+    restart_backoff_max_s: float = setting(10.0, "largest restart delay", _POSITIVE_NUMBER)
+    restart_reset_s: float = setting(30.0, "a role up this long has its backoff reset", _POSITIVE_NUMBER)
+    stop_timeout_s: float = setting(4.0, "grace period for roles to exit on shutdown before SIGKILL", _POSITIVE_NUMBER)
+    stats_interval_s: float = setting(0.25, "how often roles report counters to the daemon", _POSITIVE_NUMBER)
+    socket_linger_ms: int = setting(200, "how long a closing socket may flush pending messages", and_(integer, ge(0)))
+
+
+@dataclass(frozen=True)
+class ProtocolSettings(Section):
+    max_message_bytes: int = setting(
+        DEFAULT_MAX_MESSAGE_BYTES, "largest message accepted; larger ones get MESSAGE_TOO_LARGE", positive_int
+    )
+    peer_timeout_s: float = setting(30.0, "a peer silent this long is detached", _TIMEOUT_S)
+    stall_timeout_s: float = setting(
+        10.0,
+        "a peer connection that does not finish its ZeroMQ handshake, or stops answering ZeroMQ heartbeats, "
+        "this long is closed",
+        _TIMEOUT_S,
+    )
+    max_sessions: int = setting(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int)
+    forced_teacher_budget: int = setting(
+        100,
+        "observations per session that may force policy = teacher; beyond it the query policy decides",
+        and_(integer, ge(0)),
+    )
+    teacher_peers: list[str] = setting([], "peer names that may force the teacher without that budget", _NAMES)
+    out_of_bounds: str = setting(
+        "refuse",
+        "an observation outside the observation space's finite bounds: refuse (INVALID_FIELD) or clip it",
+        in_("refuse", "clip"),
+    )
+
+
+@dataclass(frozen=True)
+class AgentSettings(Section):
+    env: str = setting(
+        "CartPole-v1",
+        "Gymnasium environment id whose spaces the agent uses, unless the spaces are given below",
+        string,
+    )
+    observation_space: dict[str, Any] = setting(
+        {}, "explicit observation space (docs/protocol.md, Spaces); overrides env", table
+    )
+    action_space: dict[str, Any] = setting({}, "explicit action space; overrides env", table)
+
+
+@dataclass(frozen=True)
+class StudentSettings(Section):
+    plugin: str = selection("student")
+    params: dict[str, Any] = component_params("student")
+
+
+@dataclass(frozen=True)
+class TeacherSettings(Section):
+    plugin: str = selection("teacher")
+    params: dict[str, Any] = component_params("teacher")
+    timeout_ms: int = setting(
+        200, "how long decision waits for the teacher to act before keeping the student's action", _TIMEOUT_MS
+    )
+    cache_size: int = setting(
+        100_000,
+        "teacher answers remembered by observation, so no question is paid twice (0: off)",
+        and_(integer, ge(0)),
+    )
+    cache_decimals: int = setting(-1, "round observations to this many decimals for the cache key (-1: exact)", integer)
+
+
+@dataclass(frozen=True)
+class QuerySettings(Section):
+    policy: str = selection("query")
+    params: dict[str, Any] = component_params("query")
+
+
+@dataclass(frozen=True)
+class DistillationSettings(Section):
+    strategy: str = selection("distillation")
+    params: dict[str, Any] = component_params("distillation")
+    learning_rate: float = setting(3e-3, "Adam learning rate", _POSITIVE_NUMBER)
+    batch_size: int = setting(128, "training minibatch size", positive_int)
+    min_samples: int = setting(64, "labelled samples needed before training starts", positive_int)
+    buffer_samples: int = setting(50_000, "replay buffer capacity in samples", positive_int)
+    buffer_bytes: int = setting(
+        64 << 20, "replay buffer capacity in bytes (whichever bound is smaller wins)", positive_int
+    )
+    eviction: str = setting("oldest", "which sample a full buffer drops", in_("oldest", "lowest_priority"))
+    prioritized: bool = setting(False, "sample minibatches in proportion to the student's per-sample loss", boolean)
+    priority_alpha: float = setting(0.6, "how strongly priorities skew sampling (0: uniform)", and_(number, ge(0)))
+    heldout_share: float = setting(0.1, "share of labelled samples kept out of training for the promotion gate", share)
+    heldout_samples: int = setting(2000, "size of the held-out set (newest kept)", positive_int)
+    min_heldout: int = setting(32, "held-out samples needed before the gate can refuse a candidate", positive_int)
+    promotion_margin: float = setting(
+        0.02,
+        "a candidate may be this much worse in held-out agreement than the serving version and still be promoted",
+        and_(number, ge(0)),
+    )
+    keep_versions: int = setting(
+        100,
+        "newest student versions kept (registry rows and checkpoint files); the serving one and its "
+        "ancestors back to the last promoted one always are",
+        positive_int,
+    )
+    teacher_features: bool = setting(
+        False, "ask the teacher for its hidden features too (for feature-hint strategies)", boolean
+    )
+    label_batch: int = setting(32, "samples sent to the teacher per request", positive_int)
+    label_wait_ms: int = setting(20, "longest a sample waits for its teacher batch to fill", positive_int)
+    publish_interval_s: float = setting(1.0, "how often new student weights are published", _POSITIVE_NUMBER)
+    steps_per_publish: int = setting(
+        200, "training steps between publications (whichever comes later with the interval)", positive_int
+    )
+    torch_threads: int = setting(1, "torch threads for training, so serving is not starved", positive_int)
+    cpu_share: float = setting(0.5, "largest share of one core the training loop may use", and_(number, gt(0), le(1)))
+    seed: int = setting(0, "seed for the student's initial weights and minibatch sampling", integer)
+
+
+@dataclass(frozen=True)
+class DecisionSettings(Section):
+    batch_max: int = setting(64, "largest batch of observations decided at once", positive_int)
+    torch_threads: int = setting(1, "torch threads for the student's forward pass", positive_int)
+
+
+@dataclass(frozen=True)
+class PerceptionSettings(Section):
+    transforms: list[str] = selection("perception")
+    params: dict[str, Any] = component_params("perception")
+
+
+@dataclass(frozen=True)
+class ExecutionSettings(Section):
+    filters: list[str] = selection("execution")
+    params: dict[str, Any] = component_params("execution")
+
+
+@dataclass(frozen=True)
+class PluginSettings(Section):
+    disable: list[str] = setting([], "plugin names (entry-point names) not to load", _NAMES)
+    autoload: bool = setting(True, "load third-party plugins from the 'agentrt' entry-point group", boolean)
+    load: list[str] = setting([], "third-party plugins loaded even when autoload is off", _NAMES)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration, typed: what roles and the learning core read. ``load`` returns its
+    TOML-shaped form (``Config``), which travels to the roles as JSON; ``Settings.of`` types it."""
+
+    daemon: DaemonSettings
+    protocol: ProtocolSettings
+    agent: AgentSettings
+    student: StudentSettings
+    teacher: TeacherSettings
+    query: QuerySettings
+    distillation: DistillationSettings
+    decision: DecisionSettings
+    perception: PerceptionSettings
+    execution: ExecutionSettings
+    plugins: PluginSettings
+
+    @classmethod
+    def of(cls, config: Mapping[str, Mapping[str, Any]]) -> Settings:
+        """Type a configuration ``load`` (or ``merge``) produced, so already checked."""
+        sections: dict[str, Any] = {name: section(**config[name]) for name, section in SECTIONS.items()}
+        return cls(**sections)
+
+    def as_config(self) -> Config:
+        return {name: getattr(self, name).table() for name in SECTIONS}
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: section for name, section in get_type_hints(Settings).items() if isinstance(section, type)
 }
 
-
-Config = dict[str, dict[str, Any]]
+# section -> key -> Param, read from the dataclasses above.
+SCHEMA: dict[str, dict[str, Param]] = {
+    name: {key.name: key.metadata[_PARAM] for key in fields(section)}  # type: ignore[arg-type]
+    for name, section in SECTIONS.items()
+}
+for _point in EXTENSION_POINTS.values():
+    assert _point.key in SCHEMA[_point.section], f"[{_point.section}] lacks the key {_point.key} that selects it"
 
 
 def defaults() -> Config:
@@ -282,8 +380,8 @@ def load(
     config = merge(config, env_overrides(environ), "environment")
     if overrides:
         config = merge(config, overrides, "command line")
-    if not config["daemon"]["run_dir"]:
-        config["daemon"]["run_dir"] = default_run_dir(environ)
+    # Absolute: the roles and the daemon started with --detach do not share the caller's working directory.
+    config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"] or default_run_dir(environ)).absolute())
     return config
 
 

@@ -382,13 +382,13 @@ def test_normalize_standardises_and_clips():
 
 
 def test_image_then_framestack_chain_feeds_a_cnn_student():
-    config = {
-        "perception": {
-            "transforms": ["image", "framestack"],
-            "params": {"image": {"size": [16, 16], "grayscale": True}, "framestack": {"k": 4}},
-        }
-    }
-    chain = Chain(builtin_plugins(), "perception", config, spaces.Box(0, 255, (40, 30, 3), np.uint8))
+    chain = Chain(
+        builtin_plugins(),
+        "perception",
+        ["image", "framestack"],
+        {"image": {"size": [16, 16], "grayscale": True}, "framestack": {"k": 4}},
+        spaces.Box(0, 255, (40, 30, 3), np.uint8),
+    )
     assert chain.output_space.shape == (4, 16, 16, 1)
     features = chain(np.full((40, 30, 3), 255, np.float32), b"s")
     assert chain.output_space.contains(features)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,6 +28,30 @@ def test_every_key_has_a_default_and_defaults_validate():
     assert set(defaults) == set(config.SCHEMA)
     assert all(set(defaults[section]) == set(keys) for section, keys in config.SCHEMA.items())
     assert config.merge(config.defaults(), defaults, "defaults") == defaults
+
+
+def test_settings_type_every_section_and_round_trip(tmp_path):
+    path = tmp_path / "agentrt.toml"
+    path.write_text("[decision]\nbatch_max = 8\n[execution]\nfilters = []\n[student.params]\nhidden = [16]\n")
+    loaded = config.load(path, environ={"AGENTRT_DISTILLATION_SEED": "7"})
+    settings = config.Settings.of(loaded)
+    assert isinstance(settings.decision, config.DecisionSettings) and settings.decision.batch_max == 8
+    assert settings.distillation.seed == 7 and settings.execution.filters == []
+    assert settings.student.params == {"hidden": [16]}
+    assert settings.as_config() == loaded
+    # The schema is the dataclasses' fields: one declaration gives the key, its type, default and doc.
+    for name, section in config.SECTIONS.items():
+        assert [key.name for key in dataclasses.fields(section)] == list(config.SCHEMA[name])
+    assert config.Settings.of(config.defaults()) == config.Settings(
+        **{name: section() for name, section in config.SECTIONS.items()}
+    )
+
+
+def test_run_dir_is_absolute_whatever_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config.load(environ={"AGENTRT_RUN_DIR": "relative/run"})["daemon"]["run_dir"] == str(
+        tmp_path / "relative" / "run"
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from runtime import config as config_module
 from runtime import hookimpl
+from runtime.config import Settings
 from runtime.learn.loop import Decider, Learner, PerLabel
 from runtime.plugin import pluginmanager
 
@@ -30,12 +31,14 @@ def plugins():
     return pluginmanager.load(config_module.defaults()["plugins"])
 
 
-def make_config(**distillation) -> dict:
+def make_config(query: dict | None = None, **distillation) -> Settings:
     config = copy.deepcopy(config_module.defaults())
     config["distillation"].update(
         {"min_samples": 16, "steps_per_publish": 5, "publish_interval_s": 2.0, "heldout_share": 0.0, **distillation}
     )
-    return config
+    if query is not None:
+        config["query"] = query
+    return Settings.of(config)
 
 
 def labels(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +121,7 @@ def test_gate_rejects_a_candidate_worse_than_the_serving_version():
         steps_per_publish=50,
         publish_interval_s=0.0,
     )
-    plugins = pluginmanager.load(config["plugins"], extra={"saboteur": SaboteurPlugin})
+    plugins = pluginmanager.load(config.plugins.table(), extra={"saboteur": SaboteurPlugin})
     learner = Learner(plugins, config, OBSERVATIONS, ACTIONS, HandClock(), PerLabel(steps=4))
     learner.add_labels(*labels(200))
     candidates = learner.tick().candidates
@@ -159,8 +162,7 @@ def test_restore_serves_an_earlier_version_and_trains_on_from_it(plugins):
 
 
 def decider(plugins, clock=None, **query) -> Decider:
-    config = make_config()
-    config["query"] = {"policy": query.pop("policy", "share"), "params": query}
+    config = make_config(query={"policy": query.pop("policy", "share"), "params": query})
     return Decider(plugins, config, OBSERVATIONS, ACTIONS, *([clock] if clock else []))
 
 

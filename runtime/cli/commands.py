@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime import config as config_module
 from runtime import rundir
+from runtime.config import Settings
 from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
 from runtime.processes import SAFE_PATH_ENV
 from runtime.supervisor import control
@@ -27,9 +28,7 @@ def _load_config(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("daemon", {})["log_format"] = args.log_format
     if getattr(args, "peer_endpoint", None):
         overrides.setdefault("daemon", {})["peer_endpoint"] = args.peer_endpoint
-    config = config_module.load(getattr(args, "config", None), overrides=overrides)
-    config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"]).absolute())
-    return config
+    return config_module.load(getattr(args, "config", None), overrides=overrides)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +43,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from runtime.wire.spaces import agent_spaces
 
     config = _load_config(args)
-    run_dir = Path(config["daemon"]["run_dir"])
+    settings = Settings.of(config)
+    run_dir = Path(settings.daemon.run_dir)
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
     try:
-        agent_spaces(config["agent"])
+        agent_spaces(settings.agent.table())
     except ConfigError as exc:
         # Keys that parse but name no workable agent (an unknown env): no role could start, as with a plugin.
         print(f"agentrt up: {exc}", file=sys.stderr)
@@ -56,7 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         from runtime.learn.check import check_components
         from runtime.plugin.pluginmanager import load
 
-        failed = [check for check in check_components(load(config["plugins"]), config) if not check.ok]
+        failed = [check for check in check_components(load(settings.plugins.table()), settings) if not check.ok]
         for check in failed:
             print(f"agentrt up: {check.error}", file=sys.stderr)
         if failed:
@@ -226,7 +226,8 @@ def _check(config: dict[str, Any], as_json: bool) -> int:
     from runtime.learn.check import check_components
     from runtime.plugin.pluginmanager import load
 
-    checks = check_components(load(config["plugins"]), config)
+    settings = Settings.of(config)
+    checks = check_components(load(settings.plugins.table()), settings)
     if as_json:
         print(json.dumps([check.as_dict() for check in checks]))
     else:

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from runtime import config as config_module
+from runtime.config import Settings
 from runtime.errors import ExitCode
 from runtime.peer.gym import EpisodeResult, run_gym_peers
 from runtime.supervisor.launch import ChildDaemon
@@ -180,17 +181,16 @@ def summarize(
     import torch
 
     from runtime.learn.checkpoints import CheckpointStore, load_safetensors
-    from runtime.learn.models import build_student
+    from runtime.learn.models import build_student, build_teacher
     from runtime.plugin import pluginmanager
     from runtime.wire.spaces import agent_spaces
 
     torch.set_num_threads(1)
-    plugins = pluginmanager.load(config["plugins"])
-    observation_space, action_space = agent_spaces(config["agent"])
-    teacher = plugins.build(
-        "teacher", config["teacher"]["plugin"], dict(config["teacher"]["params"]), observation_space, action_space
-    )
-    student = build_student(plugins, config, observation_space, action_space).eval()
+    settings = Settings.of(config)
+    plugins = pluginmanager.load(settings.plugins.table())
+    observation_space, action_space = agent_spaces(settings.agent.table())
+    teacher = build_teacher(plugins, settings, observation_space, action_space)
+    student = build_student(plugins, settings, observation_space, action_space).eval()
     store = CheckpointStore(daemon.run_dir / "checkpoints")
     student.load_state_dict(load_safetensors(store.path(status["student_version"]))[0])
 

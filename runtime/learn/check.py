@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime.config import Settings
 from runtime.errors import PluginError
 from runtime.learn.loop import Decider
-from runtime.learn.models import feature_space
+from runtime.learn.models import build_teacher, execution_chain, perception_chain
 from runtime.learn.trainer import Trainer
-from runtime.plugin.chains import Chain
 from runtime.plugin.pluginmanager import Plugins, serve
 from runtime.plugin.points import EXTENSION_POINTS
 from runtime.wire.spaces import agent_spaces, output_size
@@ -38,10 +38,11 @@ class Check:
         return asdict(self)
 
 
-def check_components(plugins: Plugins, config: dict[str, Any]) -> list[Check]:
+def check_components(plugins: Plugins, settings: Settings) -> list[Check]:
     """Run every stage in the order data flows (perception, teacher, student and query policy,
     strategy, execution); a stage whose input could not be made is reported as not run."""
-    observation_space, action_space = agent_spaces(config["agent"])
+    config = settings.as_config()
+    observation_space, action_space = agent_spaces(settings.agent.table())
     observation_space.seed(0)
     action_space.seed(0)
     observations = np.stack([np.asarray(observation_space.sample()) for _ in range(SAMPLES)])
@@ -62,17 +63,14 @@ def check_components(plugins: Plugins, config: dict[str, Any]) -> list[Check]:
             checks.append(Check(points, names, True))
 
     def perceive() -> np.ndarray:
-        chain = Chain(plugins, "perception", config, observation_space)
+        chain = perception_chain(plugins, settings, observation_space)
         features = np.stack([chain(observation, b"check") for observation in observations])
         chain.reset(b"check")
         return features.astype(np.float32)
 
     def teach() -> np.ndarray:
-        teacher_config = config["teacher"]
-        component = plugins.get("teacher", teacher_config["plugin"])
-        teacher = plugins.build(
-            "teacher", teacher_config["plugin"], dict(teacher_config["params"]), observation_space, action_space
-        )
+        component = plugins.get("teacher", settings.teacher.plugin)
+        teacher = build_teacher(plugins, settings, observation_space, action_space)
         outputs = np.asarray(serve(component, teacher.label, observations))
         if outputs.ndim != 2 or len(outputs) != SAMPLES or not np.isfinite(outputs).all():
             raise PluginError(
@@ -82,7 +80,7 @@ def check_components(plugins: Plugins, config: dict[str, Any]) -> list[Check]:
         return outputs
 
     def decide() -> np.ndarray:
-        decider = Decider(plugins, config, feature_space(plugins, config, observation_space), action_space)
+        decider = Decider(plugins, settings, observation_space, action_space)
         teacher_outputs = state["teach"]
         decisions = decider.decide(
             state["perceive"], observations, ["auto"] * SAMPLES, lambda asked: teacher_outputs[: len(asked)]
@@ -90,12 +88,12 @@ def check_components(plugins: Plugins, config: dict[str, Any]) -> list[Check]:
         return decisions.actions
 
     def train() -> None:
-        trainer = Trainer(plugins, config, feature_space(plugins, config, observation_space), action_space)
+        trainer = Trainer(plugins, settings, observation_space, action_space)
         trainer.add_labelled(state["perceive"], state["teach"])
         trainer.train_step()
 
     def execute() -> None:
-        chain = Chain(plugins, "execution", config, action_space)
+        chain = execution_chain(plugins, settings, action_space)
         for action in state["decide"]:
             chain(action, b"check")
         chain.reset(b"check")

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from gymnasium import spaces
 
+from runtime.config import Settings
 from runtime.errors import PluginFailure
 from runtime.learn.evaluation import teacher_policy_outputs
 from runtime.learn.models import build_student
@@ -64,7 +65,7 @@ class Decider:
     def __init__(
         self,
         plugins: Plugins,
-        config: dict[str, Any],
+        settings: Settings,
         observation_space: spaces.Space,
         action_space: spaces.Space,
         clock: Clock = time.monotonic,
@@ -76,12 +77,12 @@ class Decider:
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.width = output_size(action_space)
-        self.student = build_student(plugins, config, observation_space, action_space).eval()
+        self.student = build_student(plugins, settings, observation_space, action_space).eval()
         self.ensemble = isinstance(self.student, ForwardMembers)  # checked once: the student never changes class
-        self.student_component = plugins.get("student", config["student"]["plugin"])
-        query = config["query"]
-        self.policy_component = plugins.get("query_policy", query["policy"])
-        self.policy = plugins.build("query_policy", query["policy"], dict(query["params"]))
+        self.student_component = plugins.get("student", settings.student.plugin)
+        query = settings.query
+        self.policy_component = plugins.get("query_policy", query.policy)
+        self.policy = plugins.build("query_policy", query.policy, dict(query.params))
         self.version = 0  # untrained until a version is served
 
     def serve(self, version: int, state: State) -> None:
@@ -307,16 +308,16 @@ class Learner:
     def __init__(
         self,
         plugins: Plugins,
-        config: dict[str, Any],
+        settings: Settings,
         observation_space: spaces.Space,
         action_space: spaces.Space,
         clock: Clock = time.monotonic,
         pacing: Pacing | None = None,
     ) -> None:
-        self.settings = config["distillation"]
+        self.settings = settings.distillation
         self.clock = clock
-        self.pacing = pacing or CpuShare(self.settings["cpu_share"], clock)
-        self.trainer = Trainer(plugins, config, observation_space, action_space)
+        self.pacing = pacing or CpuShare(self.settings.cpu_share, clock)
+        self.trainer = Trainer(plugins, settings, observation_space, action_space)
         self.version = 0
         self.serving_version = 0
         self.serving_state: State | None = None
@@ -377,7 +378,7 @@ class Learner:
 
     def wants_training(self) -> bool:
         # Without new labels there is nothing new to learn: train one cycle, then rest (and publish nothing).
-        cycle_done = self.steps_since_publish >= self.settings["steps_per_publish"]
+        cycle_done = self.steps_since_publish >= self.settings.steps_per_publish
         return self.trainer.ready() and (self.pacing.fresh(self) or not cycle_done)
 
     def next_step_in(self) -> float | None:
@@ -386,9 +387,9 @@ class Learner:
 
     def publish_due(self) -> bool:
         return (
-            self.steps_since_publish >= self.settings["steps_per_publish"]
+            self.steps_since_publish >= self.settings.steps_per_publish
             and self.pacing.fresh(self)
-            and self.clock() - self.last_publish >= self.settings["publish_interval_s"]
+            and self.clock() - self.last_publish >= self.settings.publish_interval_s
         )
 
     def tick(self) -> Progress:

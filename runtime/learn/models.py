@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gymnasium import spaces
 
+from runtime.config import Settings
 from runtime.plugin.chains import Chain
 from runtime.plugin.pluginmanager import Plugins
 
 
-def feature_space(plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space) -> spaces.Space:
+def perception_chain(plugins: Plugins, settings: Settings, observation_space: spaces.Space) -> Chain:
+    """The configured perception transforms, in order."""
+    return Chain(plugins, "perception", settings.perception.transforms, settings.perception.params, observation_space)
+
+
+def execution_chain(plugins: Plugins, settings: Settings, action_space: spaces.Space) -> Chain:
+    """The configured execution filters, in order."""
+    return Chain(plugins, "execution", settings.execution.filters, settings.execution.params, action_space)
+
+
+def feature_space(plugins: Plugins, settings: Settings, observation_space: spaces.Space) -> spaces.Space:
     """The space of the features perception hands to the student, after the configured transforms."""
-    return Chain(plugins, "perception", config, observation_space).output_space
+    return perception_chain(plugins, settings, observation_space).output_space
 
 
-def build_student(
-    plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
-):
+def build_student(plugins: Plugins, settings: Settings, observation_space: spaces.Space, action_space: spaces.Space):
     """The configured student, seeded so decision and distillation start from identical weights."""
     import torch
 
-    torch.manual_seed(config["distillation"]["seed"])
-    settings = config["student"]
+    torch.manual_seed(settings.distillation.seed)
     return plugins.build(
         "student",
-        settings["plugin"],
-        dict(settings["params"]),
-        feature_space(plugins, config, observation_space),
+        settings.student.plugin,
+        dict(settings.student.params),
+        feature_space(plugins, settings, observation_space),
         action_space,
+    )
+
+
+def build_teacher(plugins: Plugins, settings: Settings, observation_space: spaces.Space, action_space: spaces.Space):
+    """The configured teacher; it labels raw observations, not perception's features."""
+    return plugins.build(
+        "teacher", settings.teacher.plugin, dict(settings.teacher.params), observation_space, action_space
     )

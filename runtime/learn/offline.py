@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtime.config import DistillationSettings, Settings
 from runtime.errors import ConfigError, DistillError, ExitCode, PluginError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ TEACHER_DATA = ("train", "labelled")
 
 
 @dataclass
-class Settings:
+class OfflineSettings:
     dataset: str = "digits"
     seeds: int = 3
     first_seed: int = 0
@@ -197,45 +198,43 @@ def parse_assignments(flag: str, items: list[str] | None) -> dict[str, Any]:
     return result
 
 
-def settings_from_args(args: argparse.Namespace, config: dict[str, Any]) -> Settings:
+def settings_from_args(args: argparse.Namespace, config: Settings) -> OfflineSettings:
     """The flags over the configuration file ([student], [distillation]); DistillError for a bad value.
 
     Strategy parameters: those of ``[distillation] params`` when the configuration file sets its own
     and names the same strategy, else ``OFFLINE_STRATEGY_PARAMS``; ``--param`` overrides either.
     """
-    from runtime import config as config_module
-
-    distillation = config["distillation"]
-    strategy = args.strategy or distillation["strategy"]
-    own_params = distillation["params"] != config_module.defaults()["distillation"]["params"]
-    if strategy == distillation["strategy"] and own_params:
-        strategy_params = dict(distillation["params"])
+    distillation = config.distillation
+    strategy = args.strategy or distillation.strategy
+    own_params = distillation.params != DistillationSettings().params
+    if strategy == distillation.strategy and own_params:
+        strategy_params = dict(distillation.params)
     else:
         strategy_params = dict(OFFLINE_STRATEGY_PARAMS.get(strategy, {}))
     strategy_params.update(parse_assignments("--param", args.param))
-    student = args.student or config["student"]["plugin"]
-    student_params = dict(config["student"]["params"]) if student == config["student"]["plugin"] else {}
+    student = args.student or config.student.plugin
+    student_params = dict(config.student.params) if student == config.student.plugin else {}
     student_params.update(parse_assignments("--student-param", args.student_param))
-    settings = Settings(
+    settings = OfflineSettings(
         dataset=args.dataset,
         seeds=args.seeds,
-        first_seed=distillation["seed"] if args.first_seed is None else args.first_seed,
+        first_seed=distillation.seed if args.first_seed is None else args.first_seed,
         train_size=args.train_size,
         transfer_size=args.transfer_size,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
         steps=args.steps,
         teacher_steps=args.teacher_steps,
-        batch_size=distillation["batch_size"] if args.batch_size is None else args.batch_size,
-        learning_rate=distillation["learning_rate"] if args.lr is None else args.lr,
-        teacher_hidden=list(args.teacher_hidden or Settings().teacher_hidden),
+        batch_size=distillation.batch_size if args.batch_size is None else args.batch_size,
+        learning_rate=distillation.learning_rate if args.lr is None else args.lr,
+        teacher_hidden=list(args.teacher_hidden or OfflineSettings().teacher_hidden),
         teacher_data=args.teacher_data,
         teacher_path=args.teacher,
         student=student,
         student_params=student_params,
         strategy=strategy,
         strategy_params=strategy_params,
-        threads=min(distillation["torch_threads"], 2),
+        threads=min(distillation.torch_threads, 2),
         output=args.output or None,
         save_teacher=args.save_teacher or None,
     )
@@ -243,7 +242,7 @@ def settings_from_args(args: argparse.Namespace, config: dict[str, Any]) -> Sett
     return settings
 
 
-def check(settings: Settings) -> None:
+def check(settings: OfflineSettings) -> None:
     """Raise DistillError naming the first bad setting (before anything is loaded or trained)."""
     if settings.dataset not in DATASETS:
         raise DistillError(f"unknown dataset {settings.dataset!r}; available: {', '.join(sorted(DATASETS))}")
@@ -320,7 +319,7 @@ def _train(
     optimiser: Optimiser,
     loss_of: Callable[[np.ndarray], torch.Tensor],
     count: int,
-    settings: Settings,
+    settings: OfflineSettings,
     steps: int,
     rng: np.random.Generator,
     advance: Callable[[int], None],
@@ -338,7 +337,7 @@ def _fit_labels(
     module: torch.nn.Module,
     data: Data,
     examples: np.ndarray,
-    settings: Settings,
+    settings: OfflineSettings,
     steps: int,
     rng: np.random.Generator,
     advance: Callable[[int], None],
@@ -362,7 +361,12 @@ def _fit_labels(
 
 
 def train_teacher(
-    settings: Settings, plugins: Plugins, data: Data, examples: np.ndarray, seed: int, advance: Callable[[int], None]
+    settings: OfflineSettings,
+    plugins: Plugins,
+    data: Data,
+    examples: np.ndarray,
+    seed: int,
+    advance: Callable[[int], None],
 ) -> torch.nn.Module:
     """A fresh MLP teacher (the ``mlp`` student component, made large) trained with cross-entropy on
     ``examples`` (indices into the data); saved, it loads with the ``checkpoint`` teacher."""
@@ -375,7 +379,7 @@ def train_teacher(
 
 
 def distil_student(
-    settings: Settings,
+    settings: OfflineSettings,
     data: Data,
     student: torch.nn.Module,
     strategy: Any,
@@ -437,7 +441,7 @@ def distil_student(
 
 
 def train_hard_label(
-    settings: Settings,
+    settings: OfflineSettings,
     data: Data,
     student: torch.nn.Module,
     labelled: np.ndarray,
@@ -481,7 +485,7 @@ class SeedResult:
 
 
 def run(
-    settings: Settings,
+    settings: OfflineSettings,
     plugins: Plugins,
     advance: Callable[[int], None] | None = None,
     describe: Callable[[str], None] | None = None,
@@ -581,7 +585,7 @@ def run(
 
 
 def load_teacher(
-    settings: Settings, teacher_path: str, plugins: Plugins, data: Data, warnings: list[str]
+    settings: OfflineSettings, teacher_path: str, plugins: Plugins, data: Data, warnings: list[str]
 ) -> torch.nn.Module:
     """The ``--teacher`` file, through the ``checkpoint`` teacher plugin (which checks its shapes)."""
     from runtime.errors import PluginError
@@ -611,7 +615,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _summary(
-    settings: Settings, data: Data, results: list[SeedResult], best: SeedResult, transfer_size: int
+    settings: OfflineSettings, data: Data, results: list[SeedResult], best: SeedResult, transfer_size: int
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "dataset": settings.dataset,
@@ -650,7 +654,7 @@ def _summary(
     return summary
 
 
-def save_student(settings: Settings, output: str, best: SeedResult, data: Data) -> None:
+def save_student(settings: OfflineSettings, output: str, best: SeedResult, data: Data) -> None:
     """The best distilled student; its metadata says how to rebuild it and what it scored on which data."""
     metadata = {
         "format": "agentrt-distill-student",
@@ -667,7 +671,7 @@ def save_student(settings: Settings, output: str, best: SeedResult, data: Data) 
     _save(best.student, "--output", output, metadata, settings, best)
 
 
-def save_teacher(settings: Settings, path: str, best: SeedResult, data: Data) -> None:
+def save_teacher(settings: OfflineSettings, path: str, best: SeedResult, data: Data) -> None:
     """The best seed's teacher, in the ``checkpoint`` teacher plugin's format: ``--teacher PATH`` and
     ``[teacher] plugin = "checkpoint"`` both load it."""
     from runtime.learn.nets import MLP
@@ -679,7 +683,7 @@ def save_teacher(settings: Settings, path: str, best: SeedResult, data: Data) ->
 
 
 def _save(
-    module: torch.nn.Module, flag: str, path: str, metadata: dict[str, str], settings: Settings, best: SeedResult
+    module: torch.nn.Module, flag: str, path: str, metadata: dict[str, str], settings: OfflineSettings, best: SeedResult
 ) -> None:
     """Write ``module`` with ``metadata`` and where it came from (dataset, split, seed); a path that
     cannot be written is the flag's fault."""
@@ -801,10 +805,10 @@ def run_distill(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     try:
-        config = config_module.load(getattr(args, "config", None))
+        config = Settings.of(config_module.load(getattr(args, "config", None)))
         settings = settings_from_args(args, config)
         check_writable("--plot", args.plot)
-        plugins = pluginmanager.load(config["plugins"])
+        plugins = pluginmanager.load(config.plugins.table())
         per_seed = (0 if settings.teacher_path else settings.teacher_steps) + 2 * settings.steps
         with Progress(
             TextColumn("{task.description}"),
@@ -841,7 +845,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register ``distill`` (handler ``run_distill``) on the CLI's subcommands."""
-    defaults = Settings()
+    defaults = OfflineSettings()
     parser = subcommands.add_parser(
         "distill",
         help="offline distillation on a dataset: teacher, distilled and hard-label students compared",

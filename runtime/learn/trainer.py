@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
+from runtime.config import Settings
 from runtime.errors import PluginFailure
 from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
 from runtime.learn.models import build_student
@@ -97,34 +98,33 @@ class Verdict:
 
 class Trainer:
     def __init__(
-        self, plugins: Plugins, config: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
+        self, plugins: Plugins, settings: Settings, observation_space: spaces.Space, action_space: spaces.Space
     ) -> None:
         import torch
 
         self.torch = torch
-        settings = config["distillation"]
-        self.settings = settings
+        self.settings = distillation = settings.distillation
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.student = build_student(plugins, config, observation_space, action_space)
+        self.student = build_student(plugins, settings, observation_space, action_space)
         self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
-        self.strategy_component = plugins.get("strategy", settings["strategy"])
-        self.strategy = plugins.build("strategy", settings["strategy"], dict(settings["params"]))
-        self.optimiser = Optimiser(self.student, settings["learning_rate"], self.strategy)
+        self.strategy_component = plugins.get("strategy", distillation.strategy)
+        self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params))
+        self.optimiser = Optimiser(self.student, distillation.learning_rate, self.strategy)
         self.buffer = ReplayBuffer(
-            settings["buffer_samples"],
-            settings["buffer_bytes"],
-            settings["eviction"],
-            settings["prioritized"],
-            settings["priority_alpha"],
-            settings["seed"],
+            distillation.buffer_samples,
+            distillation.buffer_bytes,
+            distillation.eviction,
+            distillation.prioritized,
+            distillation.priority_alpha,
+            distillation.seed,
         )
-        self.heldout = ReplayBuffer(settings["heldout_samples"], settings["buffer_bytes"], seed=settings["seed"])
-        self.random = np.random.default_rng(settings["seed"])
+        self.heldout = ReplayBuffer(distillation.heldout_samples, distillation.buffer_bytes, seed=distillation.seed)
+        self.random = np.random.default_rng(distillation.seed)
         self.agreement: float | None = None
         self.loss: float | None = None
 
     def ready(self) -> bool:
-        return len(self.buffer) >= self.settings["min_samples"]
+        return len(self.buffer) >= self.settings.min_samples
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
@@ -143,7 +143,7 @@ class Trainer:
         columns = {"features": features, "outputs": outputs}
         if teacher_features is not None:
             columns["teacher_features"] = np.asarray(teacher_features, dtype=np.float32).reshape(len(features), -1)
-        held = self.random.random(len(features)) < self.settings["heldout_share"]
+        held = self.random.random(len(features)) < self.settings.heldout_share
         if held.any():
             self.heldout.add(**{name: column[held] for name, column in columns.items()})
         if (~held).any():
@@ -153,7 +153,7 @@ class Trainer:
     def train_step(self) -> float:
         """One minibatch step; returns the loss. Strategy failures surface as PluginFailure."""
         torch = self.torch
-        index, batch = self.buffer.sample(self.settings["batch_size"])
+        index, batch = self.buffer.sample(self.settings.batch_size)
         teacher = torch.from_numpy(batch["outputs"])
         outputs, student_features = forward_with_features(self.student, torch.from_numpy(batch["features"]))
         teacher_features = batch.get("teacher_features")
@@ -207,7 +207,7 @@ class Trainer:
 
     def score(self, state: dict[str, Any]) -> tuple[float | None, float | None]:
         """Held-out (agreement, loss) of a set of student weights; None while the set is too small."""
-        if len(self.heldout) < self.settings["min_heldout"]:
+        if len(self.heldout) < self.settings.min_heldout:
             return None, None
         self.scratch.load_state_dict(state)
         size = len(self.heldout)
@@ -224,6 +224,6 @@ class Trainer:
         promoted = (
             agreement is None
             or serving_agreement is None
-            or agreement >= serving_agreement - self.settings["promotion_margin"]
+            or agreement >= serving_agreement - self.settings.promotion_margin
         )
         return Verdict(promoted, agreement, loss, serving_agreement)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,14 +18,17 @@ from runtime.wire.spaces import Space, describe
 class Chain:
     """Configured steps applied in order; a step that raises surfaces as a PluginFailure naming it."""
 
-    def __init__(self, plugins: Plugins, point: str, config: dict[str, Any], input_space: Space) -> None:
-        extension = EXTENSION_POINTS[point]
-        if not extension.chain:
+    def __init__(
+        self, plugins: Plugins, point: str, names: Sequence[str], params: Mapping[str, Any], input_space: Space
+    ) -> None:
+        """The steps ``names`` of the chained extension ``point``, in order; ``params`` holds each
+        step's own table by name (``[perception.params.<name>]``)."""
+        if not EXTENSION_POINTS[point].chain:
             raise ValueError(f"{point} components are not chained")
         self.steps: list[tuple[Component, StreamStep]] = []
         space = input_space
-        for name in extension.selected(config):
-            step = plugins.build(point, name, extension.params(config, name), space)
+        for name in names:
+            step = plugins.build(point, name, dict(params.get(name, {})), space)
             space = step.output_space
             self.steps.append((plugins.get(point, name), step))
         self.output_space = space

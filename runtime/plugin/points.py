@@ -37,11 +37,6 @@ class ExtensionPoint:
         value = config[self.section][self.key]
         return list(value) if self.chain else [value]
 
-    def params(self, config: dict[str, Any], name: str) -> dict[str, Any]:
-        """Component ``name``'s params table in ``config`` (a copy)."""
-        table = config[self.section]["params"]
-        return dict(table.get(name, {}) if self.chain else table)
-
 
 _SPACES = ("observation_space", "action_space")
 

@@ -17,6 +17,7 @@ import structlog
 import zmq
 
 from runtime import logs, rundir
+from runtime.config import Settings
 from runtime.errors import ConfigError, ExitCode, PluginError, PluginFailure, ProtocolError
 from runtime.plugin import pluginmanager
 from runtime.processes import die_with_parent
@@ -53,24 +54,24 @@ class Role:
         if supervised:
             die_with_parent()
         self.parent_pid = int(os.environ.get(DAEMON_PID_ENV, os.getppid()))
-        self.config = config
-        daemon = config["daemon"]
-        self.log = logs.configure(self.name, daemon["log_format"], daemon["log_level"])
+        self.config = config  # the TOML-shaped form, for plugins (agentrt_role_started)
+        self.settings = settings = Settings.of(config)
+        self.log = logs.configure(self.name, settings.daemon.log_format, settings.daemon.log_level)
         self.transport = transport.Transport(
-            daemon["run_dir"] if supervised else None,
-            config["protocol"]["max_message_bytes"],
-            daemon["socket_linger_ms"],
+            settings.daemon.run_dir if supervised else None,
+            settings.protocol.max_message_bytes,
+            settings.daemon.socket_linger_ms,
         )
-        self.max_message_bytes = config["protocol"]["max_message_bytes"]
+        self.max_message_bytes = settings.protocol.max_message_bytes
         self.counters: Counter[str] = Counter()
         self._repeats: dict[str, tuple[float, int]] = {}  # key -> (time of its last line, occurrences since)
         self.gauges: dict[str, Any] = {}
         self.poller = zmq.Poller()
         self.handlers: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
         self.stopping = False
-        self.stats_interval = daemon["stats_interval_s"]
-        self.plugins = pluginmanager.load(config["plugins"])
-        self.observation_space, self.action_space = agent_spaces(config["agent"])
+        self.stats_interval = settings.daemon.stats_interval_s
+        self.plugins = pluginmanager.load(settings.plugins.table())
+        self.observation_space, self.action_space = agent_spaces(settings.agent.table())
 
     # --- for subclasses ---------------------------------------------------------------------
     def setup(self) -> None:
@@ -172,7 +173,7 @@ class Role:
     def exit_with(self, code: ExitCode, reason: str) -> int:
         """The exit status for ``reason``, which the daemon shows in ``status`` (supervised roles only)."""
         if self.supervised:
-            report_exit(self.config["daemon"]["run_dir"], self.name, code, reason)
+            report_exit(self.settings.daemon.run_dir, self.name, code, reason)
         return code
 
     def _daemon_alive(self) -> bool:

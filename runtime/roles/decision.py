@@ -5,6 +5,7 @@ or labels; new student weights are swapped in between batches. The deciding itse
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from pathlib import Path
 
@@ -26,16 +27,16 @@ class Decision(Role):
     def setup(self) -> None:
         import torch
 
-        torch.set_num_threads(self.config["decision"]["torch_threads"])
-        self.decider = Decider(self.plugins, self.config, self.observation_space, self.action_space)
-        run_dir = self.config["daemon"]["run_dir"]
+        torch.set_num_threads(self.settings.decision.torch_threads)
+        self.decider = Decider(self.plugins, self.settings, self.observation_space, self.action_space)
+        run_dir = self.settings.daemon.run_dir
         self.store = CheckpointStore(Path(run_dir) / registry.CHECKPOINTS)
         # The serving version, or the newest earlier one that loads: one bad file must not stop service.
         for version in registry.serving_order(run_dir):
             if self.swap_in(version, str(self.store.path(version))):
                 break
-        self.batch_max = self.config["decision"]["batch_max"]
-        self.teacher_timeout_ms = self.config["teacher"]["timeout_ms"]
+        self.batch_max = self.settings.decision.batch_max
+        self.teacher_timeout_ms = self.settings.teacher.timeout_ms
         self.request_ids = itertools.count(1)
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DECISION_IN))
@@ -144,7 +145,7 @@ class Decision(Role):
         self.send(self.teacher, protocol.encode("teach", request_id=request_id, obs=observations), "teach")
         deadline = time.monotonic() + self.teacher_timeout_ms / 1000
         while (remaining := deadline - time.monotonic()) > 0:
-            if not self.teacher.poll(remaining * 1000):
+            if not self.teacher.poll(math.ceil(remaining * 1000)):
                 break
             reply = self.decode(self.teacher.recv(), frozenset({"taught"}))
             if reply is not None and reply["request_id"] == request_id:  # older ids answered too late

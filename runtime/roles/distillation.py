@@ -45,11 +45,9 @@ class Distillation(Role):
     def setup(self) -> None:
         import torch
 
-        settings = self.config["distillation"]
-        torch.set_num_threads(settings["torch_threads"])
-        self.settings = settings
-        self.learner = Learner(self.plugins, self.config, self.observation_space, self.action_space)
-        run_dir = self.config["daemon"]["run_dir"]
+        torch.set_num_threads(self.settings.distillation.torch_threads)
+        self.learner = Learner(self.plugins, self.settings, self.observation_space, self.action_space)
+        run_dir = self.settings.daemon.run_dir
         self.learner_data = Path(run_dir) / CHECKPOINTS / LEARNER_DATA
         self.registry, damaged_moved_to = registry.open_writable(run_dir)
         self.log_recovery(replace(self.registry.recover(), damaged_moved_to=damaged_moved_to))
@@ -157,13 +155,13 @@ class Distillation(Role):
         self.counters["samples"] += 1
         # An acting teacher's answer is the label, unless its features are wanted too (the teacher's
         # answer cache makes asking again free).
-        if sample["teacher_output"] is not None and not self.settings["teacher_features"]:
+        if sample["teacher_output"] is not None and not self.settings.distillation.teacher_features:
             self.add_labelled(sample["features"][None], sample["teacher_output"][None], None)
             return
         if not self.pending:
             self.pending_since = time.monotonic()
         self.pending.append((sample["obs"], sample["features"]))
-        if len(self.pending) >= self.settings["label_batch"]:
+        if len(self.pending) >= self.settings.distillation.label_batch:
             self.request_labels()
 
     def request_labels(self) -> None:
@@ -174,7 +172,10 @@ class Distillation(Role):
         self.send(
             self.teacher,
             protocol.encode(
-                "teach", request_id=request_id, obs=observations, want_features=self.settings["teacher_features"]
+                "teach",
+                request_id=request_id,
+                obs=observations,
+                want_features=self.settings.distillation.teacher_features,
             ),
             "teach",
         )
@@ -208,7 +209,7 @@ class Distillation(Role):
 
     def tick(self) -> None:
         now = time.monotonic()
-        if self.pending and now - self.pending_since > self.settings["label_wait_ms"] / 1000:
+        if self.pending and now - self.pending_since > self.settings.distillation.label_wait_ms / 1000:
             self.request_labels()
         # A teacher that restarted never answers what it had in hand: forget those requests.
         for request_id in [i for i, (sent, _) in self.in_flight.items() if now - sent > LABEL_TIMEOUT_S]:
@@ -288,7 +289,7 @@ class Distillation(Role):
         self.send(self.publisher, protocol.encode("weights", version=version, path=path), "weights")
 
     def prune(self) -> None:
-        pruned = self.registry.prune(self.settings["keep_versions"])
+        pruned = self.registry.prune(self.settings.distillation.keep_versions)
         if pruned:
             self.log.debug("versions_pruned", versions=pruned)
 

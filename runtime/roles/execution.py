@@ -5,7 +5,7 @@ from __future__ import annotations
 import zmq
 
 from runtime.errors import PluginFailure
-from runtime.plugin.chains import Chain
+from runtime.learn.models import execution_chain
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
@@ -14,7 +14,7 @@ class Execution(Role):
     name = "execution"
 
     def setup(self) -> None:
-        self.chain = Chain(self.plugins, "execution", self.config, self.action_space)
+        self.chain = execution_chain(self.plugins, self.settings, self.action_space)
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.EXECUTION_IN))
         self.returns = self.transport.connect(zmq.PUSH, self.transport.internal(transport.GATEWAY_RETURN))
         self.on(self.inbox, lambda sock: self.drain(sock, self.handle))

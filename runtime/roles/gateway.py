@@ -40,9 +40,9 @@ class Gateway(Role):
     name = "gateway"
 
     def setup(self) -> None:
-        endpoint = self.config["daemon"]["peer_endpoint"]
+        endpoint = self.settings.daemon.peer_endpoint
         self.peers = self.transport.bind(
-            zmq.ROUTER, endpoint, stall_timeout_ms=int(self.config["protocol"]["stall_timeout_s"] * 1000)
+            zmq.ROUTER, endpoint, stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000)
         )
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
@@ -56,16 +56,16 @@ class Gateway(Role):
         self.on(self.monitor, self.on_transport_event)
         self.sessions: dict[bytes, Session] = {}
         self.peer_numbers = itertools.count(1)
-        self.peer_timeout = self.config["protocol"]["peer_timeout_s"]
-        self.max_sessions = self.config["protocol"]["max_sessions"]
-        self.out_of_bounds = self.config["protocol"]["out_of_bounds"]
-        self.forced_teacher_budget = self.config["protocol"]["forced_teacher_budget"]
-        self.teacher_peers = frozenset(self.config["protocol"]["teacher_peers"])
+        self.peer_timeout = self.settings.protocol.peer_timeout_s
+        self.max_sessions = self.settings.protocol.max_sessions
+        self.out_of_bounds = self.settings.protocol.out_of_bounds
+        self.forced_teacher_budget = self.settings.protocol.forced_teacher_budget
+        self.teacher_peers = frozenset(self.settings.protocol.teacher_peers)
         self.welcome_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
         }
-        self.student_version = registry.serving_version(self.config["daemon"]["run_dir"])
+        self.student_version = registry.serving_version(self.settings.daemon.run_dir)
         self.next_sweep = 0.0
         self.gauges.update(peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT))
 

@@ -6,7 +6,7 @@ import numpy as np
 import zmq
 
 from runtime.errors import PluginFailure
-from runtime.plugin.chains import Chain
+from runtime.learn.models import perception_chain
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
@@ -15,7 +15,7 @@ class Perception(Role):
     name = "perception"
 
     def setup(self) -> None:
-        self.chain = Chain(self.plugins, "perception", self.config, self.observation_space)
+        self.chain = perception_chain(self.plugins, self.settings, self.observation_space)
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.PERCEPTION_IN))
         self.to_decision = self.transport.connect(zmq.PUSH, self.transport.internal(transport.DECISION_IN))
         self.returns = self.transport.connect(zmq.PUSH, self.transport.internal(transport.GATEWAY_RETURN))

@@ -10,6 +10,7 @@ import numpy as np
 import zmq
 
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
+from runtime.learn.models import build_teacher
 from runtime.plugin.interfaces import LabelWithFeatures
 from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import Role
@@ -60,21 +61,19 @@ class TeacherRole(Role):
         import torch
 
         torch.set_num_threads(1)
-        settings = self.config["teacher"]
-        self.component = self.plugins.get("teacher", settings["plugin"])
-        self.teacher = self.plugins.build(
-            "teacher", settings["plugin"], dict(settings["params"]), self.observation_space, self.action_space
-        )
-        self.cache = AnswerCache(settings["cache_size"], settings["cache_decimals"])
-        self.features_wanted = self.config["distillation"]["teacher_features"]
+        settings = self.settings.teacher
+        self.component = self.plugins.get("teacher", settings.plugin)
+        self.teacher = build_teacher(self.plugins, self.settings, self.observation_space, self.action_space)
+        self.cache = AnswerCache(settings.cache_size, settings.cache_decimals)
+        self.features_wanted = self.settings.distillation.teacher_features
         self.gives_features = isinstance(self.teacher, LabelWithFeatures)
         if self.features_wanted and not self.gives_features:
             raise ConfigError(
-                f"distillation.teacher_features is on, but teacher {settings['plugin']!r} has no label_with_features"
+                f"distillation.teacher_features is on, but teacher {settings.plugin!r} has no label_with_features"
             )
         self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
         self.log.info(
-            "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings["plugin"]
+            "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings.plugin
         )
         self.on(self.server, self.on_request)
         self.gauges.update(latency_us=0.0)

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 from runtime import __version__, logs, rundir
+from runtime.config import Settings
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
@@ -75,10 +76,10 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 class Daemon:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        settings = config["daemon"]
-        self.run_dir = Path(settings["run_dir"])
-        self.log = logs.configure("daemon", settings["log_format"], settings["log_level"])
+        self.config = config  # the TOML-shaped form, written for the roles to read
+        self.settings = Settings.of(config)
+        self.run_dir = Path(self.settings.daemon.run_dir)
+        self.log = logs.configure("daemon", self.settings.daemon.log_format, self.settings.daemon.log_level)
         self.roles = {name: RoleProcess(name) for name in ROLES}
         self.launcher = Launcher()
         self.stopping = False
@@ -108,7 +109,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.transport = transport.Transport(
-            self.run_dir, self.config["protocol"]["max_message_bytes"], self.config["daemon"]["socket_linger_ms"]
+            self.run_dir, self.settings.protocol.max_message_bytes, self.settings.daemon.socket_linger_ms
         )
         try:
             self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.CONTROL))
@@ -117,7 +118,7 @@ class Daemon:
                 "daemon_started",
                 run_dir=str(self.run_dir),
                 version=__version__,
-                peer_endpoint=self.config["daemon"]["peer_endpoint"],
+                peer_endpoint=self.settings.daemon.peer_endpoint,
             )
             for role in self.roles.values():
                 self._spawn(role)
@@ -157,14 +158,14 @@ class Daemon:
 
     def _supervise(self) -> None:
         now = time.monotonic()
-        settings = self.config["daemon"]
+        settings = self.settings.daemon
         for role in self.roles.values():
             code = role.process.poll() if role.process is not None else None
             if role.process is not None and code is not None:
                 uptime = now - role.started_at
                 reason = rundir.take_role_exit(self.run_dir, role.name, role.process.pid) or _describe_exit(code)
                 same = (code, rundir.one_line(reason)) == (role.last_exit_code, role.last_exit_reason)
-                role.same_exits = role.same_exits + 1 if same and uptime < settings["restart_reset_s"] else 1
+                role.same_exits = role.same_exits + 1 if same and uptime < settings.restart_reset_s else 1
                 role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
                 if code == ExitCode.CONFIG:
                     self.log.error("role_misconfigured", child=role.name, error=reason)
@@ -176,9 +177,9 @@ class Daemon:
                 role.carried.update(role.counters)
                 role.counters = {}
                 role.backoff = (
-                    settings["restart_backoff_s"]
-                    if uptime >= settings["restart_reset_s"] or not role.backoff
-                    else min(role.backoff * 2, settings["restart_backoff_max_s"])
+                    settings.restart_backoff_s
+                    if uptime >= settings.restart_reset_s or not role.backoff
+                    else min(role.backoff * 2, settings.restart_backoff_max_s)
                 )
                 role.restart_at = now + role.backoff
                 role.process = None
@@ -221,7 +222,7 @@ class Daemon:
         alive = [r.process for r in self.roles.values() if r.process is not None and r.process.poll() is None]
         for process in alive:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.config["daemon"]["stop_timeout_s"]
+        deadline = time.monotonic() + self.settings.daemon.stop_timeout_s
         for process in alive:
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.01))
@@ -300,9 +301,7 @@ class Daemon:
                 "uptime_s": round(now - self.started_at, 3),
                 "run_dir": str(self.run_dir),
                 # Where peers really connect: with a wildcard port in the configuration, the bound one.
-                "peer_endpoint": self.roles["gateway"].gauges.get(
-                    "peer_endpoint", self.config["daemon"]["peer_endpoint"]
-                ),
+                "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint", self.settings.daemon.peer_endpoint),
             },
             "roles": {
                 name: {

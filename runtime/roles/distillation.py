@@ -121,7 +121,7 @@ class Distillation(Role):
         while version := choose():
             record = self.registry.get(version)
             try:
-                return version, read_checkpoint(self.registry.run_dir / registry.checkpoint_path(version))[0]
+                return version, read_checkpoint(self.registry.store.path(version))[0]
             except CheckpointError as exc:
                 self.note_quarantine(self.registry.quarantine(version), str(exc), version=version)
                 if record is None:  # not recorded, so quarantining cannot change what ``choose`` names

@@ -58,15 +58,16 @@ class Decision(Role):
 
     def swap_in(self, version: int, path: str) -> bool:
         """Serve ``version`` from ``path``; False (the current version serves on) if its file cannot be
-        read (it is quarantined) or its weights do not fit the student."""
+        read (it is quarantined), is gone, or its weights do not fit the student."""
         try:
             self.decider.serve(version, read_checkpoint(path)[0])
-        except CheckpointError as exc:
-            self.note_quarantine(self.store.quarantine(Path(path)), str(exc), version=version)
-            return False
-        except (RuntimeError, ValueError) as exc:
-            self.counters["weights_rejected"] += 1
-            self.log.error("weights_rejected", version=version, path=path, error=str(exc))
+        except (CheckpointError, RuntimeError, ValueError) as exc:
+            moved = self.store.quarantine(Path(path)) if isinstance(exc, CheckpointError) else None
+            if moved is not None:
+                self.note_quarantine(moved, str(exc), version=version)
+            else:
+                self.counters["weights_rejected"] += 1
+                self.log.error("weights_rejected", version=version, path=path, error=str(exc))
             return False
         self.gauges["student_version"] = version
         self.counters["weights_swapped"] += 1

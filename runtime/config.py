@@ -37,6 +37,7 @@ from runtime.plugin.params import (
 )
 from runtime.plugin.pluginmanager import TRACE_ENV
 from runtime.plugin.points import EXTENSION_POINTS, in_section
+from runtime.wire.keys import KeyStore, default_keys_dir, is_loopback
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 CONFIG_FILE_NAME = "agentrt.toml"
@@ -169,6 +170,14 @@ class TeacherSettings(Section):
         "teacher answers remembered by observation, so no question is paid twice (0: off)",
         and_(integer, ge(0)),
     )
+    batch_max: int = setting(
+        1024, "observations the teacher labels in one call, from requests that arrived together", positive_int
+    )
+    batch_wait_ms: int = setting(
+        0,
+        "how long the teacher waits for more requests to fill its batch (0: takes what is queued)",
+        and_(integer, ge(0), le(_MAX_TIMEOUT_MS)),
+    )
     cache_bytes: int = setting(
         32 << 20,
         "memory the teacher answer cache may hold, keys and answers (whichever bound is smaller wins)",
@@ -251,6 +260,25 @@ class PluginSettings(Section):
 
 
 @dataclass(frozen=True)
+class SecuritySettings(Section):
+    curve: bool = setting(False, "require CURVE (authenticated, encrypted) connections on the peer endpoint", boolean)
+    keys_dir: str = setting(
+        "",
+        "CURVE keys: server.key, server.key_secret, authorized/<peer>.key (agentrt keys); "
+        "empty: $XDG_CONFIG_HOME/agentrt/keys or ~/.config/agentrt/keys",
+        string,
+    )
+    insecure: bool = setting(
+        False,
+        "allow a peer endpoint reachable from other hosts without CURVE (anyone reaching it drives the agent)",
+        boolean,
+    )
+
+    def keys(self) -> KeyStore:
+        return KeyStore(self.keys_dir or default_keys_dir())
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration, typed: what roles and the learning core read. ``load`` returns its
     TOML-shaped form (``Config``), which travels to the roles as JSON; ``Settings.of`` types it."""
@@ -266,6 +294,7 @@ class Settings:
     perception: PerceptionSettings
     execution: ExecutionSettings
     plugins: PluginSettings
+    security: SecuritySettings
 
     @classmethod
     def of(cls, config: Mapping[str, Mapping[str, Any]]) -> Settings:
@@ -388,6 +417,24 @@ def load(
     # Absolute: the roles and the daemon started with --detach do not share the caller's working directory.
     config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"] or default_run_dir(environ)).absolute())
     return config
+
+
+def peer_security(settings: Settings) -> str:
+    """How the peer endpoint is protected: "curve", "loopback" (reachable from this host only) or
+    "insecure" (reachable from others, without CURVE, as ``security.insecure`` allows). ConfigError
+    for an endpoint reachable from other hosts without either."""
+    if settings.security.curve:
+        return "curve"
+    endpoint = settings.daemon.peer_endpoint
+    if is_loopback(endpoint):
+        return "loopback"
+    if settings.security.insecure:
+        return "insecure"
+    raise ConfigError(
+        f"the peer endpoint {endpoint} is reachable from other hosts, and without CURVE anyone who reaches it "
+        "drives the agent: set security.curve = true (keys: agentrt keys generate), bind 127.0.0.1, "
+        "or accept the risk with --insecure (security.insecure = true)"
+    )
 
 
 def default_run_dir(environ: Mapping[str, str]) -> str:

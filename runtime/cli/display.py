@@ -17,8 +17,13 @@ def print_status(status: dict[str, Any]) -> None:
     daemon = status["daemon"]
     console.print(
         f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  "
-        f"peers at {daemon['peer_endpoint']}"
+        f"peers at {daemon['peer_endpoint']} ({daemon.get('peer_security') or 'starting'})"
     )
+    if daemon.get("peer_security") == "insecure":
+        console.print(
+            "[bold red]warning:[/] the peer endpoint is reachable from other hosts without CURVE: "
+            "anyone who reaches it drives the agent (security.curve, agentrt keys)"
+        )
     roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():
         last_exit = "-" if role["last_exit_code"] is None else f"{role['last_exit_code']}: {role['last_exit_reason']}"

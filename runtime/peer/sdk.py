@@ -24,6 +24,7 @@ import zmq
 
 from runtime.errors import PeerError, ProtocolError
 from runtime.wire import protocol
+from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
 
 
@@ -64,8 +65,12 @@ class Peer:
         resend_s: float = 0.5,
         reconnect_after: int = 4,
         max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
+        curve: ClientKeys | None = None,
     ) -> None:
+        """``curve``: the runtime's public key and this peer's key pair, for an endpoint that requires
+        CURVE (``ClientKeys.from_files("server.key", "robot.key_secret")``)."""
         self.endpoint = endpoint
+        self.curve = curve
         self.name = name
         self.spaces = {
             "observation_space": space_to_wire(observation_space),
@@ -108,6 +113,8 @@ class Peer:
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 200)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.socket_cap(self.max_message_bytes))
+        if self.curve is not None:
+            self.curve.apply(self.socket)
         self.socket.connect(self.endpoint)
         return self.socket
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from runtime.config import peer_security
 from runtime.errors import ProtocolError
 from runtime.learn import registry
 from runtime.roles.base import Role
@@ -41,8 +42,19 @@ class Gateway(Role):
 
     def setup(self) -> None:
         endpoint = self.settings.daemon.peer_endpoint
+        security = peer_security(self.settings)
+        curve_secret = None
+        if security == "curve":
+            keys = self.settings.security.keys()
+            curve_secret = keys.server_secret()
+            self.transport.authenticate(keys)
+        elif security == "insecure":
+            self.log.warning("peer_endpoint_insecure", endpoint=endpoint)
         self.peers = self.transport.bind(
-            zmq.ROUTER, endpoint, stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000)
+            zmq.ROUTER,
+            endpoint,
+            stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000),
+            curve_secret=curve_secret,
         )
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
@@ -67,7 +79,9 @@ class Gateway(Role):
         }
         self.student_version = registry.serving_version(self.settings.daemon.run_dir)
         self.next_sweep = 0.0
-        self.gauges.update(peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.gauges.update(
+            peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT), peer_security=security
+        )
 
     # --- peers -----------------------------------------------------------------------------------
     def on_peer_message(self, sock: zmq.Socket) -> None:
@@ -232,6 +246,10 @@ class Gateway(Role):
 
     def on_transport_event(self, sock: zmq.Socket) -> None:
         event = recv_monitor_message(sock)
+        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # a CURVE key the authorized directory lacks
+            self.counters["peers_refused_key"] += 1
+            self.log_repeated("refused_key", "warning", "peer_key_refused")
+            return
         # not event=...: structlog takes the log message as its first argument, named "event"
         self.count_error(
             ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", transport_event=int(event["event"])

@@ -302,6 +302,8 @@ class Daemon:
                 "run_dir": str(self.run_dir),
                 # Where peers really connect: with a wildcard port in the configuration, the bound one.
                 "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint", self.settings.daemon.peer_endpoint),
+                # curve, loopback or insecure (reachable from other hosts without CURVE: warned about)
+                "peer_security": self.roles["gateway"].gauges.get("peer_security"),
             },
             "roles": {
                 name: {

@@ -343,7 +343,7 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     if not (run_dir / FILE_NAME).exists():
         print(f"agentrt student list: no student registry in {run_dir}", file=sys.stderr)
         return ExitCode.FAILURE
-    registry = Registry(run_dir, readonly=True)
+    registry = Registry(run_dir, readonly=True)  # RegistryDamaged: main() prints it in one line
     try:
         versions, serving = [v.as_dict() for v in registry.versions()], registry.serving()
     except sqlite3.OperationalError as exc:

@@ -65,8 +65,7 @@ def test_an_unknown_key_is_refused(curve_daemon):
 
 def test_a_plaintext_client_gets_nothing_from_a_curve_endpoint(curve_daemon):
     daemon, _, _ = curve_daemon
-    gateway = daemon.status()["roles"]["gateway"]["counters"]
-    failures, attached = gateway.get("handshake_failures", 0), gateway.get("peers_attached", 0)
+    failures = daemon.status()["roles"]["gateway"]["counters"].get("handshake_failures", 0)
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -74,12 +73,11 @@ def test_a_plaintext_client_gets_nothing_from_a_curve_endpoint(curve_daemon):
         sock.connect(daemon.endpoint)
         sock.send(protocol.encode("hello", peer_name="plain", observation_space={}, action_space={}), zmq.NOBLOCK)
         # The handshake fails at the gateway (a NULL client meets a CURVE server): nothing is read or answered.
-        status = daemon.wait_until(
+        daemon.wait_until(
             lambda s: s["roles"]["gateway"]["counters"].get("handshake_failures", 0) > failures,
             what="handshake failure",
         )
         assert sock.poll(500) == 0
-        assert status["roles"]["gateway"]["counters"].get("peers_attached", 0) == attached
     finally:
         sock.close()
         context.term()

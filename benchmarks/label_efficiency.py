@@ -113,6 +113,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from runtime import config as config_module  # noqa: E402
+from runtime import extras  # noqa: E402
 from runtime.config import Settings  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
@@ -1115,6 +1116,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.daemon and args.tune:
         parser.error("--tune runs in-process only")
+    if args.plot:
+        try:
+            extras.require("matplotlib", "bench", "--plot")
+        except extras.MissingExtra as exc:
+            parser.error(str(exc))
     envs = ["cartpole", "pendulum"] if args.env == "all" else [args.env]
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     if args.tune:

@@ -94,6 +94,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from runtime import extras
 from runtime.processes import die_with_parent
 from runtime.supervisor.launch import ANY_LOOPBACK_PORT, ChildDaemon, private_run_dir
 
@@ -270,10 +271,8 @@ PATH_ROLES = ("gateway", "perception", "decision", "execution")
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """user + system CPU seconds of each process so far (clock-tick resolution; 0.0 if unreadable)."""
-    try:
-        import psutil
-    except ImportError:
-        return dict.fromkeys(pids, 0.0)
+    import psutil  # required when the benchmark starts
+
     result = {}
     for name, pid in pids.items():
         try:
@@ -518,6 +517,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.n < 1 or args.warmup < 0 or args.blocks < 1:
         parser.error("--n and --blocks must be positive, --warmup non-negative")
+    try:
+        extras.require("psutil", "bench", "the CPU-time table")
+        if args.plot:
+            extras.require("matplotlib", "bench", "--plot")
+    except extras.MissingExtra as exc:
+        parser.error(str(exc))
     return args
 
 

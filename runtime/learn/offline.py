@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtime import extras
 from runtime.config import DistillationSettings, Settings
 from runtime.errors import ConfigError, DistillError, ExitCode, PluginError
 
@@ -76,10 +77,8 @@ if TYPE_CHECKING:
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 handwritten digits: 1797 images, 10 classes, shipped with scikit-learn."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise DistillError("dataset 'digits' needs scikit-learn: pip install 'agentrt[offline]'") from None
+    from sklearn.datasets import load_digits  # required when the run starts (DATASET_MODULES)
+
     data = load_digits()
     return (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)  # pixels 0..16 -> 0..1
 
@@ -88,6 +87,8 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 DATASETS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
     "digits": _load_digits,
 }
+#: Name -> the optional module its loader imports (``runtime.extras``), checked when a run starts.
+DATASET_MODULES = {"digits": "sklearn"}
 
 
 def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -748,10 +749,8 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
 
 def write_plot(summary: dict[str, Any], path: str) -> None:
     """A bar chart of the mean accuracies (error bars: std over seeds; dots: the seeds)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise DistillError("--plot needs matplotlib: pip install 'agentrt[offline]'") from None
+    import matplotlib  # required when the run starts
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -808,6 +807,10 @@ def run_distill(args: argparse.Namespace) -> int:
         config = Settings.of(config_module.load(getattr(args, "config", None)))
         settings = settings_from_args(args, config)
         check_writable("--plot", args.plot)
+        if settings.dataset in DATASET_MODULES:
+            extras.require(DATASET_MODULES[settings.dataset], "offline", f"dataset {settings.dataset!r}")
+        if args.plot:
+            extras.require("matplotlib", "offline", "--plot")
         plugins = pluginmanager.load(config.plugins.table())
         per_seed = (0 if settings.teacher_path else settings.teacher_steps) + 2 * settings.steps
         with Progress(

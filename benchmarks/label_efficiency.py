@@ -1120,7 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             extras.require("matplotlib", "bench", "--plot")
         except extras.MissingExtra as exc:
-            parser.error(str(exc))
+            print(f"label_efficiency: {exc}", file=sys.stderr)
+            return 2
     envs = ["cartpole", "pendulum"] if args.env == "all" else [args.env]
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     if args.tune:

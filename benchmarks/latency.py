@@ -517,12 +517,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.n < 1 or args.warmup < 0 or args.blocks < 1:
         parser.error("--n and --blocks must be positive, --warmup non-negative")
-    try:
-        extras.require("psutil", "bench", "the CPU-time table")
-        if args.plot:
-            extras.require("matplotlib", "bench", "--plot")
-    except extras.MissingExtra as exc:
-        parser.error(str(exc))
     return args
 
 
@@ -637,6 +631,13 @@ def _terminated(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        extras.require("psutil", "bench", "the CPU-time table")
+        if args.plot:
+            extras.require("matplotlib", "bench", "--plot")
+    except extras.MissingExtra as exc:
+        print(f"latency: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _terminated)  # SIGTERM cleans up like Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:

@@ -53,7 +53,7 @@ def test_a_missing_extra_stops_the_command_at_its_start(modules, command, extra,
     assert len(message) == 1 and f"needs {package}" in message[0], result.stderr
     assert f"pip install 'agentrt[{extra}]'" in message[0]
     assert any(requirement.startswith(package) for requirement in pyproject_extra(extra))
-    assert result.stdout == ""  # nothing ran: no table, no JSON
+    assert result.stdout == "" and "Traceback" not in result.stderr  # nothing ran: no table, no JSON
 
 
 def test_require_names_the_package_and_the_extra():

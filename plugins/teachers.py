@@ -54,13 +54,15 @@ def resolve_checkpoint(path: str) -> Path:
 
 
 class TorchTeacher:
-    """A torch module used as a teacher: ``label`` runs it without gradients."""
+    """A torch module used as a teacher: ``label`` runs it without gradients. ``temperature`` is
+    its calibrated temperature (``runtime.plugin.interfaces.Calibrated``), None if it has none."""
 
-    def __init__(self, module) -> None:
+    def __init__(self, module, temperature: float | None = None) -> None:
         import torch
 
         self._torch = torch
         self.module = module.eval()
+        self.temperature = temperature
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
@@ -86,13 +88,16 @@ class TorchTeacher:
 def build_checkpoint_teacher(
     params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
 ) -> TorchTeacher:
-    """A teacher network stored as safetensors; its architecture is read from the file's metadata."""
+    """A teacher network stored as safetensors; its architecture, and its calibrated temperature if
+    it has one (``python -m runtime.learn.recipes.calibrate``), are read from the file's metadata."""
+    from runtime.learn.calibration import stored_temperature
     from runtime.learn.checkpoints import load_safetensors
     from runtime.learn.nets import MLP
 
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     try:
         module = MLP.from_architecture(metadata)
+        temperature = stored_temperature(metadata)
     except ValueError as exc:
         raise ValueError(f"teacher checkpoint {params['path']}: {exc} in the file's metadata") from None
     if module.input_shape != shape_of(observation_space):
@@ -106,7 +111,7 @@ def build_checkpoint_teacher(
             f"the action space needs {output_size(action_space)}"
         )
     module.load_state_dict(state)
-    return TorchTeacher(module)
+    return TorchTeacher(module, temperature)
 
 
 class ScriptedTeacher:

@@ -122,6 +122,8 @@ class Trainer:
         self.random = np.random.default_rng(distillation.seed)
         self.agreement: float | None = None
         self.loss: float | None = None
+        #: The teacher's calibrated temperature, told by whoever built or asked the teacher.
+        self.teacher_temperature: float | None = None
 
     def ready(self) -> bool:
         return len(self.buffer) >= self.settings.min_samples
@@ -168,6 +170,7 @@ class Trainer:
             student_features=student_features,
             teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
             agreement=self.agreement,
+            teacher_temperature=self.teacher_temperature,
         )
         self.loss = self.optimiser.step(strategy_loss(self.strategy_component, self.strategy, inputs))
         if self.buffer.prioritized or self.buffer.eviction == "lowest_priority":

@@ -77,7 +77,7 @@ EXTENSION_POINTS: dict[str, ExtensionPoint] = {
             (),
             "soft_target",
             "distillation strategy (loss), by name",
-            "parameters for the strategy (soft_target defaults to temperature 2, alpha 0.5)",
+            "parameters for the strategy (soft_target: the teacher's calibrated temperature, alpha 0.5)",
         ),
         ExtensionPoint(
             "query_policy",

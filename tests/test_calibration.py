@@ -3,6 +3,8 @@ temperature, and how that temperature reaches the soft_target strategy."""
 
 from __future__ import annotations
 
+import json
+
 import gymnasium
 import numpy as np
 import pytest
@@ -75,6 +77,20 @@ def test_checkpoint_teacher_without_a_temperature_has_none_and_a_bad_one_is_refu
     save_safetensors(state, tmp_path / "bad.safetensors", {**plain, "temperature": "hot"})
     with pytest.raises(pluginmanager.PluginError, match="temperature 'hot' is not a positive number"):
         build_teacher(str(tmp_path / "bad.safetensors"))
+
+
+def test_the_distiller_trains_at_the_temperature_the_teacher_role_sends():
+    from runtime.peer.gym import run_gym_peers
+    from runtime.testing import start_daemon
+
+    running = start_daemon()
+    try:
+        run_gym_peers(running.endpoint, "CartPole-v1", episodes=2, peers=1)
+        running.wait_until(lambda s: s["roles"]["distillation"]["counters"].get("labels", 0) > 0, what="labels")
+        heard = [json.loads(line) for line in running.log().splitlines() if '"teacher_temperature"' in line]
+    finally:
+        running.stop()
+    assert [event["temperature"] for event in heard] == [pytest.approx(build_teacher("builtin:cartpole").temperature)]
 
 
 def test_teacher_role_sends_its_calibrated_temperature_with_every_answer():

@@ -44,15 +44,19 @@ def forward_with_features(module: torch.nn.Module, inputs: torch.Tensor) -> tupl
 
 class Optimiser:
     """Adam over a module and a strategy's own parameters, including those a strategy creates on
-    its first loss call (a feature projection sized from the data)."""
+    its first loss call (a feature projection sized from the data); ``weight_decay`` is Adam's L2
+    penalty (the offline baseline's regulariser)."""
 
-    def __init__(self, module: torch.nn.Module, learning_rate: float, strategy: Any = None) -> None:
+    def __init__(
+        self, module: torch.nn.Module, learning_rate: float, strategy: Any = None, weight_decay: float = 0.0
+    ) -> None:
         import torch
 
         self.torch = torch
         self.module = module
         self.strategy = strategy if isinstance(strategy, torch.nn.Module) else None
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
         self.reset()
 
     def reset(self) -> None:
@@ -60,7 +64,7 @@ class Optimiser:
         parameters = list(self.module.parameters())
         if self.strategy is not None:
             parameters += list(self.strategy.parameters())
-        self.adam = self.torch.optim.Adam(parameters, lr=self.learning_rate)
+        self.adam = self.torch.optim.Adam(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def step(self, loss: torch.Tensor) -> float:
         """One gradient step on ``loss``; returns its value."""

@@ -32,7 +32,7 @@ def test_every_key_has_a_default_and_defaults_validate():
 
 def test_settings_type_every_section_and_round_trip(tmp_path):
     path = tmp_path / "agentrt.toml"
-    path.write_text('[decision]\nbatch_max = 8\n[execution]\nfilters = []\n[student.params]\nhidden = [16]\n')
+    path.write_text("[decision]\nbatch_max = 8\n[execution]\nfilters = []\n[student.params]\nhidden = [16]\n")
     loaded = config.load(path, environ={"AGENTRT_DISTILLATION_SEED": "7"})
     settings = config.Settings.of(loaded)
     assert isinstance(settings.decision, config.DecisionSettings) and settings.decision.batch_max == 8

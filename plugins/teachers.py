@@ -207,14 +207,20 @@ class EnsembleTeacher:
     """Several teachers answering together.
 
     ``combine``: "mean_probs" (discrete: average the members' softmax distributions, weighted,
-    and return its log as logits), "mean" (weighted mean of outputs, for box actions) or "stack"
-    (concatenate the members' outputs, (B, K * A), for the ``multi_teacher`` strategy).
+    each at its calibrated temperature if it has one, and return its log as logits: calibrated at
+    ``temperature`` 1 when any member is), "mean" (weighted mean of outputs, for box actions) or
+    "stack" (concatenate the members' raw outputs, (B, K * A), for the ``multi_teacher`` strategy).
     """
 
     def __init__(self, members: list, weights: np.ndarray, combine: str) -> None:
+        from runtime.learn.models import teacher_temperature
+
         self.members = members
         self.weights = weights
         self.combine = combine
+        calibrated = [teacher_temperature(member) for member in members]  # checked once, here
+        self.member_temperatures = np.array([t or 1.0 for t in calibrated])[:, None, None]
+        self.temperature = 1.0 if combine == "mean_probs" and any(calibrated) else None
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         outputs = np.stack([np.asarray(member.label(observations), dtype=np.float64) for member in self.members])
@@ -222,6 +228,7 @@ class EnsembleTeacher:
             return np.concatenate(list(outputs), axis=1).astype(np.float32)
         if self.combine == "mean":
             return np.tensordot(self.weights, outputs, axes=1).astype(np.float32)
+        outputs = outputs / self.member_temperatures
         shifted = np.exp(outputs - outputs.max(axis=2, keepdims=True))
         probabilities = shifted / shifted.sum(axis=2, keepdims=True)
         mixture = np.tensordot(self.weights, probabilities, axes=1)

@@ -107,3 +107,20 @@ def test_teacher_role_sends_its_calibrated_temperature_with_every_answer():
         assert reply["temperature"] == pytest.approx(build_teacher("builtin:cartpole").temperature)
     finally:
         role.transport.close()
+
+
+def test_the_recipe_fits_and_stores_a_temperature_in_a_copy_of_the_shipped_teacher(tmp_path, capsys):
+    from plugins.teachers import BUILTIN_CHECKPOINTS
+    from runtime.learn.recipes import calibrate
+
+    state, metadata = load_safetensors(BUILTIN_CHECKPOINTS["cartpole"])
+    path = tmp_path / "teacher.safetensors"
+    save_safetensors(state, path, {key: value for key, value in metadata.items() if key != "temperature"})
+    assert calibrate.main([str(path), "--fit-episodes", "1", "--draws", "8", "--write"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    written = load_safetensors(path)[1]
+    assert report["previous_temperature"] is None and not report["at_bound"]
+    assert stored_temperature(written) == pytest.approx(report["temperature"], rel=1e-3) and report["temperature"] > 10
+    assert written["architecture"] == "mlp" and "noisy expert" in written["calibration"]
+    fitted = report["fit_cross_entropy"]
+    assert fitted["fitted"] < fitted["uniform"] < fitted["T=2"]

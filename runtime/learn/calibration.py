@@ -102,9 +102,16 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, temperature: float) -
     return float(-(targets * log_softmax(np.asarray(logits, dtype=np.float64) / temperature)).sum(axis=1).mean())
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray, low: float = 0.05, high: float = 1e4) -> float:
+#: The range ``fit_temperature`` searches; an answer at its top means uniform targets (T -> infinity).
+TEMPERATURE_RANGE = (0.05, 1e4)
+
+
+def fit_temperature(
+    logits: np.ndarray, targets: np.ndarray, low: float = TEMPERATURE_RANGE[0], high: float = TEMPERATURE_RANGE[1]
+) -> float:
     """The temperature in [low, high] minimising ``cross_entropy``: golden-section search on
-    ``1 / T``, where the loss is convex (the softmax's log-partition is convex in the scale)."""
+    ``1 / T``, where the loss is convex (the softmax's log-partition is convex in the scale). An
+    optimum beyond a bound returns (about) that bound."""
     a, b = 1.0 / high, 1.0 / low
     ratio = (5**0.5 - 1) / 2
     for _ in range(200):

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from runtime.learn.calibration import (
     PERCENTILES,
     TEMPERATURE_KEY,
+    TEMPERATURE_RANGE,
     cross_entropy,
     fit_temperature,
     noisy_expert_targets,
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "env": env_id,
         "temperature": round(temperature, 3),
         "previous_temperature": metadata.get(TEMPERATURE_KEY),
+        # At the range's edge the targets carry no preference the logits could be scaled to.
+        "at_bound": not TEMPERATURE_RANGE[0] * 1.01 < temperature < TEMPERATURE_RANGE[1] * 0.99,
         "fit_states": len(logits),
         "fit_cross_entropy": {
             "T=2": round(cross_entropy(logits, targets, 2.0), 4),
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, value in (("T=1", 1.0), ("T=2", 2.0), ("fitted", temperature))
         },
     }
+    if args.write and result["at_bound"]:
+        parser.error(f"the fitted temperature {temperature:.3g} is at the edge of {TEMPERATURE_RANGE}: not written")
     if args.write:
         calibration = (
             f"noisy expert: {args.draws} draws of {args.noise_steps} one-step std per state, "

@@ -39,6 +39,14 @@ labels (the transfer set of Hinton et al. 2015). Per seed:
    plugin and params, the strategy params chosen, the dataset and split, and its accuracies, so it
    can be rebuilt and checked (``load_student``).
 
+What to expect on ``digits`` with the defaults (five seeds; the table is in docs/distillation.md):
+the distilled student gains 1.3 ± 1.3 points of test accuracy over the tuned, regularised
+hard-label student (90% bootstrap interval over seeds +0.6 to +2.3) and comes within half a point
+of the teacher, with 35 times fewer parameters; the ``hard_label`` strategy (the teacher's argmax
+on the transfer set) does as well (+1.2 ± 1.0): the gain is the teacher's labels, not its soft
+probabilities. The 3.2 points published before came mostly from a teacher that had learned the
+transfer set's labels (``--teacher-data train``).
+
 Everything is deterministic given the seeds: numpy generators and ``torch.manual_seed`` derive from
 the seed, and torch runs with ``distillation.torch_threads`` threads (at most 2).
 

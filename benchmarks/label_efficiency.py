@@ -527,6 +527,7 @@ def simulate(
 
 DAEMON_PUBLISH_INTERVAL_S = 0.05  # the daemon needs one (> 0); short, so the schedule's steps pace the gate
 DAEMON_POLL_S = 0.2
+DAEMON_STATS_INTERVAL_S = 0.02  # counters fresh enough for the peer to be held at the schedule's pace
 DAEMON_WALL_CAP_S = 900.0  # a daemon run that has not ended by then is reported as not reached
 
 
@@ -537,11 +538,14 @@ def run_daemon(
     schedule: Schedule = Schedule(),
     on_step: Callable[[Run], None] | None = None,
 ) -> Run:
-    """One run of ``method`` against a real, private daemon (``--daemon``): one gym peer plays flat
-    out through ``runtime.peer``; the daemon's roles decide, label and train as they always do
-    (continuously, within ``distillation.cpu_share``: the schedule's steps per label do not apply,
-    its ``publish_every`` does). Teacher answers are the teacher role's model calls (its cache makes
-    a label for a teacher-acted step free); the student evaluated is the newest candidate on disk."""
+    """One run of ``method`` against a real, private daemon (``--daemon``): one gym peer plays
+    through ``runtime.peer``; the daemon's roles decide, label and train as they always do
+    (continuously, within ``distillation.cpu_share``). With the per-label schedule the peer is held
+    before each step while the distiller has trained fewer than ``schedule.steps`` steps per answer,
+    so every answer buys at least the training it buys in-process: a peer playing flat out would
+    otherwise label faster than the distiller trains, and the count would measure compute, not the
+    choice of labels. Teacher answers are the teacher role's model calls (its cache makes a label for
+    a teacher-acted step free); the student evaluated is the newest candidate on disk."""
     import threading
 
     from runtime.config import to_toml
@@ -556,7 +560,12 @@ def run_daemon(
     config["distillation"]["publish_interval_s"] = DAEMON_PUBLISH_INTERVAL_S
     run_dir = private_run_dir()
     config_path = run_dir / "label_efficiency.toml"
-    config_path.write_text(to_toml({section: table for section, table in config.items() if section != "daemon"}))
+    config_path.write_text(
+        to_toml(
+            {section: table for section, table in config.items() if section != "daemon"}
+            | {"daemon": {"stats_interval_s": DAEMON_STATS_INTERVAL_S}}
+        )
+    )
     student = build_student(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space).eval()
     store = CheckpointStore(run_dir / "checkpoints")
     run = Run(method.name, seed)
@@ -569,11 +578,31 @@ def run_daemon(
     daemon = ChildDaemon(run_dir, config_path=str(config_path), defaults_only=True)
     try:
         daemon.wait_ready()
+        min_samples = config["distillation"]["min_samples"]
+
+        def paced_stop() -> bool:
+            """True to stop; holds the peer while the distiller owes training for the answers paid."""
+            while schedule.per == "label" and not stop.is_set():
+                status = daemon.status()
+                distiller = status["roles"]["distillation"]
+                answers = status["roles"]["teacher"]["counters"].get("labels", 0)
+                trained = distiller["counters"].get("train_steps", 0)
+                # A distiller that cannot train yet (fewer than min_samples: some labels go to the
+                # held-out set) or rests (it trains a cycle, then waits for new labels) needs the peer.
+                gauges = distiller["gauges"]
+                if (
+                    gauges.get("buffer", 0) < min_samples
+                    or gauges.get("resting", False)
+                    or trained >= schedule.steps * answers
+                ):
+                    break
+                time.sleep(DAEMON_STATS_INTERVAL_S)
+            return stop.is_set()
 
         def play() -> None:
             try:
                 run_gym_peers(
-                    daemon.endpoint, setup.env_id, episodes=10**9, peers=1, seed=seed * 100_000, should_stop=stop.is_set
+                    daemon.endpoint, setup.env_id, episodes=10**9, peers=1, seed=seed * 100_000, should_stop=paced_stop
                 )
             except BaseException as exc:  # reported below, after the daemon stopped
                 errors.append(exc)

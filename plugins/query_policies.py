@@ -435,13 +435,15 @@ class NoveltyScorer(Scorer):
     remembered labelled features and of the earlier rows of the same batch (so a batch of copies
     scores high once; rows forced to "student", never labelled, do not count). Infinite while
     nothing is remembered. Dimensions are standardised by a running std of every feature seen;
-    the memory keeps the last ``memory`` labelled rows (FIFO)."""
+    the memory keeps the last ``memory`` labelled rows (FIFO), fewer if that many rows of this
+    feature width would take more than ``memory_bytes``."""
 
     MIN_STD = 1e-6
 
-    def __init__(self, memory: int) -> None:
-        self.memory: np.ndarray | None = None  # (memory, D), filled lazily once D is known
+    def __init__(self, memory: int, memory_bytes: int) -> None:
+        self.memory: np.ndarray | None = None  # (rows, D), allocated once D is known
         self.size = memory
+        self.max_bytes = memory_bytes
         self.stored = 0
         self.position = 0
         self.seen = 0
@@ -484,7 +486,8 @@ class NoveltyScorer(Scorer):
         if not len(rows):
             return
         if self.memory is None:
-            self.memory = np.zeros((self.size, rows.shape[1]))
+            row_bytes = rows.shape[1] * np.dtype(np.float64).itemsize
+            self.memory = np.zeros((max(1, min(self.size, self.max_bytes // row_bytes)), rows.shape[1]))
         # FIFO: the oldest labelled row is forgotten first
         self.position, self.stored = ring_append(self.memory, self.position, self.stored, rows)
 
@@ -569,14 +572,19 @@ def build_disagreement(params: dict[str, Any]) -> Gated:
     return build_gated("query disagreement", params, DisagreementScorer(params["measure"]))
 
 
-@declare("query novelty", **GATE_PARAMS, memory=Param(2048, "labelled feature rows remembered (FIFO)", positive_int))
+@declare(
+    "query novelty",
+    **GATE_PARAMS,
+    memory=Param(2048, "labelled feature rows remembered (FIFO)", positive_int),
+    memory_bytes=Param(16 << 20, "largest memory those rows may take (wide features keep fewer rows)", positive_int),
+)
 def build_novelty(params: dict[str, Any]) -> Gated:
     """Label observations unlike those already labelled: the score is the distance of the
     features to the nearest of the last ``memory`` labelled ones (standardised per dimension by a
     running std). Needs nothing from the student, so it works from the first observation and
     for any action space; pick it for broad coverage of the state space. It cannot tell whether
     the student is right in familiar states, so pair it with a small share elsewhere if needed."""
-    return build_gated("query novelty", params, NoveltyScorer(params["memory"]))
+    return build_gated("query novelty", params, NoveltyScorer(params["memory"], params["memory_bytes"]))
 
 
 @hookimpl

@@ -169,6 +169,11 @@ class TeacherSettings(Section):
         "teacher answers remembered by observation, so no question is paid twice (0: off)",
         and_(integer, ge(0)),
     )
+    cache_bytes: int = setting(
+        32 << 20,
+        "memory the teacher answer cache may hold, keys and answers (whichever bound is smaller wins)",
+        positive_int,
+    )
     cache_decimals: int = setting(-1, "round observations to this many decimals for the cache key (-1: exact)", integer)
 
 

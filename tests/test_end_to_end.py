@@ -207,3 +207,43 @@ def test_a_daemon_killed_outright_is_not_running_for_the_cli_and_up_starts_afres
         assert again.status()["daemon"]["pid"] == again.process.pid
     finally:
         again.stop(remove_run_dir=False)
+
+
+def test_a_stopped_teacher_is_noticed_once_and_the_student_answers_until_it_returns():
+    """The teacher acts for every observation; stopped, it costs one timeout, not one per batch."""
+    daemon = start_daemon(
+        '[query]\npolicy = "always"\n[query.params]\nteacher_acts = true\n[teacher]\ntimeout_ms = 300\n'
+    )
+    teacher_pid = None
+    try:
+        env = gymnasium.make("CartPole-v1")
+        with Peer(daemon.endpoint, env.observation_space, env.action_space, timeout_s=30) as peer:
+            obs, _ = env.reset(seed=0)
+            assert peer.act(obs).decided_by == "teacher"
+            teacher_pid = daemon.status()["roles"]["teacher"]["pid"]
+            os.kill(teacher_pid, signal.SIGSTOP)
+            stopped_actions = [peer.act(obs) for _ in range(40)]
+            assert {action.decided_by for action in stopped_actions} == {"student"}
+            decision = daemon.wait_until(
+                lambda s: s["roles"]["decision"]["counters"].get("teacher_unavailable", 0) >= 30,
+                what="the student answering for the stopped teacher",
+            )["roles"]["decision"]
+            assert decision["gauges"]["teacher_available"] is False
+            # Noticed once (a request or two may have been parked when it stopped), not per observation.
+            assert 1 <= decision["counters"]["teacher_timeouts"] <= 3
+            os.kill(teacher_pid, signal.SIGCONT)
+            teacher_pid = None
+            # A probe (at most one a second) finds it back; then it acts again.
+            back = None
+            for _ in range(2000):
+                back = peer.act(obs)
+                if back.decided_by == "teacher":
+                    break
+            assert back is not None and back.decided_by == "teacher"
+        daemon.wait_until(
+            lambda s: s["roles"]["decision"]["gauges"]["teacher_available"] is True, what="the teacher available"
+        )
+    finally:
+        if teacher_pid is not None:
+            os.kill(teacher_pid, signal.SIGCONT)
+        daemon.stop()

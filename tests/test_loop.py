@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 
 from runtime import config as config_module
@@ -208,3 +209,40 @@ def test_the_deciders_clock_reaches_the_query_policy(plugins):
     assert labelled() == 0  # the hand clock stands still, whatever the wall clock does
     clock.now += 3.0
     assert labelled() == 1  # the bucket holds at most one second's worth
+
+
+# --- the numpy forward --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation, numpy_runs_it", [("relu", True), ("tanh", True), ("gelu", False)])
+def test_decider_runs_an_mlp_student_with_numpy_only_where_it_equals_torch(plugins, activation, numpy_runs_it):
+    settings = make_config()
+    config = settings.as_config()
+    config["student"]["params"] = {"hidden": [16, 8], "activation": activation}
+    decider = Decider(plugins, Settings.of(config), OBSERVATIONS, ACTIONS)
+    assert (decider.fast is not None) == numpy_runs_it
+    features = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected = decider.student(torch.from_numpy(features)).numpy()
+    assert np.allclose(decider.forward(features)[0], expected, atol=1e-5)
+    # New weights are verified and served by the numpy forward too.
+    state = {name: torch.randn_like(tensor) for name, tensor in decider.student.state_dict().items()}
+    decider.serve(7, state)
+    with torch.no_grad():
+        expected = decider.student(torch.from_numpy(features)).numpy()
+    assert (decider.fast is not None) == numpy_runs_it
+    assert np.allclose(decider.forward(features)[0], expected, atol=1e-5)
+
+
+def test_numpy_forward_refuses_what_it_cannot_run_or_does_not_match():
+    from torch import nn
+
+    from runtime.learn.fastpath import NumpyForward
+
+    probe = np.ones((2, 4), np.float32)
+    assert NumpyForward.compile(nn.Sequential(nn.Linear(4, 3), nn.Softplus()), probe) is None
+    assert NumpyForward.compile(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), probe) is not None
+    poisoned = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():
+        poisoned[0].weight.fill_(float("nan"))  # NaN never equals NaN: torch keeps serving
+    assert NumpyForward.compile(poisoned, probe) is None

@@ -396,8 +396,9 @@ def test_novelty_labels_a_repeated_observation_only_once():
         assert not policy.decide(context(np.zeros((3, 2)), features=[b, a, a])).label.any()
 
 
-def test_novelty_memory_is_bounded_fifo():
-    policy = build("novelty", {"threshold": 0.5, "memory": 2})
+@pytest.mark.parametrize("bound", [{"memory": 2}, {"memory_bytes": 2 * 2 * 8}])  # 2 rows of 2 float64
+def test_novelty_memory_is_bounded_fifo_in_rows_and_bytes(bound):
+    policy = build("novelty", {"threshold": 0.5, **bound})
     points = [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]
     for point in points:
         assert policy.decide(context(np.zeros((1, 2)), features=[point])).label.all()

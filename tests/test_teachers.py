@@ -140,3 +140,20 @@ def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
             assert refused.value.code == ErrorCode.WRONG_SHAPE
     finally:
         role.transport.close()
+
+
+def test_answer_cache_holds_no_more_bytes_than_its_bound():
+    from runtime.roles.teacher import ENTRY_OVERHEAD_BYTES, AnswerCache
+
+    rows = np.random.default_rng(0).normal(size=(50, 64)).astype(np.float32)
+    entry = len(AnswerCache(10, -1, 1).key(rows[0])) + 8 + ENTRY_OVERHEAD_BYTES
+    cache = AnswerCache(size=1000, decimals=-1, max_bytes=10 * entry)
+    for row in rows:
+        cache.put(cache.key(row), np.zeros(2, np.float32), None)
+    assert len(cache.entries) == 10 and cache.nbytes == 10 * entry  # the bytes bound, not the 1000 entries
+    assert cache.get(cache.key(rows[-1]), False) is not None and cache.get(cache.key(rows[0]), False) is None
+    cache.put(cache.key(rows[-1]), np.zeros(2, np.float32), None)  # replacing an entry does not count it twice
+    assert cache.nbytes == 10 * entry
+    too_big = AnswerCache(size=10, decimals=-1, max_bytes=entry - 1)
+    too_big.put(too_big.key(rows[0]), np.zeros(2, np.float32), None)
+    assert not too_big.entries and too_big.nbytes == 0

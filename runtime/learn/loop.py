@@ -26,7 +26,7 @@ from gymnasium import spaces
 from runtime.config import Settings
 from runtime.errors import PluginFailure
 from runtime.learn.evaluation import teacher_policy_outputs
-from runtime.learn.models import build_student
+from runtime.learn.models import build_student, feature_space
 from runtime.learn.trainer import Trainer, Verdict
 from runtime.plugin.interfaces import ForwardMembers, QueryContext, QueryDecision
 from runtime.plugin.pluginmanager import Component, Plugins, serve
@@ -53,10 +53,31 @@ class Decisions:
     not_finite: int  # rows whose student output was NaN or infinite
     teacher_timed_out: bool  # the teacher was asked to act and did not answer
     student_latency_us: float  # the student's forward pass, per observation
+    student_version: int  # the version whose outputs these are
 
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
         return bool(np.isfinite(self.outputs[row]).all())
+
+
+@dataclass
+class Proposal:
+    """A batch the student and the query policy have decided, its ``acting`` rows waiting for the teacher."""
+
+    observations: np.ndarray
+    outputs: np.ndarray  # (B, width): the student's
+    label: np.ndarray  # (B,) bool: the policy wants a teacher label
+    broken: np.ndarray  # (B,) bool: the student's output is NaN or infinite
+    acting: np.ndarray  # indices of the rows the teacher should act for
+    student_version: int
+    student_latency_us: float
+
+    def acting_observations(self) -> np.ndarray:
+        return self.observations[self.acting]
+
+
+#: Rows of probe features on which a numpy forward must match torch's before it serves.
+PROBE_ROWS = 8
 
 
 class Decider:
@@ -72,13 +93,21 @@ class Decider:
     ) -> None:
         import torch
 
+        from runtime.learn.fastpath import NumpyForward  # torch too
+
         self.torch = torch
+        self.compile_fast = NumpyForward.compile
         self.clock = clock
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.width = output_size(action_space)
         self.student = build_student(plugins, settings, observation_space, action_space).eval()
         self.ensemble = isinstance(self.student, ForwardMembers)  # checked once: the student never changes class
+        space = feature_space(plugins, settings, observation_space)
+        space.seed(0)
+        self.probe = np.stack([np.asarray(space.sample(), dtype=np.float32) for _ in range(PROBE_ROWS)])
+        self.fast = None if self.ensemble else self.compile_fast(self.student, self.probe)
+        self.fast_capable = self.fast is not None  # the graph decides; only a weight's value can change it
         self.student_component = plugins.get("student", settings.student.plugin)
         query = settings.query
         self.policy_component = plugins.get("query_policy", query.policy)
@@ -90,6 +119,8 @@ class Decider:
         the current ones if they do not fit the student."""
         self.student.load_state_dict(state)
         self.version = version
+        if self.fast_capable:  # verified again: weights that numpy and torch disagree on keep torch
+            self.fast = self.compile_fast(self.student, self.probe)
 
     def forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(outputs, member outputs or None) of the serving student; an ensemble acts on its
@@ -101,14 +132,25 @@ class Decider:
                 members = serve(self.student_component, lambda x: self.student.forward_members(x).numpy(), inputs)
                 _check_output(self.student_component, "forward_members", members, (len(members), *expected))
                 return members.mean(axis=0), members
-            outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
+            if self.fast is not None:
+                outputs = serve(self.student_component, self.fast, features)
+            else:
+                outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
             _check_output(self.student_component, "forward", outputs, expected)
             return outputs, None
 
     def decide(
         self, features: np.ndarray, observations: np.ndarray, forced: list[str], ask_teacher: AskTeacher
     ) -> Decisions:
-        """Decide for a batch. Raises PluginFailure if the student or the policy fails."""
+        """Decide for a batch, waiting for the teacher where it acts (``propose`` then ``complete``).
+        Raises PluginFailure if the student or the policy fails."""
+        proposal = self.propose(features, observations, forced)
+        answer = ask_teacher(proposal.acting_observations()) if len(proposal.acting) else None
+        return self.complete(proposal, answer)
+
+    def propose(self, features: np.ndarray, observations: np.ndarray, forced: list[str]) -> Proposal:
+        """The student's outputs and the policy's choice for a batch; the rows in ``acting`` wait for
+        the teacher. Raises PluginFailure if the student or the policy fails."""
         features = np.asarray(features, dtype=np.float32)
         started = time.perf_counter()
         outputs, members = self.forward(features)
@@ -126,31 +168,34 @@ class Decider:
         choice = _checked_choice(
             self.policy_component, serve(self.policy_component, self.policy.decide, context), len(features)
         )
-        decided_by = np.array(["student"] * len(features), dtype=object)
-        teacher_outputs: list[np.ndarray | None] = [None] * len(features)
         # A student that outputs NaN or infinity must not act: the teacher stands in.
         broken = ~np.isfinite(outputs).all(axis=1)
         acting = np.flatnonzero(np.asarray(choice.teacher_acts) | broken)
-        timed_out = False
-        if len(acting):
-            answer = ask_teacher(observations[acting])
-            if answer is None:
-                timed_out = True
-            else:
-                outputs = outputs.copy()
-                outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
-                decided_by[acting] = "teacher"
-                for row, index in enumerate(acting):
-                    teacher_outputs[index] = answer[row]
+        return Proposal(observations, outputs, choice.label, broken, acting, self.version, latency_us)
+
+    def complete(self, proposal: Proposal, answer: np.ndarray | None) -> Decisions:
+        """The decisions, with the teacher's ``answer`` for the acting rows, or the student's outputs
+        where it did not answer (None)."""
+        outputs = proposal.outputs
+        decided_by = np.array(["student"] * len(outputs), dtype=object)
+        teacher_outputs: list[np.ndarray | None] = [None] * len(outputs)
+        acting = proposal.acting
+        if len(acting) and answer is not None:
+            outputs = outputs.copy()
+            outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
+            decided_by[acting] = "teacher"
+            for row, index in enumerate(acting):
+                teacher_outputs[index] = answer[row]
         return Decisions(
             outputs,
             actions_from_outputs(outputs, self.action_space),
             decided_by,
-            choice.label,
+            proposal.label,
             teacher_outputs,
-            int(broken.sum()),
-            timed_out,
-            latency_us,
+            int(proposal.broken.sum()),
+            bool(len(acting)) and answer is None,
+            proposal.student_latency_us,
+            proposal.student_version,
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import zmq
@@ -14,10 +15,14 @@ import zmq
 from runtime.errors import PluginFailure
 from runtime.learn import registry
 from runtime.learn.checkpoints import CheckpointStore, load_safetensors
-from runtime.learn.loop import Decider
+from runtime.learn.loop import Decider, Decisions, Proposal
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 from runtime.wire.protocol import ErrorCode
+
+# While the teacher is unavailable (it missed a deadline), how often a batch it should act for is
+# also sent to it, as a probe; the batch itself does not wait.
+TEACHER_PROBE_INTERVAL_S = 1.0
 
 
 class Decision(Role):
@@ -34,6 +39,10 @@ class Decision(Role):
         self.batch_max = self.settings.decision.batch_max
         self.teacher_timeout_ms = self.settings.teacher.timeout_ms
         self.request_ids = itertools.count(1)
+        # Batches waiting for the teacher, by request id; one timeout deadline for all, so in deadline order.
+        self.parked: dict[int, Parked] = {}
+        self.teacher_available = True
+        self.next_probe_at = 0.0
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DECISION_IN))
         self.to_execution = self.transport.connect(zmq.PUSH, self.transport.internal(transport.EXECUTION_IN))
@@ -44,7 +53,13 @@ class Decision(Role):
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
         self.on(self.inbox, self.on_features)
         self.on(self.weights, lambda sock: self.drain(sock, self.on_weights))
-        self.gauges.update(student_version=self.decider.version, student_latency_us=0.0)
+        self.on(self.teacher, lambda sock: self.drain(sock, self.on_taught))
+        self.gauges.update(
+            student_version=self.decider.version,
+            student_latency_us=0.0,
+            numpy_forward=self.decider.fast is not None,
+            teacher_available=True,
+        )
 
     # --- weights ---------------------------------------------------------------------------------
     def on_weights(self, data: bytes) -> None:
@@ -59,7 +74,7 @@ class Decision(Role):
             self.counters["weights_rejected"] += 1
             self.log.error("weights_rejected", version=version, path=path, error=str(exc))
             return
-        self.gauges["student_version"] = version
+        self.gauges.update(student_version=version, numpy_forward=self.decider.fast is not None)
         self.counters["weights_swapped"] += 1
         self.log.info("weights_swapped", version=version)
         self.plugins.notify("agentrt_weights_swapped", version=version)
@@ -67,7 +82,7 @@ class Decision(Role):
     # --- decisions -------------------------------------------------------------------------------
     def on_features(self, sock: zmq.Socket) -> None:
         batch = []
-        for _ in range(self.batch_max):
+        for _ in range(self.batch_max):  # what is queued, never waiting to fill the batch
             try:
                 data = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -81,14 +96,77 @@ class Decision(Role):
     def decide(self, batch: list[protocol.Message]) -> None:
         features = np.stack([m["features"] for m in batch]).astype(np.float32, copy=False)
         try:
-            decisions = self.decider.decide(
-                features, np.stack([m["obs"] for m in batch]), [m["policy"] for m in batch], self.ask_teacher
-            )
+            proposal = self.decider.propose(features, np.stack([m["obs"] for m in batch]), [m["policy"] for m in batch])
         except PluginFailure as failure:
             for message in batch:
                 self.plugin_failed(failure, self.returns, message["route"], message["seq"])
             return
-        self.gauges["student_latency_us"] = decisions.student_latency_us
+        self.gauges["student_latency_us"] = proposal.student_latency_us
+        if not len(proposal.acting):
+            self.finish(batch, features, self.decider.complete(proposal, None))
+            return
+        now = time.monotonic()
+        if self.teacher_available:
+            request_id = self.ask_teacher(proposal)
+            self.parked[request_id] = Parked(now + self.teacher_timeout_ms / 1000, batch, features, proposal)
+            return
+        # Not waited for: the student answers now. A request at most every TEACHER_PROBE_INTERVAL_S
+        # probes the teacher; any answer makes it available again.
+        if now >= self.next_probe_at:
+            self.ask_teacher(proposal)
+            self.next_probe_at = now + TEACHER_PROBE_INTERVAL_S
+        self.counters["teacher_unavailable"] += len(proposal.acting)
+        self.finish(batch, features, self.decider.complete(proposal, None))
+
+    def ask_teacher(self, proposal: Proposal) -> int:
+        """Send the teacher a ``teach`` request for the proposal's acting rows; its request id."""
+        request_id = next(self.request_ids)
+        self.send(
+            self.teacher, protocol.encode("teach", request_id=request_id, obs=proposal.acting_observations()), "teach"
+        )
+        return request_id
+
+    def on_taught(self, data: bytes) -> None:
+        reply = self.decode(data, frozenset({"taught"}))
+        if reply is None:
+            return
+        if not self.teacher_available:
+            self.teacher_available = True
+            self.gauges["teacher_available"] = True
+            self.log.info("teacher_available")
+        parked = self.parked.pop(reply["request_id"], None)
+        if parked is not None:  # else answered after its deadline, or a probe
+            self.finish(parked.batch, parked.features, self.decider.complete(parked.proposal, reply["outputs"]))
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        while self.parked:
+            request_id, parked = next(iter(self.parked.items()))  # parked in deadline order
+            if parked.deadline > now:
+                break
+            del self.parked[request_id]
+            self.counters["teacher_timeouts"] += 1
+            if self.teacher_available:
+                # Marked once: until it answers again, batches are not held for it.
+                self.teacher_available = False
+                self.gauges["teacher_available"] = False
+                self.log.warning("teacher_unavailable", timeout_ms=self.teacher_timeout_ms)
+            self.finish(parked.batch, parked.features, self.decider.complete(parked.proposal, None))
+
+    def poll_timeout_ms(self) -> int:
+        if not self.parked:
+            return super().poll_timeout_ms()
+        first = next(iter(self.parked.values()))
+        return max(0, math.ceil((first.deadline - time.monotonic()) * 1000))
+
+    def teardown(self) -> None:
+        # Stopping: parked observations are answered by the student rather than left unanswered.
+        for parked in self.parked.values():
+            self.finish(parked.batch, parked.features, self.decider.complete(parked.proposal, None))
+        self.parked.clear()
+
+    def finish(self, batch: list[protocol.Message], features: np.ndarray, decisions: Decisions) -> None:
+        """Send each observation's decision on to execution, and its label request to the distiller."""
         self.counters["student_not_finite"] += decisions.not_finite
         self.counters["decided_by_teacher"] += int((decisions.decided_by == "teacher").sum())
         for index, message in enumerate(batch):
@@ -108,7 +186,7 @@ class Decision(Role):
                     route=message["route"],
                     seq=message["seq"],
                     action=decisions.actions[index],
-                    student_version=self.decider.version,
+                    student_version=decisions.student_version,
                     decided_by=decisions.decided_by[index],
                     new_episode=message["new_episode"],
                 ),
@@ -129,17 +207,12 @@ class Decision(Role):
         self.counters["decisions"] += len(batch)
         self.counters["batches"] += 1
 
-    def ask_teacher(self, observations: np.ndarray) -> np.ndarray | None:
-        """Ask the teacher to act for these observations; None if it does not answer in time."""
-        request_id = next(self.request_ids)
-        self.send(self.teacher, protocol.encode("teach", request_id=request_id, obs=observations), "teach")
-        deadline = time.monotonic() + self.teacher_timeout_ms / 1000
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not self.teacher.poll(math.ceil(remaining * 1000)):
-                break
-            reply = self.decode(self.teacher.recv(), frozenset({"taught"}))
-            if reply is not None and reply["request_id"] == request_id:  # older ids answered too late
-                return reply["outputs"]
-        self.counters["teacher_timeouts"] += 1
-        self.log.warning("teacher_timeout", batch=len(observations), timeout_ms=self.teacher_timeout_ms)
-        return None
+
+@dataclass
+class Parked:
+    """A batch waiting for the teacher to act, until ``deadline``."""
+
+    deadline: float
+    batch: list[protocol.Message]
+    features: np.ndarray
+    proposal: Proposal

@@ -164,6 +164,8 @@ class Distillation(Role):
             self.counters["errors.PLUGIN_FAILED"] += 1
             self.log_plugin_failure(failure)
         self.note_training(progress)
+        # Resting: trained a cycle on what it has, and waits for new labels (nothing new to learn).
+        self.gauges["resting"] = self.learner.next_step_in() is None
         for candidate in progress.candidates:
             self.publish(candidate)
 

@@ -17,13 +17,21 @@ from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 from runtime.wire.protocol import ErrorCode
 
+# What one entry costs beyond its key's and arrays' bytes (bytes and array headers, the tuple, the
+# ordered dict's node): 275 measured with tracemalloc on CPython 3.11, counted so that the byte
+# bound is what the process pays.
+ENTRY_OVERHEAD_BYTES = 280
+
 
 class AnswerCache:
-    """Teacher answers keyed by the observation's bytes (optionally rounded), least recently used out."""
+    """Teacher answers keyed by the observation's bytes (optionally rounded), least recently used
+    out once either bound, entries or bytes, is passed."""
 
-    def __init__(self, size: int, decimals: int) -> None:
+    def __init__(self, size: int, decimals: int, max_bytes: int) -> None:
         self.size = size
         self.decimals = decimals
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         self.entries: OrderedDict[bytes, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 
     def key(self, observation: np.ndarray) -> bytes:
@@ -39,12 +47,20 @@ class AnswerCache:
         return entry
 
     def put(self, key: bytes, outputs: np.ndarray, features: np.ndarray | None) -> None:
-        if self.size == 0:
+        if self.size == 0 or self._cost(key, (outputs, features)) > self.max_bytes:
             return
+        if key in self.entries:
+            self.nbytes -= self._cost(key, self.entries[key])
         self.entries[key] = (outputs, features)
         self.entries.move_to_end(key)
-        while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
+        self.nbytes += self._cost(key, (outputs, features))
+        while len(self.entries) > self.size or self.nbytes > self.max_bytes:
+            self.nbytes -= self._cost(*self.entries.popitem(last=False))
+
+    @staticmethod
+    def _cost(key: bytes, entry: tuple[np.ndarray, np.ndarray | None]) -> int:
+        outputs, features = entry
+        return len(key) + outputs.nbytes + (0 if features is None else features.nbytes) + ENTRY_OVERHEAD_BYTES
 
 
 class TeacherRole(Role):
@@ -64,7 +80,7 @@ class TeacherRole(Role):
         settings = self.settings.teacher
         self.component = self.plugins.get("teacher", settings.plugin)
         self.teacher = build_teacher(self.plugins, self.settings, self.observation_space, self.action_space)
-        self.cache = AnswerCache(settings.cache_size, settings.cache_decimals)
+        self.cache = AnswerCache(settings.cache_size, settings.cache_decimals, settings.cache_bytes)
         self.features_wanted = self.settings.distillation.teacher_features
         self.gives_features = isinstance(self.teacher, LabelWithFeatures)
         self.temperature = teacher_temperature(self.teacher)
@@ -142,7 +158,8 @@ class TeacherRole(Role):
             outputs, features = self.label(observations[list(missing.values())], want_features)
             self.gauges["latency_us"] = (time.perf_counter() - started) * 1e6 / len(missing)
             for row, key in enumerate(missing):
-                known[key] = (outputs[row], None if features is None else features[row])
+                # Copies: a row view would keep its whole batch alive as long as the cache keeps the row.
+                known[key] = (outputs[row].copy(), None if features is None else features[row].copy())
                 self.cache.put(key, *known[key])
         answers = [known[key] for key in keys]
         self.counters["labels"] += len(missing)

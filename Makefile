@@ -13,7 +13,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev,bench,offline]'
+	$(PY) -m pip install -q -e '.[dev,bench,offline,mujoco]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,9 +30,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Every benchmark, then benchmarks/RESULTS.md and benchmarks/results.png (make bench BENCH_ARGS=--quick: a few minutes).
 bench: $(STAMP)
-	$(PY) benchmarks/latency.py
-	$(PY) benchmarks/label_efficiency.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

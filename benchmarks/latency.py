@@ -73,7 +73,7 @@ are removed, so nothing is left behind except the optional plot. If this script 
 (SIGKILL), PR_SET_PDEATHSIG still stops the daemon (which stops its roles) and the ring processes;
 only the ``/tmp/art-*`` directories then remain.
 
-Usage: ``.venv/bin/python benchmarks/latency.py [--n 3000] [--warmup 300] [--plot lat.png]``
+Usage: ``.venv/bin/python benchmarks/latency.py [--n 3000] [--warmup 300] [--plot lat.png] [--quick]``
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import sys
@@ -514,7 +515,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=300, help="untimed round trips per path first (default 300)")
     parser.add_argument("--blocks", type=int, default=10, help="interleaved measurement blocks (default 10)")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG with histograms and CDFs")
+    parser.add_argument("--quick", action="store_true", help="n=600, warm-up 100, 4 blocks (about 15 s)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.warmup, args.blocks = 600, 100, 4
     if args.n < 1 or args.warmup < 0 or args.blocks < 1:
         parser.error("--n and --blocks must be positive, --warmup non-negative")
     return args
@@ -648,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"latency benchmark failed: {exc}", file=sys.stderr)
         return 1
+    summary["machine"] = {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()]}
     print(json.dumps(summary), flush=True)
     return 0
 

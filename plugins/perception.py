@@ -5,6 +5,9 @@ Pick by the observations and the student:
 * ``normalize``: vector observations whose components have very different scales (the usual first
   transform for an ``mlp`` student on a control task).
 * ``image``: image observations; resizes, optionally greys and scales frames for a ``cnn`` student.
+* ``view``: the observation carries more than the student should see, at known offsets (pixels
+  followed by the state a teacher reads, say: docs/distillation.md); picks the student's part and
+  gives it its shape. Put it first.
 * ``framestack``: the student needs a short history (velocities from positions, motion from
   frames): an ``mlp`` over the flattened stack, a ``gru`` over its steps or a ``cnn`` over frames.
   Put it last, after the transforms that work on single observations.
@@ -21,7 +24,22 @@ from gymnasium import spaces
 
 from runtime import hookimpl
 from runtime.plugin.interfaces import StreamStep
-from runtime.plugin.params import Param, and_, boolean, box_space, declare, gt, in_, list_of, number, positive_int
+from runtime.plugin.params import (
+    Param,
+    and_,
+    boolean,
+    box_space,
+    declare,
+    ge,
+    gt,
+    in_,
+    integer,
+    list_of,
+    number,
+    optional,
+    positive_int,
+    view_space,
+)
 from runtime.plugin.streams import StreamState
 
 # ITU-R BT.601 luma weights, the usual RGB -> grey conversion (as in OpenCV and Pillow).
@@ -188,6 +206,34 @@ def build_image(params: dict[str, Any], input_space: spaces.Space) -> ImageResiz
     return ImageResize(space, params["size"], params["grayscale"], params["scale"], params["interpolation"])
 
 
+class View(StreamStep):
+    """The elements ``start:stop`` of the flattened observation, reshaped: see ``view_space``."""
+
+    def __init__(self, output_space: spaces.Box, start: int, stop: int) -> None:
+        self.output_space = output_space
+        self.start, self.stop = start, stop
+
+    def __call__(self, features: np.ndarray, stream: bytes) -> np.ndarray:
+        part = np.asarray(features, dtype=np.float32).reshape(-1)[self.start : self.stop]
+        return part.reshape(self.output_space.shape)
+
+
+#: The parameters the ``view`` transform and the ``view`` teacher share (plugins/teachers.py).
+VIEW_PARAMS = {
+    "start": Param(0, "first element of the part, in the flattened observation", and_(integer, ge(0))),
+    "stop": Param(None, "one past its last element (required)", and_(integer, gt(0))),
+    "shape": Param(None, "the part's shape (unset: flat)", optional(list_of(positive_int))),
+}
+
+
+@declare("perception view", **VIEW_PARAMS)
+def build_view(params: dict[str, Any], input_space: spaces.Space) -> View:
+    """Elements ``start:stop`` of the flattened observation, as ``shape``: the student's part of an
+    observation that also carries the teacher's (pixels for the student, state for the teacher)."""
+    start, stop = params["start"], params["stop"]
+    return View(view_space("perception view", input_space, start, stop, params["shape"]), start, stop)
+
+
 @hookimpl
 def agentrt_register_perception_transforms() -> dict[str, Any]:
-    return {"normalize": build_normalize, "framestack": build_framestack, "image": build_image}
+    return {"normalize": build_normalize, "framestack": build_framestack, "image": build_image, "view": build_view}

@@ -9,6 +9,9 @@ Pick by the action space and what the teacher gives:
 * continuous actions: ``regression``;
 * student and teacher both expose hidden features: ``feature_hints`` on top of any of the above.
 
+Each factory gets the agent's action space and refuses one it cannot learn, so that a wrong pick
+fails at start-up (``agentrt plugins --check``, ``agentrt up``) rather than training nothing.
+
 torch is imported inside the strategies, never at module level: every role process loads this
 plugin, and only the distillation process should pay for torch.
 """
@@ -25,7 +28,9 @@ from runtime.plugin.params import (
     Param,
     and_,
     boolean,
+    box_space,
     declare,
+    discrete_space,
     ge,
     gt,
     in_,
@@ -36,6 +41,7 @@ from runtime.plugin.params import (
     share,
     table,
 )
+from runtime.wire.spaces import Space
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +68,10 @@ _SOFT_TARGET_PARAMS = {
         "forward", "forward: KL(teacher || student); reverse: KL(student || teacher)", in_("forward", "reverse")
     ),
 }
+
+
+#: What the strategies over action distributions say when given a box action space.
+_DISCRETE = "a discrete action space (it learns a distribution over actions; use regression for a box)"
 
 
 # --- shared loss pieces ------------------------------------------------------------------------
@@ -124,7 +134,8 @@ class SoftTarget:
     ``temperature`` it softens at the teacher's calibrated temperature
     (``StrategyInputs.teacher_temperature``), at which the teacher's probabilities mean something."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        discrete_space("strategy soft_target", action_space, _DISCRETE)
         self.params = params
 
     def temperature(self, inputs: StrategyInputs) -> float:
@@ -150,8 +161,8 @@ class HardLabel:
     """Cross-entropy on hard labels (the given ones, else the teacher's argmax). Pick it when the
     teacher's confidences are not meaningful, e.g. a rule-based or human teacher."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
-        pass  # no parameters; declare refuses any given
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        discrete_space("strategy hard_label", action_space, _DISCRETE)  # no parameters; declare refuses any
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
@@ -165,8 +176,9 @@ class LogitMatching:
     teacher's logits carry information that softmax would flatten (the high-temperature limit of
     soft targets)."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
-        pass  # no parameters; declare refuses any given
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        # Logits, not actions: a box student's outputs are actions and a box teacher may add variances.
+        discrete_space("strategy logit_matching", action_space, _DISCRETE)  # no parameters; declare refuses any
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
@@ -192,7 +204,12 @@ class Regression:
     (needs variances, floored at ``variance_floor``).
     """
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        box_space(
+            "strategy regression",
+            action_space,
+            "a box action space (it regresses actions; use soft_target or hard_label for a discrete one)",
+        )
         self.params = params
 
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
@@ -237,7 +254,8 @@ class MultiTeacher:
     distil an ensemble, or teachers that are each good in different situations.
     """
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        discrete_space("strategy multi_teacher", action_space, _DISCRETE)
         weights = params["weights"]
         if weights is not None and sum(weights) <= 0:
             raise ParamError(f"strategy multi_teacher: parameter 'weights' must have a positive sum (got {weights!r})")
@@ -312,7 +330,8 @@ class Adaptive:
     last ``loss`` call are in ``temperature`` and ``alpha``.
     """
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        discrete_space("strategy adaptive", action_space, _DISCRETE)
         self.params = params
         self.temperature = self.params["t_start"]
         self.alpha = self.params["alpha_start"]
@@ -357,10 +376,11 @@ def _feature_hints_class() -> type:
         flattened to (B, -1). Without features in the inputs, the loss is the base loss alone.
         """
 
-        def __init__(self, params: dict[str, Any]) -> None:
+        def __init__(self, params: dict[str, Any], action_space: Space) -> None:
             super().__init__()
             self.params = params
-            self.base = STRATEGIES[params["base"]](params["base_params"])
+            # The base refuses an action space it cannot learn; the hints themselves fit any.
+            self.base = STRATEGIES[params["base"]](params["base_params"], action_space)
             dims = (params["student_dim"], params["teacher_dim"])
             if (dims[0] is None) != (dims[1] is None):
                 raise ParamError(
@@ -402,15 +422,15 @@ _BASES = ("soft_target", "hard_label", "logit_matching", "regression", "multi_te
     ),
     teacher_dim=Param(None, "teacher feature width", optional(positive_int)),
 )
-def feature_hints(params: dict[str, Any]) -> DistillationStrategy:
+def feature_hints(params: dict[str, Any], action_space: Space) -> DistillationStrategy:
     """FitNets hints: a base strategy's loss plus ``beta`` times the MSE between a learned projection
     of the student's features and the teacher's.
 
     Builds a ``torch.nn.Module``; see the class docstring in ``_feature_hints_class``."""
-    return _feature_hints_class()(params)
+    return _feature_hints_class()(params, action_space)
 
 
-#: Name -> factory(params), as registered with the runtime.
+#: Name -> factory(params, action_space), as registered with the runtime.
 STRATEGIES: dict[str, StrategyFactory] = {
     "soft_target": SoftTarget,
     "hard_label": HardLabel,

@@ -1,5 +1,6 @@
 """Built-in teachers: a torch checkpoint (safetensors), a scripted callable, a remote teacher
-served by ``agentrt teacher serve``, and an ensemble of teachers."""
+served by ``agentrt teacher serve``, an ensemble of teachers, a teacher that reads one part of
+the observation (``view``), and one teacher per task (``tasks``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
+from plugins.perception import VIEW_PARAMS
 from runtime import hookimpl
 from runtime.plugin.params import (
     Param,
@@ -25,6 +27,7 @@ from runtime.plugin.params import (
     optional,
     positive_int,
     string,
+    view_space,
 )
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 from runtime.wire.spaces import output_size, shape_of
@@ -37,6 +40,9 @@ ASSETS = Path(__file__).parent / "assets"
 BUILTIN_CHECKPOINTS = {
     "cartpole": ASSETS / "cartpole_teacher.safetensors",
     "pendulum": ASSETS / "pendulum_teacher.safetensors",
+    "acrobot": ASSETS / "acrobot_teacher.safetensors",
+    "mountaincar": ASSETS / "mountaincar_teacher.safetensors",
+    "inverted_double_pendulum": ASSETS / "inverted_double_pendulum_teacher.safetensors",
 }
 
 
@@ -278,6 +284,106 @@ def build_ensemble_teacher(
     return EnsembleTeacher(built, weights / weights.sum(), combine)
 
 
+_TEACHER_TABLE = Param(
+    None,
+    "the teacher that reads the part: {plugin = name, params = {...}} (required)",
+    Validator("a table {plugin = name, params = {...}}", _names_a_teacher),
+)
+
+
+class ViewTeacher:
+    """Another teacher, shown only elements ``start:stop`` of each flattened observation."""
+
+    def __init__(self, teacher: Any, start: int, stop: int, shape: tuple[int, ...]) -> None:
+        self.teacher = teacher
+        self.start, self.stop, self.shape = start, stop, shape
+
+    def label(self, observations: np.ndarray) -> np.ndarray:
+        part = np.asarray(observations).reshape(len(observations), -1)[:, self.start : self.stop]
+        return np.asarray(self.teacher.label(part.reshape(len(observations), *self.shape)), dtype=np.float32)
+
+
+@declare("teacher view", teacher=_TEACHER_TABLE, **VIEW_PARAMS)
+def build_view_teacher(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, *, context: BuildContext
+) -> ViewTeacher:
+    """A teacher that sees one part of the observation (the state, where the student sees pixels;
+    one task's features): ``teacher`` is built for that part's space, as the ``view`` transform cuts it."""
+    start, stop = params["start"], params["stop"]
+    part = view_space("teacher view", observation_space, start, stop, params["shape"])
+    inner = params["teacher"]
+    teacher = context.plugins.build("teacher", inner["plugin"], dict(inner.get("params", {})), part, action_space)
+    return ViewTeacher(teacher, start, stop, part.shape)
+
+
+# A task's missing actions get this much less than its least likely action: at temperature T their
+# probability is at most exp(-_ABSENT_MARGIN / T) of that action's, never the teacher's choice.
+_ABSENT_MARGIN = 30.0
+
+
+class TaskTeacher:
+    """One teacher per task; the observation's first ``len(members)`` elements are a one-hot task id.
+
+    Each row goes to its task's teacher; a task with fewer actions than the agent has its outputs
+    padded with logits below its own (see ``_ABSENT_MARGIN``), so the student learns never to pick
+    an action the task does not have.
+    """
+
+    def __init__(self, members: list[Any], actions: list[int], width: int) -> None:
+        self.members, self.actions, self.width = members, actions, width
+
+    def label(self, observations: np.ndarray) -> np.ndarray:
+        flat = np.asarray(observations).reshape(len(observations), -1)
+        tasks = flat[:, : len(self.members)].argmax(axis=1)
+        outputs = np.zeros((len(flat), self.width), dtype=np.float32)
+        for task, (member, actions) in enumerate(zip(self.members, self.actions, strict=True)):
+            rows = np.flatnonzero(tasks == task)
+            if len(rows):
+                logits = np.asarray(member.label(observations[rows]), dtype=np.float32)
+                outputs[rows, :actions] = logits
+                outputs[rows, actions:] = logits.min(axis=1, keepdims=True) - _ABSENT_MARGIN
+        return outputs
+
+
+def _names_a_task_teacher(member: Any) -> bool:
+    return _names_a_teacher(member) and isinstance(member.get("actions"), int) and member["actions"] >= 1
+
+
+@declare(
+    "teacher tasks",
+    members=Param(
+        [],
+        "one teacher per task, in task-id order: [{plugin = name, params = {...}, actions = n}, ...]",
+        list_of(
+            Validator("a table {plugin = name, params = {...}, actions = n >= 1}", _names_a_task_teacher), min_length=2
+        ),
+    ),
+)
+def build_task_teacher(
+    params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space, *, context: BuildContext
+) -> TaskTeacher:
+    """One teacher per task for a discrete agent serving several tasks; the observation starts with a
+    one-hot task id (runtime/peer/envs.py makes such observations). Member k sees the whole
+    observation (a ``view`` teacher picks its part) and answers for its own ``actions``."""
+    members = params["members"]
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError("teacher tasks: needs a discrete action space")
+    too_many = [member["actions"] for member in members if member["actions"] > action_space.n]
+    if too_many:
+        raise invalid("teacher tasks", "members", f"actions <= the agent's {action_space.n}", too_many)
+    built = [
+        context.plugins.build(
+            "teacher",
+            member["plugin"],
+            dict(member.get("params", {})),
+            observation_space,
+            spaces.Discrete(member["actions"]),
+        )
+        for member in members
+    ]
+    return TaskTeacher(built, [member["actions"] for member in members], output_size(action_space))
+
+
 def cartpole_controller(observations: np.ndarray) -> np.ndarray:
     """The linear state-feedback controller the built-in CartPole teacher was distilled from, as logits."""
     from runtime.learn.recipes.cartpole import expert_logits
@@ -292,4 +398,6 @@ def agentrt_register_teachers() -> dict[str, Any]:
         "scripted": build_scripted_teacher,
         "remote": build_remote_teacher,
         "ensemble": build_ensemble_teacher,
+        "view": build_view_teacher,
+        "tasks": build_task_teacher,
     }

@@ -37,6 +37,7 @@ from runtime.plugin.params import (
 )
 from runtime.plugin.pluginmanager import TRACE_ENV
 from runtime.plugin.points import EXTENSION_POINTS, in_section
+from runtime.wire.keys import KeyStore, default_keys_dir, is_loopback
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 CONFIG_FILE_NAME = "agentrt.toml"
@@ -108,7 +109,20 @@ class DaemonSettings(Section):
     restart_backoff_max_s: float = setting(10.0, "largest restart delay", _POSITIVE_NUMBER)
     restart_reset_s: float = setting(30.0, "a role up this long has its backoff reset", _POSITIVE_NUMBER)
     stop_timeout_s: float = setting(4.0, "grace period for roles to exit on shutdown before SIGKILL", _POSITIVE_NUMBER)
-    stats_interval_s: float = setting(0.25, "how often roles report counters to the daemon", _POSITIVE_NUMBER)
+    stats_interval_s: float = setting(
+        0.25, "how often roles report counters to the daemon (their heartbeat)", _POSITIVE_NUMBER
+    )
+    unresponsive_after_s: float = setting(
+        3.0,
+        "a running role that has not reported for this long is unresponsive in status (more than stats_interval_s)",
+        _POSITIVE_NUMBER,
+    )
+    kill_unresponsive_after_s: float = setting(
+        15.0,
+        "a running role that has not reported for this long is killed (SIGKILL) and restarted "
+        "(at least unresponsive_after_s)",
+        _POSITIVE_NUMBER,
+    )
     socket_linger_ms: int = setting(200, "how long a closing socket may flush pending messages", and_(integer, ge(0)))
 
 
@@ -169,6 +183,14 @@ class TeacherSettings(Section):
         "teacher answers remembered by observation, so no question is paid twice (0: off)",
         and_(integer, ge(0)),
     )
+    batch_max: int = setting(
+        1024, "observations the teacher labels in one call, from requests that arrived together", positive_int
+    )
+    batch_wait_ms: int = setting(
+        0,
+        "how long the teacher waits for more requests to fill its batch (0: takes what is queued)",
+        and_(integer, ge(0), le(_MAX_TIMEOUT_MS)),
+    )
     cache_bytes: int = setting(
         32 << 20,
         "memory the teacher answer cache may hold, keys and answers (whichever bound is smaller wins)",
@@ -181,6 +203,17 @@ class TeacherSettings(Section):
 class QuerySettings(Section):
     policy: str = selection("query")
     params: dict[str, Any] = component_params("query")
+    max_peer_label_share: float = setting(
+        0.8,
+        "largest share of recent teacher labels (and teacher actions) one peer may take while other peers are "
+        "labelled too; beyond it the student alone decides for that peer (1: no limit)",
+        and_(number, gt(0), le(1)),
+    )
+    peer_share_window_s: float = setting(
+        30.0,
+        "that share is of labels decayed with this time constant, among peers that sent observations this recently",
+        _POSITIVE_NUMBER,
+    )
 
 
 @dataclass(frozen=True)
@@ -248,6 +281,25 @@ class PluginSettings(Section):
 
 
 @dataclass(frozen=True)
+class SecuritySettings(Section):
+    curve: bool = setting(False, "require CURVE (authenticated, encrypted) connections on the peer endpoint", boolean)
+    keys_dir: str = setting(
+        "",
+        "CURVE keys: server.key, server.key_secret, authorized/<peer>.key (agentrt keys); "
+        "empty: $XDG_CONFIG_HOME/agentrt/keys or ~/.config/agentrt/keys",
+        string,
+    )
+    insecure: bool = setting(
+        False,
+        "allow a peer endpoint reachable from other hosts without CURVE (anyone reaching it drives the agent)",
+        boolean,
+    )
+
+    def keys(self) -> KeyStore:
+        return KeyStore(self.keys_dir or default_keys_dir())
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration, typed: what roles and the learning core read. ``load`` returns its
     TOML-shaped form (``Config``), which travels to the roles as JSON; ``Settings.of`` types it."""
@@ -263,6 +315,7 @@ class Settings:
     perception: PerceptionSettings
     execution: ExecutionSettings
     plugins: PluginSettings
+    security: SecuritySettings
 
     @classmethod
     def of(cls, config: Mapping[str, Mapping[str, Any]]) -> Settings:
@@ -384,7 +437,42 @@ def load(
         config = merge(config, overrides, "command line")
     # Absolute: the roles and the daemon started with --detach do not share the caller's working directory.
     config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"] or default_run_dir(environ)).absolute())
+    _check_deadlines(config["daemon"])
     return config
+
+
+def _check_deadlines(daemon: Mapping[str, Any]) -> None:
+    """Liveness deadlines that healthy roles cannot meet would have them reported, or killed, for the
+    silence between two reports: refuse them, naming both keys."""
+    unresponsive, kill = daemon["unresponsive_after_s"], daemon["kill_unresponsive_after_s"]
+    if unresponsive <= daemon["stats_interval_s"]:
+        raise ConfigError(
+            f"daemon.unresponsive_after_s must be more than daemon.stats_interval_s "
+            f"(got {unresponsive:g} and {daemon['stats_interval_s']:g})"
+        )
+    if kill < unresponsive:
+        raise ConfigError(
+            f"daemon.kill_unresponsive_after_s must be at least daemon.unresponsive_after_s "
+            f"(got {kill:g} and {unresponsive:g})"
+        )
+
+
+def peer_security(settings: Settings) -> str:
+    """How the peer endpoint is protected: "curve", "loopback" (reachable from this host only) or
+    "insecure" (reachable from others, without CURVE, as ``security.insecure`` allows). ConfigError
+    for an endpoint reachable from other hosts without either."""
+    if settings.security.curve:
+        return "curve"
+    endpoint = settings.daemon.peer_endpoint
+    if is_loopback(endpoint):
+        return "loopback"
+    if settings.security.insecure:
+        return "insecure"
+    raise ConfigError(
+        f"the peer endpoint {endpoint} is reachable from other hosts, and without CURVE anyone who reaches it "
+        "drives the agent: set security.curve = true (keys: agentrt keys generate), bind 127.0.0.1, "
+        "or accept the risk with --insecure (security.insecure = true)"
+    )
 
 
 def default_run_dir(environ: Mapping[str, str]) -> str:

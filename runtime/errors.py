@@ -10,13 +10,14 @@
     ├── ProtocolError               a message breaks the wire protocol; carries its ErrorCode and seq
     ├── PeerError                   the runtime answered a peer's request with an error (the SDK's)
     ├── DaemonError                 the daemon cannot start here, or refused a control command
-    │   └── DaemonUnreachable       no daemon answers for this run directory
+    │   ├── DaemonUnreachable       no daemon answers for this run directory
+    │   └── RunDirError             the run directory cannot be written: a full disk, say (73)
     └── DistillError                offline distillation cannot run with these inputs
 
 A command that fails on one of these prints ``agentrt <command>: <message>`` and exits with the
 error's ``exit_code``; anything else is a bug and shows its traceback. Exit codes follow the
 conventions operators know: sysexits(3) for configuration errors (a supervisor such as systemd
-should not restart on 78) and coreutils' ``timeout`` for 124.
+should not restart on 78) and files that cannot be created (73), and coreutils' ``timeout`` for 124.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class ExitCode(enum.IntEnum):
     FAILURE = 1
     #: Bad command-line usage or an invalid configuration file or variable.
     USAGE = 2
+    #: A file in the run directory cannot be created or written (sysexits EX_CANTCREAT): a full
+    #: disk, a read-only file system, no permission.
+    CANT_CREATE = 73
     #: A plugin or configuration that cannot work (sysexits EX_CONFIG): restarting cannot help.
     CONFIG = 78
     #: The work did not finish within the command's ``--wait``; it may still finish.
@@ -115,6 +119,13 @@ class DaemonError(AgentrtError):
 
 class DaemonUnreachable(DaemonError):
     """No daemon answers on the control socket of this run directory."""
+
+
+class RunDirError(DaemonError):
+    """A file in the run directory cannot be created or written (a full disk, a read-only file
+    system, no permission); the message names the file and the operating system's reason."""
+
+    exit_code = ExitCode.CANT_CREATE
 
 
 class DistillError(AgentrtError):

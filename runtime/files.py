@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
+
+#: What a write that cannot succeed until space is freed raises (errno; sqlite's own code).
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for an error that says the disk (or the user's quota) is full: a wait, not a bug."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:

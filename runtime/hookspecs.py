@@ -90,11 +90,15 @@ def agentrt_register_distillation_strategies() -> dict[str, StrategyFactory]:
     """Register distillation strategies (losses).
 
     Factories run in: the distillation process (and ``agentrt distill``), at start-up.
-    Returns: ``{name: factory}``; ``factory(params)`` returns an object with
+    Returns: ``{name: factory}``; ``factory(params, action_space)`` returns an object with
     ``loss(inputs: runtime.plugin.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise);
     ``inputs.teacher_temperature`` is the teacher's calibrated temperature, None if it has none. A
     strategy with learnable parts (a feature projection) is also a ``torch.nn.Module``; its
-    parameters are trained together with the student's.
+    parameters are trained together with the student's. A factory raises for an action space
+    its loss cannot learn (``runtime.plugin.params.discrete_space`` / ``box_space``), so that
+    ``agentrt plugins --check`` and ``agentrt up`` refuse it naming the plugin and component. A
+    factory that takes ``params`` alone (written before the action space was passed) is still
+    called with ``params`` alone.
     Combination: all results are merged; duplicate names are an error.
     """
 
@@ -107,7 +111,9 @@ def agentrt_register_query_policies() -> dict[str, QueryPolicyFactory]:
     Returns: ``{name: factory}``; ``factory(params)`` returns an object with
     ``decide(context: QueryContext) -> QueryDecision``, called once per batch of observations:
     for each observation, whether to ask the teacher for a label and whether the teacher acts
-    instead of the student (an acting teacher's output doubles as a label).
+    instead of the student (an acting teacher's output doubles as a label). The action space is
+    in every ``context``; a policy that cannot serve it raises there, on the first batch that
+    ``agentrt plugins --check`` decides.
     Combination: all results are merged; duplicate names are an error.
     """
 

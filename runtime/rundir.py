@@ -7,10 +7,14 @@ checkpoints, and the exit reports described below.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import ConfigError, DaemonError, RunDirError
 from runtime.files import atomic_write
 from runtime.processes import process_alive
 
@@ -18,6 +22,9 @@ from runtime.processes import process_alive
 #: role could ask for PR_SET_PDEATHSIG, the role sees a different parent and exits.
 DAEMON_PID_ENV = "AGENTRT_DAEMON_PID"
 
+#: Written when agentrt creates a run directory (or adopts an empty one). Only a directory that has
+#: it is chmod-ed or cleaned by agentrt: a run_dir set to someone's home is refused, untouched.
+MARKER = ".agentrt-run-dir"
 PID_FILE = "daemon.pid"
 LOCK_FILE = "daemon.lock"
 CONFIG_SNAPSHOT = "config.json"
@@ -34,6 +41,35 @@ def one_line(text: str) -> str:
     """The first line of ``text``, shortened for a status table."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+
+
+def claim(run_dir: Path) -> None:
+    """Make ``run_dir`` an agentrt run directory, private to this user (0700): create it, adopt an
+    empty one, or accept one that has the marker. Anything else is refused before it is changed."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if run_dir.stat().st_uid != os.getuid():
+        raise DaemonError(f"run directory {run_dir} belongs to another user")
+    marker = run_dir / MARKER
+    if not marker.exists():
+        if any(run_dir.iterdir()):
+            raise ConfigError(
+                f"run directory {run_dir} is not empty and not an agentrt run directory (it has no {MARKER}), "
+                "so agentrt leaves it alone; set daemon.run_dir (--run-dir, AGENTRT_RUN_DIR) "
+                "to a new or empty directory"
+            )
+        marker.write_text("agentrt run directory: the daemon owns what is in here\n")
+    os.chmod(run_dir, 0o700)
+
+
+@contextlib.contextmanager
+def writing(run_dir: str | Path) -> Iterator[None]:
+    """Turn an OSError of the writes in this block into a RunDirError: one line naming the file and
+    the reason (``No space left on device``), instead of a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or f"in run directory {run_dir}"  # a failed write(2) names no file
+        raise RunDirError(f"cannot write {where}: {exc.strerror or exc}") from None
 
 
 def read_pid(run_dir: str | Path) -> int | None:
@@ -58,9 +94,10 @@ def take_role_exit(run_dir: str | Path, role: str, pid: int) -> str | None:
     path = Path(run_dir) / ROLE_EXITS / f"{role}.json"
     try:
         report = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # none, or unreadable: the daemon describes the exit by its code
         return None
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.unlink()
     return report.get("reason") if report.get("pid") == pid else None
 
 

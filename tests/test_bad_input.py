@@ -339,11 +339,17 @@ def test_bye_and_peer_errors_are_never_answered(shared_daemon, frames, attached)
     assert_serving(shared_daemon, before)
 
 
-def test_a_bounds_only_mismatch_says_the_bounds_differ(shared_daemon):
-    shifted = gymnasium.spaces.Box(ENV.observation_space.low / 2, ENV.observation_space.high / 2, dtype=np.float32)
+def test_a_bounds_only_mismatch_names_the_first_bound_that_differs(shared_daemon):
+    low = ENV.observation_space.low.copy()
+    low[2] = -0.2  # CartPole's is -0.41887903 (24 degrees, in radians)
+    shifted = gymnasium.spaces.Box(low, ENV.observation_space.high, dtype=np.float32)
     with dealer(shared_daemon.endpoint) as sock:
         reply = exchange(sock, [hello_with(observation_space=spaces.to_wire(shifted))])
-    assert reply["code"] == ErrorCode.SPACE_MISMATCH and "low/high bounds differ" in reply["message"]
+    assert reply["code"] == ErrorCode.SPACE_MISMATCH
+    assert reply["message"] == (
+        "observation space does not match the agent's box(shape=[4], dtype=float32): "
+        "its low[2] is -0.2 where the agent's is -0.41887903 (1 of 8 bounds differ)"
+    )
 
 
 def test_a_peer_forces_the_teacher_only_within_its_budget_unless_trusted(run_dir):
@@ -364,5 +370,30 @@ def test_a_peer_forces_the_teacher_only_within_its_budget_unless_trusted(run_dir
             lambda s: s["roles"]["gateway"]["counters"].get("forced_teacher_denied") == 2, what="the denials counted"
         )
         assert status["errors"]["total"] == 0
+    finally:
+        daemon.stop()
+
+
+def test_a_hammering_peer_is_held_to_its_share_of_labels_while_another_is_labelled(run_dir):
+    from runtime.testing import start_daemon
+
+    # Every observation would be labelled; the share (default 0.5) must hold the hammering peer
+    # back once the quiet one has labels too. The share itself is measured in tests/test_loop.py.
+    daemon = start_daemon('[query]\npolicy = "always"\n', run_dir=run_dir)
+    try:
+        with (
+            Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="hammer", timeout_s=REPLY_S) as hammer,
+            Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="quiet", timeout_s=REPLY_S) as quiet,
+        ):
+            for step in range(200):
+                if step % 20 == 0:
+                    assert quiet.act(GOOD_OBS).seq == step // 20 + 1
+                hammer.act(GOOD_OBS)
+        status = daemon.wait_until(
+            lambda s: s["roles"]["decision"]["counters"].get("labels_over_peer_share", 0) > 0,
+            what="the hammering peer's observations decided without labels",
+        )
+        counters = status["roles"]["decision"]["counters"]
+        assert counters["labels_requested"] >= 10 and status["errors"]["total"] == 0
     finally:
         daemon.stop()

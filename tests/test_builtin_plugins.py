@@ -40,7 +40,7 @@ def builtin_plugins() -> Plugins:
 def test_hooks_register_every_builtin_name_through_pluggy():
     plugins = builtin_plugins()
     assert set(plugins.components["student"]) == {"mlp", "cnn", "gru", "ensemble"}
-    assert set(plugins.components["perception"]) == {"normalize", "framestack", "image"}
+    assert set(plugins.components["perception"]) == {"normalize", "framestack", "image", "view"}
     assert set(plugins.components["execution"]) == {"clip", "rate_limit"}
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,9 @@ def test_run_dir_is_absolute_whatever_the_working_directory(tmp_path, monkeypatc
         ("[protocol]\npeer_timeout_s = 1e20\n", "protocol.peer_timeout_s"),
         ("[protocol]\nstall_timeout_s = 0\n", "protocol.stall_timeout_s"),
         ("[teacher]\ntimeout_ms = 4294967296\n", "teacher.timeout_ms"),
+        # Liveness deadlines a healthy role could not meet between two of its reports.
+        ("[daemon]\nunresponsive_after_s = 0.2\n", "daemon.unresponsive_after_s must be more than daemon.stats"),
+        ("[daemon]\nkill_unresponsive_after_s = 1\n", "daemon.kill_unresponsive_after_s must be at least"),
         ("[daemon\n", "not valid TOML"),
     ],
 )
@@ -148,6 +152,8 @@ def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_d
     pids = [pid]
     try:
         assert reply["peer_endpoint"].startswith("tcp://127.0.0.1:") and not reply["peer_endpoint"].endswith("*")
+        # Bound before `up` said ready: a connection is accepted at once.
+        socket.create_connection(("127.0.0.1", int(reply["peer_endpoint"].rsplit(":", 1)[1])), timeout=10).close()
         assert int((run_dir / "daemon.pid").read_text()) == pid
         assert run_dir.stat().st_mode & 0o777 == 0o700
         # Every role is running when `up --detach` returns, not merely starting.

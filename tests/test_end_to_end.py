@@ -202,9 +202,13 @@ def test_a_daemon_killed_outright_is_not_running_for_the_cli_and_up_starts_afres
     for command in ("status", "down"):
         result = agentrt(command, "--run-dir", str(run_dir))
         assert result.returncode == 1 and "no daemon is running" in result.stderr, result.stderr
+    # The pid in the file may name another process by now (pids are reused): the daemon's lock says it is stale.
+    (run_dir / "daemon.pid").write_text(f"{os.getpid()}\n")
     again = start_daemon(run_dir=run_dir)  # cleans the leftovers and serves
     try:
         assert again.status()["daemon"]["pid"] == again.process.pid
+        assert int((run_dir / "daemon.pid").read_text()) == again.process.pid
+        assert f'"previous_pid": "{os.getpid()}"' in again.log() and '"stale_run_dir_cleaned"' in again.log()
     finally:
         again.stop(remove_run_dir=False)
 

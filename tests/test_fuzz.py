@@ -42,6 +42,7 @@ def valid_bodies(seq: int) -> list[dict[str, Any]]:
     observation = {"v": 1, "kind": "observation", "seq": seq, "obs": protocol.encode_array(GOOD_OBS)}
     return [
         {"v": 1, "kind": "hello", "peer_name": "fuzz", **SPACES},
+        {"v": 1, "kind": "describe"},
         observation,
         {**observation, "reward": 1.0, "episode_start": True, "policy": "student"},
         {"v": 1, "kind": "heartbeat"},

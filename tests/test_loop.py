@@ -12,7 +12,7 @@ from gymnasium import spaces
 from runtime import config as config_module
 from runtime import hookimpl
 from runtime.config import Settings
-from runtime.learn.loop import Decider, Learner, PerLabel
+from runtime.learn.loop import Decider, LabelShare, Learner, PerLabel
 from runtime.plugin import pluginmanager
 
 OBSERVATIONS = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
@@ -162,8 +162,10 @@ def test_restore_serves_an_earlier_version_and_trains_on_from_it(plugins):
 # --- deciding ---------------------------------------------------------------------------------------
 
 
-def decider(plugins, clock=None, **query) -> Decider:
-    config = make_config(query={"policy": query.pop("policy", "share"), "params": query})
+def decider(plugins, clock=None, settings: dict | None = None, **query) -> Decider:
+    """A Decider with query policy ``policy`` (default share) and its ``query`` params; ``settings``
+    sets other keys of [query]."""
+    config = make_config(query={"policy": query.pop("policy", "share"), "params": query, **(settings or {})})
     return Decider(plugins, config, OBSERVATIONS, ACTIONS, *([clock] if clock else []))
 
 
@@ -209,6 +211,63 @@ def test_the_deciders_clock_reaches_the_query_policy(plugins):
     assert labelled() == 0  # the hand clock stands still, whatever the wall clock does
     clock.now += 3.0
     assert labelled() == 1  # the bucket holds at most one second's worth
+
+
+def label_counts(decide: Decider, clock: HandClock, batches: int, rows: dict[str, int]) -> dict[str, int]:
+    """Decide ``batches`` mixed batches of ``rows[peer]`` rows per peer, 0.1 s apart; labels per peer."""
+    peers = [peer for peer, count in rows.items() for _ in range(count)]
+    observations = np.zeros((len(peers), 4), np.float32)
+    counts = dict.fromkeys(rows, 0)
+    for _ in range(batches):
+        decisions = decide.decide(observations, observations, ["auto"] * len(peers), lambda obs: None, peers=peers)
+        for peer, labelled in zip(peers, decisions.label, strict=True):
+            counts[peer] += int(labelled)
+        clock.now += 0.1
+    return counts
+
+
+def test_a_hammering_peer_takes_at_most_its_share_of_labels_and_the_other_still_gets_them(plugins):
+    clock = HandClock()
+    # The policy would label every observation of everyone; labels hardly decay within the test,
+    # so that the counts below are the shares the limit is about.
+    decide = decider(plugins, clock, {"max_peer_label_share": 0.5, "peer_share_window_s": 1e6}, policy="always")
+    counts = label_counts(decide, clock, 100, {"hammer": 60, "quiet": 2})
+    assert counts["quiet"] >= 190  # nearly all of the quiet peer's observations were labelled
+    # At most half of the labels, give or take the labels a peer may run ahead of its share.
+    assert counts["quiet"] - 2 * LabelShare.AHEAD <= counts["hammer"] <= counts["quiet"] + 2 * LabelShare.AHEAD
+
+
+def test_by_default_a_hammering_peer_takes_at_most_four_fifths_of_the_labels(plugins):
+    clock = HandClock()
+    decide = decider(plugins, clock, {"peer_share_window_s": 1e6}, policy="always")
+    assert decide.shares.limit == 0.8
+    counts = label_counts(decide, clock, 100, {"hammer": 60, "quiet": 2})
+    assert counts["quiet"] == 200
+    assert counts["hammer"] <= 4 * counts["quiet"] + 5 * LabelShare.AHEAD
+
+
+def test_peers_served_in_turn_are_not_held_back(plugins):
+    clock = HandClock()
+    decide = decider(plugins, clock, {"max_peer_label_share": 0.5}, policy="always")
+    # Equal peers, one a label ahead at every batch: none is over its share.
+    assert label_counts(decide, clock, 50, {"a": 3, "b": 2, "c": 3}) == {"a": 150, "b": 100, "c": 150}
+    assert decide.shares.limit == 0.5
+
+
+def test_a_peer_alone_may_take_every_label_and_is_freed_when_the_others_leave(plugins):
+    clock = HandClock()
+    decide = decider(plugins, clock, policy="always")
+    assert label_counts(decide, clock, 10, {"alone": 30}) == {"alone": 300}
+    label_counts(decide, clock, 10, {"alone": 30, "other": 1})
+    assert label_counts(decide, clock, 5, {"alone": 30}) != {"alone": 150}  # the other is still recent
+    clock.now += 31.0  # peer_share_window_s (30) without a word from the other peer
+    assert label_counts(decide, clock, 5, {"alone": 30}) == {"alone": 150}
+
+
+def test_without_a_share_limit_the_policy_alone_decides(plugins):
+    clock = HandClock()
+    decide = decider(plugins, clock, {"max_peer_label_share": 1.0}, policy="always")
+    assert label_counts(decide, clock, 20, {"hammer": 60, "quiet": 2}) == {"hammer": 1200, "quiet": 40}
 
 
 # --- the numpy forward --------------------------------------------------------------------------------

@@ -488,3 +488,57 @@ def test_up_refuses_to_start_with_a_component_that_fails_its_first_step(tmp_path
     assert result.returncode == 78
     assert "plugin 'runtime_broken'" in result.stderr and "temprature" in result.stderr
     assert not (run_dir / "daemon.pid").exists()
+
+
+LEGACY_STRATEGY = """
+    from runtime import hookimpl
+
+    class Constant:
+        def __init__(self, action_space=None):
+            self.action_space = action_space
+
+        def loss(self, inputs):
+            return (inputs.student_outputs * 0.0).sum()
+
+    @hookimpl
+    def agentrt_register_distillation_strategies():
+        # Written before strategies got the action space, and written after.
+        return {"legacy": lambda params: Constant(), "current": lambda params, action_space: Constant(action_space)}
+"""
+
+
+def test_strategy_factories_get_the_action_space_and_params_only_ones_keep_working():
+    import textwrap
+    import types
+
+    module = types.ModuleType("legacy_plugin")
+    exec(textwrap.dedent(LEGACY_STRATEGY), module.__dict__)
+    plugins = pluginmanager.load(config.defaults()["plugins"], extra={"legacy_plugin": module})
+    action_space = gymnasium.spaces.Discrete(2)
+    assert plugins.build("strategy", "current", {}, action_space).action_space is action_space
+    assert plugins.build("strategy", "legacy", {}, action_space).action_space is None
+
+
+def test_a_discrete_only_strategy_on_a_box_action_space_fails_the_check_and_up(run_dir):
+    # The default strategy, soft_target, learns distributions over discrete actions: Pendulum's
+    # torque is a box, on which it would train nothing (a softmax over one output is constant).
+    box = {"AGENTRT_AGENT_ENV": "Pendulum-v1", "AGENTRT_TEACHER_PARAMS": '{path = "builtin:pendulum"}'}
+    checked = agentrt("plugins", "--check", "--json", env=box)
+    assert checked.returncode == 78, checked.stderr
+    failed = {tuple(c["points"]): c["error"] for c in json.loads(checked.stdout) if not c["ok"]}
+    assert list(failed) == [("strategy",)]
+    assert failed[("strategy",)] == (
+        "plugin 'strategies' (agentrt_register_distillation_strategies): building strategy 'soft_target' failed: "
+        "strategy soft_target: needs a discrete action space (it learns a distribution over actions; "
+        "use regression for a box), got box(shape=[1], dtype=float32)"
+    )
+    up = agentrt("up", "--detach", "--run-dir", str(run_dir), env=box)
+    assert up.returncode == 78
+    assert "building strategy 'soft_target' failed" in up.stderr and "needs a discrete action space" in up.stderr
+    assert not (run_dir / "daemon.pid").exists()
+
+    # And the other way round: regression refuses CartPole's discrete actions.
+    regression = agentrt("plugins", "--check", "--json", env={"AGENTRT_DISTILLATION_STRATEGY": "regression"})
+    assert regression.returncode == 78
+    (error,) = [c["error"] for c in json.loads(regression.stdout) if not c["ok"]]
+    assert "strategy regression: needs a box action space" in error and "got discrete(n=2)" in error

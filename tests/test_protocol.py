@@ -2,6 +2,7 @@
 
 docs/protocol.md is checked against the code here: every kind and error code is mentioned, each
 peer-facing kind's field table matches KINDS, and the example bytes are what the encoder produces.
+The last section asks a real daemon to ``describe`` itself, over real ZeroMQ.
 """
 
 from __future__ import annotations
@@ -488,3 +489,111 @@ def test_doc_example_bytes_are_what_the_encoder_produces(doc):
     assert doc_example(doc, "action") == protocol.encode(
         "action", seq=1, action=np.array(1, dtype=np.int64), student_version=0, decided_by="student"
     )
+
+
+# --- describe, against a real daemon --------------------------------------------------------------
+
+REPLY_S = 30.0  # generous: a reply normally takes milliseconds
+
+
+def cartpole_spaces() -> dict:
+    import gymnasium
+
+    from runtime.wire import spaces
+
+    env = gymnasium.make("CartPole-v1")
+    return {
+        "observation_space": spaces.to_wire(env.observation_space),
+        "action_space": spaces.to_wire(env.action_space),
+    }
+
+
+def ask(endpoint: str, frames: list[bytes], then: list[bytes] | None = None) -> list[bytes]:
+    """Send ``frames`` as one message on a new connection (and ``then`` after its reply); the raw replies."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        replies = []
+        for message in [frames, *([then] if then else [])]:
+            sock.send_multipart(message)
+            assert sock.poll(REPLY_S * 1000), f"no reply within {REPLY_S} s"
+            replies.append(sock.recv())
+        return replies
+    finally:
+        sock.close(linger=0)
+
+
+def test_describe_before_hello_gives_the_spaces_in_full_and_a_hello_with_them_is_welcomed(shared_daemon):
+    described, welcomed = (
+        protocol.decode(reply, accept=protocol.TO_PEER)
+        for reply in ask(
+            shared_daemon.endpoint,
+            [protocol.encode("describe")],
+            then=[protocol.encode("hello", **cartpole_spaces())],  # what a peer builds from the description
+        )
+    )
+    assert described.kind == "description", described
+    assert described["protocol_version"] == protocol.PROTOCOL_VERSION == 1
+    expected = cartpole_spaces()
+    for name in ("observation_space", "action_space"):
+        assert described[name] == expected[name]  # bounds included, as the bytes a hello must carry
+    assert described["observation_space"]["low"]["dtype"] == "float32"
+    assert (described["max_message_bytes"], described["peer_timeout_ms"]) == (protocol.DEFAULT_MAX_MESSAGE_BYTES, 30000)
+    assert welcomed.kind == "welcome", welcomed
+
+    # The SDK: describe, then attach with exactly what came back; describe in a session leaves it open.
+    from runtime.peer import Peer
+
+    agent = Peer.describe(shared_daemon.endpoint, wait_s=REPLY_S)
+    assert agent == described.fields | {"student_version": agent["student_version"]}
+    with Peer(shared_daemon.endpoint, agent["observation_space"], agent["action_space"], timeout_s=REPLY_S) as peer:
+        assert peer.act(np.zeros(4, np.float32), episode_start=True).seq == 1
+        peer._connected.send(protocol.encode("describe"))
+        assert peer._receive(REPLY_S).kind == "description"
+        assert peer.act(np.zeros(4, np.float32)).seq == 2
+
+
+def test_describe_is_bounded_and_counted_like_other_messages(shared_daemon):
+    def counters(status: dict) -> dict:
+        return status["roles"]["gateway"]["counters"]
+
+    before = shared_daemon.status()
+    for _ in range(3):
+        (reply,) = ask(shared_daemon.endpoint, [protocol.encode("describe")])
+        assert len(reply) < 1024  # CartPole's spaces: a few hundred bytes, however often asked
+    shared_daemon.wait_until(
+        lambda s: counters(s).get("describes", 0) >= counters(before).get("describes", 0) + 3,
+        what="three describes counted",
+    )
+    # Over the decoder's limit (under the socket cap): refused unread, like any message.
+    padded = msgpack.packb({"v": 1, "kind": "describe", "padding": bytes(protocol.DEFAULT_MAX_MESSAGE_BYTES)})
+    (reply,) = ask(shared_daemon.endpoint, [padded])
+    refused = protocol.decode(reply)
+    assert (refused.kind, refused["code"], refused["seq"]) == ("error", ErrorCode.MESSAGE_TOO_LARGE, None)
+    shared_daemon.wait_until(
+        lambda s: (
+            s["errors"]["by_code"].get("MESSAGE_TOO_LARGE", 0) > before["errors"]["by_code"].get("MESSAGE_TOO_LARGE", 0)
+        ),
+        what="the refusal counted",
+    )
+
+
+@pytest.mark.parametrize(
+    "frames, code",
+    [
+        ([msgpack.packb({"v": "1", "kind": "describe"})], ErrorCode.UNSUPPORTED_VERSION),
+        ([msgpack.packb({"kind": "describe"})], ErrorCode.UNSUPPORTED_VERSION),
+        ([protocol.encode("describe"), protocol.encode("describe")], ErrorCode.MALFORMED_MESSAGE),
+        ([msgpack.packb({b"v": 1, b"kind": b"describe"}, use_bin_type=True)], ErrorCode.MALFORMED_MESSAGE),
+        ([msgpack.packb({"v": 1, "kind": "description"})], ErrorCode.UNKNOWN_KIND),  # the runtime's answer
+    ],
+    ids=["string-version", "no-version", "two-frames", "bin-keys", "answer-kind"],
+)
+def test_a_malformed_describe_gets_its_documented_error_and_the_connection_stays_usable(shared_daemon, frames, code):
+    refused, described = ask(shared_daemon.endpoint, frames, then=[protocol.encode("describe")])
+    error = protocol.decode(refused)
+    assert (error.kind, error["code"], error["seq"]) == ("error", code, None), error.fields
+    assert protocol.decode(described).kind == "description"

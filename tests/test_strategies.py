@@ -11,12 +11,18 @@ from pathlib import Path
 import pluggy
 import pytest
 import torch
+from gymnasium import spaces
 
 import plugins.strategies as strategies
 from runtime import hookspecs
+from runtime.errors import ParamError
 from runtime.plugin.interfaces import DistillationStrategy, StrategyInputs
 
 ALL_NAMES = {"soft_target", "hard_label", "logit_matching", "regression", "feature_hints", "multi_teacher", "adaptive"}
+DISCRETE = spaces.Discrete(3)
+BOX = spaces.Box(-1.0, 1.0, shape=(2,))
+#: The one kind of action space each strategy learns (feature_hints: that of its default base, soft_target).
+SPACE = {name: BOX if name == "regression" else DISCRETE for name in ALL_NAMES}
 
 
 # --- hand computations (plain Python, no torch) -------------------------------------------------
@@ -68,8 +74,8 @@ def inputs(student, teacher, **kwargs) -> StrategyInputs:
     )
 
 
-def build(name: str, params: dict | None = None) -> DistillationStrategy:
-    return strategies.agentrt_register_distillation_strategies()[name](params or {})
+def build(name: str, params: dict | None = None, action_space: spaces.Space | None = None) -> DistillationStrategy:
+    return strategies.agentrt_register_distillation_strategies()[name](params or {}, action_space or SPACE[name])
 
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 1.5]]
@@ -87,7 +93,22 @@ def test_hook_registers_all_seven_strategies_through_pluggy():
     (registered,) = manager.hook.agentrt_register_distillation_strategies()
     assert set(registered) == ALL_NAMES
     for name, factory in registered.items():
-        assert isinstance(factory({}), DistillationStrategy), name
+        assert isinstance(factory({}, SPACE[name]), DistillationStrategy), name
+
+
+@pytest.mark.parametrize("name", sorted(ALL_NAMES))
+def test_each_strategy_refuses_the_action_space_it_cannot_learn(name):
+    wrong = DISCRETE if SPACE[name] is BOX else BOX
+    with pytest.raises(
+        ParamError, match=r"^strategy \w+: needs a (box|discrete) action space .*, got (box|discrete)\("
+    ):
+        build(name, action_space=wrong)
+
+
+def test_feature_hints_learns_the_action_space_of_its_base():
+    assert isinstance(build("feature_hints", {"base": "regression"}, BOX), DistillationStrategy)
+    with pytest.raises(ParamError, match="strategy regression: needs a box action space"):
+        build("feature_hints", {"base": "regression"}, DISCRETE)
 
 
 def test_importing_the_plugin_does_not_import_torch():

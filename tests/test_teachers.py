@@ -130,13 +130,15 @@ def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
         batch = np.random.default_rng(3).normal(0, 0.1, (5, 4)).astype(np.float32)
         batch[3] = batch[1]  # a repeated question inside one batch
         for _ in range(2):
-            reply = protocol.decode(role.answer(protocol.decode(protocol.encode("teach", request_id=1, obs=batch))))
+            reply = protocol.decode(
+                role.answer([protocol.decode(protocol.encode("teach", request_id=1, obs=batch))])[0]
+            )
             np.testing.assert_allclose(reply["outputs"], build("checkpoint", {}).label(batch), rtol=1e-5)
         # 4 distinct questions per batch; a cache of one remembers only the last of them
         assert role.counters["labels"] == {0: 8, 1: 7, 100: 4}[cache_size]
         for bad in (np.zeros((0, 4), np.float32), np.zeros(4, np.float32), np.zeros((2, 3), np.float32)):
             with pytest.raises(ProtocolError) as refused:
-                role.answer(protocol.decode(protocol.encode("teach", request_id=2, obs=bad)))
+                role.check_batch(bad)
             assert refused.value.code == ErrorCode.WRONG_SHAPE
     finally:
         role.transport.close()
@@ -157,3 +159,39 @@ def test_answer_cache_holds_no_more_bytes_than_its_bound():
     too_big = AnswerCache(size=10, decimals=-1, max_bytes=entry - 1)
     too_big.put(too_big.key(rows[0]), np.zeros(2, np.float32), None)
     assert not too_big.entries and too_big.nbytes == 0
+
+
+def test_teacher_role_labels_requests_that_arrive_together_in_one_call():
+    import zmq
+
+    from runtime.roles.teacher import TeacherRole
+    from runtime.wire import protocol
+
+    settings = config.defaults()
+    settings["teacher"]["batch_wait_ms"] = 5000  # both requests are in one batch however busy the machine
+    settings["daemon"]["log_format"] = "json"
+    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
+    context = zmq.Context()
+    try:
+        role.setup()
+        endpoint = role.server.getsockopt_string(zmq.LAST_ENDPOINT)
+        clients = [context.socket(zmq.DEALER) for _ in range(2)]
+        batches = [
+            np.random.default_rng(seed).normal(0, 0.1, (n, 4)).astype(np.float32) for seed, n in ((1, 3), (2, 5))
+        ]
+        for request_id, (client, batch) in enumerate(zip(clients, batches, strict=True), start=1):
+            client.setsockopt(zmq.LINGER, 0)
+            client.connect(endpoint)
+            client.send(protocol.encode("teach", request_id=request_id, obs=batch))
+        assert role.server.poll(30_000)
+        role.on_request(role.server)
+        assert role.counters["batches"] == 1 and role.counters["requests"] == 2 and role.counters["labels"] == 8
+        for request_id, (client, batch) in enumerate(zip(clients, batches, strict=True), start=1):
+            assert client.poll(30_000)
+            reply = protocol.decode(client.recv())
+            assert reply["request_id"] == request_id
+            np.testing.assert_allclose(reply["outputs"], build("checkpoint", {}).label(batch), rtol=1e-5)
+            client.close()
+    finally:
+        context.term()
+        role.transport.close()

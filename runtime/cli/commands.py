@@ -14,10 +14,12 @@ from typing import Any
 
 from runtime import config as config_module
 from runtime import rundir
-from runtime.config import Settings
+from runtime.config import Settings, peer_security
 from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
+from runtime.files import atomic_write
 from runtime.processes import SAFE_PATH_ENV
 from runtime.supervisor import control
+from runtime.wire.keys import KeyStore
 
 
 def _load_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -28,6 +30,8 @@ def _load_config(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("daemon", {})["log_format"] = args.log_format
     if getattr(args, "peer_endpoint", None):
         overrides.setdefault("daemon", {})["peer_endpoint"] = args.peer_endpoint
+    if getattr(args, "insecure", False):
+        overrides.setdefault("security", {})["insecure"] = True
     return config_module.load(getattr(args, "config", None), overrides=overrides)
 
 
@@ -46,6 +50,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = Settings.of(config)
     run_dir = Path(settings.daemon.run_dir)
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
+    if peer_security(settings) == "curve":
+        settings.security.keys().server_secret()  # exists and reads, or a ConfigError now
     try:
         agent_spaces(settings.agent.table())
     except ConfigError as exc:
@@ -62,7 +68,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if failed:
             return ExitCode.CONFIG
     if not args.detach:
-        return Daemon(config).run()
+        daemon = Daemon(config)
+        code = daemon.run()
+        if code and daemon.exit_reason:  # the log has it too; the terminal that started it should see it
+            print(f"agentrt up: {rundir.one_line(daemon.exit_reason)}", file=sys.stderr)
+        return code
     if rundir.read_pid(run_dir) is not None:
         raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
@@ -74,8 +84,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     ):
         if value:
             command += [flag, value]
-    log_path = run_dir / rundir.LOG_FILE
-    with open(log_path, "ab") as log_file:
+    if args.insecure:
+        command.append("--insecure")
+    with rundir.writing(run_dir):
+        # The daemon writes it too, but a detached daemon could tell a full disk only to its log,
+        # which a full disk cannot hold: fail here, in one line.
+        atomic_write(run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(config).encode())
+        log_file = open(run_dir / rundir.LOG_FILE, "ab")  # noqa: SIM115 (closed once the daemon has it)
+    with log_file:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -186,6 +202,51 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# --- keys ---------------------------------------------------------------------------------------------
+def _key_store(args: argparse.Namespace) -> KeyStore:
+    return Settings.of(_load_config(args)).security.keys()
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from runtime.wire.keys import generate_client
+
+    if args.client:
+        public, secret = generate_client(args.out, args.client)
+        print(f"{public}\n{secret}")
+        print(
+            f"give {public} to the runtime's operator (agentrt keys authorize); keep {secret} private", file=sys.stderr
+        )
+        return ExitCode.OK
+    print(_key_store(args).generate_server())
+    return ExitCode.OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from runtime.wire.keys import fingerprint
+
+    store = _key_store(args)
+    server = store.directory / "server.key"
+    authorized = {name: fingerprint(key) for name, key in store.authorized().items()}
+    if args.json:
+        print(json.dumps({"keys_dir": str(store.directory), "server": server.exists(), "authorized": authorized}))
+        return ExitCode.OK
+    print(f"keys in {store.directory}; server key pair: {'yes' if server.exists() else 'no (agentrt keys generate)'}")
+    for name, print_ in authorized.items():
+        print(f"  {name}  {print_}")
+    return ExitCode.OK
+
+
+def cmd_keys_authorize(args: argparse.Namespace) -> int:
+    name = args.name or Path(args.key_file).name.split(".key")[0]
+    print(_key_store(args).authorize(args.key_file, name))
+    return ExitCode.OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    _key_store(args).revoke(args.name)
+    return ExitCode.OK
+
+
 # --- peers and demo ------------------------------------------------------------------------------------
 def cmd_attach_gym(args: argparse.Namespace) -> int:
     from runtime.peer.gym import run_gym_peers
@@ -200,8 +261,23 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    curve = None
+    if args.server_key or args.client_key:
+        from runtime.wire.keys import ClientKeys
+
+        if not (args.server_key and args.client_key):
+            raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
+        curve = ClientKeys.from_files(args.server_key, args.client_key)
     summary = run_gym_peers(
-        endpoint, args.env_id, args.episodes, args.peers, args.policy, args.seed, wait_s=args.wait, on_episode=report
+        endpoint,
+        args.env_id,
+        args.episodes,
+        args.peers,
+        args.policy,
+        args.seed,
+        wait_s=args.wait,
+        on_episode=report,
+        curve=curve,
     )
     result = summary.as_dict()
     if args.json:
@@ -318,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-format", choices=["auto", "json", "console"])
     up.add_argument("--peer-endpoint", help="ZeroMQ endpoint for peers, e.g. tcp://127.0.0.1:7411")
     up.add_argument("--wait", type=float, default=120.0, help="with --detach: seconds to wait for every role to run")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a peer endpoint reachable from other hosts without CURVE (security.insecure)",
+    )
     up.set_defaults(handler=cmd_up)
 
     down = commands.add_parser("down", help="stop the daemon of a run directory gracefully")
@@ -354,8 +435,37 @@ def build_parser() -> argparse.ArgumentParser:
     gym.add_argument("--seed", type=int, default=0)
     gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
     gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
+    gym.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
+    gym.add_argument(
+        "--client-key", help="CURVE: this peer's key pair (<name>.key_secret, agentrt keys generate --client)"
+    )
     gym.add_argument("--json", action="store_true")
     gym.set_defaults(handler=cmd_attach_gym)
+
+    keys = commands.add_parser("keys", help="CURVE keys: the runtime's pair and the peers allowed to attach")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_commands.add_parser(
+        "generate", help="create the runtime's key pair (if absent), or with --client a peer's pair"
+    )
+    _add_common(generate)
+    generate.add_argument("--client", metavar="NAME", help="create a peer key pair NAME.key / NAME.key_secret")
+    generate.add_argument("--out", default=".", help="with --client: where to write the pair (default: here)")
+    generate.set_defaults(handler=cmd_keys_generate)
+    listing = keys_commands.add_parser("list", help="the runtime's public key and the authorized peers")
+    _add_common(listing)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_keys_list)
+    authorize = keys_commands.add_parser(
+        "authorize", help="allow a peer's public key (effective at its next connection)"
+    )
+    _add_common(authorize)
+    authorize.add_argument("key_file", help="the peer's NAME.key (a .key_secret is read for its public key only)")
+    authorize.add_argument("--name", help="name for it (default: the file's name without .key)")
+    authorize.set_defaults(handler=cmd_keys_authorize)
+    revoke = keys_commands.add_parser("revoke", help="remove a peer's key (refused from its next connection)")
+    _add_common(revoke)
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=cmd_keys_revoke)
 
     demo = commands.add_parser("demo", help="online distillation on CartPole-v1, end to end")
     _add_common(demo)

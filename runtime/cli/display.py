@@ -17,8 +17,13 @@ def print_status(status: dict[str, Any]) -> None:
     daemon = status["daemon"]
     console.print(
         f"daemon pid {daemon['pid']}  up {daemon['uptime_s']:.0f} s  run dir {daemon['run_dir']}  "
-        f"peers at {daemon['peer_endpoint']}"
+        f"peers at {daemon['peer_endpoint']} ({daemon.get('peer_security') or 'starting'})"
     )
+    if daemon.get("peer_security") == "insecure":
+        console.print(
+            "[bold red]warning:[/] the peer endpoint is reachable from other hosts without CURVE: "
+            "anyone who reaches it drives the agent (security.curve, agentrt keys)"
+        )
     roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():
         last_exit = "-" if role["last_exit_code"] is None else f"{role['last_exit_code']}: {role['last_exit_reason']}"
@@ -41,6 +46,8 @@ def print_status(status: dict[str, Any]) -> None:
         str(status["teacher_queries"]),
     )
     console.print(summary)
+    if status["distillation"]["disk_full"]:
+        console.print("[red]disk full: the distiller holds new student versions until there is space again")
     if status["errors"]["by_code"]:
         console.print("errors: " + ", ".join(f"{code} {count}" for code, count in status["errors"]["by_code"].items()))
 

@@ -15,8 +15,9 @@ messages, timeouts, files and the registry.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +55,7 @@ class Decisions:
     teacher_timed_out: bool  # the teacher was asked to act and did not answer
     student_latency_us: float  # the student's forward pass, per observation
     student_version: int  # the version whose outputs these are
+    over_share: int  # rows the student decided alone because their peer had taken its share of labels
 
     def acted(self, row: int) -> bool:
         """False where neither the student nor the teacher produced a usable output."""
@@ -71,6 +73,7 @@ class Proposal:
     acting: np.ndarray  # indices of the rows the teacher should act for
     student_version: int
     student_latency_us: float
+    over_share: int  # rows left to the student because their peer had taken its share of labels
 
     def acting_observations(self) -> np.ndarray:
         return self.observations[self.acting]
@@ -78,6 +81,71 @@ class Proposal:
 
 #: Rows of probe features on which a numpy forward must match torch's before it serves.
 PROBE_ROWS = 8
+
+
+class LabelShare:
+    """How much of the teacher's recent labels (and acting) each peer took, so that no peer can
+    take more than ``limit`` of them while other peers are labelled too: one busy or hostile peer
+    can neither fill the replay buffer with its own observations nor spend the teacher's time
+    (and a budgeted query policy's answers) that other peers need. Alone, a peer may take all.
+
+    A peer's count is its labels decayed exponentially with time constant ``window_s`` on the
+    decider's clock, so the share follows the recent stream; only peers that sent an observation
+    within ``window_s`` compete, so a departed peer stops holding the others back. A peer over its
+    share has its ``auto`` observations decided by the student alone (neither labelled nor acted
+    on by the teacher): shown to the query policy as forced to ``student``, so that a budgeted
+    policy spends its answers on other peers, and, within a batch, those the policy chose beyond
+    the peer's allowance are taken back. Observations a peer forced to ``teacher`` are the
+    gateway's forced-teacher budget's business.
+    """
+
+    #: Counts below this (about a thousandth of a label) are forgotten, so the table stays small.
+    FORGET_BELOW = 1e-3
+    #: Other peers' labels below this (about one label within the window) are no competition.
+    COMPETING = 0.5
+    #: How many labels a peer may run ahead of its share before it is held back: peers served in
+    #: turn, or one that attached first, must not be held back for being a few labels ahead.
+    AHEAD = 16.0
+
+    def __init__(self, limit: float, window_s: float, now: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.counts: dict[Hashable, float] = {}
+        self.seen: dict[Hashable, float] = {}  # peer -> when it last had an observation decided
+        self.updated = now
+
+    def _decay(self, now: float) -> None:
+        factor = math.exp(-max(now - self.updated, 0.0) / self.window_s)
+        self.updated = now
+        self.counts = {
+            peer: count * factor for peer, count in self.counts.items() if count * factor >= self.FORGET_BELOW
+        }
+
+    def allowances(self, peers: Iterable[Hashable], now: float) -> dict[Hashable, float]:
+        """Per peer of a batch: how many more labels it may take now (infinite while no other
+        active peer is labelled, or without a limit)."""
+        self._decay(now)
+        self.seen.update((peer, now) for peer in peers)
+        self.seen = {peer: when for peer, when in self.seen.items() if now - when <= self.window_s}
+        counts = {peer: count for peer, count in self.counts.items() if peer in self.seen}
+        total = sum(counts.values())
+        # Never below an equal split between the peers being labelled: with a limit under 1/n,
+        # n equally served peers would otherwise all be over it at once, and nobody get labels.
+        limit = max(self.limit, 1 / max(sum(count >= self.COMPETING for count in counts.values()), 1))
+        allowances = {}
+        for peer in set(peers):
+            mine = counts.get(peer, 0.0)
+            if limit >= 1 or total - mine < self.COMPETING:
+                allowances[peer] = math.inf
+            else:  # the x with mine + x = limit * (total + x) + AHEAD
+                allowances[peer] = max((limit * total + self.AHEAD - mine) / (1 - limit), 0.0)
+        return allowances
+
+    def taken(self, peers: Sequence[Hashable], taken: np.ndarray) -> None:
+        """Count the rows (of ``peers``) the teacher labelled or acted on, after ``allowances`` decayed to now."""
+        for peer, took in zip(peers, taken, strict=True):
+            if took:
+                self.counts[peer] = self.counts.get(peer, 0.0) + 1.0
 
 
 class Decider:
@@ -112,6 +180,7 @@ class Decider:
         query = settings.query
         self.policy_component = plugins.get("query_policy", query.policy)
         self.policy = plugins.build("query_policy", query.policy, dict(query.params))
+        self.shares = LabelShare(query.max_peer_label_share, query.peer_share_window_s, clock())
         self.version = 0  # untrained until a version is served
 
     def serve(self, version: int, state: State) -> None:
@@ -140,21 +209,39 @@ class Decider:
             return outputs, None
 
     def decide(
-        self, features: np.ndarray, observations: np.ndarray, forced: list[str], ask_teacher: AskTeacher
+        self,
+        features: np.ndarray,
+        observations: np.ndarray,
+        forced: list[str],
+        ask_teacher: AskTeacher,
+        peers: Sequence[Hashable] | None = None,
     ) -> Decisions:
         """Decide for a batch, waiting for the teacher where it acts (``propose`` then ``complete``).
         Raises PluginFailure if the student or the policy fails."""
-        proposal = self.propose(features, observations, forced)
+        proposal = self.propose(features, observations, forced, peers)
         answer = ask_teacher(proposal.acting_observations()) if len(proposal.acting) else None
         return self.complete(proposal, answer)
 
-    def propose(self, features: np.ndarray, observations: np.ndarray, forced: list[str]) -> Proposal:
+    def propose(
+        self,
+        features: np.ndarray,
+        observations: np.ndarray,
+        forced: list[str],
+        peers: Sequence[Hashable] | None = None,
+    ) -> Proposal:
         """The student's outputs and the policy's choice for a batch; the rows in ``acting`` wait for
-        the teacher. Raises PluginFailure if the student or the policy fails."""
+        the teacher. ``peers`` names each row's peer (a stream), for its share of labels
+        (``LabelShare``); without it the rows are one peer's. Raises PluginFailure if the student
+        or the policy fails."""
         features = np.asarray(features, dtype=np.float32)
         started = time.perf_counter()
         outputs, members = self.forward(features)
         latency_us = (time.perf_counter() - started) * 1e6 / len(features)
+        now = self.clock()
+        peers = [None] * len(features) if peers is None else peers
+        allowances = self.shares.allowances(peers, now)
+        limited = [f == "auto" and allowances[peer] < 1 for f, peer in zip(forced, peers, strict=True)]
+        forced = ["student" if limit else f for f, limit in zip(forced, limited, strict=True)]
         context = QueryContext(
             features=features,
             student_outputs=outputs,
@@ -163,15 +250,17 @@ class Decider:
             forced=forced,
             member_outputs=members,
             observations=observations,
-            now=self.clock(),
+            now=now,
         )
         choice = _checked_choice(
             self.policy_component, serve(self.policy_component, self.policy.decide, context), len(features)
         )
+        choice = _within_shares(choice, forced, peers, allowances, limited)
+        self.shares.taken(peers, choice.label | choice.teacher_acts)
         # A student that outputs NaN or infinity must not act: the teacher stands in.
         broken = ~np.isfinite(outputs).all(axis=1)
         acting = np.flatnonzero(np.asarray(choice.teacher_acts) | broken)
-        return Proposal(observations, outputs, choice.label, broken, acting, self.version, latency_us)
+        return Proposal(observations, outputs, choice.label, broken, acting, self.version, latency_us, sum(limited))
 
     def complete(self, proposal: Proposal, answer: np.ndarray | None) -> Decisions:
         """The decisions, with the teacher's ``answer`` for the acting rows, or the student's outputs
@@ -196,7 +285,27 @@ class Decider:
             bool(len(acting)) and answer is None,
             proposal.student_latency_us,
             proposal.student_version,
+            proposal.over_share,
         )
+
+
+def _within_shares(
+    choice: QueryDecision,
+    forced: list[str],
+    peers: Sequence[Hashable],
+    allowances: dict[Hashable, float],
+    limited: list[bool],
+) -> QueryDecision:
+    """``choice`` without the ``auto`` rows each peer took beyond its allowance (marked in ``limited``)."""
+    label, teacher_acts = choice.label.copy(), choice.teacher_acts.copy()
+    for row, peer in enumerate(peers):
+        if forced[row] == "auto" and (label[row] or teacher_acts[row]):
+            if allowances[peer] >= 1:
+                allowances[peer] -= 1
+            else:
+                label[row] = teacher_acts[row] = False
+                limited[row] = True
+    return QueryDecision(label, teacher_acts)
 
 
 def _check_output(component: Component, method: str, outputs: Any, shape: tuple[int, ...]) -> None:

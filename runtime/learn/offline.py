@@ -595,6 +595,7 @@ class Candidates:
     data: Data
     plugins: Plugins
     make_student: Callable[[], Any]
+    make_strategy: Callable[[dict[str, Any]], Any]
     initial: dict[str, Any]
     teacher: Any
     teacher_temperature: float | None
@@ -610,13 +611,13 @@ class Candidates:
 
     def distilled(self, params: dict[str, Any]) -> Any:
         """A student distilled with the strategy at ``params``."""
-        student, name = self.fresh(), self.settings.strategy
+        student = self.fresh()
         distil_student(
             self.settings,
             self.data,
             student,
-            self.plugins.build("strategy", name, dict(params)),
-            self.plugins.get("strategy", name),
+            self.make_strategy(params),
+            self.plugins.get("strategy", self.settings.strategy),
             self.teacher,
             self.teacher_temperature,
             self.labelled,
@@ -680,7 +681,7 @@ def run(
         )
 
     def make_strategy(params: dict[str, Any]) -> Any:
-        return plugins.build("strategy", settings.strategy, dict(params))
+        return plugins.build("strategy", settings.strategy, dict(params), action_space)
 
     warnings: list[str] = []
     if settings.teacher_data == "train" and settings.teacher_path is None and settings.transfer_size != 0:
@@ -718,6 +719,7 @@ def run(
             data,
             plugins,
             make_student,
+            make_strategy,
             initial,
             teacher,
             teacher_temperature,

@@ -112,7 +112,7 @@ class Trainer:
         self.student = build_student(plugins, settings, observation_space, action_space)
         self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
         self.strategy_component = plugins.get("strategy", distillation.strategy)
-        self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params))
+        self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params), action_space)
         self.optimiser = Optimiser(self.student, distillation.learning_rate, self.strategy)
         self.buffer = ReplayBuffer(
             distillation.buffer_samples,

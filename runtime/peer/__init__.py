@@ -4,5 +4,6 @@ Needs only pyzmq, msgpack and numpy (plus gymnasium for ``gym``): never torch or
 """
 
 from runtime.peer.sdk import Action, Peer, PeerError
+from runtime.wire.keys import ClientKeys
 
-__all__ = ["Action", "Peer", "PeerError"]
+__all__ = ["Action", "ClientKeys", "Peer", "PeerError"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import gymnasium
 import numpy as np
 
-from runtime.peer import Peer
+from runtime.peer import ClientKeys, Peer
 
 
 @dataclass
@@ -55,11 +55,13 @@ def run_gym_peers(
     wait_s: float = 60.0,
     on_episode: Callable[[EpisodeResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    curve: ClientKeys | None = None,
 ) -> AttachSummary:
     """Run ``peers`` environments against the runtime until ``episodes`` episodes have finished."""
     envs = [gymnasium.make(env_id) for _ in range(peers)]
     clients = [
-        Peer(endpoint, env.observation_space, env.action_space, name=f"{env_id}#{i}") for i, env in enumerate(envs)
+        Peer(endpoint, env.observation_space, env.action_space, name=f"{env_id}#{i}", curve=curve)
+        for i, env in enumerate(envs)
     ]
     summary = AttachSummary(env_id)
     started = time.monotonic()

@@ -5,6 +5,11 @@
     action = peer.act(obs).action       # one observation in, one action out
     peer.close()
 
+A peer that does not know the agent's spaces asks first, without a session:
+
+    agent = Peer.describe("tcp://127.0.0.1:7411")
+    peer = Peer("tcp://127.0.0.1:7411", agent["observation_space"], agent["action_space"])
+
 Spaces are given in the wire form of docs/protocol.md, or as Gymnasium spaces when gymnasium is
 installed. ``act`` resends an unanswered observation every ``resend_s`` and reconnects (new
 socket, new hello) after ``reconnect_after`` silent resends, so a restarting runtime costs the
@@ -24,6 +29,7 @@ import zmq
 
 from runtime.errors import PeerError, ProtocolError
 from runtime.wire import protocol
+from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
 
 
@@ -64,8 +70,12 @@ class Peer:
         resend_s: float = 0.5,
         reconnect_after: int = 4,
         max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
+        curve: ClientKeys | None = None,
     ) -> None:
+        """``curve``: the runtime's public key and this peer's key pair, for an endpoint that requires
+        CURVE (``ClientKeys.from_files("server.key", "robot.key_secret")``)."""
         self.endpoint = endpoint
+        self.curve = curve
         self.name = name
         self.spaces = {
             "observation_space": space_to_wire(observation_space),
@@ -83,6 +93,35 @@ class Peer:
         self.pending: bytes | None = None
         self.reconnects = 0
         self.resends = 0
+
+    # --- before a session --------------------------------------------------------------------------
+    @staticmethod
+    def describe(
+        endpoint: str,
+        wait_s: float | None = 30.0,
+        resend_s: float = 0.5,
+        max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> dict[str, Any]:
+        """The agent's ``description`` (docs/protocol.md): ``protocol_version``, its
+        ``observation_space`` and ``action_space`` in wire form (bounds included, ready to pass to
+        ``Peer``), ``student_version``, ``max_message_bytes`` and ``peer_timeout_ms``. Opens no
+        session. Asks again every ``resend_s`` until ``wait_s`` (None: forever) has passed."""
+        asking = Peer(endpoint, {}, {}, resend_s=resend_s, max_message_bytes=max_message_bytes)
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        try:
+            while True:
+                # A new socket each time, as connect does: a runtime not up yet never saw the last one.
+                asking._new_socket().send(protocol.encode("describe"))
+                remaining = resend_s if deadline is None else min(resend_s, deadline - time.monotonic())
+                message = asking._receive(max(remaining, 0.0))
+                if message is not None and message.kind == "description":
+                    return message.fields
+                if message is not None and message.kind == "error":
+                    raise _refused(message)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no runtime answered at {endpoint} within {wait_s:g} s")
+        finally:
+            asking.close()
 
     # --- session ---------------------------------------------------------------------------------
     def connect(self, wait_s: float | None = None) -> dict[str, Any]:
@@ -108,6 +147,8 @@ class Peer:
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 200)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.socket_cap(self.max_message_bytes))
+        if self.curve is not None:
+            self.curve.apply(self.socket)
         self.socket.connect(self.endpoint)
         return self.socket
 
@@ -193,9 +234,11 @@ class Peer:
 
     def close(self, reason: str = "done") -> None:
         if self.socket is not None:
-            # Queue full or runtime gone: the session times out on the runtime's side.
+            # Only a peer that was welcomed says bye. Queue full or runtime gone: the session
+            # times out on the runtime's side.
             with contextlib.suppress(zmq.Again):
-                self.socket.send(protocol.encode("bye", reason=reason), zmq.NOBLOCK)
+                if self.peer_id is not None:
+                    self.socket.send(protocol.encode("bye", reason=reason), zmq.NOBLOCK)
             self.socket.close()
             self.socket = None
         self.context.term()

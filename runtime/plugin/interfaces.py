@@ -116,7 +116,9 @@ class QueryContext:
     student_outputs: np.ndarray  # (B, output_size)
     student_version: int  # 0 while no trained student has been published
     action_space: Space
-    forced: list[str] = field(default_factory=list)  # per observation: "auto", "student" or "teacher"
+    # Per observation: "auto", "student" or "teacher", as the peer asked; "student" also where the
+    # peer already took its share of labels (runtime.learn.loop.LabelShare).
+    forced: list[str] = field(default_factory=list)
     # (K, B, output_size) when the student is a ForwardMembers (an ensemble), else None
     member_outputs: np.ndarray | None = None
     observations: np.ndarray | None = None  # (B, ...) raw observations, as the teacher would see them
@@ -161,7 +163,8 @@ class StreamStep:
 # that also takes a keyword ``context`` gets a ``runtime.plugin.pluginmanager.BuildContext``.
 StudentFactory = Callable[[dict[str, Any], Space, Space], "torch.nn.Module"]
 TeacherFactory = Callable[[dict[str, Any], Space, Space], Teacher]
-StrategyFactory = Callable[[dict[str, Any]], DistillationStrategy]
+# A strategy gets the action space, to refuse one it cannot learn (``runtime.plugin.params.discrete_space``).
+StrategyFactory = Callable[[dict[str, Any], Space], DistillationStrategy]
 QueryPolicyFactory = Callable[[dict[str, Any]], QueryPolicy]
 # Perception transforms get the space of their input; execution filters get the action space.
 StepFactory = Callable[[dict[str, Any], Space], StreamStep]

@@ -294,3 +294,25 @@ def box_space(
     if ndim < min_ndim or (max_ndim is not None and ndim > max_ndim):
         raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
     return space
+
+
+def discrete_space(component: str, space: Space, expected: str = "a discrete space") -> spaces.Discrete:
+    """``space`` if it is Discrete; ``expected`` describes what fits (and may say what to use instead)."""
+    if not isinstance(space, spaces.Discrete):
+        raise ParamError(f"{component}: needs {expected}, got {describe(space)}")
+    return space
+
+
+def view_space(component: str, space: Space, start: int, stop: int, shape: list[int] | None) -> spaces.Box:
+    """The elements ``start:stop`` of a Box's flattened observation, reshaped to ``shape`` (unset:
+    flat), with their bounds: the part of an observation that carries several things at known
+    offsets (pixels and state, a task id and features) which the ``view`` transform or teacher reads."""
+    flat = box_space(component, space)
+    size = math.prod(flat.shape)
+    if not 0 <= start < stop <= size:
+        raise invalid(component, "stop", f"> start ({start}) and <= the observation's {size} elements", stop)
+    shape = list(shape) if shape is not None else [stop - start]
+    if math.prod(shape) != stop - start:
+        raise invalid(component, "shape", f"{stop - start} elements in all (stop - start)", shape)
+    low, high = (bound.ravel()[start:stop].reshape(shape) for bound in (flat.low, flat.high))
+    return spaces.Box(low, high, shape=tuple(shape), dtype=flat.dtype)

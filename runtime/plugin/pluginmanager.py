@@ -35,6 +35,8 @@ class Component:
     plugin: str
     factory: Callable[..., Any]
     takes_context: bool = False  # the factory declares a ``context`` keyword: it gets a BuildContext
+    #: False for a factory written when its point passed ``params`` alone (``params_only_before``).
+    takes_arguments: bool = True
 
     @property
     def hook(self) -> str:
@@ -74,6 +76,20 @@ class PluginInfo:
     origin: str
     builtin: bool
     hooks: list[str] = field(default_factory=list)
+
+
+def _takes_positional(factory: Callable[..., Any], count: int) -> bool:
+    """Whether ``factory`` can be called with ``count`` positional arguments (True when its
+    signature cannot be read: it is then called the current way)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind_partial(*[None] * count)
+    except TypeError:
+        return False
+    return True
 
 
 def _takes_context(factory: Callable[..., Any]) -> bool:
@@ -118,7 +134,10 @@ class Plugins:
                     f"{point.name} {name!r} is registered by both plugin {existing.plugin!r} "
                     f"and plugin {plugin!r} ({point.hook})"
                 )
-            self.components[point.name][name] = Component(point.name, name, plugin, factory, _takes_context(factory))
+            takes_arguments = not point.params_only_before or _takes_positional(factory, 1 + len(point.arguments))
+            self.components[point.name][name] = Component(
+                point.name, name, plugin, factory, _takes_context(factory), takes_arguments
+            )
 
     def _each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Callable[[], Any]]]:
         """Per implementing plugin, in registration order: its name and a call of the hook through
@@ -152,13 +171,14 @@ class Plugins:
     def build(self, point: str, name: str, params: dict[str, Any], *args: Any) -> Any:
         """Call the factory of component ``name`` with ``params`` and the point's ``args`` (and a
         BuildContext, if it asks for one); a failure, or a result that is not the point's
-        interface, names the plugin and the hook."""
+        interface, names the plugin and the hook. A factory written when its point passed
+        ``params`` alone gets ``params`` alone (its BuildContext still has the spaces)."""
         component = self.get(point, name)
         interface = EXTENSION_POINTS[point].interface
         where = f"plugin {component.plugin!r} ({component.hook}): building {point} {name!r} failed"
         extra = {"context": BuildContext(self, component, args)} if component.takes_context else {}
         try:
-            built = component.factory(params, *args, **extra)
+            built = component.factory(params, *(args if component.takes_arguments else ()), **extra)
         except PluginError:
             raise
         except ConfigError as exc:  # its message already names the component and the parameter

@@ -31,6 +31,9 @@ class ExtensionPoint:
     default: Any
     key_doc: str
     params_doc: str
+    #: Factories of this point once took ``params`` alone; one whose signature still cannot take
+    #: ``arguments`` is called that way, so that plugins written before them keep working.
+    params_only_before: bool = False
 
     def selected(self, config: dict[str, Any]) -> list[str]:
         """The names ``config`` selects for this point."""
@@ -74,10 +77,11 @@ EXTENSION_POINTS: dict[str, ExtensionPoint] = {
             "strategy",
             False,
             DistillationStrategy,
-            (),
+            ("action_space",),
             "soft_target",
             "distillation strategy (loss), by name",
             "parameters for the strategy (soft_target: the teacher's calibrated temperature, alpha 0.5)",
+            params_only_before=True,
         ),
         ExtensionPoint(
             "query_policy",

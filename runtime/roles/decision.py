@@ -96,7 +96,12 @@ class Decision(Role):
     def decide(self, batch: list[protocol.Message]) -> None:
         features = np.stack([m["features"] for m in batch]).astype(np.float32, copy=False)
         try:
-            proposal = self.decider.propose(features, np.stack([m["obs"] for m in batch]), [m["policy"] for m in batch])
+            proposal = self.decider.propose(
+                features,
+                np.stack([m["obs"] for m in batch]),
+                [m["policy"] for m in batch],
+                peers=[m["route"] for m in batch],  # one connection, one peer: its share of labels
+            )
         except PluginFailure as failure:
             for message in batch:
                 self.plugin_failed(failure, self.returns, message["route"], message["seq"])
@@ -168,6 +173,7 @@ class Decision(Role):
     def finish(self, batch: list[protocol.Message], features: np.ndarray, decisions: Decisions) -> None:
         """Send each observation's decision on to execution, and its label request to the distiller."""
         self.counters["student_not_finite"] += decisions.not_finite
+        self.counters["labels_over_peer_share"] += decisions.over_share
         self.counters["decided_by_teacher"] += int((decisions.decided_by == "teacher").sum())
         for index, message in enumerate(batch):
             if not decisions.acted(index):  # the teacher could not stand in either

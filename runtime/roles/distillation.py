@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sqlite3
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ import zmq
 
 from runtime import rundir
 from runtime.errors import ConfigError
+from runtime.files import disk_full
 from runtime.learn.checkpoints import CheckpointStore, load_safetensors
 from runtime.learn.loop import Candidate, Learner, Progress
 from runtime.learn.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
@@ -28,6 +30,8 @@ from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
 LABEL_TIMEOUT_S = 10.0
+# On a full disk, how often writing the held candidates is tried again.
+DISK_RETRY_S = 2.0
 # Training steps failing in a row before status says "training": "failing".
 TRAINING_FAILING_AFTER = 20
 
@@ -65,6 +69,8 @@ class Distillation(Role):
         # The teacher's calibrated temperature comes with its answers (``taught``): until one has
         # come, acting answers are asked again (a cache hit), so no sample trains at an unknown one.
         self.heard_teacher = False
+        self.unwritten: list[Candidate] = []  # judged, not yet on disk: the disk is full
+        self.retry_write_at = 0.0
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DISTILLATION_IN))
         self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
@@ -81,6 +87,7 @@ class Distillation(Role):
             loss=None,
             agreement=None,
             train_steps_per_s=0.0,
+            disk_full=False,
         )
 
     def teardown(self) -> None:
@@ -146,6 +153,8 @@ class Distillation(Role):
 
     # --- training --------------------------------------------------------------------------------
     def poll_timeout_ms(self) -> int:
+        if self.unwritten:  # training waits for the disk
+            return min(100, max(0, math.ceil((self.retry_write_at - time.monotonic()) * 1000)))
         wait_s = self.learner.next_step_in()
         if wait_s is None:
             return 20  # still wake up to send a partly filled label batch in time
@@ -158,6 +167,12 @@ class Distillation(Role):
         # A teacher that restarted never answers what it had in hand: forget those requests.
         for request_id in [i for i, (sent, _) in self.in_flight.items() if now - sent > LABEL_TIMEOUT_S]:
             self.counters["labels_lost"] += len(self.in_flight.pop(request_id)[1])
+        if self.unwritten:
+            # No training while the disk is full: the held candidates go out first, in order, so that
+            # versions and their parents stay in sequence, and no more pile up in memory.
+            if now >= self.retry_write_at:
+                self.write_candidates(now)
+            return
         progress = self.learner.tick()
         self.counters["train_steps"] += progress.steps
         for failure in progress.failures:
@@ -166,8 +181,29 @@ class Distillation(Role):
         self.note_training(progress)
         # Resting: trained a cycle on what it has, and waits for new labels (nothing new to learn).
         self.gauges["resting"] = self.learner.next_step_in() is None
-        for candidate in progress.candidates:
-            self.publish(candidate)
+        self.unwritten.extend(progress.candidates)
+        self.write_candidates(now)
+
+    def write_candidates(self, now: float) -> None:
+        """Publish the judged candidates in order. A full disk (ENOSPC, EDQUOT, SQLITE_FULL) keeps
+        them, shows ``disk_full`` in status and tries again every DISK_RETRY_S, until space returns;
+        ``publish`` is therefore safe to call again for a candidate it failed to write."""
+        while self.unwritten:
+            try:
+                self.publish(self.unwritten[0])
+            except (OSError, sqlite3.Error) as exc:
+                if not disk_full(exc):
+                    raise
+                if not self.gauges["disk_full"]:
+                    self.counters["disk_full"] += 1
+                    self.log.error("disk_full", version=self.unwritten[0].version, error=str(exc))
+                self.gauges["disk_full"] = True
+                self.retry_write_at = now + DISK_RETRY_S
+                return
+            self.unwritten.pop(0)
+        if self.gauges["disk_full"]:
+            self.log.warning("disk_space_returned")
+            self.gauges["disk_full"] = False
 
     def note_training(self, progress: Progress) -> None:
         """``training`` is "failing" in status once TRAINING_FAILING_AFTER steps in a row failed (with

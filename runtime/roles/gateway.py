@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from runtime.errors import ProtocolError
+from runtime.config import peer_security
+from runtime.errors import ConfigError, ProtocolError
 from runtime.learn import registry
 from runtime.roles.base import Role
 from runtime.wire import protocol, spaces, transport
@@ -41,9 +42,24 @@ class Gateway(Role):
 
     def setup(self) -> None:
         endpoint = self.settings.daemon.peer_endpoint
-        self.peers = self.transport.bind(
-            zmq.ROUTER, endpoint, stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000)
-        )
+        security = peer_security(self.settings)
+        curve_secret = None
+        if security == "curve":
+            keys = self.settings.security.keys()
+            curve_secret = keys.server_secret()
+            self.transport.authenticate(keys)
+        elif security == "insecure":
+            self.log.warning("peer_endpoint_insecure", endpoint=endpoint)
+        try:
+            self.peers = self.transport.bind(
+                zmq.ROUTER,
+                endpoint,
+                stall_timeout_ms=int(self.settings.protocol.stall_timeout_s * 1000),
+                curve_secret=curve_secret,
+            )
+        except zmq.ZMQError as exc:
+            # A port in use or a malformed endpoint: no restart can help, so the daemon stops and says why.
+            raise ConfigError(f"cannot bind daemon.peer_endpoint {endpoint!r}: {exc.strerror}") from None
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))
@@ -61,13 +77,15 @@ class Gateway(Role):
         self.out_of_bounds = self.settings.protocol.out_of_bounds
         self.forced_teacher_budget = self.settings.protocol.forced_teacher_budget
         self.teacher_peers = frozenset(self.settings.protocol.teacher_peers)
-        self.welcome_spaces = {
+        self.agent_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
         }
         self.student_version = registry.serving_version(self.settings.daemon.run_dir)
         self.next_sweep = 0.0
-        self.gauges.update(peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.gauges.update(
+            peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT), peer_security=security
+        )
 
     # --- peers -----------------------------------------------------------------------------------
     def on_peer_message(self, sock: zmq.Socket) -> None:
@@ -102,6 +120,13 @@ class Gateway(Role):
             session.last_seen = time.monotonic()
         if message.kind == "hello":
             self.on_hello(route, message)
+        elif message.kind == "describe":  # before a hello too: how a peer learns the spaces to say it with
+            self.counters["describes"] += 1
+            self.to_peer(
+                route,
+                protocol.encode("description", protocol_version=protocol.PROTOCOL_VERSION, **self.agent_fields()),
+                "description",
+            )
         elif session is None:
             if message.kind not in protocol.UNANSWERED:
                 raise ProtocolError(ErrorCode.NOT_ATTACHED, "no session: send hello first", message.get("seq"))
@@ -139,11 +164,10 @@ class Gateway(Role):
             ("action", action_space, self.action_space),
         ):
             if not spaces.same_space(theirs, ours):
-                mine = spaces.describe(ours)
-                differs = "its low/high bounds differ" if spaces.describe(theirs) == mine else spaces.describe(theirs)
+                differs = spaces.difference(theirs, ours)
                 raise ProtocolError(
                     ErrorCode.SPACE_MISMATCH,
-                    f"{what} space does not match the agent's {mine}: {differs}",
+                    f"{what} space does not match the agent's {spaces.describe(ours)}: {differs}",
                 )
         if route in self.sessions:
             self.detach(route, "rehello")
@@ -156,14 +180,7 @@ class Gateway(Role):
         self.sessions[route] = session
         self.gauges["peers_connected"] = len(self.sessions)
         self.counters["peers_attached"] += 1
-        welcome = protocol.encode(
-            "welcome",
-            peer_id=session.peer_id,
-            student_version=self.student_version,
-            max_message_bytes=self.max_message_bytes,
-            peer_timeout_ms=int(self.peer_timeout * 1000),
-            **self.welcome_spaces,
-        )
+        welcome = protocol.encode("welcome", peer_id=session.peer_id, **self.agent_fields())
         self.to_peer(route, welcome, "welcome")
         self.log.info("peer_attached", peer_id=session.peer_id, peer_name=session.peer_name)
         self.plugins.notify(
@@ -173,6 +190,15 @@ class Gateway(Role):
             observation_space=observation_space,
             action_space=action_space,
         )
+
+    def agent_fields(self) -> dict[str, object]:
+        """The fields of a welcome and a description that describe the agent (``protocol._AGENT_FIELDS``)."""
+        return {
+            **self.agent_spaces,
+            "student_version": self.student_version,
+            "max_message_bytes": self.max_message_bytes,
+            "peer_timeout_ms": int(self.peer_timeout * 1000),
+        }
 
     def on_observation(self, route: bytes, session: Session, message: protocol.Message) -> None:
         seq = message["seq"]
@@ -232,6 +258,10 @@ class Gateway(Role):
 
     def on_transport_event(self, sock: zmq.Socket) -> None:
         event = recv_monitor_message(sock)
+        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # a CURVE key the authorized directory lacks
+            self.counters["peers_refused_key"] += 1
+            self.log_repeated("refused_key", "warning", "peer_key_refused")
+            return
         # not event=...: structlog takes the log message as its first argument, named "event"
         self.count_error(
             ErrorCode.MALFORMED_MESSAGE, detail="transport handshake failed", transport_event=int(event["event"])

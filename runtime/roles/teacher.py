@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -13,7 +14,7 @@ from runtime.errors import ConfigError, PluginFailure, ProtocolError
 from runtime.learn.models import build_teacher, teacher_temperature
 from runtime.plugin.interfaces import LabelWithFeatures
 from runtime.plugin.pluginmanager import serve
-from runtime.roles.base import Role
+from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, transport
 from runtime.wire.protocol import ErrorCode
 
@@ -93,14 +94,26 @@ class TeacherRole(Role):
             "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings.plugin
         )
         self.on(self.server, self.on_request)
+        self.batch_max = settings.batch_max
+        self.batch_wait_s = settings.batch_wait_ms / 1000
         self.gauges.update(latency_us=0.0)
 
     def on_request(self, sock: zmq.Socket) -> None:
-        for _ in range(64):
+        """Take the requests that arrived together (decision's and the distiller's), up to
+        ``teacher.batch_max`` observations, waiting up to ``teacher.batch_wait_ms`` for more, and
+        answer them with one call of the teacher: a GPU teacher is used at batch."""
+        requests: list[tuple[bytes, protocol.Message]] = []
+        observations = 0
+        deadline: float | None = None
+        while len(requests) < DRAIN_LIMIT and observations < self.batch_max:
             try:
                 identity, data = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                now = time.monotonic()
+                deadline = now + self.batch_wait_s if deadline is None else deadline
+                if requests and now < deadline and sock.poll(math.ceil((deadline - now) * 1000)):
+                    continue
+                break
             except ValueError:  # not two frames: internal senders never do this
                 self.counters["errors.MALFORMED_MESSAGE"] += 1
                 continue
@@ -108,15 +121,30 @@ class TeacherRole(Role):
             if request is None:
                 continue
             try:
-                reply = self.answer(request)
+                self.check_batch(request["obs"])
             except ProtocolError as exc:  # a malformed batch (anyone may reach `agentrt teacher serve`)
                 self.count_error(exc.code, detail=exc.message)
                 continue
-            except PluginFailure as failure:
-                self.log_plugin_failure(failure)
-                self.counters["errors.PLUGIN_FAILED"] += 1
-                continue
+            requests.append((identity, request))
+            observations += len(request["obs"])
+        if not requests:
+            return
+        try:
+            replies = self.answer([request for _, request in requests])
+        except PluginFailure as failure:
+            self.log_plugin_failure(failure)
+            self.counters["errors.PLUGIN_FAILED"] += len(requests)
+            return
+        for (identity, _), reply in zip(requests, replies, strict=True):
             self.send(sock, [identity, reply], "taught")
+
+    def check_batch(self, observations: np.ndarray) -> None:
+        shape = tuple(self.observation_space.shape or ())
+        if observations.ndim != 1 + len(shape) or len(observations) == 0 or observations.shape[1:] != shape:
+            raise ProtocolError(
+                ErrorCode.WRONG_SHAPE,
+                f"teach: a batch of shape {list(observations.shape)} does not hold observations of shape {list(shape)}",
+            )
 
     def label(self, observations: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Ask the teacher plugin; what it returns is checked, so a bad teacher fails as a plugin."""
@@ -136,18 +164,15 @@ class TeacherRole(Role):
             )
         return outputs, features
 
-    def answer(self, request: protocol.Message) -> bytes:
-        """Label a batch, asking the teacher only for observations it has not answered before."""
-        observations = request["obs"]
-        shape = tuple(self.observation_space.shape or ())
-        if observations.ndim != 1 + len(shape) or len(observations) == 0 or observations.shape[1:] != shape:
-            raise ProtocolError(
-                ErrorCode.WRONG_SHAPE,
-                f"teach: a batch of shape {list(observations.shape)} does not hold observations of shape {list(shape)}",
-            )
+    def answer(self, requests: list[protocol.Message]) -> list[bytes]:
+        """Label checked ``teach`` requests together, asking the teacher only for observations it
+        has not answered before; one ``taught`` reply per request."""
         # With feature hints on, features are computed for every answer, so that the distiller's
         # later request for an observation the teacher already acted on is a cache hit.
-        want_features = bool(request.get("want_features")) and self.gives_features or self.features_wanted
+        want_features = (
+            any(request.get("want_features") for request in requests) and self.gives_features or self.features_wanted
+        )
+        observations = np.concatenate([request["obs"] for request in requests])
         keys = [self.cache.key(obs) for obs in observations]
         known: dict[bytes, Any] = {key: self.cache.get(key, want_features) for key in keys}
         missing = {
@@ -161,14 +186,20 @@ class TeacherRole(Role):
                 # Copies: a row view would keep its whole batch alive as long as the cache keeps the row.
                 known[key] = (outputs[row].copy(), None if features is None else features[row].copy())
                 self.cache.put(key, *known[key])
-        answers = [known[key] for key in keys]
         self.counters["labels"] += len(missing)
         self.counters["cache_hits"] += len(keys) - len(missing)
-        self.counters["requests"] += 1
-        fields: dict[str, Any] = {
-            "outputs": np.stack([outputs for outputs, _ in answers]),
-            "temperature": self.temperature,
-        }
-        if request.get("want_features") and want_features:
-            fields["features"] = np.stack([features for _, features in answers])
-        return protocol.encode("taught", request_id=request["request_id"], **fields)
+        self.counters["requests"] += len(requests)
+        self.counters["batches"] += 1
+        replies = []
+        start = 0
+        for request in requests:
+            answers = [known[key] for key in keys[start : start + len(request["obs"])]]
+            start += len(request["obs"])
+            fields: dict[str, Any] = {
+                "outputs": np.stack([outputs for outputs, _ in answers]),
+                "temperature": self.temperature,
+            }
+            if request.get("want_features") and want_features:
+                fields["features"] = np.stack([features for _, features in answers])
+            replies.append(protocol.encode("taught", request_id=request["request_id"], **fields))
+        return replies

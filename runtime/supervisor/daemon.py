@@ -10,7 +10,8 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from runtime.config import Settings
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
-from runtime.supervisor.role_processes import Launcher, RoleHandle
+from runtime.supervisor.role_processes import Launcher, RoleHandle, RoleLauncher
 from runtime.wire import protocol, transport
 
 #: A role that exits this many times in a row with the same code and reason, each time before
@@ -40,6 +41,9 @@ class RoleProcess:
     backoff: float = 0.0
     restart_at: float | None = None
     reported_pid: int | None = None
+    last_report: float = 0.0  # when the current process last reported its stats (its heartbeat)
+    overdue: bool = False  # its reports are overdue, and the daemon said so in the log
+    kill_reason: str | None = None  # why the daemon killed the current process, if it did
     last_exit_code: int | None = None
     last_exit_reason: str | None = None
     same_exits: int = 0  # consecutive exits with the same code and reason, each soon after its start
@@ -48,15 +52,24 @@ class RoleProcess:
     carried: Counter = field(default_factory=Counter)  # counters of earlier incarnations
     gauges: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def state(self) -> str:
+    def state(self, now: float, unresponsive_after_s: float) -> str:
+        """``running`` once the process reported, ``unresponsive`` while its reports are overdue."""
         if self.failed:
             return "failed"
         if self.process is None:
             return "backoff" if self.restart_at is not None else "stopped"
         if self.process.poll() is not None:
             return "exited"
-        return "running" if self.reported_pid == self.process.pid else "starting"
+        silent = self.silent_s(now)
+        if silent is None:
+            return "starting"
+        return "unresponsive" if silent > unresponsive_after_s else "running"
+
+    def silent_s(self, now: float) -> float | None:
+        """Seconds since the current process last reported; None before its first report."""
+        if self.process is None or self.reported_pid != self.process.pid:
+            return None
+        return now - self.last_report
 
     def totals(self) -> Counter:
         total = Counter(self.carried)
@@ -65,47 +78,53 @@ class RoleProcess:
 
 
 def prepare_run_dir(run_dir: Path) -> None:
-    """Create the run directory private to this user (0700) and refuse one owned by someone else."""
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = run_dir.stat()
-    if info.st_uid != os.getuid():
-        raise DaemonError(f"run directory {run_dir} belongs to another user")
-    os.chmod(run_dir, 0o700)
-    transport.socket_dir(run_dir).mkdir(mode=0o700, exist_ok=True)
+    """Create the run directory private to this user (0700), or take up an empty one or one of
+    agentrt's; refuse any other (``rundir.claim``) and say so in one line if it cannot be written."""
+    with rundir.writing(run_dir):
+        rundir.claim(run_dir)
+        transport.socket_dir(run_dir).mkdir(mode=0o700, exist_ok=True)
 
 
 class Daemon:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        launcher: RoleLauncher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``launcher`` and ``clock`` are for tests of supervision, which run it on fake processes
+        and a fake clock."""
         self.config = config  # the TOML-shaped form, written for the roles to read
         self.settings = Settings.of(config)
         self.run_dir = Path(self.settings.daemon.run_dir)
         self.log = logs.configure("daemon", self.settings.daemon.log_format, self.settings.daemon.log_level)
         self.roles = {name: RoleProcess(name) for name in ROLES}
-        self.launcher = Launcher()
+        self.launcher = launcher or Launcher()
+        self.clock = clock
         self.stopping = False
         self.exit_code = ExitCode.OK
         self.exit_reason = ""
-        self.started_at = time.monotonic()
+        self.started_at = clock()
 
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
-        existing = rundir.read_pid(self.run_dir)
-        if existing is not None and existing != os.getpid():
-            raise DaemonError(
-                f"a daemon (pid {existing}) already runs with run directory {self.run_dir}; "
-                "use 'agentrt down' or another --run-dir"
-            )
         prepare_run_dir(self.run_dir)
-        # Held for the daemon's lifetime: two daemons starting at once on one run directory cannot both win.
-        self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
+        with rundir.writing(self.run_dir):
+            # Held for the daemon's lifetime: of two daemons on one run directory, one wins; and a pid
+            # file found while holding it is a dead daemon's, even if its pid now names another process.
+            self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DaemonError(f"another daemon is starting or running with run directory {self.run_dir}") from None
-        self._remove_sockets()  # leftovers of a daemon that was killed
-        (self.run_dir / rundir.DAEMON_EXIT).unlink(missing_ok=True)
-        atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
-        atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
+            existing = rundir.read_pid(self.run_dir)
+            raise DaemonError(
+                f"a daemon{f' (pid {existing})' if existing else ''} already runs with run directory "
+                f"{self.run_dir}; use 'agentrt down' or another --run-dir"
+            ) from None
+        with rundir.writing(self.run_dir):
+            self._clean_after_dead_daemon()
+            atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
+            atomic_write(self.run_dir / rundir.PID_FILE, f"{os.getpid()}\n".encode())
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.transport = transport.Transport(
@@ -127,10 +146,24 @@ class Daemon:
             self._stop_roles()
             self.transport.close()
             self._remove_sockets()
-            rundir.write_daemon_exit(self.run_dir, self.exit_code, self.exit_reason or "stopped on request")
+            try:
+                rundir.write_daemon_exit(self.run_dir, self.exit_code, self.exit_reason or "stopped on request")
+            except OSError as exc:  # a full disk costs the record of why, not the clean stop
+                self.log.error("exit_record_failed", error=str(exc))
             (self.run_dir / rundir.PID_FILE).unlink(missing_ok=True)
             self.log.info("daemon_stopped", exit_code=int(self.exit_code), reason=self.exit_reason or None)
         return self.exit_code
+
+    def _clean_after_dead_daemon(self) -> None:
+        """A daemon killed outright leaves its pid file, sockets and exit reports: remove them."""
+        pid_file = self.run_dir / rundir.PID_FILE
+        if pid_file.exists():
+            self.log.warning("stale_run_dir_cleaned", previous_pid=pid_file.read_text().strip())
+            pid_file.unlink()
+        self._remove_sockets()
+        for stale in (self.run_dir / rundir.ROLE_EXITS).glob("*.json"):
+            stale.unlink()
+        (self.run_dir / rundir.DAEMON_EXIT).unlink(missing_ok=True)
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stopping = True
@@ -151,19 +184,23 @@ class Daemon:
     # --- supervision -----------------------------------------------------------------------------
     def _spawn(self, role: RoleProcess) -> None:
         role.process = self.launcher.start(role.name, str(self.run_dir))
-        role.started_at = time.monotonic()
+        role.started_at = self.clock()
         role.restart_at = None
         role.reported_pid = None
+        role.kill_reason, role.overdue = None, False
         self.log.info("role_spawned", child=role.name, child_pid=role.process.pid, restarts=role.restarts)
 
     def _supervise(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         settings = self.settings.daemon
         for role in self.roles.values():
             code = role.process.poll() if role.process is not None else None
+            if role.process is not None and code is None:
+                self._check_liveness(role, now)
             if role.process is not None and code is not None:
                 uptime = now - role.started_at
-                reason = rundir.take_role_exit(self.run_dir, role.name, role.process.pid) or _describe_exit(code)
+                reported = rundir.take_role_exit(self.run_dir, role.name, role.process.pid)
+                reason = role.kill_reason or reported or _describe_exit(code)
                 same = (code, rundir.one_line(reason)) == (role.last_exit_code, role.last_exit_reason)
                 role.same_exits = role.same_exits + 1 if same and uptime < settings.restart_reset_s else 1
                 role.last_exit_code, role.last_exit_reason = code, rundir.one_line(reason)
@@ -198,6 +235,26 @@ class Daemon:
             if role.process is None and role.restart_at is not None and now >= role.restart_at:
                 role.restarts += 1
                 self._spawn(role)
+
+    def _check_liveness(self, role: RoleProcess, now: float) -> None:
+        """A role's stats are its heartbeat: one that stops reporting (hung, stopped, deadlocked) is
+        unresponsive, and past the second deadline killed, so that the restart path replaces it."""
+        silent = role.silent_s(now)
+        settings = self.settings.daemon
+        if silent is None or role.process is None or role.kill_reason is not None:
+            return
+        if silent > settings.kill_unresponsive_after_s:
+            # The same reason each time, so that a role that hangs again and again ends failed.
+            role.kill_reason = f"killed: no report for {settings.kill_unresponsive_after_s:g} s (unresponsive)"
+            self.log.error(
+                "role_unresponsive_killed", child=role.name, child_pid=role.process.pid, silent_s=round(silent, 1)
+            )
+            role.process.kill()
+        elif silent > settings.unresponsive_after_s and not role.overdue:
+            role.overdue = True
+            self.log.warning(
+                "role_unresponsive", child=role.name, child_pid=role.process.pid, silent_s=round(silent, 1)
+            )
 
     def _give_up(self, role: RoleProcess) -> None:
         """A role that keeps failing the same way is not restarted again: another try would fail too."""
@@ -249,12 +306,39 @@ class Daemon:
             except ProtocolError as exc:
                 self.log.warning("stats_rejected", error=exc.message)
                 continue
-            role = self.roles.get(message["role"])
-            # A report from an earlier incarnation must not overwrite the current one's.
-            if role is not None and role.process is not None and role.process.pid == message["pid"]:
-                role.reported_pid = message["pid"]
-                role.counters = message["counters"]
-                role.gauges = message["gauges"]
+            self.take_stats(message)
+
+    def take_stats(self, message: protocol.Message) -> None:
+        """A role's report: its counters and gauges, and a heartbeat."""
+        role = self.roles.get(message["role"])
+        # A report from an earlier incarnation must not overwrite the current one's.
+        if role is None or role.process is None or role.process.pid != message["pid"]:
+            return
+        now = self.clock()
+        if role.overdue:
+            role.overdue = False
+            self.log.info("role_responsive", child=role.name, silent_s=round(now - role.last_report, 1))
+        role.reported_pid = message["pid"]
+        role.last_report = now
+        role.counters = message["counters"]
+        role.gauges = message["gauges"]
+        if role.name == "gateway" and "peer_endpoint" in role.gauges:
+            self._pin_peer_endpoint(role.gauges["peer_endpoint"])
+
+    def _pin_peer_endpoint(self, bound: str) -> None:
+        """With a port left to the OS (``tcp://host:*``), the port the gateway got is where peers are:
+        a restarted gateway must bind that one again, so the configuration every role reads says it."""
+        configured = self.settings.daemon.peer_endpoint
+        if bound == configured or configured.rsplit(":", 1)[-1] not in ("*", "0"):
+            return
+        self.settings = replace(self.settings, daemon=replace(self.settings.daemon, peer_endpoint=bound))
+        self.config = self.settings.as_config()
+        try:
+            atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
+        except OSError as exc:  # a full disk costs the pinning (a restarted gateway gets a new port), not the daemon
+            self.log.error("config_snapshot_failed", error=str(exc), peer_endpoint=bound)
+        else:
+            self.log.info("peer_endpoint_pinned", peer_endpoint=bound)
 
     def _answer_control(self) -> None:
         try:
@@ -286,7 +370,8 @@ class Daemon:
         return [os.getpid(), *roles, *([helper] if helper else [])]
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
+        unresponsive_after = self.settings.daemon.unresponsive_after_s
         totals = {name: role.totals() for name, role in self.roles.items()}
         errors: Counter = Counter()
         for counts in totals.values():
@@ -302,11 +387,14 @@ class Daemon:
                 "run_dir": str(self.run_dir),
                 # Where peers really connect: with a wildcard port in the configuration, the bound one.
                 "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint", self.settings.daemon.peer_endpoint),
+                # curve, loopback or insecure (reachable from other hosts without CURVE: warned about)
+                "peer_security": self.roles["gateway"].gauges.get("peer_security"),
             },
             "roles": {
                 name: {
                     "pid": role.process.pid if role.process else None,
-                    "state": role.state,
+                    "state": role.state(now, unresponsive_after),
+                    "silent_s": None if (silent := role.silent_s(now)) is None else round(silent, 3),
                     "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
                     "restarts": role.restarts,
                     "last_exit_code": role.last_exit_code,
@@ -338,6 +426,8 @@ class Daemon:
                 "buffer": distill.get("buffer", 0),
                 "training": distill.get("training", "ok"),
                 "training_error": distill.get("training_error"),
+                # New versions wait in memory, unwritten, until the disk has space again.
+                "disk_full": distill.get("disk_full", False),
             },
         }
 

@@ -30,7 +30,10 @@ RUN_DIR_PREFIX = "art-"
 
 
 def private_run_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    """A new run directory, marked as agentrt's, for files (a configuration, a log) put in before the daemon starts."""
+    path = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    rundir.claim(path)
+    return path
 
 
 class ChildDaemon:

@@ -35,6 +35,13 @@ class RoleHandle(Protocol):
     def kill(self) -> None: ...
 
 
+class RoleLauncher(Protocol):
+    """What the daemon needs to start roles (``Launcher``; the supervision tests use a fake)."""
+
+    def start(self, role: str, run_dir: str) -> RoleHandle: ...
+    def fork_server_pid(self) -> int | None: ...
+
+
 class ForkedRole:
     """A role forked from the fork server, behind the same interface as subprocess.Popen."""
 

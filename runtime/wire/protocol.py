@@ -109,6 +109,16 @@ def _kind(name: str, peer_facing: bool, doc: str, *fields: Field) -> Kind:
     return Kind(name, tuple(fields), peer_facing, doc)
 
 
+#: What a peer needs to know of the agent: in a welcome, and in a description before any hello.
+_AGENT_FIELDS = (
+    Field("observation_space", MAP),
+    Field("action_space", MAP),
+    Field("student_version", UINT),
+    Field("max_message_bytes", UINT),
+    Field("peer_timeout_ms", UINT),
+)
+
+
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
@@ -126,11 +136,15 @@ KINDS: dict[str, Kind] = {
             True,
             "runtime -> peer: the session is open",
             Field("peer_id", STR),
-            Field("observation_space", MAP),
-            Field("action_space", MAP),
-            Field("student_version", UINT),
-            Field("max_message_bytes", UINT),
-            Field("peer_timeout_ms", UINT),
+            *_AGENT_FIELDS,
+        ),
+        _kind("describe", True, "peer -> runtime: what is the agent? Answered with a description, no session needed"),
+        _kind(
+            "description",
+            True,
+            "runtime -> peer: the agent's spaces and limits, answering a describe",
+            Field("protocol_version", UINT),
+            *_AGENT_FIELDS,
         ),
         _kind(
             "observation",
@@ -258,8 +272,8 @@ KINDS: dict[str, Kind] = {
 
 PEER_KINDS = frozenset(name for name, kind in KINDS.items() if kind.peer_facing)
 #: What a peer may send to the runtime, and what the runtime sends to a peer.
-FROM_PEER = frozenset({"hello", "observation", "heartbeat", "bye", "error"})
-TO_PEER = frozenset({"welcome", "action", "error", "heartbeat"})
+FROM_PEER = frozenset({"hello", "describe", "observation", "heartbeat", "bye", "error"})
+TO_PEER = frozenset({"welcome", "description", "action", "error", "heartbeat"})
 #: Kinds the runtime never answers, not even with an error when it refuses one (docs/protocol.md).
 UNANSWERED = frozenset({"bye", "error"})
 assert FROM_PEER | TO_PEER == PEER_KINDS

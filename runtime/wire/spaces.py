@@ -127,6 +127,25 @@ def same_space(a: Space, b: Space) -> bool:
     )
 
 
+def difference(theirs: Space, ours: Space) -> str:
+    """How ``theirs`` differs from ``ours``, for a SPACE_MISMATCH: its description, or, when only
+    the bounds differ (the descriptions are the same), the first bound that does."""
+    if describe(theirs) != describe(ours):
+        return describe(theirs)
+    theirs, ours = box(theirs), box(ours)
+    bounds = [(name, getattr(theirs, name), getattr(ours, name)) for name in ("low", "high")]
+    differing = [(name, a, b, np.argwhere(a != b)) for name, a, b in bounds]
+    count = sum(len(at) for *_, at in differing)
+    name, a, b, at = next(entry for entry in differing if len(entry[3]))
+    index = tuple(int(i) for i in at[0])
+    where = ", ".join(map(str, index))
+    # str() of a numpy scalar is the shortest text that reads back as the same value in its dtype.
+    return (
+        f"its {name}[{where}] is {a[index]!s} where the agent's is {b[index]!s} "
+        f"({count} of {a.size + b.size} bounds differ)"
+    )
+
+
 def describe(space: Space) -> str:
     if isinstance(space, spaces.Discrete):
         return f"discrete(n={space.n}{f', start={space.start}' if space.start else ''})"

@@ -14,6 +14,7 @@ import zmq
 
 from runtime.errors import ConfigError
 from runtime.wire import protocol
+from runtime.wire.keys import ClientKeys, KeyStore
 
 # Linux limits a unix socket path to 107 bytes; checked up front for a clear error.
 MAX_IPC_PATH = 107
@@ -58,6 +59,7 @@ class Transport:
         self.max_message_bytes = max_message_bytes
         self.linger_ms = linger_ms
         self._sockets: list[Socket] = []
+        self._authenticator: Any = None
 
     def socket_limit(self) -> int:
         return protocol.socket_cap(self.max_message_bytes)
@@ -71,12 +73,26 @@ class Transport:
         self._sockets.append(sock)
         return sock
 
-    def bind(self, socket_type: int, endpoint: str, hwm: int = 10_000, stall_timeout_ms: int | None = None) -> Socket:
+    def bind(
+        self,
+        socket_type: int,
+        endpoint: str,
+        hwm: int = 10_000,
+        stall_timeout_ms: int | None = None,
+        curve_secret: bytes | None = None,
+    ) -> Socket:
         """Bind a socket. With ``stall_timeout_ms`` (for sockets others reach over a network), a
         connection that does not finish its ZMTP handshake in that time, or stops answering ZMTP
         heartbeats (sent every third of it) for that long, is closed: a half-sent greeting or a
-        frozen peer cannot hold a connection open."""
+        frozen peer cannot hold a connection open. With ``curve_secret`` (the server's secret key)
+        the socket is a CURVE server: only clients ``authenticate``'s keys allow get through, and
+        everything is encrypted."""
         sock = self._make(socket_type, hwm)
+        if curve_secret is not None:
+            if self._authenticator is None:
+                raise ValueError("a CURVE socket needs authenticate() first: without a ZAP handler any key attaches")
+            sock.curve_secretkey = curve_secret
+            sock.curve_server = True
         if stall_timeout_ms is not None:
             sock.setsockopt(zmq.HANDSHAKE_IVL, stall_timeout_ms)
             sock.setsockopt(zmq.HEARTBEAT_IVL, max(stall_timeout_ms // 3, 1))
@@ -86,10 +102,21 @@ class Transport:
         sock.bind(endpoint)
         return sock
 
-    def connect(self, socket_type: int, endpoint: str, hwm: int = 10_000) -> Socket:
+    def connect(self, socket_type: int, endpoint: str, hwm: int = 10_000, curve: ClientKeys | None = None) -> Socket:
         sock = self._make(socket_type, hwm)
+        if curve is not None:
+            curve.apply(sock)
         sock.connect(endpoint)
         return sock
+
+    def authenticate(self, keys: KeyStore) -> None:
+        """Start the ZAP handler (a thread of this context) that admits CURVE clients whose public
+        key ``keys`` has authorized at the moment they connect."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._authenticator = ThreadAuthenticator(self.context)
+        self._authenticator.start()
+        self._authenticator.configure_curve_callback("*", credentials_provider=keys)
 
     def monitor(self, sock: Socket, events: int) -> Socket:
         """A PAIR socket receiving ``sock``'s transport events (closed with the others)."""
@@ -108,4 +135,7 @@ class Transport:
         for sock in reversed(self._sockets):  # monitors before the sockets they watch
             sock.close()
         self._sockets.clear()
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
         self.context.term()

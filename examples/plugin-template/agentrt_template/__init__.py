@@ -29,7 +29,7 @@ def agentrt_register_students() -> dict[str, Any]:
 
 @hookimpl
 def agentrt_register_distillation_strategies() -> dict[str, Any]:
-    # name -> factory(params); select with [distillation] strategy = "soft_target_smoothed"
+    # name -> factory(params, action_space); select with [distillation] strategy = "soft_target_smoothed"
     return {"soft_target_smoothed": SoftTargetSmoothed}
 
 

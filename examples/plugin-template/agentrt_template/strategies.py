@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runtime.plugin.interfaces import StrategyInputs
-from runtime.plugin.params import Param, and_, declare, ge, gt, lt, number, share
+from runtime.plugin.params import Param, and_, declare, discrete_space, ge, gt, lt, number, share
+from runtime.wire.spaces import Space
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +45,10 @@ usage = Usage()
 class SoftTargetSmoothed:
     """Soft targets plus label-smoothed cross-entropy; ``smoothing = 0`` is the built-in soft_target."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], action_space: Space) -> None:
+        # Refused at start-up (agentrt plugins --check, agentrt up): on a box action space the
+        # student's outputs are actions, and a softmax over them would train nothing useful.
+        discrete_space("strategy soft_target_smoothed", action_space, "a discrete action space")
         # ``@declare`` checked and converted params (numbers are floats) before this runs.
         self.temperature = params["temperature"]
         self.alpha = params["alpha"]
@@ -57,7 +61,7 @@ class SoftTargetSmoothed:
         if student.shape != teacher.shape:  # torch would broadcast and return a wrong loss
             raise ValueError(
                 f"soft_target_smoothed: student outputs {tuple(student.shape)} and teacher "
-                f"outputs {tuple(teacher.shape)} differ in shape (a discrete action space is needed)"
+                f"outputs {tuple(teacher.shape)} differ in shape"
             )
         t = self.temperature
         soft = (

@@ -71,8 +71,10 @@ def test_without_smoothing_the_loss_is_the_builtin_soft_target():
 
     torch.manual_seed(0)
     student, teacher = torch.randn(8, 3), torch.randn(8, 3)
-    ours = SoftTargetSmoothed({"temperature": 3.0, "alpha": 0.3, "smoothing": 0.0}).loss(inputs(student, teacher))
-    builtin = SoftTarget({"temperature": 3.0, "alpha": 0.3}).loss(inputs(student, teacher))
+    ours = SoftTargetSmoothed({"temperature": 3.0, "alpha": 0.3, "smoothing": 0.0}, TWO_ACTIONS).loss(
+        inputs(student, teacher)
+    )
+    builtin = SoftTarget({"temperature": 3.0, "alpha": 0.3}, TWO_ACTIONS).loss(inputs(student, teacher))
     assert ours.item() == pytest.approx(builtin.item(), rel=1e-6)
 
 
@@ -80,7 +82,7 @@ def test_hard_term_is_label_smoothed_cross_entropy_by_hand():
     # alpha = 0 leaves only the hard term: -(1 - s) log p_label - s/A * sum_a log p_a.
     student, teacher = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 5.0]])  # the teacher says action 1
     s = 0.2
-    loss = SoftTargetSmoothed({"alpha": 0.0, "smoothing": s}).loss(inputs(student, teacher))
+    loss = SoftTargetSmoothed({"alpha": 0.0, "smoothing": s}, TWO_ACTIONS).loss(inputs(student, teacher))
     log_p = [2.0 - math.log(math.exp(2.0) + 1.0), 0.0 - math.log(math.exp(2.0) + 1.0)]
     expected = -(1 - s) * log_p[1] - s / 2 * sum(log_p)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
@@ -99,7 +101,7 @@ def one_thread():
 def test_loss_trains_the_student_towards_the_teacher(one_thread):
     torch.manual_seed(0)
     student = build_residual_mlp({"width": 16, "blocks": 1}, CARTPOLE_OBS, TWO_ACTIONS)
-    strategy = SoftTargetSmoothed({})
+    strategy = SoftTargetSmoothed({}, TWO_ACTIONS)
     x = torch.randn(64, 4)
     teacher = torch.stack([x[:, 0], -x[:, 0]], dim=1) * 4  # action 0 when x0 > 0
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
@@ -123,12 +125,17 @@ def test_loss_trains_the_student_towards_the_teacher(one_thread):
 )
 def test_strategy_rejects_bad_params_naming_them(params, message):
     with pytest.raises(ConfigError, match=message):
-        SoftTargetSmoothed(params)
+        SoftTargetSmoothed(params, TWO_ACTIONS)
+
+
+def test_strategy_refuses_a_box_action_space_at_start_up():
+    with pytest.raises(ConfigError, match=r"strategy soft_target_smoothed: needs a discrete action space"):
+        SoftTargetSmoothed({}, spaces.Box(-2.0, 2.0, shape=(1,)))
 
 
 def test_strategy_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
-        SoftTargetSmoothed({}).loss(inputs(torch.zeros(2, 2), torch.zeros(2, 3)))
+        SoftTargetSmoothed({}, TWO_ACTIONS).loss(inputs(torch.zeros(2, 2), torch.zeros(2, 3)))
 
 
 # --- the hooks, through agentrt's plugin manager (in-process, no entry point needed) ---------------
@@ -158,7 +165,7 @@ def test_weights_published_hook_logs_the_strategy_usage(loaded, monkeypatch):
     with structlog.testing.capture_logs() as events:
         loaded.notify("agentrt_weights_published", version=1, path="/tmp/x", metrics={"loss": 0.5, "agreement": 0.9})
     assert events == []  # the strategy was not used: nothing to report
-    SoftTargetSmoothed({}).loss(inputs(torch.zeros(2, 2), torch.tensor([[1.0, 0.0], [0.0, 1.0]])))
+    SoftTargetSmoothed({}, TWO_ACTIONS).loss(inputs(torch.zeros(2, 2), torch.tensor([[1.0, 0.0], [0.0, 1.0]])))
     with structlog.testing.capture_logs() as events:
         loaded.notify("agentrt_weights_published", version=2, path="/tmp/x", metrics={"loss": 0.5, "agreement": 0.9})
     assert [e["event"] for e in events] == ["template_weights_published"]

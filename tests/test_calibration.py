@@ -103,7 +103,8 @@ def test_teacher_role_sends_its_calibrated_temperature_with_every_answer():
     try:
         role.setup()
         batch = np.zeros((2, 4), np.float32)
-        reply = protocol.decode(role.answer(protocol.decode(protocol.encode("teach", request_id=1, obs=batch))))
+        request = protocol.decode(protocol.encode("teach", request_id=1, obs=batch))
+        reply = protocol.decode(role.answer([request])[0])
         assert reply["temperature"] == pytest.approx(build_teacher("builtin:cartpole").temperature)
     finally:
         role.transport.close()

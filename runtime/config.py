@@ -238,8 +238,11 @@ class DistillationSettings(Section):
         "a candidate may be this much worse in held-out agreement than the serving version and still be promoted",
         and_(number, ge(0)),
     )
-    keep_checkpoints: int = setting(
-        100, "newest checkpoint files kept on disk (the serving one always is)", positive_int
+    keep_versions: int = setting(
+        100,
+        "newest student versions kept (registry rows and checkpoint files); the serving one and its "
+        "ancestors back to the last promoted one always are",
+        positive_int,
     )
     teacher_features: bool = setting(
         False, "ask the teacher for its hidden features too (for feature-hint strategies)", boolean

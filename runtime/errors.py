@@ -12,7 +12,9 @@
     ├── DaemonError                 the daemon cannot start here, or refused a control command
     │   ├── DaemonUnreachable       no daemon answers for this run directory
     │   └── RunDirError             the run directory cannot be written: a full disk, say (73)
-    └── DistillError                offline distillation cannot run with these inputs
+    ├── DistillError                offline distillation cannot run with these inputs
+    ├── CheckpointError             a student checkpoint (or the learner's data) cannot be read
+    └── RegistryDamaged             the student registry (students.sqlite) is not a readable database
 
 A command that fails on one of these prints ``agentrt <command>: <message>`` and exits with the
 error's ``exit_code``; anything else is a bug and shows its traceback. Exit codes follow the
@@ -130,3 +132,13 @@ class RunDirError(DaemonError):
 
 class DistillError(AgentrtError):
     """Offline distillation cannot run with these inputs (a missing dataset, a teacher that does not fit)."""
+
+
+class CheckpointError(AgentrtError):
+    """A checkpoint file cannot be read: truncated, overwritten, not safetensors. A file that reads
+    but does not fit the configured student is not this: that is a configuration problem."""
+
+
+class RegistryDamaged(AgentrtError):
+    """``students.sqlite`` is not a readable database (header overwritten, truncated); the
+    distiller moves it aside and rebuilds it from the checkpoints' own metadata when it starts."""

@@ -251,3 +251,17 @@ def test_a_stopped_teacher_is_noticed_once_and_the_student_answers_until_it_retu
         if teacher_pid is not None:
             os.kill(teacher_pid, signal.SIGCONT)
         daemon.stop()
+
+
+def test_status_ready_fails_while_a_role_does_not_serve(daemon):
+    assert daemon.cli("status", "--ready").returncode == 0
+    pid = daemon.status()["roles"]["execution"]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        daemon.wait_until(lambda s: s["roles"]["execution"]["state"] != "running", what="execution not running")
+        not_ready = daemon.cli("status", "--ready")
+        assert not_ready.returncode == 1 and "not ready: execution" in not_ready.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    daemon.wait_until(lambda s: s["roles"]["execution"]["state"] == "running", what="execution running again")
+    assert daemon.cli("status", "--ready").returncode == 0

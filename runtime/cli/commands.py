@@ -193,6 +193,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         from runtime.cli.display import print_status
 
         print_status(status)
+    if args.ready:
+        # Ready: every role serves. A daemon that answers while a role restarts is alive, not ready.
+        waiting = {name: role["state"] for name, role in status["roles"].items() if role["state"] != "running"}
+        if waiting:
+            print("agentrt status: not ready: " + ", ".join(f"{n} {s}" for n, s in waiting.items()), file=sys.stderr)
+            return ExitCode.FAILURE
     return ExitCode.OK
 
 
@@ -337,7 +343,7 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     if not (run_dir / FILE_NAME).exists():
         print(f"agentrt student list: no student registry in {run_dir}", file=sys.stderr)
         return ExitCode.FAILURE
-    registry = Registry(run_dir, readonly=True)
+    registry = Registry(run_dir, readonly=True)  # RegistryDamaged: main() prints it in one line
     try:
         versions, serving = [v.as_dict() for v in registry.versions()], registry.serving()
     except sqlite3.OperationalError as exc:
@@ -409,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="roles, peers and counters of a running daemon")
     _add_common(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument("--ready", action="store_true", help="exit 1 unless every role is running (a readiness probe)")
     status.set_defaults(handler=cmd_status)
 
     config = commands.add_parser("config", help="configuration")

@@ -48,6 +48,11 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(summary)
     if status["distillation"]["disk_full"]:
         console.print("[red]disk full: the distiller holds new student versions until there is space again")
+    if status["checkpoints_quarantined"] or status["registry_rebuilt"]:
+        console.print(
+            f"checkpoints quarantined {status['checkpoints_quarantined']} (in checkpoints/quarantine), "
+            f"registry rebuilt {status['registry_rebuilt']} times (see the log)"
+        )
     if status["errors"]["by_code"]:
         console.print("errors: " + ", ".join(f"{code} {count}" for code, count in status["errors"]["by_code"].items()))
 

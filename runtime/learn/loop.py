@@ -487,16 +487,34 @@ class Learner:
         """The weights in training (a torch module): what the next candidate will be."""
         return self.trainer.student
 
-    def resume(self, version: int, state: State | None, serving_version: int, serving_state: State | None) -> None:
-        """Continue after a restart: from ``state`` (the newest candidate, ``version``), judged
-        against ``serving_state``. Raises RuntimeError if either does not fit the student."""
+    def resume(
+        self,
+        last_version: int,
+        trained_from: int,
+        state: State | None,
+        serving_version: int,
+        serving_state: State | None,
+    ) -> None:
+        """Continue after a restart: numbering after ``last_version``, training from ``state`` (the
+        newest candidate that could be read, ``trained_from``), judged against ``serving_state``.
+        Raises RuntimeError if either does not fit the student."""
         if serving_state is not None:
             self.trainer.scratch.load_state_dict(serving_state)
         if state is not None:
             self.trainer.load(state)
-        self.version = version
-        self.trained_from = version or None
+        self.version = last_version
+        self.trained_from = trained_from or None
         self.serving_version, self.serving_state = serving_version, serving_state
+
+    def data(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The labels learnt from so far (replay buffer, held-out set), for ``restore_data`` after a restart."""
+        return self.trainer.data()
+
+    def restore_data(self, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+        """Take back ``data()`` after a restart. Those labels are not new: without fresh ones the
+        learner trains one cycle on them and rests, publishing nothing (ValueError if they do not fit)."""
+        self.trainer.restore_data(arrays, metadata)
+        self.added_at_publish = self.trainer.buffer.added
 
     def restore(self, version: int, state: State) -> None:
         """Serve ``version`` again (a rollback) and train on from its weights, with a fresh optimizer."""

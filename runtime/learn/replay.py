@@ -88,5 +88,23 @@ class ReplayBuffer:
     def update_priorities(self, index: np.ndarray, priorities: np.ndarray) -> None:
         self.priorities[index] = priorities
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Its samples, oldest first, with their ``priorities``: what ``restore`` takes back."""
+        if self.size < self.capacity:
+            order = np.arange(self.size)
+        else:  # full: the ring's oldest slot is the next one to be overwritten
+            order = (np.arange(self.capacity) + self.next) % self.capacity
+        return {"priorities": self.priorities[order], **{name: column[order] for name, column in self.columns.items()}}
+
+    def restore(self, snapshot: dict[str, np.ndarray], added: int, evicted: int) -> None:
+        """Take back a ``snapshot`` (into an empty buffer), within this buffer's bounds: with smaller
+        bounds than the snapshot's, the oldest samples are evicted as if they had just arrived."""
+        columns = dict(snapshot)
+        priorities = columns.pop("priorities")
+        if len(priorities):
+            self.add(priority=priorities, **columns)
+        self.evicted += evicted
+        self.added = added
+
     def __len__(self) -> int:
         return self.size

@@ -187,6 +187,26 @@ class Trainer:
         """A copy of the student's weights."""
         return {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
 
+    def data(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The replay buffer and the held-out set as arrays and metadata (``restore_data`` takes them back)."""
+        arrays: dict[str, np.ndarray] = {}
+        metadata: dict[str, str] = {}
+        for prefix, buffer in (("buffer", self.buffer), ("heldout", self.heldout)):
+            arrays.update({f"{prefix}.{name}": array for name, array in buffer.snapshot().items()})
+            metadata.update({f"{prefix}.added": str(buffer.added), f"{prefix}.evicted": str(buffer.evicted)})
+        return arrays, metadata
+
+    def restore_data(self, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+        """Refill the (empty) replay buffer and held-out set from ``data()``'s output; ValueError if it
+        does not fit them (other feature widths, missing columns)."""
+        for prefix, buffer in (("buffer", self.buffer), ("heldout", self.heldout)):
+            mine = f"{prefix}."
+            snapshot = {name.removeprefix(mine): array for name, array in arrays.items() if name.startswith(mine)}
+            try:
+                buffer.restore(snapshot, int(metadata[f"{prefix}.added"]), int(metadata[f"{prefix}.evicted"]))
+            except (KeyError, IndexError) as exc:
+                raise ValueError(f"{prefix}: {type(exc).__name__}: {exc}") from None
+
     def load(self, state: dict[str, Any]) -> None:
         """Continue training from ``state`` with a fresh optimizer."""
         self.student.load_state_dict(state)

@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -160,6 +161,14 @@ class Role:
         """A plugin raised while serving a peer's request: log it by plugin and hook, answer the peer."""
         self.log_plugin_failure(failure)
         self.reply_error(returns, route, ErrorCode.PLUGIN_FAILED, str(failure), seq)
+
+    def note_quarantine(self, moved_to: Path | None, reason: str, **fields: Any) -> None:
+        """A file that could not be read was moved aside (``moved_to``; None: another process
+        moved it first): counted (``checkpoints_quarantined`` in status) and logged."""
+        if moved_to is None:
+            return
+        self.counters["checkpoints_quarantined"] += 1
+        self.log.error("checkpoint_quarantined", moved_to=str(moved_to), reason=rundir.one_line(reason), **fields)
 
     def exit_with(self, code: ExitCode, reason: str) -> int:
         """The exit status for ``reason``, which the daemon shows in ``status`` (supervised roles only)."""

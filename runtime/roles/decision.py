@@ -8,13 +8,14 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import zmq
 
-from runtime.errors import PluginFailure
+from runtime.errors import CheckpointError, PluginFailure
 from runtime.learn import registry
-from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+from runtime.learn.checkpoints import CheckpointStore, read_checkpoint
 from runtime.learn.loop import Decider, Decisions, Proposal
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
@@ -33,9 +34,12 @@ class Decision(Role):
 
         torch.set_num_threads(self.settings.decision.torch_threads)
         self.decider = Decider(self.plugins, self.settings, self.observation_space, self.action_space)
-        serving = registry.serving_version(self.settings.daemon.run_dir)
-        if serving:
-            self.swap_in(serving, str(CheckpointStore(f"{self.settings.daemon.run_dir}/checkpoints").path(serving)))
+        run_dir = self.settings.daemon.run_dir
+        self.store = CheckpointStore(Path(run_dir) / registry.CHECKPOINTS)
+        # The serving version, or the newest earlier one that loads: one bad file must not stop service.
+        for version in registry.serving_order(run_dir):
+            if self.swap_in(version, str(self.store.path(version))):
+                break
         self.batch_max = self.settings.decision.batch_max
         self.teacher_timeout_ms = self.settings.teacher.timeout_ms
         self.request_ids = itertools.count(1)
@@ -67,17 +71,24 @@ class Decision(Role):
         if message is not None and message["version"] != self.decider.version:
             self.swap_in(message["version"], message["path"])
 
-    def swap_in(self, version: int, path: str) -> None:
+    def swap_in(self, version: int, path: str) -> bool:
+        """Serve ``version`` from ``path``; False (the current version serves on) if its file cannot be
+        read (it is quarantined), is gone, or its weights do not fit the student."""
         try:
-            self.decider.serve(version, load_safetensors(path)[0])
-        except (OSError, RuntimeError, ValueError) as exc:  # keep serving the current version
-            self.counters["weights_rejected"] += 1
-            self.log.error("weights_rejected", version=version, path=path, error=str(exc))
-            return
+            self.decider.serve(version, read_checkpoint(path)[0])
+        except (CheckpointError, RuntimeError, ValueError) as exc:
+            moved = self.store.quarantine(Path(path)) if isinstance(exc, CheckpointError) else None
+            if moved is not None:
+                self.note_quarantine(moved, str(exc), version=version)
+            else:
+                self.counters["weights_rejected"] += 1
+                self.log.error("weights_rejected", version=version, path=path, error=str(exc))
+            return False
         self.gauges.update(student_version=version, numpy_forward=self.decider.fast is not None)
         self.counters["weights_swapped"] += 1
         self.log.info("weights_swapped", version=version)
         self.plugins.notify("agentrt_weights_swapped", version=version)
+        return True
 
     # --- decisions -------------------------------------------------------------------------------
     def on_features(self, sock: zmq.Socket) -> None:

@@ -6,8 +6,10 @@ to disk and the registry, and announces promoted ones.
 Every candidate is written as safetensors and recorded in the registry (runtime/learn/registry.py); it is
 announced to decision (``weights``) only if, on a held-out set of teacher-labelled samples that
 training never sees, it is no worse than the serving version by more than
-``distillation.promotion_margin``. After a crash the distiller resumes from its latest checkpoint
-and version numbers continue.
+``distillation.promotion_margin``. After a crash the distiller puts the registry right
+(``Registry.recover``, or a rebuild from the checkpoints if it is damaged), resumes from its latest
+readable checkpoint (unreadable ones are quarantined) with the replay buffer and held-out set saved
+beside it, and version numbers continue.
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import itertools
 import math
 import sqlite3
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
 
 from runtime import rundir
-from runtime.errors import ConfigError
+from runtime.errors import AgentrtError, CheckpointError, ConfigError
 from runtime.files import disk_full
-from runtime.learn.checkpoints import CheckpointStore, load_safetensors
+from runtime.learn import registry
+from runtime.learn.checkpoints import LEARNER_DATA, read_arrays, read_checkpoint, save_arrays
 from runtime.learn.loop import Candidate, Learner, Progress
-from runtime.learn.registry import PROMOTED, REJECTED, ROLLED_BACK, Registry
+from runtime.learn.registry import CHECKPOINTS, PROMOTED, REJECTED, ROLLED_BACK
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
@@ -45,22 +52,24 @@ class Distillation(Role):
         torch.set_num_threads(self.settings.distillation.torch_threads)
         self.learner = Learner(self.plugins, self.settings, self.observation_space, self.action_space)
         run_dir = self.settings.daemon.run_dir
-        self.store = CheckpointStore(f"{run_dir}/checkpoints")
-        self.registry = Registry(run_dir)
-        version = max(self.registry.latest_version(), self.store.latest())
-        serving_version = self.registry.serving()
+        self.learner_data = Path(run_dir) / CHECKPOINTS / LEARNER_DATA
+        self.registry, damaged_moved_to = registry.open_writable(run_dir)
+        self.log_recovery(replace(self.registry.recover(), damaged_moved_to=damaged_moved_to))
+        # Versions whose file cannot be read are quarantined here, and the next one down is taken.
+        serving_version, serving_state = self.readable(self.registry.serving)
+        trained_from, state = self.readable(self.registry.newest)
+        version = self.registry.latest_version()
         try:
             # Loading fails now, not mid-training, if the student changed shape.
-            serving_state = load_safetensors(self.store.path(serving_version))[0] if serving_version else None
-            state = load_safetensors(self.store.path(version))[0] if version else None
-            self.learner.resume(version, state, serving_version, serving_state)
-        except (RuntimeError, OSError) as exc:
+            self.learner.resume(version, trained_from, state, serving_version, serving_state)
+        except RuntimeError as exc:
             raise ConfigError(
                 f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
                 "use another run directory, or remove its checkpoints/ and students.sqlite"
             ) from None
         if version:  # versions continue after a crash or restart
-            self.log.info("distiller_resumed", version=version, serving=serving_version)
+            self.log.info("distiller_resumed", version=version, trained_from=trained_from, serving=serving_version)
+        self.restore_learner_data()
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (obs, features) awaiting a teacher label
         self.failed_steps = 0  # training steps failed in a row
         self.pending_since = 0.0
@@ -79,11 +88,12 @@ class Distillation(Role):
         self.on(self.inbox, lambda sock: self.drain(sock, self.on_sample))
         self.on(self.teacher, lambda sock: self.drain(sock, self.on_labels))
         self.on(self.control, self.on_control)
+        stats = self.learner.stats()
         self.gauges.update(
             version=version,
             serving_version=serving_version,
-            buffer=0,
-            heldout=0,
+            buffer=stats.buffer,
+            heldout=stats.heldout,
             loss=None,
             agreement=None,
             train_steps_per_s=0.0,
@@ -91,7 +101,61 @@ class Distillation(Role):
         )
 
     def teardown(self) -> None:
+        try:
+            self.save_learner_data()  # the labels since the last candidate, too
+        except OSError as exc:
+            self.log.warning("learner_data_not_saved", error=str(exc))
         self.registry.close()
+
+    # --- state on disk ---------------------------------------------------------------------------
+    def log_recovery(self, found: registry.Recovery) -> None:
+        if found.damaged_moved_to is not None:
+            self.counters["registry_rebuilt"] += 1
+            self.log.error("registry_rebuilt", damaged_moved_to=str(found.damaged_moved_to), adopted=found.adopted)
+        elif found.adopted:
+            self.log.warning("versions_recorded_from_files", versions=found.adopted)
+        if found.temp_files_removed:
+            self.log.info("temp_files_removed", files=found.temp_files_removed)
+        if found.discarded:
+            self.log.warning("unfinished_versions_discarded", versions=found.discarded)
+        if found.dropped:
+            self.log.warning("versions_without_file_dropped", versions=found.dropped)
+        for version, reason in found.quarantined.items():
+            self.note_quarantine(self.registry.store.quarantined(version), reason, version=version)
+        if found.serving is not None:
+            self.log.warning("serving_version_recovered", before=found.serving[0], serving=found.serving[1])
+
+    def readable(self, choose: Callable[[], int]) -> tuple[int, dict[str, Any] | None]:
+        """The version ``choose`` names and its weights, quarantining versions that cannot be read
+        until one can (0 and None when none is left)."""
+        while version := choose():
+            record = self.registry.get(version)
+            try:
+                return version, read_checkpoint(self.registry.store.path(version))[0]
+            except CheckpointError as exc:
+                self.note_quarantine(self.registry.quarantine(version), str(exc), version=version)
+                if record is None:  # not recorded, so quarantining cannot change what ``choose`` names
+                    break
+        return 0, None
+
+    def restore_learner_data(self) -> None:
+        """Refill the replay buffer and held-out set saved with the last checkpoint, so that a restart
+        goes on learning from them instead of from nothing."""
+        if not self.learner_data.exists():
+            return
+        try:
+            self.learner.restore_data(*read_arrays(self.learner_data))
+        except CheckpointError as exc:
+            self.note_quarantine(self.registry.store.quarantine(self.learner_data), str(exc), file=LEARNER_DATA)
+            return
+        except ValueError as exc:  # saved under another configuration: start from no labels
+            self.log.warning("learner_data_not_restored", error=str(exc))
+            return
+        stats = self.learner.stats()
+        self.log.info("learner_data_restored", buffer=stats.buffer, heldout=stats.heldout)
+
+    def save_learner_data(self) -> None:
+        save_arrays(self.learner_data, *self.learner.data())
 
     # --- labels ----------------------------------------------------------------------------------
     def on_sample(self, data: bytes) -> None:
@@ -220,28 +284,23 @@ class Distillation(Role):
 
     # --- versions --------------------------------------------------------------------------------
     def publish(self, candidate: Candidate) -> None:
-        """Write a judged candidate to disk and the registry; announce it if it was promoted."""
+        """Record a judged candidate and write its checkpoint (one transaction), save the labels
+        learnt from with it, and announce it if it was promoted."""
         version, verdict = candidate.version, candidate.verdict
-        path = self.store.save(
-            version,
-            candidate.state,
-            {
-                "loss": str(candidate.loss),
-                "agreement": str(candidate.agreement),
-                "parent": str(candidate.serving_before),
-            },
-        )
-        self.registry.record(
+        record = registry.VersionRecord(
             version,
             candidate.parent,
+            time.time(),
             candidate.samples,
             candidate.train_steps,
             verdict.heldout_agreement,
             verdict.heldout_loss,
             verdict.serving_agreement,
             PROMOTED if candidate.promoted else REJECTED,
-            str(path),
+            registry.checkpoint_path(version),
         )
+        path = self.registry.add(record, candidate.state)
+        self.save_learner_data()
         self.gauges.update(version=version, loss=candidate.loss, train_steps_per_s=candidate.steps_per_s)
         if not candidate.promoted:
             self.counters["candidates_rejected"] += 1
@@ -252,7 +311,7 @@ class Distillation(Role):
                 serving_version=candidate.serving_before,
                 serving_agreement=verdict.serving_agreement,
             )
-            self.prune_checkpoints()
+            self.prune()
             return
         self.announce(version, str(path))
         metrics = {
@@ -269,17 +328,16 @@ class Distillation(Role):
             serving_agreement=verdict.serving_agreement,
         )
         self.plugins.notify("agentrt_weights_published", version=version, path=str(path), metrics=metrics)
-        self.prune_checkpoints()
+        self.prune()
 
     def announce(self, version: int, path: str) -> None:
         self.gauges["serving_version"] = version
         self.send(self.publisher, protocol.encode("weights", version=version, path=path), "weights")
 
-    def prune_checkpoints(self) -> None:
-        keep = self.settings.distillation.keep_checkpoints
-        for version in self.store.versions()[:-keep]:
-            if version != self.learner.serving_version:
-                self.store.path(version).unlink(missing_ok=True)
+    def prune(self) -> None:
+        pruned = self.registry.prune(self.settings.distillation.keep_versions)
+        if pruned:
+            self.log.debug("versions_pruned", versions=pruned)
 
     # --- control ---------------------------------------------------------------------------------
     def on_control(self, sock: zmq.Socket) -> None:
@@ -290,7 +348,7 @@ class Distillation(Role):
             if request["command"] != "rollback":
                 raise ValueError(f"unknown command {request['command']!r}")
             result = self.rollback(request.get("args", {}).get("to"))
-        except (ValueError, OSError, RuntimeError) as exc:  # the CLI waits for an answer, whatever happens
+        except (ValueError, OSError, RuntimeError, AgentrtError) as exc:  # the CLI waits for an answer, always
             sock.send(protocol.encode("control_reply", ok=False, message=str(exc)))
             return
         sock.send(protocol.encode("control_reply", ok=True, result=result))
@@ -299,12 +357,16 @@ class Distillation(Role):
         if to is not None and not isinstance(to, int):
             raise ValueError(f"rollback: version must be an integer, not {to!r}")
         target = self.registry.rollback_target(to)
-        state = load_safetensors(target.path)[0]
+        try:
+            state = read_checkpoint(self.registry.file(target))[0]
+        except CheckpointError as exc:
+            self.note_quarantine(self.registry.quarantine(target.version), str(exc), version=target.version)
+            raise
         previous = self.learner.serving_version
         self.registry.set_status(previous, ROLLED_BACK)
         self.registry.serve(target.version, f"rollback from {previous}")
         # Train on from the restored weights: the newer ones were judged worse by a person.
         self.learner.restore(target.version, state)
-        self.announce(target.version, target.path)
+        self.announce(target.version, str(self.registry.file(target)))
         self.log.warning("student_rolled_back", version=target.version, previous=previous)
         return {"serving": target.version, "previous": previous}

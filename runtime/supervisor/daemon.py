@@ -417,6 +417,10 @@ class Daemon:
                 "by_teacher": decision["decided_by_teacher"],
                 "by_student": decision["decisions"] - decision["decided_by_teacher"],
             },
+            # Files that could not be read, moved aside (by decision or the distiller, each file once).
+            "checkpoints_quarantined": decision["checkpoints_quarantined"]
+            + totals["distillation"]["checkpoints_quarantined"],
+            "registry_rebuilt": totals["distillation"]["registry_rebuilt"],
             "teacher_queries": totals["teacher"]["labels"],
             "labels_requested": decision["labels_requested"],
             "distillation": {

@@ -113,6 +113,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from runtime import config as config_module  # noqa: E402
+from runtime import extras  # noqa: E402
 from runtime.config import Settings  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
@@ -330,7 +331,7 @@ class Bench:
         import gymnasium
         import torch
 
-        from runtime.learn.models import build_teacher
+        from runtime.learn.models import build_teacher, teacher_temperature
         from runtime.plugin import pluginmanager
         from runtime.wire.spaces import agent_spaces, output_size
 
@@ -350,6 +351,7 @@ class Bench:
         self.observation_space, self.action_space = agent_spaces(settings.agent.table())
         self.width = output_size(self.action_space)
         self.teacher = build_teacher(self.plugins, settings, self.observation_space, self.action_space)
+        self.teacher_temperature = teacher_temperature(self.teacher)
         self.eval_seeds = [EVAL_SEED + i for i in range(eval_episodes)]
         self.eval_envs = [gymnasium.make(setup.env_id) for _ in self.eval_seeds]
         self.teacher_returns = run_episodes(
@@ -456,6 +458,7 @@ def simulate(
     decider = Decider(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space, clock)
     pacing = PerLabel(schedule.steps) if schedule.per == "label" else PerTick(schedule.steps)
     learner = Learner(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space, clock, pacing)
+    learner.trainer.teacher_temperature = bench.teacher_temperature
     grid = iter(evaluation_grid(setup.max_labels))
     next_eval = next(grid)
     next_eval_steps = EVAL_EVERY_ENV_STEPS
@@ -1144,6 +1147,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.daemon and args.tune:
         parser.error("--tune runs in-process only")
+    if args.plot:
+        try:
+            extras.require("matplotlib", "bench", "--plot")
+        except extras.MissingExtra as exc:
+            print(f"label_efficiency: {exc}", file=sys.stderr)
+            return 2
     envs = ["cartpole", "pendulum"] if args.env == "all" else [args.env]
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     if args.tune:

@@ -95,6 +95,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from runtime import extras
 from runtime.processes import die_with_parent
 from runtime.supervisor.launch import ANY_LOOPBACK_PORT, ChildDaemon, private_run_dir
 
@@ -271,10 +272,8 @@ PATH_ROLES = ("gateway", "perception", "decision", "execution")
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     """user + system CPU seconds of each process so far (clock-tick resolution; 0.0 if unreadable)."""
-    try:
-        import psutil
-    except ImportError:
-        return dict.fromkeys(pids, 0.0)
+    import psutil  # required when the benchmark starts
+
     result = {}
     for name, pid in pids.items():
         try:
@@ -636,6 +635,13 @@ def _terminated(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        extras.require("psutil", "bench", "the CPU-time table")
+        if args.plot:
+            extras.require("matplotlib", "bench", "--plot")
+    except extras.MissingExtra as exc:
+        print(f"latency: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _terminated)  # SIGTERM cleans up like Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:

@@ -51,8 +51,17 @@ if TYPE_CHECKING:
 
 _POSITIVE = and_(number, gt(0))
 
+#: soft_target's temperature for a teacher without a calibrated one.
+UNCALIBRATED_TEMPERATURE = 2.0
+
+_TEMPERATURE = Param(2.0, "softening temperature T of both distributions", _POSITIVE)
 _SOFT_TARGET_PARAMS = {
-    "temperature": Param(2.0, "softening temperature T of both distributions", _POSITIVE),
+    "temperature": Param(
+        None,
+        "softening temperature T of both distributions (unset: the teacher's calibrated temperature, "
+        f"else {UNCALIBRATED_TEMPERATURE})",
+        optional(_POSITIVE),
+    ),
     "alpha": Param(0.5, "weight of the soft term; 1 - alpha weighs the hard-label term", share),
     "t_squared": Param(True, "scale the soft term by T² (keeps its gradients comparable across T)", boolean),
     "direction": Param(
@@ -121,18 +130,30 @@ def soft_target_loss(
 @declare("strategy soft_target", **_SOFT_TARGET_PARAMS)
 class SoftTarget:
     """Soft targets (Hinton et al. 2015): match the teacher's temperature-softened distribution,
-    mixed with cross-entropy on hard labels. The default for discrete actions."""
+    mixed with cross-entropy on hard labels. The default for discrete actions. Without a
+    ``temperature`` it softens at the teacher's calibrated temperature
+    (``StrategyInputs.teacher_temperature``), at which the teacher's probabilities mean something."""
 
     def __init__(self, params: dict[str, Any], action_space: Space) -> None:
         discrete_space("strategy soft_target", action_space, _DISCRETE)
         self.params = params
 
+    def temperature(self, inputs: StrategyInputs) -> float:
+        """The temperature of this minibatch: the param, else the teacher's calibrated one, else 2."""
+        return self.params["temperature"] or inputs.teacher_temperature or UNCALIBRATED_TEMPERATURE
+
     def loss(self, inputs: StrategyInputs) -> torch.Tensor:
         import torch.nn.functional as F
 
         _check_same_shape("soft_target", inputs.student_outputs, inputs.teacher_outputs)
-        teacher_log_probs = F.log_softmax(inputs.teacher_outputs.detach() / self.params["temperature"], dim=-1)
-        return soft_target_loss(inputs.student_outputs, teacher_log_probs, inputs.hard_labels, **self.params)
+        temperature = self.temperature(inputs)
+        teacher_log_probs = F.log_softmax(inputs.teacher_outputs.detach() / temperature, dim=-1)
+        return soft_target_loss(
+            inputs.student_outputs,
+            teacher_log_probs,
+            inputs.hard_labels,
+            **{**self.params, "temperature": temperature},
+        )
 
 
 @declare("strategy hard_label")
@@ -215,7 +236,8 @@ class Regression:
 
 @declare(
     "strategy multi_teacher",
-    **{name: _SOFT_TARGET_PARAMS[name] for name in ("temperature", "alpha", "t_squared")},
+    temperature=_TEMPERATURE,
+    **{name: _SOFT_TARGET_PARAMS[name] for name in ("alpha", "t_squared")},
     weights=Param(
         None, "fixed teacher weights, normalised (unset: see weighting)", optional(list_of(and_(number, ge(0))))
     ),

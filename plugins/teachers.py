@@ -60,13 +60,15 @@ def resolve_checkpoint(path: str) -> Path:
 
 
 class TorchTeacher:
-    """A torch module used as a teacher: ``label`` runs it without gradients."""
+    """A torch module used as a teacher: ``label`` runs it without gradients. ``temperature`` is
+    its calibrated temperature (``runtime.plugin.interfaces.Calibrated``), None if it has none."""
 
-    def __init__(self, module) -> None:
+    def __init__(self, module, temperature: float | None = None) -> None:
         import torch
 
         self._torch = torch
         self.module = module.eval()
+        self.temperature = temperature
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
@@ -92,13 +94,16 @@ class TorchTeacher:
 def build_checkpoint_teacher(
     params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
 ) -> TorchTeacher:
-    """A teacher network stored as safetensors; its architecture is read from the file's metadata."""
+    """A teacher network stored as safetensors; its architecture, and its calibrated temperature if
+    it has one (``python -m runtime.learn.recipes.calibrate``), are read from the file's metadata."""
+    from runtime.learn.calibration import stored_temperature
     from runtime.learn.checkpoints import load_safetensors
     from runtime.learn.nets import MLP
 
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     try:
         module = MLP.from_architecture(metadata)
+        temperature = stored_temperature(metadata)
     except ValueError as exc:
         raise ValueError(f"teacher checkpoint {params['path']}: {exc} in the file's metadata") from None
     if module.input_shape != shape_of(observation_space):
@@ -112,7 +117,7 @@ def build_checkpoint_teacher(
             f"the action space needs {output_size(action_space)}"
         )
     module.load_state_dict(state)
-    return TorchTeacher(module)
+    return TorchTeacher(module, temperature)
 
 
 class ScriptedTeacher:
@@ -208,14 +213,20 @@ class EnsembleTeacher:
     """Several teachers answering together.
 
     ``combine``: "mean_probs" (discrete: average the members' softmax distributions, weighted,
-    and return its log as logits), "mean" (weighted mean of outputs, for box actions) or "stack"
-    (concatenate the members' outputs, (B, K * A), for the ``multi_teacher`` strategy).
+    each at its calibrated temperature if it has one, and return its log as logits: calibrated at
+    ``temperature`` 1 when any member is), "mean" (weighted mean of outputs, for box actions) or
+    "stack" (concatenate the members' raw outputs, (B, K * A), for the ``multi_teacher`` strategy).
     """
 
     def __init__(self, members: list, weights: np.ndarray, combine: str) -> None:
+        from runtime.learn.models import teacher_temperature
+
         self.members = members
         self.weights = weights
         self.combine = combine
+        calibrated = [teacher_temperature(member) for member in members]  # checked once, here
+        self.member_temperatures = np.array([t or 1.0 for t in calibrated])[:, None, None]
+        self.temperature = 1.0 if combine == "mean_probs" and any(calibrated) else None
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         outputs = np.stack([np.asarray(member.label(observations), dtype=np.float64) for member in self.members])
@@ -223,6 +234,7 @@ class EnsembleTeacher:
             return np.concatenate(list(outputs), axis=1).astype(np.float32)
         if self.combine == "mean":
             return np.tensordot(self.weights, outputs, axes=1).astype(np.float32)
+        outputs = outputs / self.member_temperatures
         shifted = np.exp(outputs - outputs.max(axis=2, keepdims=True))
         probabilities = shifted / shifted.sum(axis=2, keepdims=True)
         mixture = np.tensordot(self.weights, probabilities, axes=1)

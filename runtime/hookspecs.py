@@ -76,7 +76,10 @@ def agentrt_register_teachers() -> dict[str, TeacherFactory]:
     Factories run in: the teacher process (and ``agentrt distill`` / ``agentrt teacher serve``), at start-up.
     Returns: ``{name: factory}``; ``factory(params, observation_space, action_space)`` returns an
     object with ``label(observations: np.ndarray) -> np.ndarray`` (``runtime.plugin.interfaces.Teacher``);
-    one that also has ``label_with_features`` (``LabelWithFeatures``) serves feature-hint strategies.
+    one that also has ``label_with_features`` (``LabelWithFeatures``) serves feature-hint strategies;
+    a discrete teacher with a ``temperature`` attribute (``Calibrated``) says at which temperature
+    its softmax is calibrated: checked once where it is built, the value travels with its answers
+    and reaches strategies as ``StrategyInputs.teacher_temperature``.
     The teacher sees raw observations (before perception): it is the reference, not the student.
     Combination: all results are merged; duplicate names are an error.
     """
@@ -88,7 +91,8 @@ def agentrt_register_distillation_strategies() -> dict[str, StrategyFactory]:
 
     Factories run in: the distillation process (and ``agentrt distill``), at start-up.
     Returns: ``{name: factory}``; ``factory(params, action_space)`` returns an object with
-    ``loss(inputs: runtime.plugin.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise). A
+    ``loss(inputs: runtime.plugin.interfaces.StrategyInputs) -> torch.Tensor`` (a scalar to minimise);
+    ``inputs.teacher_temperature`` is the teacher's calibrated temperature, None if it has none. A
     strategy with learnable parts (a feature projection) is also a ``torch.nn.Module``; its
     parameters are trained together with the student's. A factory raises for an action space
     its loss cannot learn (``runtime.plugin.params.discrete_space`` / ``box_space``), so that

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = {"runtime", "runtime.errors", "runtime.logs", "runtime.files", "runtime.processes", "runtime.rundir"}
+BASE = {
+    "runtime",
+    "runtime.errors",
+    "runtime.extras",
+    "runtime.logs",
+    "runtime.files",
+    "runtime.processes",
+    "runtime.rundir",
+}
 ORDER = ["base", "wire", "plugin", "config", "learn", "roles", "supervisor", "cli"]
 ALLOWED = {layer: set(ORDER[: index + 1]) for index, layer in enumerate(ORDER)}
 ALLOWED["peer"] = {"base", "wire", "peer"}

@@ -2,9 +2,8 @@
 
 The command runs through ``runtime.offline.main`` (the parser that ``add_parser`` registers and its
 handler), so these tests do not depend on how the agentrt CLI wires it in. The end-to-end run uses
-fewer steps than the defaults (600 per student, 1000 for the teacher) to stay fast; with them the
-distilled student still beats the hard-label one on every seed (by 1.3 to 3 points) and stays
-below the teacher.
+fewer steps than the defaults (600 per student, 1000 for the teacher) and no tuning to stay fast;
+what they check is the method's honesty (disjoint data, choices on validation), not its result.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from runtime import config as config_module  # noqa: E402
 from runtime.learn import offline  # noqa: E402
 from runtime.plugin import pluginmanager  # noqa: E402
 
-FAST = ["--steps", "600", "--teacher-steps", "1000"]
+FAST = ["--steps", "600", "--teacher-steps", "1000", "--no-tune"]
 
 
 def run_command(*argv: str) -> tuple[int, str, str]:
@@ -40,7 +39,7 @@ def distilled(tmp_path_factory):
     code, out, err = run_command(
         "--json",
         "--seeds",
-        "3",
+        "2",
         *FAST,
         "--output",
         str(directory / "student.safetensors"),
@@ -73,28 +72,89 @@ def test_summary_has_the_documented_keys(distilled):
     ):
         assert key in summary, key
     assert summary["dataset"] == "digits"
-    assert summary["seeds"] == [0, 1, 2] and len(summary["per_seed"]) == 3
+    assert summary["seeds"] == [0, 1] and len(summary["per_seed"]) == 2
     # mlp [32] on 64 inputs, 10 classes; teacher 256-256.
     assert summary["student_params"] == 64 * 32 + 32 + 32 * 10 + 10
     assert summary["teacher_params"] == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
-    assert summary["train_size"] == 300 and summary["train_size"] + summary["transfer_size"] == 1258
+    sizes = ("train_size", "teacher_only_size", "transfer_size", "validation_size")
+    assert [summary[size] for size in sizes] == [300, 300, 406, 252] and sum(summary[s] for s in sizes) == 1258
     for name in ("teacher", "distilled", "hard_label"):
         per_seed = [r[f"{name}_accuracy"] for r in summary["per_seed"]]
         assert summary[f"{name}_accuracy"] == pytest.approx(np.mean(per_seed))
+    gains = [r["distilled_accuracy"] - r["hard_label_accuracy"] for r in summary["per_seed"]]
+    assert summary["improvement"] == pytest.approx(np.mean(gains))
+    assert min(gains) <= summary["improvement_interval"][0] <= summary["improvement_interval"][1] <= max(gains)
 
 
-def test_distilled_student_beats_hard_label_student_on_every_seed(distilled):
+def test_untuned_run_uses_the_offline_defaults_and_plain_cross_entropy(distilled):
     summary, _ = distilled
-    assert summary["distilled_accuracy"] > summary["hard_label_accuracy"] + 0.01, summary["per_seed"]
     for result in summary["per_seed"]:
-        assert result["distilled_accuracy"] > result["hard_label_accuracy"], result
-
-
-def test_teacher_beats_both_students(distilled):
-    summary, _ = distilled
-    assert summary["teacher_accuracy"] > summary["distilled_accuracy"], summary["per_seed"]
-    assert summary["teacher_accuracy"] > summary["hard_label_accuracy"], summary["per_seed"]
+        assert result["distilled_params"] == offline.OFFLINE_STRATEGY_PARAMS["soft_target"]
+        assert result["hard_label_params"] == {"label_smoothing": 0.0, "weight_decay": 0.0}
     assert summary["teacher_accuracy"] > 0.9  # a sanity floor: the teacher learned digits
+
+
+def test_every_split_is_disjoint_and_the_teacher_never_sees_the_transfer_labels():
+    data = offline.prepare_data("digits")
+    settings = offline.OfflineSettings()
+    for seed in (0, 1):
+        labelled, teacher_only, transfer = offline.partition(settings, data, seed)
+        parts = [labelled, teacher_only, transfer, data.validation, data.test]
+        assert sum(len(part) for part in parts) == len(data.y) == len(np.unique(np.concatenate(parts)))
+        # "disjoint": the teacher learns the labelled examples and its own, never the transfer set.
+        assert np.intersect1d(np.concatenate([labelled, teacher_only]), transfer).size == 0
+    validation_again = offline.prepare_data("digits").validation
+    assert np.array_equal(data.validation, validation_again)
+
+
+def test_tuning_keeps_the_candidate_best_on_validation_not_on_test():
+    class Constant(torch.nn.Module):
+        def __init__(self, label: int) -> None:
+            super().__init__()
+            self.label = label
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), self.label), 2).float()
+
+    X = np.zeros((4, 1), np.float32)
+    y = np.array([0, 0, 1, 1])  # validation: all 0; test: all 1
+    data = offline.Data(X, y, train=np.array([], int), test=np.array([2, 3]), classes=2, validation=np.array([0, 1]))
+    kept = offline.tuned([{"label": 1}, {"label": 0}], lambda params: Constant(params["label"]), data)
+    assert kept.params == {"label": 0} and kept.validation_accuracy == 1.0
+
+
+def test_given_parameters_stay_fixed_and_the_rest_are_searched():
+    grid = offline.STRATEGY_GRIDS["soft_target"]
+    assert offline.grid_points({"temperature": 3.0}, grid) == [
+        {"temperature": 3.0, "alpha": alpha} for alpha in grid["alpha"]
+    ]
+    assert len(offline.grid_points({}, grid)) == len(offline.grid_points({}, offline.BASELINE_GRID)) == 8
+
+
+def test_a_tuned_run_reports_choices_from_the_grids_and_warns_of_a_leaky_teacher(tmp_path):
+    code, out, err = run_command(
+        "--json", "--seeds", "1", "--steps", "20", "--teacher-steps", "20", "--teacher-data", "train", "--output", ""
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    (result,) = summary["per_seed"]
+    assert result["distilled_params"] in offline.grid_points({}, offline.STRATEGY_GRIDS["soft_target"])
+    assert result["hard_label_params"] in offline.grid_points({}, offline.BASELINE_GRID)
+    assert 0 <= result["distilled_validation_accuracy"] <= 1
+    assert summary["teacher_only_size"] == 0 and any("label leakage" in w for w in summary["warnings"])
+
+
+def test_label_smoothing_reaches_the_baseline():
+    data = offline.prepare_data("digits")
+    settings = offline.OfflineSettings(steps=300, learning_rate=0.05)
+    confidence = []
+    for smoothing in (0.0, 0.3):
+        torch.manual_seed(0)
+        student = torch.nn.Sequential(torch.nn.Linear(64, 10))
+        offline.train_hard_label(settings, data, student, data.train[:300], 0, lambda n: None, smoothing, 0.0)
+        with torch.no_grad():
+            confidence.append(student(torch.from_numpy(data.X[data.test])).softmax(dim=1).amax(dim=1).mean().item())
+    assert confidence[0] > 0.9 and confidence[1] < confidence[0] - 0.1
 
 
 def test_saved_student_loads_into_the_student_and_reproduces_its_accuracy(distilled, plugins):
@@ -124,7 +184,8 @@ def test_saved_student_loads_into_the_student_and_reproduces_its_accuracy(distil
     best = next(r for r in summary["per_seed"] if r["seed"] == summary["best_seed"])
     assert reproduced == pytest.approx(best["distilled_accuracy"], abs=1e-12)
     assert reproduced == pytest.approx(float(metadata["test_accuracy"]), abs=1e-12)
-    assert reproduced == max(r["distilled_accuracy"] for r in summary["per_seed"])
+    # The best seed is the one best on validation, so its test accuracy is not a selected maximum.
+    assert best["distilled_validation_accuracy"] == max(r["distilled_validation_accuracy"] for r in summary["per_seed"])
     # The module's own loader rebuilds the same network from the file alone.
     rebuilt, _ = offline.load_student(path, plugins)
     assert offline.accuracy(rebuilt, X_test, y_test) == reproduced
@@ -190,6 +251,8 @@ def test_same_seed_same_results(tmp_path):
         (["--param", "temprature=4"], "'temprature'"),  # unknown to the strategy
         (["--train-size", "5000"], "5000"),
         (["--teacher-data", "everything"], "'everything'"),
+        (["--validation-fraction", "0"], "0"),
+        (["--teacher-size", "-1"], "-1"),
     ],
 )
 def test_bad_flags_fail_with_a_message_naming_the_value(argv, named, tmp_path):

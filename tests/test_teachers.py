@@ -66,13 +66,17 @@ def test_scripted_teacher_and_ensemble_of_checkpoint_and_scripted():
         },
     )
     observations = np.random.default_rng(0).normal(0, 0.05, (16, 4)).astype(np.float32)
-    members = [build("checkpoint", {}).label(observations), scripted.label(observations)]
+    checkpoint = build("checkpoint", {})
+    # Each member at its calibrated temperature (the scripted controller has none): the mixture is
+    # calibrated at T = 1.
+    members = [checkpoint.label(observations) / checkpoint.temperature, scripted.label(observations)]
     shifted = [np.exp(m.astype(np.float64) - m.max(axis=1, keepdims=True)) for m in members]
     probabilities = [e / e.sum(axis=1, keepdims=True) for e in shifted]
     expected = np.log(0.75 * probabilities[0] + 0.25 * probabilities[1])
     np.testing.assert_allclose(ensemble.label(observations), expected, rtol=1e-4, atol=1e-5)
+    assert ensemble.temperature == 1.0
     stacked = build("ensemble", {"members": [{"plugin": "checkpoint"}, {"plugin": "checkpoint"}], "combine": "stack"})
-    assert stacked.label(observations).shape == (16, 4)
+    assert stacked.label(observations).shape == (16, 4) and stacked.temperature is None
     with pytest.raises(
         pluginmanager.PluginError, match="teacher ensemble: parameter 'members' must be a list of at least 2"
     ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 
 from runtime import config as config_module
+from runtime import extras
 from runtime.config import Settings
 from runtime.errors import ExitCode
 from runtime.peer.gym import EpisodeResult, run_gym_peers
@@ -90,6 +92,12 @@ class Progress:
 
 def run_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
+    if args.plot:
+        try:
+            extras.require("matplotlib", "bench", "--plot (--plot '' for none)")
+        except extras.MissingExtra as exc:
+            print(f"agentrt demo: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
     config = config_module.load(getattr(args, "config", None))
     progress = Progress()
     daemon = ChildDaemon(config_path=getattr(args, "config", None))
@@ -260,7 +268,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
 
 
 def write_plot(progress: Progress, path: str) -> None:
-    import matplotlib
+    import matplotlib  # required when the demo starts
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -6,6 +6,7 @@ from gymnasium import spaces
 
 from runtime.config import Settings
 from runtime.plugin.chains import Chain
+from runtime.plugin.interfaces import Calibrated
 from runtime.plugin.pluginmanager import Plugins
 
 
@@ -43,3 +44,9 @@ def build_teacher(plugins: Plugins, settings: Settings, observation_space: space
     return plugins.build(
         "teacher", settings.teacher.plugin, dict(settings.teacher.params), observation_space, action_space
     )
+
+
+def teacher_temperature(teacher: object) -> float | None:
+    """The teacher's calibrated temperature (the ``Calibrated`` capability), None if it has none.
+    Asked once, where the teacher is built; strategies get it as ``StrategyInputs.teacher_temperature``."""
+    return teacher.temperature if isinstance(teacher, Calibrated) else None

@@ -48,7 +48,8 @@ class MLP(FeatureNet):
 
     def architecture(self) -> dict[str, str]:
         """This network's shape as safetensors metadata: the format of the ``checkpoint`` teacher,
-        whose files ``from_architecture`` rebuilds. Writers add their own provenance keys."""
+        whose files ``from_architecture`` rebuilds. Writers add their own provenance keys; a
+        calibrated teacher's file also holds its ``temperature`` (``runtime.learn.calibration``)."""
         return {
             "architecture": "mlp",
             "input_shape": json.dumps(list(self.input_shape)),

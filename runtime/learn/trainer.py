@@ -44,15 +44,19 @@ def forward_with_features(module: torch.nn.Module, inputs: torch.Tensor) -> tupl
 
 class Optimiser:
     """Adam over a module and a strategy's own parameters, including those a strategy creates on
-    its first loss call (a feature projection sized from the data)."""
+    its first loss call (a feature projection sized from the data); ``weight_decay`` is Adam's L2
+    penalty (the offline baseline's regulariser)."""
 
-    def __init__(self, module: torch.nn.Module, learning_rate: float, strategy: Any = None) -> None:
+    def __init__(
+        self, module: torch.nn.Module, learning_rate: float, strategy: Any = None, weight_decay: float = 0.0
+    ) -> None:
         import torch
 
         self.torch = torch
         self.module = module
         self.strategy = strategy if isinstance(strategy, torch.nn.Module) else None
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
         self.reset()
 
     def reset(self) -> None:
@@ -60,7 +64,7 @@ class Optimiser:
         parameters = list(self.module.parameters())
         if self.strategy is not None:
             parameters += list(self.strategy.parameters())
-        self.adam = self.torch.optim.Adam(parameters, lr=self.learning_rate)
+        self.adam = self.torch.optim.Adam(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def step(self, loss: torch.Tensor) -> float:
         """One gradient step on ``loss``; returns its value."""
@@ -122,6 +126,8 @@ class Trainer:
         self.random = np.random.default_rng(distillation.seed)
         self.agreement: float | None = None
         self.loss: float | None = None
+        #: The teacher's calibrated temperature, told by whoever built or asked the teacher.
+        self.teacher_temperature: float | None = None
 
     def ready(self) -> bool:
         return len(self.buffer) >= self.settings.min_samples
@@ -168,6 +174,7 @@ class Trainer:
             student_features=student_features,
             teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
             agreement=self.agreement,
+            teacher_temperature=self.teacher_temperature,
         )
         self.loss = self.optimiser.step(strategy_loss(self.strategy_component, self.strategy, inputs))
         if self.buffer.prioritized or self.buffer.eviction == "lowest_priority":

@@ -76,6 +76,18 @@ class LabelWithFeatures(Protocol):
         ...
 
 
+@runtime_checkable
+class Calibrated(Protocol):
+    """A discrete teacher that knows the temperature at which its probabilities are calibrated:
+    ``softmax(outputs / temperature)``. Checked once where the teacher is built; the value reaches
+    the strategy as ``StrategyInputs.teacher_temperature`` (over the wire in the daemon)."""
+
+    @property
+    def temperature(self) -> float | None:
+        """The calibrated temperature; None when this teacher has none (an uncalibrated file)."""
+        ...
+
+
 @dataclass
 class StrategyInputs:
     """What a distillation strategy sees for one minibatch (torch tensors, first axis = batch)."""
@@ -86,6 +98,7 @@ class StrategyInputs:
     student_features: torch.Tensor | None = None
     teacher_features: torch.Tensor | None = None
     agreement: float | None = None  # the student's recent agreement with the teacher, 0..1
+    teacher_temperature: float | None = None  # the teacher's calibrated temperature (Calibrated), if any
 
 
 @runtime_checkable

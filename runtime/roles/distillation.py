@@ -75,6 +75,9 @@ class Distillation(Role):
         self.pending_since = 0.0
         self.in_flight: dict[int, tuple[float, np.ndarray]] = {}  # request id -> (sent at, features)
         self.request_ids = itertools.count(1)
+        # The teacher's calibrated temperature comes with its answers (``taught``): until one has
+        # come, acting answers are asked again (a cache hit), so no sample trains at an unknown one.
+        self.heard_teacher = False
         self.unwritten: list[Candidate] = []  # judged, not yet on disk: the disk is full
         self.retry_write_at = 0.0
 
@@ -160,9 +163,10 @@ class Distillation(Role):
         if sample is None:
             return
         self.counters["samples"] += 1
-        # An acting teacher's answer is the label, unless its features are wanted too (the teacher's
-        # answer cache makes asking again free).
-        if sample["teacher_output"] is not None and not self.settings.distillation.teacher_features:
+        # An acting teacher's answer is the label, unless its features are wanted too or its
+        # temperature is not known yet (the teacher's answer cache makes asking again free).
+        answered = sample["teacher_output"] is not None and self.heard_teacher
+        if answered and not self.settings.distillation.teacher_features:
             self.add_labelled(sample["features"][None], sample["teacher_output"][None], None)
             return
         if not self.pending:
@@ -192,6 +196,10 @@ class Distillation(Role):
         if reply is None:
             return
         request = self.in_flight.pop(reply["request_id"], None)
+        if not self.heard_teacher:
+            self.heard_teacher = True
+            self.learner.trainer.teacher_temperature = reply.get("temperature")
+            self.log.info("teacher_temperature", temperature=reply.get("temperature"))
         if request is not None:
             self.add_labelled(request[1], reply["outputs"], reply.get("features"))
 

@@ -11,7 +11,7 @@ import numpy as np
 import zmq
 
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
-from runtime.learn.models import build_teacher
+from runtime.learn.models import build_teacher, teacher_temperature
 from runtime.plugin.interfaces import LabelWithFeatures
 from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import DRAIN_LIMIT, Role
@@ -84,6 +84,7 @@ class TeacherRole(Role):
         self.cache = AnswerCache(settings.cache_size, settings.cache_decimals, settings.cache_bytes)
         self.features_wanted = self.settings.distillation.teacher_features
         self.gives_features = isinstance(self.teacher, LabelWithFeatures)
+        self.temperature = teacher_temperature(self.teacher)
         if self.features_wanted and not self.gives_features:
             raise ConfigError(
                 f"distillation.teacher_features is on, but teacher {settings.plugin!r} has no label_with_features"
@@ -194,7 +195,10 @@ class TeacherRole(Role):
         for request in requests:
             answers = [known[key] for key in keys[start : start + len(request["obs"])]]
             start += len(request["obs"])
-            fields = {"outputs": np.stack([outputs for outputs, _ in answers])}
+            fields: dict[str, Any] = {
+                "outputs": np.stack([outputs for outputs, _ in answers]),
+                "temperature": self.temperature,
+            }
             if request.get("want_features") and want_features:
                 fields["features"] = np.stack([features for _, features in answers])
             replies.append(protocol.encode("taught", request_id=request["request_id"], **fields))

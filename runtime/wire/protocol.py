@@ -239,6 +239,8 @@ KINDS: dict[str, Kind] = {
             Field("request_id", UINT),
             Field("outputs", ARRAY),
             Field("features", ARRAY, required=False),
+            # The teacher's calibrated temperature (runtime.plugin.interfaces.Calibrated), nil if none.
+            Field("temperature", FLOAT, required=False, nullable=True),
         ),
         _kind(
             "weights",

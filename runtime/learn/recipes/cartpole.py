@@ -12,6 +12,8 @@ Procedure (deterministic for a given seed, about 20 s on one CPU core):
    distillation at a temperature can use, which the expert's hard decision could not give.
 3. Keep the result only if it averages >= 490 over 100 fresh episodes; write it as safetensors
    (atomically) with the architecture and the measured return in the file's metadata.
+4. Calibrate it (its logits are far too sure for soft targets): ``python -m
+   runtime.learn.recipes.calibrate PATH --write`` stores its temperature in the file.
 """
 
 from __future__ import annotations

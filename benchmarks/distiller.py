@@ -76,7 +76,7 @@ class BareLoop:
         observation_space, action_space = agent_spaces(settings.agent.table())
         self.torch, self.inputs_type = torch, StrategyInputs
         self.student = build_student(plugins, settings, observation_space, action_space)
-        self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params))
+        self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params), action_space)
         self.optimiser = Optimiser(self.student, distillation.learning_rate, self.strategy).adam
         teacher = build_teacher(plugins, settings, observation_space, action_space)
         env = gymnasium.make(benchlib.ENV_ID)

@@ -158,7 +158,8 @@ def test_every_builtin_component_lists_its_parameters_with_defaults():
     # Spot checks against the defaults users rely on.
     assert defaults["student", "mlp"] == {"hidden": [32], "activation": "relu"}
     assert defaults["strategy", "soft_target"] == {
-        "temperature": None,  # the teacher's calibrated temperature, else 2.0
+        "temperature": 2.0,
+        "calibrated": False,
         "alpha": 0.5,
         "t_squared": True,
         "direction": "forward",

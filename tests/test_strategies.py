@@ -167,26 +167,33 @@ def test_soft_target_prefers_given_hard_labels_over_teacher_argmax():
 
 def test_soft_target_defaults():
     strategy = build("soft_target")
-    assert strategy.params == {"temperature": None, "alpha": 0.5, "t_squared": True, "direction": "forward"}
+    assert strategy.params == {
+        "temperature": 2.0,
+        "calibrated": False,
+        "alpha": 0.5,
+        "t_squared": True,
+        "direction": "forward",
+    }
 
 
-@pytest.mark.parametrize("teacher_temperature, used", [(None, 2.0), (7.5, 7.5)])
-def test_soft_target_softens_at_the_teachers_calibrated_temperature_by_default(teacher_temperature, used):
+@pytest.mark.parametrize(
+    "params, teacher_temperature, used",
+    [
+        ({}, 7.5, 2.0),
+        ({"calibrated": True}, 7.5, 7.5),
+        ({"calibrated": True}, None, 2.0),
+        ({"temperature": 3.0}, None, 3.0),
+    ],
+)
+def test_soft_target_softens_at_its_temperature_or_when_asked_the_teachers_calibrated_one(
+    params, teacher_temperature, used
+):
     batch = inputs(STUDENT, TEACHER)
     batch.teacher_temperature = teacher_temperature
     expected = hand_soft_target(
         STUDENT, [softmax(t, used) for t in TEACHER], [argmax(t) for t in TEACHER], temperature=used, alpha=0.5
     )
-    assert build("soft_target").loss(batch).item() == pytest.approx(expected, rel=1e-9)
-
-
-def test_soft_target_temperature_param_overrides_the_teachers():
-    batch = inputs(STUDENT, TEACHER)
-    batch.teacher_temperature = 7.5
-    expected = hand_soft_target(
-        STUDENT, [softmax(t, 3.0) for t in TEACHER], [argmax(t) for t in TEACHER], temperature=3.0, alpha=0.5
-    )
-    assert build("soft_target", {"temperature": 3.0}).loss(batch).item() == pytest.approx(expected, rel=1e-9)
+    assert build("soft_target", params).loss(batch).item() == pytest.approx(expected, rel=1e-9)
 
 
 # --- hard_label, logit_matching ------------------------------------------------------------------

@@ -80,7 +80,7 @@ EXTENSION_POINTS: dict[str, ExtensionPoint] = {
             ("action_space",),
             "soft_target",
             "distillation strategy (loss), by name",
-            "parameters for the strategy (soft_target: the teacher's calibrated temperature, alpha 0.5)",
+            "parameters for the strategy (soft_target defaults to temperature 2, alpha 0.5)",
             params_only_before=True,
         ),
         ExtensionPoint(

@@ -193,6 +193,23 @@ def worker_loop(index: int, commands: Any, results: Any, handle: Callable[[Any],
             results.put(("error", f"worker {index}: {traceback.format_exc(limit=6)}"))
 
 
+def play_gym_peers(command: dict[str, Any]) -> dict[str, Any]:
+    """A worker's command: ``peers`` gym peers against ``endpoint`` for ``seconds``, with ``policy``."""
+    from runtime.peer.gym import run_gym_peers
+
+    deadline = time.monotonic() + command["seconds"]
+    summary = run_gym_peers(
+        command["endpoint"],
+        ENV_ID,
+        episodes=10**9,
+        peers=command["peers"],
+        policy=command["policy"],
+        seed=command.get("seed", 0),
+        should_stop=lambda: time.monotonic() >= deadline,
+    )
+    return {"steps": summary.steps, "by_teacher": summary.by_teacher, "seconds": summary.duration_s}
+
+
 def percentile(values: Any, q: float) -> float | None:
     import numpy as np
 

@@ -140,24 +140,8 @@ def bare_worker(index: int, commands: Any, results: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 # Peers (a spawned process)
 # --------------------------------------------------------------------------------------------------
-def peers_handle(command: dict[str, Any]) -> Any:
-    from runtime.peer.gym import run_gym_peers
-
-    deadline = time.monotonic() + command["seconds"]
-    summary = run_gym_peers(
-        command["endpoint"],
-        benchlib.ENV_ID,
-        episodes=10**9,
-        peers=command["peers"],
-        policy=command["policy"],
-        seed=command["seed"],
-        should_stop=lambda: time.monotonic() >= deadline,
-    )
-    return {"steps": summary.steps, "by_teacher": summary.by_teacher, "seconds": summary.duration_s}
-
-
 def peers_worker(index: int, commands: Any, results: Any) -> None:
-    benchlib.worker_loop(index, commands, results, peers_handle)
+    benchlib.worker_loop(index, commands, results, benchlib.play_gym_peers)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,21 +100,7 @@ def totals(per_process: dict[str, dict[str, float]]) -> dict[str, float]:
 
 # --------------------------------------------------------------------------------------------------
 def peers_worker(index: int, commands: Any, results: Any) -> None:
-    def handle(command: dict[str, Any]) -> Any:
-        from runtime.peer.gym import run_gym_peers
-
-        deadline = time.monotonic() + command["seconds"]
-        summary = run_gym_peers(
-            command["endpoint"],
-            benchlib.ENV_ID,
-            episodes=10**9,
-            peers=command["peers"],
-            policy=command["policy"],
-            should_stop=lambda: time.monotonic() >= deadline,
-        )
-        return {"steps": summary.steps, "by_teacher": summary.by_teacher}
-
-    benchlib.worker_loop(index, commands, results, handle)
+    benchlib.worker_loop(index, commands, results, benchlib.play_gym_peers)
 
 
 def floor_process(code: str) -> subprocess.Popen:

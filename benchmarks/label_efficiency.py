@@ -1,98 +1,108 @@
 #!/usr/bin/env python3
-"""Label efficiency of the teacher query policies: teacher answers needed to reach 95% of the teacher.
+"""Label efficiency of the teacher query policies: teacher labels needed to reach 95% of the teacher.
 
-    .venv/bin/python benchmarks/label_efficiency.py                  # both envs, 5 seeds, 3-4 min
-    .venv/bin/python benchmarks/label_efficiency.py --quick          # 1 seed, smaller caps, ~25 s
-    .venv/bin/python benchmarks/label_efficiency.py --env cartpole --seeds 5 --plot /tmp/curves.png
-    .venv/bin/python benchmarks/label_efficiency.py --methods share,dagger --set share.share=0.3
-    .venv/bin/python benchmarks/label_efficiency.py --tune --env cartpole   # the parameter sweep
-    .venv/bin/python benchmarks/label_efficiency.py --daemon --env cartpole --methods share,dagger --seeds 2
+    .venv/bin/python benchmarks/label_efficiency.py --env acrobot --workers 2   # the reported run: 10 seeds
+    .venv/bin/python benchmarks/label_efficiency.py --quick --env cartpole     # 1 seed, halved caps, ~30 s
+    .venv/bin/python benchmarks/label_efficiency.py --tune --env acrobot       # choose the settings (TUNED)
+    .venv/bin/python benchmarks/label_efficiency.py --methods dagger,budget --set budget.per_second=2
+    .venv/bin/python benchmarks/label_efficiency.py --daemon --env acrobot --methods dagger_uniform --seeds 1
+
+Decided in advance
+------------------
+Every method with a setting has it chosen by ``--tune`` on the tuning seeds ``TUNING_SEEDS``
+(100-102), disjoint from the reported seeds (0..9), by one procedure: each tunable method tries
+the same three label rates ``RATES`` (2%, 5% and 20% of the environment steps, in each policy's own
+parameter, see ``TUNABLE``), every candidate on the same seeds, and the candidate kept is the one
+that reached the target on the most tuning seeds, then with the fewest mean labels, a seed that did
+not reach counted at the cap; ties go to the lower rate. The *policy chosen in advance* is, by the
+same rule, the best tuned query policy other than the baselines. The choices are written into
+``TUNED`` (with the date and command) before the reported run, which reads them from there.
+
+Methods: ``dagger`` (policy ``always``: the student acts, every visited state is labelled),
+``dagger_uniform`` (policy ``share``: the student acts, a uniform random share of visited states is
+labelled, i.e. DAgger thinned uniformly, at its tuned rate), ``bc`` (``share`` with
+``teacher_acts``: the teacher acts on every step, a uniform share of its states is labelled:
+behaviour cloning on teacher rollouts spread over episodes), and the query policies ``budget``,
+``uncertainty``, ``novelty``, ``cascade`` and ``disagreement`` (the last needs an ensemble student,
+``forward_members``; with the tasks' ``mlp``/``cnn`` students it is skipped with a note). On the
+discrete tasks the policy chosen in advance also runs with the other strategies: ``soft_target``
+at T = 2 is the task's configuration, ``+soft_calibrated`` softens at the teacher's calibrated
+temperature, ``+hard_label`` uses hard labels.
+
+Tasks (``TASKS``): CartPole-v1 (runtime defaults), Pendulum-v1 (examples/pendulum.toml), Acrobot-v1
+(examples/acrobot.toml, an RL-trained teacher) and MountainCar from pixels
+(examples/mountaincar_pixels.toml: the student sees two stacked 24 x 40 images through the
+configured perception chain, the teacher the state).
 
 What is simulated
 -----------------
 The runtime's online loop itself: ``runtime.learn.loop.Decider`` and ``Learner``, the code the
 decision and distillation roles drive, here driven in one process without sockets, one environment
-step at a time, built from the same configuration (query policy, student, strategy and teacher
-plugins, all through the plugin manager). What the roles add around the core (sockets, batching
-across peers, timeouts, files) changes when things happen, not what is learned from which label.
-Per environment step:
+step at a time, built from the same configuration (perception chain, query policy, student,
+strategy and teacher plugins, all through the plugin manager). What the roles add around the core
+(sockets, batching across peers, timeouts, files) changes when things happen, not what is learned
+from which label. Per environment step:
 
-1. ``Decider.decide``: the *serving* student (the last promoted version; untrained,
-   ``student_version == 0``, until the first promotion) computes its outputs (an ensemble
-   student's members too, for ``disagreement``); the query policy returns a ``QueryDecision``;
-   where ``teacher_acts`` (or the student's output is not finite) the teacher answers and acts,
-   its output in the student's layout (a stacked ensemble's members averaged), else the student
-   acts.
+1. The observation goes through the perception chain (one stream, reset at each episode start, as
+   perception does), then ``Decider.decide``: the *serving* student (the last promoted version;
+   untrained until the first promotion) computes its outputs; the query policy returns a
+   ``QueryDecision``; where ``teacher_acts`` (or the student's output is not finite) the teacher
+   answers and acts, else the student acts.
 2. A label goes to ``Learner.add_labels``: an acting teacher's answer is the label, else the
    teacher is asked, as the distiller does (a ``heldout_share`` of labels goes to the held-out
    set, as in the runtime: those labels are paid for too).
 3. ``Learner.tick`` trains as its pacing allows. **Training schedule, the same for every method**
-   (``Schedule``, pacing ``PerLabel``): every teacher label buys 16 training steps (one minibatch
-   of ``distillation.batch_size`` each), paid out as labels arrive once ``min_samples`` are in
-   (the backlog first). Per label, not per environment step: this benchmark measures *labels*, so
-   every method gets the same training per label and none is starved of compute. Per environment
-   step (what the daemon's continuous training resembles) a policy that labels 10% of the steps
-   gets ten times DAgger's gradient steps per label, and DAgger at one step per env step needs
-   3-5x more labels than with enough training; that would measure compute, not label choice.
-   Beyond 16, DAgger does not improve consistently with more steps per label
-   (docs/distillation.md has the measurements). ``--train-per env_step --train-steps N`` runs
-   the other schedule (pacing ``PerTick``), with the distiller's rule of resting after a cycle
-   without labels. ``distillation.min_samples`` is lowered to 16 for every method
-   (``MIN_SAMPLES``): the runtime's 64, and 256 in examples/pendulum.toml, would put a floor under
-   every count.
-4. Every ``--publish-every`` training steps (``distillation.steps_per_publish``) the learner judges
-   a candidate at the promotion gate (held-out agreement no worse than the serving version's by
-   more than ``promotion_margin``); a promoted one is served by the decider from the next step.
+   (``Schedule``, pacing ``PerLabel``): every label buys 16 training steps (one minibatch of
+   ``distillation.batch_size`` each), paid out as labels arrive once ``min_samples`` are in. Per
+   label, not per environment step: this benchmark measures *labels*, so every method gets the
+   same training per label and none is starved of compute (docs/distillation.md has the
+   measurements). ``--train-per env_step --train-steps N`` runs the other schedule (pacing
+   ``PerTick``). ``distillation.min_samples`` is lowered to 16 for every method (``MIN_SAMPLES``).
+4. Every ``--publish-every`` training steps the learner judges a candidate at the promotion gate; a
+   promoted one is served by the decider from the next step.
 
-The core's clock is *environment time* (steps times the env's control period: 0.02 s for
-CartPole, 0.05 s for Pendulum): the budget policy's token bucket reads it from
-``QueryContext.now``, so its ``per_second`` means answers per simulated second and runs are
-deterministic. ``publish_interval_s`` is set to 0: the gate is paced by training steps alone.
+The core's clock is *environment time* (steps times the task's control period): the budget
+policy's token bucket reads it from ``QueryContext.now``, so runs are deterministic.
 
 ``--daemon`` runs the same methods against a real, private daemon instead (``run_daemon``: a
-``ChildDaemon`` and one gym peer through ``runtime.peer``, playing as fast as the daemon answers).
-There the distiller trains continuously within ``distillation.cpu_share``, so training per label
-depends on how fast the peer plays and how many steps a policy labels (docs/distillation.md
-compares the two).
+``ChildDaemon`` and one gym peer through ``runtime.peer``, held so that every answer buys the
+schedule's training).
 
 What is measured
 ----------------
-*Teacher answers* count every observation the teacher answered: labels and teacher-acted steps
-(one answer where both). The student is evaluated **acting alone** (the trainer's current weights,
-no teacher) on ``eval_episodes`` fixed-seed episodes (seeds 10000.., the same for every method and
-seed), whenever the answer count crosses a point of a geometric grid (16, then +10% each), and
-every 2000 environment steps (for policies whose answers dwindle). Its score is normalised between
-a uniformly random policy and the teacher, both measured on the same episodes::
+*Labels* are the observations the teacher labelled for training (the cost). *Teacher-acted steps*
+are the steps the teacher acted on; for every policy here but ``bc`` those are labelled too, so
+labels are also all the teacher's answers; ``bc``'s teacher acts on every step and only a share is
+labelled (its rollouts are counted as free demonstrations: a reading that favours it). The student
+is evaluated **acting alone** (the trainer's current weights, no teacher) on ``eval_episodes``
+fixed-seed episodes (seeds 10000..), whenever the label count crosses a point of a geometric grid
+(16, then +10% each), and every 2000 environment steps. Its score is normalised between a uniformly
+random policy and the teacher on the same episodes::
 
     score = (R_student - R_random) / (R_teacher - R_random)
 
-The target is ``score >= 0.95`` (CartPole: return >= ~476 of the teacher's 500; Pendulum, whose
-returns are negative costs: within 5% of the gap between random and teacher, about -176 for the
-built-in teacher at -122 and random at -1197; a plain "95% of the teacher's return" means nothing
-for a negative return). *Labels to 95%* is the answer count at the first evaluation
-that reaches it; the run then stops. A run that hits its cap (``max_labels`` answers or
-``max_env_steps`` steps) is reported as not reached, never as a number.
+Per method and seed: *labels to 95%* (the label count at the first evaluation with
+``score >= 0.95``; the run then stops; a run that hits ``max_labels`` or ``max_env_steps`` is "not
+reached", never a number), *environment steps* and *teacher-acted steps* until the run ended
+(target or cap), *failures while learning* (episodes that ended badly while it learned, per task:
+``EnvSetup.failure``, CartPole a fall before the time limit, Acrobot and MountainCar an episode cut
+by the time limit without reaching the goal, Pendulum none) and the *area under the learning
+curve* (``auc``: the mean over label budgets 0..``max_labels`` of the score clipped to [0, 1], the
+score at a budget being the last evaluation at or before it, 0 before the first; a run that
+stopped keeps its last score up to the cap). Each is reported as mean ± std over seeds with
+reached n/seeds. The verdict compares the policy chosen in advance with ``dagger_uniform``: the
+ratio of mean labels with a 90% paired bootstrap interval over seeds (a seed that did not reach
+counts at the cap, which favours the method that failed); likewise soft targets against hard labels.
 
-Methods: every built-in query policy with the parameters in ``COMMON_METHODS`` and ``ENV_METHODS``
-(tuned with ``--tune`` on seeds 100-102, separate from the reported seeds 0..; the grid is
-``TUNING``), plus ``dagger`` (policy ``always``:
-the student acts, every visited state is labelled) and ``bc`` (``always`` with ``teacher_acts``:
-behaviour cloning on the teacher's own trajectories, online). ``disagreement`` needs an ensemble
-student (``forward_members``, the built-in ``ensemble`` student); with the default ``mlp`` student it
-is skipped with a note. The *best budgeted policy* is the query policy (not dagger, not bc) that reached
-the target on the most seeds, then with the fewest mean answers; ``ratio_to_dagger`` is its mean
-divided by DAgger's.
-
-Output: a rich table per env (stdout), progress bars (stderr), ``--plot PATH`` (normalised score
-against teacher answers, the mean over seeds, one line per method) and, as the LAST line of stdout,
-one JSON object with every result. Single-observation forward latencies (median of 200 forwards of
-visited observations, ``torch.set_num_threads(1)``) are given for teacher and final student.
+Output: a rich table per task (stdout), progress (stderr), ``--plot PATH`` (score against labels)
+and, as the LAST line of stdout, one JSON object with every result (``--out PATH`` also writes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -101,7 +111,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,18 +125,19 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 from runtime import config as config_module  # noqa: E402
 from runtime import extras  # noqa: E402
 from runtime.config import Settings  # noqa: E402
+from runtime.files import atomic_write  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
 TARGET = 0.95
-DEFAULT_SEEDS = 5
+DEFAULT_SEEDS = 10
 EVAL_SEED = 10_000
 EVAL_EVERY_ENV_STEPS = 2000
 GRID_START, GRID_FACTOR = 16, 1.1
 MIN_SAMPLES = 16  # distillation.min_samples for every method (see env_setups)
 LATENCY_REPEATS = 200
+BOOTSTRAP_RESAMPLES = 2000
 # Query policies that take a ``seed`` parameter: each run seeds them with its own seed.
 SEEDED_POLICIES = {"cascade", "share", "uncertainty", "disagreement", "novelty"}
-BASELINES = ("dagger", "bc")  # not budgeted: they ask the teacher about every visited state
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ class Method:
     name: str
     policy: str
     params: dict[str, Any]
+    strategy: str | None = None  # a distillation strategy instead of the task's, with
+    strategy_params: dict[str, Any] | None = None  # these parameters
 
 
 @dataclass(frozen=True)
@@ -157,120 +170,149 @@ class EnvSetup:
     env_id: str
     config: dict[str, Any]  # the runtime configuration every method starts from
     teacher: str  # which teacher, in words
-    max_labels: int  # caps per run: teacher answers,
+    max_labels: int  # caps per run: labels,
     max_env_steps: int  # and environment steps
     control_period_s: float  # simulated seconds per env step (the budget policy's clock)
+    failure: str | None  # which episode ends count as failures: "terminated", "truncated" or None
+    calibrated: dict[str, Any] | None  # soft_target parameters at the teacher's calibrated temperature
     methods: dict[str, Method] = field(default_factory=dict)
 
 
-# Parameters chosen with ``--tune`` (the lowest mean answers to 95% on seeds 100-102, which are
-# separate from the reported seeds 0..); docs/distillation.md has the sweep and the reasons.
-# ``disagreement`` is listed for completeness: it runs only with an ensemble student.
-COMMON_METHODS = {
-    "share": Method("share", "share", {"share": 0.05}),
-    "budget": Method("budget", "budget", {"per_second": 1.0}),
-    "uncertainty": Method("uncertainty", "uncertainty", {"target_rate": 0.1}),
-    "novelty": Method("novelty", "novelty", {"target_rate": 0.1}),
-    "disagreement": Method("disagreement", "disagreement", {"target_rate": 0.1}),
-    "cascade": Method("cascade", "cascade", {"label_share": 0.02}),
-    "dagger": Method("dagger", "always", {}),
-    "bc": Method("bc", "always", {"teacher_acts": True}),
+# --- the methods and how they are tuned ----------------------------------------------------------
+
+#: Label rates every tunable method tries (share of environment steps), one candidate each.
+RATES = (0.02, 0.05, 0.2)
+TUNING_SEEDS = (100, 101, 102)
+#: Tunable method -> (query policy, its parameters at a label rate on a task).
+TUNABLE: dict[str, tuple[str, Callable[[float, EnvSetup], dict[str, Any]]]] = {
+    "dagger_uniform": ("share", lambda rate, setup: {"share": rate}),
+    "bc": ("share", lambda rate, setup: {"share": rate, "teacher_acts": True}),
+    # Evenly spaced: one label per 1/rate steps of simulated time.
+    "budget": ("budget", lambda rate, setup: {"per_second": round(rate / setup.control_period_s, 6)}),
+    # A box student's uncertainty has no score: the policy then labels a random fallback_share.
+    "uncertainty": ("uncertainty", lambda rate, setup: {"target_rate": rate, "fallback_share": rate}),
+    "novelty": ("novelty", lambda rate, setup: {"target_rate": rate}),
+    "disagreement": ("disagreement", lambda rate, setup: {"target_rate": rate}),
+    "cascade": ("cascade", lambda rate, setup: {"label_share": rate}),
 }
-ENV_METHODS: dict[str, dict[str, Method]] = {
-    "cartpole": {
-        "share": Method("share", "share", {"share": 0.02}),
-        "uncertainty": Method("uncertainty", "uncertainty", {"target_rate": 0.2}),
-        "cascade": Method("cascade", "cascade", {"label_share": 0.02, "act_below_confidence": 0.6}),
-    },
-    "pendulum": {
-        "budget": Method("budget", "budget", {"per_second": 0.5}),
-        # No ensemble: a box student's uncertainty has no score, so this labels a random
-        # fallback_share (0.05); act_above only lets the teacher act until the first promotion.
-        "uncertainty": Method("uncertainty", "uncertainty", {"target_rate": 0.1, "act_above": 0.6}),
-    },
+BASELINES = ("dagger", "dagger_uniform", "bc")
+#: The query policies the policy chosen in advance is picked from.
+QUERY_POLICIES = tuple(name for name in TUNABLE if name not in BASELINES)
+STRATEGY_VARIANTS = ("soft_calibrated", "hard_label")
+
+# The label rate of every tunable method per task, and the query policy chosen in advance: the
+# output of ``--tune`` on TUNING_SEEDS (docs/distillation.md has the sweep). Written here before the
+# reported run on seeds 0..9, which reads them.
+TUNED: dict[str, dict[str, Any]] = {}
+
+# The soft_target parameters of the "+soft_calibrated" variant per task: CartPole's teacher carries
+# its calibrated temperature in its file; Acrobot's and MountainCar's do not yet, so their fitted
+# ones are given here (``python -m runtime.learn.recipes.calibrate plugins/assets/<task>_teacher.safetensors
+# --fit-episodes 3``, docs/distillation.md "Calibrated teachers").
+CALIBRATED = {
+    "cartpole": {"calibrated": True},
+    "acrobot": {"temperature": 0.27},
+    "mountaincar_pixels": {"temperature": 1.09},
 }
 
-# The sweep ``--tune`` runs: method -> list of params to try (one run per entry and tuning seed).
-TUNING: dict[str, list[dict[str, Any]]] = {
-    "share": [{"share": s} for s in (0.02, 0.05, 0.1, 0.2, 0.4)],
-    "budget": [{"per_second": r} for r in (0.5, 1.0, 2.5, 5.0, 10.0)],
-    "uncertainty": [{"target_rate": r} for r in (0.05, 0.1, 0.2, 0.4)]
-    + [
-        {"target_rate": 0.1, "measure": "margin"},
-        {"target_rate": 0.1, "act_above": 0.6},
-        {"fallback_share": 0.02, "act_above": 0.6},
-        {"fallback_share": 0.1, "act_above": 0.6},
-    ],
-    "novelty": [{"target_rate": r} for r in (0.02, 0.05, 0.1, 0.2, 0.4)] + [{"target_rate": 0.1, "act_above": 3.0}],
-    "cascade": [{"label_share": s} for s in (0.02, 0.05, 0.1, 0.2)]
-    + [{"label_share": s, "act_below_confidence": 0.6} for s in (0.02, 0.05)]
-    + [{"label_share": 0.05, "act_below_confidence": 0.9}],
-}
-TUNING_SEEDS = (100, 101, 102)
+
+def tuned_method(name: str, rate: float, setup: EnvSetup) -> Method:
+    policy, params = TUNABLE[name]
+    return Method(name, policy, params(rate, setup))
+
+
+def task_methods(setup: EnvSetup) -> dict[str, Method]:
+    """Every method at its tuned setting (TUNED), the strategy variants of the policy chosen in
+    advance included; a task not tuned yet has only ``dagger``."""
+    methods = {"dagger": Method("dagger", "always", {})}
+    tuned = TUNED.get(setup.key)
+    if tuned is None:
+        return methods
+    methods |= {name: tuned_method(name, tuned["rates"][name], setup) for name in TUNABLE}
+    best = methods[tuned["best"]]
+    if setup.calibrated is not None:
+        strategy = setup.config["distillation"]["strategy"]
+        variants = {
+            "soft_calibrated": (strategy, {**setup.config["distillation"]["params"], **setup.calibrated}),
+            "hard_label": ("hard_label", {}),
+        }
+        for variant, (name, params) in variants.items():
+            methods[f"{best.name}+{variant}"] = Method(f"{best.name}+{variant}", best.policy, best.params, name, params)
+    return methods
 
 
 def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
-    """The two environments: CartPole with the runtime's default configuration, Pendulum with
-    examples/pendulum.toml (its teacher checkpoint, else the scripted expert it was trained from)."""
+    """The tasks: CartPole with the runtime's default configuration, the others with their
+    example files (Pendulum: its teacher checkpoint, else the scripted expert it was trained from)."""
     from plugins.teachers import BUILTIN_CHECKPOINTS
 
     cartpole = config_module.defaults()
-    pendulum = config_module.load(REPO / "examples" / "pendulum.toml", environ={})
-    if BUILTIN_CHECKPOINTS["pendulum"].exists():
-        pendulum_teacher = "checkpoint builtin:pendulum (3-256-256-1 MLP)"
-    else:  # the checkpoint is not built yet: use the expert it imitates, through the scripted teacher plugin
+    examples = {
+        key: config_module.load(REPO / "examples" / f"{key}.toml", environ={})
+        for key in ("pendulum", "acrobot", "mountaincar_pixels")
+    }
+    pendulum = examples["pendulum"]
+    pendulum_teacher = "checkpoint builtin:pendulum (3-256-256-1 MLP)"
+    if not BUILTIN_CHECKPOINTS["pendulum"].exists():  # not built yet: the expert it imitates
         pendulum["teacher"] = {
             **pendulum["teacher"],
             "plugin": "scripted",
             "params": {"callable": "runtime.learn.recipes.pendulum:expert_action"},
         }
         pendulum_teacher = "scripted expert (runtime.learn.recipes.pendulum:expert_action)"
-    for config in (cartpole, pendulum):
-        # The runtime's 64 (CartPole) and the example's 256 (Pendulum) put a floor under every
-        # method's count that has nothing to do with the policy: a benchmark of labels lowers it.
+    for config in (cartpole, *examples.values()):
+        # The runtime's 64 (the example's 256 on Pendulum) put a floor under every method's count
+        # that has nothing to do with the policy: a benchmark of labels lowers it.
         config["distillation"]["min_samples"] = MIN_SAMPLES
     scale = 0.5 if quick else 1.0
-    return {
-        "cartpole": EnvSetup(
-            "cartpole",
-            "CartPole-v1",
-            cartpole,
-            "checkpoint builtin:cartpole (4-256-256-2 MLP)",
-            int(2000 * scale),
-            int(40_000 * scale),
-            0.02,
-            {**COMMON_METHODS, **ENV_METHODS["cartpole"]},
-        ),
-        "pendulum": EnvSetup(
-            "pendulum",
-            "Pendulum-v1",
-            pendulum,
-            pendulum_teacher,
-            int(4000 * scale),
-            int(60_000 * scale),
-            0.05,
-            {**COMMON_METHODS, **ENV_METHODS["pendulum"]},
-        ),
-    }
+    tasks = [
+        # key, env, config, teacher, max labels, max env steps, control period, failure
+        ("cartpole", "CartPole-v1", cartpole, "checkpoint builtin:cartpole (4-256-256-2 MLP)", 2000, 40_000, 0.02,
+         "terminated"),
+        ("pendulum", "Pendulum-v1", pendulum, pendulum_teacher, 4000, 60_000, 0.05, None),
+        ("acrobot", "Acrobot-v1", examples["acrobot"], "checkpoint builtin:acrobot (6-128-128-3 double-DQN)", 1000,
+         30_000, 0.2, "truncated"),
+        # No control period of its own: 0.05 s is nominal (the budget rate is per step anyway).
+        ("mountaincar_pixels", "runtime.peer.envs:agentrt/MountainCarPixels-v0", examples["mountaincar_pixels"],
+         "view (state) of checkpoint builtin:mountaincar (2-64-64-3 MLP); student: cnn on 2 x 24 x 40 pixels",
+         600, 20_000, 0.05, "truncated"),
+    ]  # fmt: skip
+    setups = {}
+    for key, env_id, config, teacher, labels, steps, period, failure in tasks:
+        setup = EnvSetup(
+            key, env_id, config, teacher, int(labels * scale), int(steps * scale), period, failure, CALIBRATED.get(key)
+        )
+        setups[key] = dataclasses.replace(setup, methods=task_methods(setup))
+    return setups
 
 
 # --- acting in an env ---------------------------------------------------------------------------
 
+#: Features of env ``index``'s observation (``new_episode`` at a reset): perception for a student.
+Perceive = Callable[[int, np.ndarray, bool], np.ndarray]
 
-def run_episodes(envs: list, seeds: list[int], act: Callable[[np.ndarray], np.ndarray]) -> list[float]:
+
+def run_episodes(
+    envs: list, seeds: list[int], act: Callable[[np.ndarray], np.ndarray], perceive: Perceive | None = None
+) -> list[float]:
     """Returns of one episode per env, reset with ``seeds``; ``act`` maps a batch of observations
-    to a batch of env actions (the envs step together, so a student's forwards are batched)."""
-    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+    (through ``perceive`` if given) to a batch of env actions (the envs step together, so a
+    student's forwards are batched)."""
+
+    def features(index: int, obs: np.ndarray, new_episode: bool) -> np.ndarray:
+        return obs if perceive is None else perceive(index, obs, new_episode)
+
+    inputs = [features(i, env.reset(seed=seed)[0], True) for i, (env, seed) in enumerate(zip(envs, seeds, strict=True))]
     returns = [0.0] * len(envs)
     alive = list(range(len(envs)))
     while alive:
-        actions = act(np.stack([observations[i] for i in alive]))
+        actions = act(np.stack([inputs[i] for i in alive]))
         still = []
         for row, index in enumerate(alive):
             obs, reward, terminated, truncated, _ = envs[index].step(actions[row])
-            observations[index] = obs
             returns[index] += float(reward)
             if not (terminated or truncated):
+                inputs[index] = features(index, obs, False)
                 still.append(index)
         alive = still
     return returns
@@ -311,7 +353,7 @@ def latency_us(forward: Callable[[np.ndarray], Any], observations: np.ndarray) -
 
 
 def evaluation_grid(max_labels: int) -> list[int]:
-    """Answer counts at which the student is evaluated: 16, then about +10% each."""
+    """Label counts at which the student is evaluated: 16, then about +10% each."""
     points, value = [], float(GRID_START)
     while value <= max_labels:
         if not points or round(value) > points[-1]:
@@ -331,6 +373,7 @@ class Bench:
         import gymnasium
         import torch
 
+        import runtime.peer.envs  # noqa: F401  (registers the agentrt/ environments)
         from runtime.learn.models import build_teacher, teacher_temperature
         from runtime.plugin import pluginmanager
         from runtime.wire.spaces import agent_spaces, output_size
@@ -341,10 +384,6 @@ class Bench:
         self.gymnasium = gymnasium
         config = copy.deepcopy(setup.config)
         config["agent"]["env"] = setup.env_id
-        if config["perception"]["transforms"]:
-            raise ValueError(
-                "label_efficiency: perception transforms are not simulated; the student sees raw observations"
-            )
         self.config = config
         settings = Settings.of(config)
         self.plugins = pluginmanager.load(settings.plugins.table())
@@ -361,6 +400,20 @@ class Bench:
         self.teacher_return = float(np.mean(self.teacher_returns))
         self.random_return = float(np.mean(self.random_returns))
 
+    def perception(self) -> Callable[[np.ndarray, bytes, bool], np.ndarray]:
+        """A fresh perception chain (the configured transforms, as perception runs them): raw
+        observation, stream, new episode -> the student's features."""
+        from runtime.learn.models import perception_chain
+
+        chain = perception_chain(self.plugins, Settings.of(self.config), self.observation_space)
+
+        def perceive(obs: np.ndarray, stream: bytes, new_episode: bool) -> np.ndarray:
+            if new_episode:
+                chain.reset(stream)
+            return chain(np.asarray(obs, dtype=np.float32), stream)
+
+        return perceive
+
     def normalised(self, returns: list[float]) -> float:
         return (float(np.mean(returns)) - self.random_return) / (self.teacher_return - self.random_return)
 
@@ -370,13 +423,19 @@ class Bench:
     def evaluate(self, student) -> float:
         """The normalised score of ``student`` acting alone on the fixed evaluation episodes."""
         torch = self.torch
+        perceive = self.perception()
 
-        def forward(observations: np.ndarray) -> np.ndarray:
+        def forward(features: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return student(torch.from_numpy(observations)).numpy()
+                return student(torch.from_numpy(features)).numpy()
 
         return self.normalised(
-            run_episodes(self.eval_envs, self.eval_seeds, output_actor(forward, self.action_space, self.width))
+            run_episodes(
+                self.eval_envs,
+                self.eval_seeds,
+                output_actor(forward, self.action_space, self.width),
+                lambda index, obs, new: perceive(obs, b"eval-%d" % index, new),
+            )
         )
 
     def method_config(self, method: Method, seed: int, schedule: Schedule = Schedule()) -> dict[str, Any]:
@@ -385,6 +444,9 @@ class Bench:
         if method.policy in SEEDED_POLICIES:
             params.setdefault("seed", seed)
         config["query"] = {"policy": method.policy, "params": params}
+        if method.strategy is not None:
+            config["distillation"]["strategy"] = method.strategy
+            config["distillation"]["params"] = dict(method.strategy_params or {})
         config["distillation"]["seed"] = seed
         # The gate is paced by training steps alone (the schedule's), not by publish_interval_s.
         config["distillation"]["steps_per_publish"] = schedule.publish_every
@@ -414,13 +476,16 @@ class Run:
     seed: int
     labels_to_target: int | None = None
     env_steps_to_target: int | None = None
-    answers: int = 0
+    labels: int = 0  # observations the teacher labelled for training: the cost
+    answers: int = 0  # the teacher's model calls: labels and teacher-acted steps
+    teacher_acted: int = 0
     env_steps: int = 0
-    train_steps: int = 0
+    train_steps: int | None = 0
     episodes: int = 0
+    failures: int | None = 0  # episodes that ended badly while learning (EnvSetup.failure)
     promoted: int = 0
     rejected: int = 0
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (teacher answers, normalised score)
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (labels, normalised score)
     student_share: float = 0.0
     student_latency_us: float = 0.0
     teacher_latency_us: float = 0.0
@@ -436,6 +501,15 @@ class SimulatedClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def failed(setup: EnvSetup, terminated: bool, truncated: bool) -> bool:
+    """Whether an episode that just ended counts as a failure on this task (EnvSetup.failure)."""
+    if setup.failure == "terminated":
+        return terminated and not truncated
+    if setup.failure == "truncated":
+        return truncated and not terminated
+    return False
 
 
 def simulate(
@@ -459,67 +533,75 @@ def simulate(
     pacing = PerLabel(schedule.steps) if schedule.per == "label" else PerTick(schedule.steps)
     learner = Learner(bench.plugins, Settings.of(config), bench.observation_space, bench.action_space, clock, pacing)
     learner.trainer.teacher_temperature = bench.teacher_temperature
+    perceive = bench.perception()
     grid = iter(evaluation_grid(setup.max_labels))
     next_eval = next(grid)
     next_eval_steps = EVAL_EVERY_ENV_STEPS
     decided_by_student: deque[bool] = deque(maxlen=1000)
-    recent: deque[np.ndarray] = deque(maxlen=256)
+    recent: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)  # (features, observation)
     env = bench.gymnasium.make(setup.env_id)
     obs, _ = env.reset(seed=seed * 100_000)
+    new_episode = True
 
     def teacher(observations: np.ndarray) -> np.ndarray:
         run.answers += len(observations)
         return np.asarray(bench.teacher.label(observations), dtype=np.float32)
 
     while True:
-        features = obs[None].astype(np.float32)
-        recent.append(features[0])
+        features = perceive(obs, b"learn", new_episode)[None]
+        recent.append((features[0], obs))
         decisions = decider.decide(features, obs[None], ["auto"], teacher)
         if decisions.label[0]:
             # As the distiller does: an acting teacher's answer is the label, else the teacher is asked.
             answer = decisions.teacher_outputs[0]
             learner.add_labels(features, teacher(obs[None]) if answer is None else answer[None])
-        decided_by_student.append(decisions.decided_by[0] == "student")
+            run.labels += 1
+        by_student = decisions.decided_by[0] == "student"
+        run.teacher_acted += not by_student
+        decided_by_student.append(by_student)
         obs, _, terminated, truncated, _ = env.step(decisions.actions[0])
         run.env_steps += 1
         clock.now += setup.control_period_s
-        if terminated or truncated:
+        new_episode = terminated or truncated
+        if new_episode:
             run.episodes += 1
+            run.failures = (run.failures or 0) + failed(setup, terminated, truncated)
             obs, _ = env.reset(seed=seed * 100_000 + run.episodes)
         progress = learner.tick()
         if progress.failures:
             raise progress.failures[0]
-        run.train_steps += progress.steps
+        run.train_steps = (run.train_steps or 0) + progress.steps
         for candidate in progress.candidates:
             if candidate.promoted:
                 decider.serve(candidate.version, candidate.state)
                 run.promoted += 1
             else:
                 run.rejected += 1
-        if run.answers >= next_eval or run.env_steps >= next_eval_steps:
-            while run.answers >= next_eval:
+        if run.labels >= next_eval or run.env_steps >= next_eval_steps:
+            while run.labels >= next_eval:
                 next_eval = next(grid, math.inf)
             next_eval_steps = run.env_steps + EVAL_EVERY_ENV_STEPS
             score = bench.evaluate(learner.student)
-            run.curve.append((run.answers, score))
+            run.curve.append((run.labels, score))
             if score >= TARGET:
-                run.labels_to_target, run.env_steps_to_target = run.answers, run.env_steps
+                run.labels_to_target, run.env_steps_to_target = run.labels, run.env_steps
                 break
         if on_step is not None and run.env_steps % 200 == 0:
             on_step(run)
-        if run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps:
-            if not run.curve or run.curve[-1][0] != run.answers:
-                run.curve.append((run.answers, bench.evaluate(learner.student)))
+        if run.labels >= setup.max_labels or run.env_steps >= setup.max_env_steps:
+            if not run.curve or run.curve[-1][0] != run.labels:
+                run.curve.append((run.labels, bench.evaluate(learner.student)))
             break
     env.close()
     run.student_share = float(np.mean(decided_by_student))
-    visited = np.stack(list(recent))
+    visited_features = np.stack([features for features, _ in recent]).astype(np.float32)
+    visited = np.stack([obs for _, obs in recent]).astype(np.float32)
 
-    def student_forward(observations: np.ndarray) -> np.ndarray:
+    def student_forward(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return decider.student(torch.from_numpy(observations)).numpy()
+            return decider.student(torch.from_numpy(rows)).numpy()
 
-    run.student_latency_us = latency_us(student_forward, visited)
+    run.student_latency_us = latency_us(student_forward, visited_features)
     run.teacher_latency_us = latency_us(bench.teacher.label, visited)
     run.seconds = time.perf_counter() - started
     return run
@@ -544,8 +626,8 @@ def run_daemon(
     before each step while the distiller has trained fewer than ``schedule.steps`` steps per answer,
     so every answer buys at least the training it buys in-process: a peer playing flat out would
     otherwise label faster than the distiller trains, and the count would measure compute, not the
-    choice of labels. Teacher answers are the teacher role's model calls (its cache makes a label for
-    a teacher-acted step free); the student evaluated is the newest candidate on disk."""
+    choice of labels. Labels are the teacher role's model calls (its cache makes a label for a
+    teacher-acted step free); the student evaluated is the newest candidate on disk."""
     import threading
 
     from runtime.config import to_toml
@@ -612,27 +694,27 @@ def run_daemon(
         while not errors and time.perf_counter() - started < DAEMON_WALL_CAP_S:
             time.sleep(DAEMON_POLL_S)
             status = daemon.status()
-            run.answers = status["roles"]["teacher"]["counters"].get("labels", 0)
+            run.answers = run.labels = status["roles"]["teacher"]["counters"].get("labels", 0)
             run.env_steps = status["observations"]
-            capped = run.answers >= setup.max_labels or run.env_steps >= setup.max_env_steps
+            capped = run.labels >= setup.max_labels or run.env_steps >= setup.max_env_steps
             version = store.latest()
             if (
-                not (run.answers >= next_eval or run.env_steps >= next_eval_steps or capped)
+                not (run.labels >= next_eval or run.env_steps >= next_eval_steps or capped)
                 or version == evaluated_version
             ):
                 continue
-            while run.answers >= next_eval:
+            while run.labels >= next_eval:
                 next_eval = next(grid, math.inf)
             next_eval_steps = run.env_steps + EVAL_EVERY_ENV_STEPS
             if version:
                 student.load_state_dict(load_safetensors(store.path(version))[0])
             evaluated_version = version
             score = bench.evaluate(student)
-            run.curve.append((run.answers, score))
+            run.curve.append((run.labels, score))
             if on_step is not None:
                 on_step(run)
             if score >= TARGET:
-                run.labels_to_target, run.env_steps_to_target = run.answers, run.env_steps
+                run.labels_to_target, run.env_steps_to_target = run.labels, run.env_steps
                 break
             if capped:
                 break
@@ -643,7 +725,9 @@ def run_daemon(
         run.train_steps = distillation["counters"].get("train_steps", 0)
         run.rejected = distillation["counters"].get("candidates_rejected", 0)
         run.promoted = distillation["gauges"].get("version", 0) - run.rejected
-        run.student_share = 1 - status["decisions"]["by_teacher"] / max(1, status["decisions"]["total"])
+        run.teacher_acted = status["decisions"]["by_teacher"]
+        run.student_share = 1 - run.teacher_acted / max(1, status["decisions"]["total"])
+        run.failures = None  # the daemon does not tell how its peers' episodes ended
     finally:
         stop.set()
         daemon.stop()
@@ -652,12 +736,14 @@ def run_daemon(
     starts = np.stack(
         [env.reset(seed=seed)[0] for env, seed in zip(bench.eval_envs, bench.eval_seeds, strict=True)]
     ).astype(np.float32)
+    perceive = bench.perception()
+    start_features = np.stack([perceive(obs, b"latency", True) for obs in starts]).astype(np.float32)
 
     def student_forward(observations: np.ndarray) -> np.ndarray:
         with bench.torch.no_grad():
             return student(bench.torch.from_numpy(observations)).numpy()
 
-    run.student_latency_us = latency_us(student_forward, starts)
+    run.student_latency_us = latency_us(student_forward, start_features)
     run.teacher_latency_us = latency_us(bench.teacher.label, starts)
     run.seconds = time.perf_counter() - started
     return run
@@ -666,19 +752,131 @@ def run_daemon(
 # --- many runs ------------------------------------------------------------------------------------
 
 
-def summarise_method(method: Method, runs: list[Run]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Job:
+    setup: EnvSetup
+    method: Method
+    seed: int
+
+
+_BENCHES: dict[tuple[str, int], Bench] = {}  # a worker process's benches, built once per task
+
+
+def _bench(setup: EnvSetup, eval_episodes: int) -> Bench:
+    key = (setup.key, eval_episodes)
+    if key not in _BENCHES:
+        _BENCHES[key] = Bench(setup, eval_episodes)
+    bench = _BENCHES[key]
+    bench.setup = setup  # a task's configuration is fixed; its caps and methods may differ between calls
+    return bench
+
+
+def _run_job(job: Job, eval_episodes: int, schedule: Schedule) -> Run:
+    """One in-process run in a worker process (``--workers``)."""
+    return simulate(_bench(job.setup, eval_episodes), job.method, job.seed, schedule)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    eval_episodes: int,
+    schedule: Schedule,
+    workers: int = 1,
+    daemon: bool = False,
+    show_progress: bool = True,
+) -> list[Run]:
+    """Every job's run, in the jobs' order: here one after another (against a daemon with
+    ``daemon``), or in ``workers`` processes. Runs are deterministic, so the split changes nothing."""
+    runs: list[Run | None] = [None] * len(jobs)
+    plain = show_progress and not sys.stderr.isatty()  # a log file gets one line per run instead of a bar
+
+    def done(index: int) -> None:
+        run, job = runs[index], jobs[index]
+        if plain and run is not None:
+            line = {"job": index + 1, "of": len(jobs), "task": job.setup.key, "method": job.method.name,
+                    "params": job.method.params, "seed": run.seed, "labels_to_target": run.labels_to_target,
+                    "labels": run.labels, "env_steps": run.env_steps, "seconds": round(run.seconds, 1)}  # fmt: skip
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+    with progress_bar(show_progress and not plain) as progress:
+        task = progress.add_task("starting", total=len(jobs)) if progress else None
+        if workers > 1 and not daemon:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_job, job, eval_episodes, schedule): i for i, job in enumerate(jobs)}
+                for future in as_completed(futures):
+                    index = futures[future]
+                    runs[index] = future.result()
+                    done(index)
+                    if progress is not None:
+                        job = jobs[index]
+                        progress.update(task, description=f"{job.setup.key} {job.method.name} seed {job.seed}")
+                        progress.advance(task)
+        else:
+            one_run = run_daemon if daemon else simulate
+            for index, job in enumerate(jobs):
+
+                def show(run: Run, job: Job = job) -> None:
+                    if progress is not None:
+                        progress.update(
+                            task,
+                            description=f"{job.setup.key} {job.method.name} seed {job.seed}: "
+                            f"{run.labels} labels, {run.env_steps} steps",
+                        )
+
+                show(Run(job.method.name, job.seed))
+                runs[index] = one_run(_bench(job.setup, eval_episodes), job.method, job.seed, schedule, show)
+                done(index)
+                if progress is not None:
+                    progress.advance(task)
+    return [run for run in runs if run is not None]
+
+
+def auc(curve: Sequence[Sequence[float]], cap: int) -> float:
+    """Area under the learning curve: the mean over label budgets 0..``cap`` of the score (clipped
+    to [0, 1]) of the last evaluation at or before each budget, 0 before the first; a run that
+    stopped keeps its last score up to the cap."""
+    area, last_labels, last_score = 0.0, 0.0, 0.0
+    for labels, score in curve:
+        labels = min(labels, cap)
+        area += (labels - last_labels) * last_score
+        last_labels, last_score = labels, min(max(score, 0.0), 1.0)
+    return (area + (cap - last_labels) * last_score) / cap
+
+
+def mean_std(values: Sequence[float | int | None]) -> list[float] | None:
+    """[mean, std] of the values that are not None, None if there are none."""
+    present = [float(v) for v in values if v is not None]
+    return [round(float(np.mean(present)), 3), round(float(np.std(present)), 3)] if present else None
+
+
+def summarise_method(method: Method, runs: list[Run], cap: int) -> dict[str, Any]:
     reached = [r.labels_to_target for r in runs if r.labels_to_target is not None]
+    areas = [round(auc(r.curve, cap), 4) for r in runs]
     return {
         "policy": method.policy,
         "params": method.params,
+        "strategy": method.strategy,
+        "strategy_params": method.strategy_params,
         "labels_to_target": [r.labels_to_target for r in runs],
         "labels_mean": float(np.mean(reached)) if reached else None,
         "labels_std": float(np.std(reached)) if reached else None,
         "reached": len(reached),
         "seeds": len(runs),
         "env_steps_to_target": [r.env_steps_to_target for r in runs],
+        # Until the run ended: at the target, else at a cap.
+        "labels": [r.labels for r in runs],
         "answers": [r.answers for r in runs],
         "env_steps": [r.env_steps for r in runs],
+        "teacher_acted": [r.teacher_acted for r in runs],
+        "episodes": [r.episodes for r in runs],
+        "failures": [r.failures for r in runs],
+        "auc": areas,
+        "env_steps_mean_std": mean_std([r.env_steps for r in runs]),
+        "teacher_acted_mean_std": mean_std([r.teacher_acted for r in runs]),
+        "failures_mean_std": mean_std([r.failures for r in runs]),
+        "auc_mean_std": mean_std(areas),
         "train_steps": [r.train_steps for r in runs],
         "final_score": [round(r.curve[-1][1], 4) if r.curve else None for r in runs],
         "promoted": [r.promoted for r in runs],
@@ -691,79 +889,58 @@ def summarise_method(method: Method, runs: list[Run]) -> dict[str, Any]:
     }
 
 
-def best_budgeted(methods: dict[str, dict[str, Any]]) -> str | None:
-    """The query policy (not a baseline) that reached the target on the most seeds, then with the
-    fewest mean answers; None if none reached it on any seed."""
-    candidates = [
-        (name, result)
-        for name, result in methods.items()
-        if name not in BASELINES and "skipped" not in result and result["reached"]
-    ]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda item: (-item[1]["reached"], item[1]["labels_mean"]))[0]
+def censored(labels: Sequence[int | None], cap: int) -> np.ndarray:
+    """Labels to the target per seed, a seed that did not reach counted at the cap."""
+    return np.array([cap if value is None else value for value in labels], dtype=float)
 
 
-def ratio_interval(labels: list[int | None], dagger: list[int | None], resamples: int = 2000) -> list[float] | None:
-    """A 90% bootstrap interval of mean(labels) / mean(dagger), resampling seeds jointly (paired);
-    None unless both reached the target on every seed and there are at least 3 seeds."""
-    if len(labels) < 3 or None in labels or None in dagger or len(labels) != len(dagger):
+def ratio_interval(labels: Sequence[int | None], reference: Sequence[int | None], cap: int) -> list[float] | None:
+    """A 90% bootstrap interval of mean(labels) / mean(reference), resampling seeds jointly
+    (paired), a seed that did not reach counted at the cap; None with fewer than 3 seeds."""
+    if len(labels) < 3 or len(labels) != len(reference):
         return None
-    rows = np.random.default_rng(0).integers(0, len(labels), (resamples, len(labels)))
-    ratios = np.asarray(labels, float)[rows].mean(axis=1) / np.asarray(dagger, float)[rows].mean(axis=1)
+    rows = np.random.default_rng(0).integers(0, len(labels), (BOOTSTRAP_RESAMPLES, len(labels)))
+    ratios = censored(labels, cap)[rows].mean(axis=1) / censored(reference, cap)[rows].mean(axis=1)
     return [round(float(value), 3) for value in np.percentile(ratios, [5, 95])]
 
 
-def run_env(
-    setup: EnvSetup,
-    methods: list[str],
-    seeds: list[int],
-    eval_episodes: int,
-    schedule: Schedule,
-    progress=None,
-    task=None,
-    daemon: bool = False,
-) -> dict[str, Any]:
-    bench = Bench(setup, eval_episodes)
-    one_run = run_daemon if daemon else simulate
-    started = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        ensemble = bench.ensemble_student()
-        for name in methods:
-            method = setup.methods[name]
-            if method.policy == "disagreement" and not ensemble:
-                results[name] = {
-                    "policy": method.policy,
-                    "params": method.params,
-                    "skipped": "needs an ensemble student (forward_members); the configured student "
-                    f"{bench.config['student']['plugin']!r} is not one",
-                }
-                if progress is not None:
-                    progress.advance(task, len(seeds))
-                continue
-            runs = []
-            for seed in seeds:
+def compare(results: dict[str, dict[str, Any]], name: str, reference: str, cap: int) -> dict[str, Any] | None:
+    """``name`` against ``reference``: the ratio of mean labels to the target (a seed that did not
+    reach counted at the cap) with its 90% interval; None unless both ran."""
+    if any(key not in results or "skipped" in results[key] for key in (name, reference)):
+        return None
+    mine, theirs = results[name]["labels_to_target"], results[reference]["labels_to_target"]
+    if len(mine) != len(theirs):
+        return None
+    ratio = censored(mine, cap).mean() / censored(theirs, cap).mean()
+    return {
+        "method": name,
+        "reference": reference,
+        "ratio": round(float(ratio), 3),
+        "ci90": ratio_interval(mine, theirs, cap),
+        "reached": [results[name]["reached"], results[reference]["reached"]],
+    }
 
-                def show(run: Run, name: str = name, seed: int = seed) -> None:
-                    if progress is not None:
-                        progress.update(
-                            task,
-                            description=f"{setup.env_id} {name} seed {seed}: "
-                            f"{run.answers} answers, {run.env_steps} steps",
-                        )
 
-                show(Run(name, seed))
-                runs.append(one_run(bench, method, seed, schedule, show))
-                if progress is not None:
-                    progress.advance(task)
-            results[name] = summarise_method(method, runs)
-    finally:
-        bench.close()
-    best = best_budgeted(results)
-    dagger = results.get("dagger", {}).get("labels_mean")
-    best_labels = results[best]["labels_mean"] if best else None
-    ratio = best_labels / dagger if best_labels is not None and dagger else None
+def verdicts(setup: EnvSetup, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The comparisons decided in advance: the policy chosen in advance against uniform thinning
+    (and DAgger), and soft targets against hard labels at that policy."""
+    cap = setup.max_labels
+    best = TUNED.get(setup.key, {}).get("best")
+    comparisons: dict[str, Any] = {"best_in_advance": best}
+    if best is None:
+        return comparisons
+    comparisons["best_vs_dagger_uniform"] = compare(results, best, "dagger_uniform", cap)
+    comparisons["best_vs_dagger"] = compare(results, best, "dagger", cap)
+    comparisons["dagger_uniform_vs_dagger"] = compare(results, "dagger_uniform", "dagger", cap)
+    comparisons["soft_vs_hard"] = compare(results, best, f"{best}+hard_label", cap)
+    comparisons["calibrated_vs_hard"] = compare(results, f"{best}+soft_calibrated", f"{best}+hard_label", cap)
+    comparisons["calibrated_vs_soft"] = compare(results, f"{best}+soft_calibrated", best, cap)
+    return comparisons
+
+
+def env_summary(bench: Bench, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    setup = bench.setup
     return {
         "env_id": setup.env_id,
         "teacher": setup.teacher,
@@ -773,24 +950,34 @@ def run_env(
         "target_score": TARGET,
         "max_labels": setup.max_labels,
         "max_env_steps": setup.max_env_steps,
+        "failure": setup.failure,
         "student": {"plugin": bench.config["student"]["plugin"], "params": bench.config["student"]["params"]},
+        "perception": bench.config["perception"]["transforms"],
         "strategy": {
             "name": bench.config["distillation"]["strategy"],
             "params": bench.config["distillation"]["params"],
         },
+        "tuned": TUNED.get(setup.key),
         "methods": results,
-        "best_budgeted_policy": best,
-        "best_budgeted_labels": best_labels,
-        "best_budgeted_reached": results[best]["reached"] if best else 0,
-        "dagger_labels": dagger,
-        "dagger_reached": results.get("dagger", {}).get("reached", 0),
-        "ratio_to_dagger": round(ratio, 3) if ratio is not None else None,
-        "ratio_to_dagger_ci90": ratio_interval(results[best]["labels_to_target"], results["dagger"]["labels_to_target"])
-        if best and "dagger" in results
-        else None,
-        "goal_met": ratio is not None and ratio <= 0.5 and results[best]["reached"] == len(seeds),
-        "seconds": round(time.perf_counter() - started, 1),
+        "verdict": verdicts(setup, results),
     }
+
+
+def skipped(bench: Bench, method: Method) -> str | None:
+    """Why ``method`` cannot run on ``bench``'s task, None if it can."""
+    if method.policy == "disagreement" and not bench.ensemble_student():
+        return (
+            "needs an ensemble student (forward_members); the configured student "
+            f"{bench.config['student']['plugin']!r} is not one"
+        )
+    return None
+
+
+def capped(setup: EnvSetup, max_labels: int | None, max_env_steps: int | None) -> EnvSetup:
+    """``setup`` with other caps where given."""
+    return dataclasses.replace(
+        setup, max_labels=max_labels or setup.max_labels, max_env_steps=max_env_steps or setup.max_env_steps
+    )
 
 
 def run_benchmark(
@@ -805,48 +992,61 @@ def run_benchmark(
     schedule: Schedule = Schedule(),
     show_progress: bool = True,
     daemon: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready summary (what the last stdout line holds).
 
     ``daemon``: every run against a private daemon (``run_daemon``) instead of in-process.
-
-    ``seeds``: a count (seeds 0..n-1) or explicit seeds. ``overrides``: method -> params merged
-    over that method's defaults. ``quick``: 5 evaluation episodes and halved caps (the command
-    line also makes it 1 seed).
+    ``seeds``: a count (seeds 0..n-1) or explicit seeds. ``methods``: a subset of the task's
+    (default: all, strategy variants included). ``overrides``: method -> params merged over that
+    method's tuned ones. ``quick``: 5 evaluation episodes and halved caps (the command line also
+    makes it 1 seed).
     """
     setups = env_setups(quick)
     envs = list(envs or setups)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     eval_episodes = eval_episodes or (5 if quick else 8)
-    chosen = methods or list(COMMON_METHODS)
+    chosen: dict[str, list[Method]] = {}
     for key in envs:
         setup = setups[key]
         updated = dict(setup.methods)
         for name, params in (overrides or {}).items():
             if name not in updated:
                 raise ValueError(f"--set: unknown method {name!r}; methods: {', '.join(updated)}")
-            updated[name] = Method(name, updated[name].policy, {**updated[name].params, **params})
-        unknown = [name for name in chosen if name not in updated]
-        if unknown:
-            raise ValueError(f"unknown method {unknown[0]!r}; methods: {', '.join(updated)}")
-        setups[key] = EnvSetup(
-            setup.key,
-            setup.env_id,
-            setup.config,
-            setup.teacher,
-            max_labels or setup.max_labels,
-            max_env_steps or setup.max_env_steps,
-            setup.control_period_s,
-            updated,
-        )
-    started = time.perf_counter()
-    results: dict[str, Any] = {}
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task("starting", total=len(envs) * len(chosen) * len(seed_list)) if progress else None
-        for key in envs:
-            results[setups[key].env_id] = run_env(
-                setups[key], chosen, seed_list, eval_episodes, schedule, progress, task, daemon
+            method = updated[name]
+            updated[name] = Method(
+                name, method.policy, {**method.params, **params}, method.strategy, method.strategy_params
             )
+        names = methods or list(updated)
+        unknown = [name for name in names if name not in updated]
+        if unknown:
+            hint = "" if key in TUNED else f" ({key} is not tuned yet: run --tune and fill TUNED)"
+            raise ValueError(f"unknown method {unknown[0]!r}; methods: {', '.join(updated)}{hint}")
+        setups[key] = dataclasses.replace(capped(setup, max_labels, max_env_steps), methods=updated)
+        chosen[key] = [updated[name] for name in names]
+    started = time.perf_counter()
+    benches = {key: _bench(setups[key], eval_episodes) for key in envs}
+    skips = {(key, m.name): skipped(benches[key], m) for key in envs for m in chosen[key]}
+    jobs = [
+        Job(setups[key], method, seed)
+        for key in envs
+        for method in chosen[key]
+        if skips[key, method.name] is None
+        for seed in seed_list
+    ]
+    runs = iter(run_jobs(jobs, eval_episodes, schedule, workers, daemon, show_progress))
+    results: dict[str, Any] = {}
+    for key in envs:
+        bench = benches[key]
+        per_method: dict[str, dict[str, Any]] = {}
+        for method in chosen[key]:
+            reason = skips[key, method.name]
+            if reason is not None:
+                per_method[method.name] = {"policy": method.policy, "params": method.params, "skipped": reason}
+                continue
+            method_runs = [next(runs) for _ in seed_list]
+            per_method[method.name] = summarise_method(method, method_runs, setups[key].max_labels)
+        results[setups[key].env_id] = env_summary(bench, per_method)
     return {
         "benchmark": "label_efficiency",
         "date": time.strftime("%Y-%m-%d"),
@@ -901,14 +1101,27 @@ def progress_bar(show: bool):
 # --- reporting ------------------------------------------------------------------------------------
 
 
+def _pm(pair: list[float] | None, digits: int = 0) -> str:
+    if pair is None:
+        return "-"
+    return f"{pair[0]:,.{digits}f} ± {pair[1]:,.{digits}f}"
+
+
 def _labels_text(result: dict[str, Any]) -> str:
-    if "skipped" in result:
-        return "skipped"
     if result["labels_mean"] is None:
         return "not reached"
-    if result["reached"] == 1:
-        return f"{result['labels_mean']:,.0f}"
-    return f"{result['labels_mean']:,.0f} ± {result['labels_std']:,.0f}"
+    return _pm([result["labels_mean"], result["labels_std"]])
+
+
+def _comparison_text(comparison: dict[str, Any] | None) -> str:
+    if comparison is None:
+        return "n/a"
+    interval = comparison["ci90"]
+    text = f"{comparison['method']} / {comparison['reference']} = {comparison['ratio']:.2f}"
+    if interval:
+        verdict = "fewer" if interval[1] < 1 else "more" if interval[0] > 1 else "no difference shown"
+        text += f" (90% interval {interval[0]:.2f}-{interval[1]:.2f}: {verdict})"
+    return text + f"; reached {comparison['reached'][0]} and {comparison['reached'][1]} seeds"
 
 
 def print_tables(summary: dict[str, Any], console=None) -> None:
@@ -916,58 +1129,42 @@ def print_tables(summary: dict[str, Any], console=None) -> None:
     from rich.table import Table
 
     # Piped output (a file, CI log) gets a width that fits the table instead of 80 columns.
-    console = console or (Console() if sys.stdout.isatty() else Console(width=160))
+    console = console or (Console() if sys.stdout.isatty() else Console(width=200))
     for env_id, env in summary["envs"].items():
         table = Table(
-            title=f"{env_id}: teacher answers until the student alone scores >= {TARGET:.0%} "
+            title=f"{env_id}: labels until the student alone scores >= {TARGET:.0%} "
             f"(return >= {env['threshold_return']:.0f}; teacher {env['teacher_return']:.0f}, "
-            f"random {env['random_return']:.0f})",
+            f"random {env['random_return']:.0f}); caps {env['max_labels']:,} labels, "
+            f"{env['max_env_steps']:,} steps; failure: {env['failure'] or 'none'}",
             title_justify="left",
         )
-        for column in (
-            "method",
-            "params",
-            "answers to 95%",
-            "reached",
-            "env steps",
-            "student share",
-            "teacher µs",
-            "student µs",
-        ):
+        columns = ("method", "params", "labels to 95%", "reached", "env steps", "teacher-acted", "failures", "AUC")
+        for column in (*columns, "student share", "teacher µs", "student µs"):
             table.add_column(column, justify="left" if column in ("method", "params") else "right")
         for name, result in env["methods"].items():
             params = ", ".join(f"{k}={v}" for k, v in result["params"].items()) or "-"
             if "skipped" in result:
-                table.add_row(name, params, "skipped", "-", "-", "-", "-", "-")
+                table.add_row(name, params, "skipped", *["-"] * 8)
                 continue
-            steps = [s for s in result["env_steps_to_target"] if s is not None]
             table.add_row(
                 name,
                 params,
                 _labels_text(result),
                 f"{result['reached']}/{result['seeds']}",
-                f"{np.mean(steps):,.0f}" if steps else "-",
+                _pm(result["env_steps_mean_std"]),
+                _pm(result["teacher_acted_mean_std"]),
+                _pm(result["failures_mean_std"], 1),
+                _pm(result["auc_mean_std"], 2),
                 f"{result['student_share']:.0%}",
                 f"{result['teacher_latency_us']:.0f}",
                 f"{result['student_latency_us']:.0f}",
             )
         console.print(table)
-        best = env["best_budgeted_policy"]
-        if best is None or env["ratio_to_dagger"] is None:
-            console.print(f"best budgeted policy: {best or 'none reached the target'}; ratio to DAgger: n/a\n")
-        else:
-            console.print(
-                f"best budgeted policy: {best} ({env['best_budgeted_labels']:,.0f} answers, "
-                f"{env['best_budgeted_reached']}/{len(summary['seeds'])} seeds) = "
-                f"{env['ratio_to_dagger']:.2f} x DAgger ({env['dagger_labels']:,.0f})"
-                + (
-                    f", 90% bootstrap interval over seeds {env['ratio_to_dagger_ci90'][0]:.2f}-"
-                    f"{env['ratio_to_dagger_ci90'][1]:.2f}"
-                    if env["ratio_to_dagger_ci90"]
-                    else ""
-                )
-                + f"; goal <= 0.50: {'met' if env['goal_met'] else 'NOT met'}\n"
-            )
+        verdict = env["verdict"]
+        console.print(f"policy chosen in advance: {verdict['best_in_advance'] or 'none (task not tuned)'}")
+        for key in ("best_vs_dagger_uniform", "best_vs_dagger", "soft_vs_hard", "calibrated_vs_hard"):
+            if key in verdict:
+                console.print(f"  {key}: {_comparison_text(verdict[key])}")
         for name, result in env["methods"].items():
             if "skipped" in result:
                 console.print(f"[dim]{name} skipped: {result['skipped']}[/dim]")
@@ -978,7 +1175,7 @@ def print_tables(summary: dict[str, Any], console=None) -> None:
 
 
 def step_curve(curve: list[list[float]], grid: np.ndarray) -> np.ndarray:
-    """A run's score at each answer count of ``grid``: the last evaluation at or before it (NaN
+    """A run's score at each label count of ``grid``: the last evaluation at or before it (NaN
     before the first); after the run stopped, its final score."""
     labels = np.array([point[0] for point in curve], dtype=float)
     scores = np.array([point[1] for point in curve], dtype=float)
@@ -1008,7 +1205,7 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
                 mean = np.nanmean(np.array([step_curve(c, grid) for c in curves]), axis=0)
             if np.isfinite(mean).any():
                 lowest = min(lowest, float(np.nanmin(mean)))
-            style = "--" if name in BASELINES else "-"
+            style = "--" if name in BASELINES else ":" if "+" in name else "-"
             axis.plot(grid, mean, style, label=f"{name} ({result['reached']}/{result['seeds']})")
         axis.axhline(TARGET, color="grey", linewidth=0.8, linestyle=":")
         axis.set_xscale("log")
@@ -1017,10 +1214,10 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
         axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_ylim(max(-1.0, lowest - 0.05), 1.1)
-        axis.set_xlabel("teacher answers (labels + teacher-acted steps)")
+        axis.set_xlabel("teacher labels")
         axis.set_ylabel("normalised score of the student alone")
         axis.set_title(f"{env_id} (mean over {len(summary['seeds'])} seeds)")
-        axis.legend(fontsize=8, loc="lower right")
+        axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -1029,55 +1226,86 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
 # --- tuning ---------------------------------------------------------------------------------------
 
 
-def tune(envs: list[str], seeds: list[int], eval_episodes: int, schedule: Schedule, quick: bool) -> dict[str, Any]:
-    """Run every entry of TUNING on ``seeds``; return env -> method -> [(params, labels per seed)]."""
+def selection_key(labels: Sequence[int | None], cap: int) -> tuple[int, float]:
+    """The tuning rule, smaller is better: most tuning seeds reached, then fewest mean labels (a
+    seed that did not reach counted at the cap)."""
+    return -sum(value is not None for value in labels), float(censored(labels, cap).mean())
+
+
+def tune(
+    envs: list[str],
+    seeds: list[int],
+    eval_episodes: int,
+    schedule: Schedule,
+    quick: bool,
+    workers: int = 1,
+    caps: tuple[int | None, int | None] = (None, None),
+) -> dict[str, Any]:
+    """Run every tunable method at every rate of RATES on ``seeds``, and choose by ``selection_key``
+    (ties: the lower rate): env key -> {"candidates": method -> [{rate, params, labels}],
+    "rates": method -> chosen rate, "best": the query policy chosen in advance}."""
     setups = env_setups(quick)
+    jobs, index = [], []
+    for key in envs:
+        setup = setups[key] = capped(setups[key], *caps)
+        bench = _bench(setup, eval_episodes)
+        for name in TUNABLE:
+            for rate in RATES:
+                method = tuned_method(name, rate, setup)
+                if skipped(bench, method) is not None:
+                    continue
+                index.append((key, name, rate, method.params))
+                jobs.extend(Job(setup, method, seed) for seed in seeds)
+    runs = iter(run_jobs(jobs, eval_episodes, schedule, workers))
     results: dict[str, Any] = {}
-    total = sum(len(grid) for grid in TUNING.values()) * len(envs) * len(seeds)
-    with progress_bar(True) as progress:
-        task = progress.add_task("tuning", total=total)
-        for key in envs:
-            setup = setups[key]
-            bench = Bench(setup, eval_episodes)
-            try:
-                for name, grid in TUNING.items():
-                    for params in grid:
-                        method = Method(name, setup.methods[name].policy, params)
-                        labels = []
-                        for seed in seeds:
-                            progress.update(task, description=f"{setup.env_id} {name} {params} seed {seed}")
-                            labels.append(simulate(bench, method, seed, schedule).labels_to_target)
-                            progress.advance(task)
-                        results.setdefault(setup.env_id, {}).setdefault(name, []).append(
-                            {"params": params, "labels_to_target": labels}
-                        )
-            finally:
-                bench.close()
+    for key, name, rate, params in index:
+        method_runs = [next(runs) for _ in seeds]
+        results.setdefault(key, {"candidates": {}})["candidates"].setdefault(name, []).append(
+            {
+                "rate": rate,
+                "params": params,
+                "labels_to_target": [r.labels_to_target for r in method_runs],
+                "env_steps": [r.env_steps for r in method_runs],
+                "auc": [round(auc(r.curve, setups[key].max_labels), 4) for r in method_runs],
+            }
+        )
+    for key, result in results.items():
+        cap = setups[key].max_labels
+        chosen = {
+            name: min(entries, key=lambda entry: selection_key(entry["labels_to_target"], cap))
+            for name, entries in result["candidates"].items()
+        }
+        result["rates"] = {name: entry["rate"] for name, entry in chosen.items()}
+        policies = [name for name in QUERY_POLICIES if name in chosen]
+        result["best"] = min(policies, key=lambda name: selection_key(chosen[name]["labels_to_target"], cap))
     return results
 
 
-def print_tuning(results: dict[str, Any]) -> None:
+def print_tuning(results: dict[str, Any], seeds: list[int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    for env_id, methods in results.items():
-        table = Table(title=f"{env_id}: tuning (answers to 95% per tuning seed)", title_justify="left")
-        for column in ("method", "params", "per seed", "mean"):
+    for key, result in results.items():
+        table = Table(title=f"{key}: tuning (labels to 95% per tuning seed {seeds})", title_justify="left")
+        for column in ("method", "rate", "params", "per seed", "mean (unreached at cap)", "chosen"):
             table.add_column(column)
-        for name, entries in methods.items():
+        for name, entries in result["candidates"].items():
             for entry in entries:
                 labels = entry["labels_to_target"]
-                reached = [v for v in labels if v is not None]
-                mean = (
-                    f"{np.mean(reached):,.0f}"
-                    if len(reached) == len(labels)
-                    else f"{len(reached)}/{len(labels)} reached"
-                )
+                reached = sum(value is not None for value in labels)
                 table.add_row(
-                    name, json.dumps(entry["params"]), ", ".join("-" if v is None else str(v) for v in labels), mean
+                    name,
+                    f"{entry['rate']:g}",
+                    json.dumps(entry["params"]),
+                    ", ".join("-" if v is None else str(v) for v in labels),
+                    f"{np.mean([v for v in labels if v is not None] or [math.nan]):,.0f} ({reached}/{len(labels)})",
+                    "<-" if result["rates"][name] == entry["rate"] else "",
                 )
         console.print(table)
+        console.print(f"{key}: policy chosen in advance: {result['best']}")
+    tuned = {key: {"rates": result["rates"], "best": result["best"]} for key, result in results.items()}
+    console.print(f"TUNED entries (seeds {seeds}):\n{json.dumps(tuned, indent=4)}")
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -1092,7 +1320,7 @@ def parse_set(values: list[str]) -> dict[str, dict[str, Any]]:
         key, _, raw = item.partition("=")
         method, _, param = key.partition(".")
         if not (method and param and raw):
-            raise SystemExit(f"--set {item!r}: expected method.param=value, e.g. share.share=0.2")
+            raise SystemExit(f"--set {item!r}: expected method.param=value, e.g. budget.per_second=2")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -1101,17 +1329,20 @@ def parse_set(values: list[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
+TASKS = ("cartpole", "pendulum", "acrobot", "mountaincar_pixels")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", choices=["cartpole", "pendulum", "all"], default="all")
+    parser.add_argument("--env", choices=[*TASKS, "all"], default="all", help="a task, or all of them")
     parser.add_argument(
         "--seeds",
         type=int,
         default=None,
-        help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; 1 with --quick; with --tune, from 100)",
+        help=f"seeds 0..N-1 (default {DEFAULT_SEEDS}; 1 with --quick; with --tune, from {TUNING_SEEDS[0]})",
     )
     parser.add_argument("--quick", action="store_true", help="1 seed, 5 evaluation episodes, halved caps")
-    parser.add_argument("--methods", help="comma-separated subset of: " + ", ".join(COMMON_METHODS))
+    parser.add_argument("--methods", help="comma-separated subset of the methods (default: all of the task's)")
     parser.add_argument(
         "--set",
         action="append",
@@ -1120,8 +1351,8 @@ def main(argv: list[str] | None = None) -> int:
         help="override a method's policy parameter (repeatable)",
     )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes (default 8; 5 with --quick)")
-    parser.add_argument("--max-labels", type=int, help="cap on teacher answers per run (overrides the env's)")
-    parser.add_argument("--max-env-steps", type=int, help="cap on environment steps per run (overrides the env's)")
+    parser.add_argument("--max-labels", type=int, help="cap on labels per run (overrides the task's)")
+    parser.add_argument("--max-env-steps", type=int, help="cap on environment steps per run (overrides the task's)")
     parser.add_argument(
         "--publish-every", type=int, default=Schedule.publish_every, help="training steps per promotion-gate check"
     )
@@ -1137,48 +1368,57 @@ def main(argv: list[str] | None = None) -> int:
         default=Schedule.steps,
         help="training steps per label (or per env step), every method",
     )
+    parser.add_argument("--workers", type=int, default=1, help="in-process runs in this many processes")
     parser.add_argument("--plot", help="write learning curves (PNG) to this path")
-    parser.add_argument("--tune", action="store_true", help=f"run the TUNING sweep on seeds {TUNING_SEEDS} instead")
+    parser.add_argument("--out", help="also write the JSON result to this path")
+    parser.add_argument("--tune", action="store_true", help=f"choose the settings on seeds {TUNING_SEEDS} instead")
     parser.add_argument(
         "--daemon",
         action="store_true",
         help="run against a private daemon and gym peers instead of in-process (slower)",
     )
     args = parser.parse_args(argv)
-    if args.daemon and args.tune:
-        parser.error("--tune runs in-process only")
+    if args.daemon and (args.tune or args.workers > 1):
+        parser.error("--daemon runs one run at a time and does not tune")
     if args.plot:
         try:
             extras.require("matplotlib", "bench", "--plot")
         except extras.MissingExtra as exc:
             print(f"label_efficiency: {exc}", file=sys.stderr)
             return 2
-    envs = ["cartpole", "pendulum"] if args.env == "all" else [args.env]
+    envs = list(TASKS) if args.env == "all" else [args.env]
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
+    eval_episodes = args.eval_episodes or (5 if args.quick else 8)
     if args.tune:
-        seeds = list(range(TUNING_SEEDS[0], TUNING_SEEDS[0] + args.seeds)) if args.seeds else list(TUNING_SEEDS)
-        results = tune(envs, seeds, args.eval_episodes or (5 if args.quick else 8), schedule, args.quick)
-        print_tuning(results)
-        print(json.dumps({"tuning": results, "seeds": seeds}))
-        return 0
-    seeds = args.seeds or (1 if args.quick else DEFAULT_SEEDS)
-    summary = run_benchmark(
-        envs,
-        seeds,
-        args.quick,
-        args.methods.split(",") if args.methods else None,
-        parse_set(args.set),
-        args.eval_episodes,
-        args.max_labels,
-        args.max_env_steps,
-        schedule,
-        daemon=args.daemon,
-    )
-    print_tables(summary)
-    if args.plot:
-        write_plot(summary, args.plot)
-        summary["plot"] = args.plot
-    print(json.dumps(summary))
+        first = TUNING_SEEDS[0]
+        seeds = list(range(first, first + args.seeds)) if args.seeds else list(TUNING_SEEDS)
+        results = tune(
+            envs, seeds, eval_episodes, schedule, args.quick, args.workers, (args.max_labels, args.max_env_steps)
+        )
+        print_tuning(results, seeds)
+        output: dict[str, Any] = {"tuning": results, "seeds": seeds, "date": time.strftime("%Y-%m-%d"),
+                                  "eval_episodes": eval_episodes, "quick": args.quick}  # fmt: skip
+    else:
+        output = run_benchmark(
+            envs,
+            args.seeds or (1 if args.quick else DEFAULT_SEEDS),
+            args.quick,
+            args.methods.split(",") if args.methods else None,
+            parse_set(args.set),
+            eval_episodes,
+            args.max_labels,
+            args.max_env_steps,
+            schedule,
+            daemon=args.daemon,
+            workers=args.workers,
+        )
+        print_tables(output)
+        if args.plot:
+            write_plot(output, args.plot)
+            output["plot"] = args.plot
+    if args.out:
+        atomic_write(args.out, json.dumps(output).encode())
+    print(json.dumps(output))
     return 0
 
 

@@ -295,23 +295,31 @@ def build_always(params: dict[str, Any]) -> Always:
 
 
 class Share:
-    """Label a random ``share`` of observations; the student always acts. Pick it for a cheap,
-    unbiased stream of labels when nothing is known about where the student is weak."""
+    """Label a random ``share`` of observations; the student acts (DAgger thinned uniformly). Pick
+    it for a cheap, unbiased stream of labels when nothing is known about where the student is
+    weak. With ``teacher_acts`` the teacher acts on every observation and a ``share`` of its own
+    states is labelled: behaviour cloning on teacher rollouts spread over many episodes."""
 
-    def __init__(self, share: float, seed: int) -> None:
+    def __init__(self, share: float, teacher_acts: bool, seed: int) -> None:
         self.share = share
+        self.teacher_acts = teacher_acts
         self.random = np.random.default_rng(seed)
 
     def decide(self, context: QueryContext) -> QueryDecision:
         batch = len(context.student_outputs)
         label = self.random.random(batch) < self.share
-        return apply_forced(context, label, np.zeros(batch, dtype=bool))
+        return apply_forced(context, label, np.full(batch, self.teacher_acts))
 
 
-@declare("query share", share=Param(0.1, "share of observations labelled", share), seed=SEED)
+@declare(
+    "query share",
+    share=Param(0.1, "share of observations labelled", share),
+    teacher_acts=Param(False, "the teacher acts on every observation (behaviour cloning)", boolean),
+    seed=SEED,
+)
 def build_share(params: dict[str, Any]) -> Share:
-    """Label a fixed random share of observations."""
-    return Share(params["share"], params["seed"])
+    """Label a fixed random share of observations; optionally the teacher acts on every one."""
+    return Share(params["share"], params["teacher_acts"], params["seed"])
 
 
 class Budgeted:

@@ -24,8 +24,8 @@ def _load_benchmark():
 
 bench = _load_benchmark()
 
-BUDGETED = ("share", "uncertainty")
-CAP = 600  # teacher answers; DAgger needs about 100-150 on CartPole with the default schedule
+BUDGETED = ("dagger_uniform", "budget")
+CAP = 600  # labels; DAgger needs about 100-150 on CartPole with the default schedule
 
 
 @pytest.fixture(scope="module")
@@ -50,78 +50,110 @@ def test_summary_structure(summary):
     assert summary["quick"] is True and summary["seeds"] == [0]
     assert list(summary["envs"]) == ["CartPole-v1"]
     env = summary["envs"]["CartPole-v1"]
-    for key in (
-        "teacher_return",
-        "random_return",
-        "threshold_return",
-        "methods",
-        "best_budgeted_policy",
-        "best_budgeted_labels",
-        "dagger_labels",
-        "ratio_to_dagger",
-        "goal_met",
-    ):
+    for key in ("teacher_return", "random_return", "threshold_return", "methods", "tuned", "verdict", "failure"):
         assert key in env, key
     assert env["random_return"] < env["threshold_return"] < env["teacher_return"]
-    assert env["ratio_to_dagger_ci90"] is None  # no interval from fewer than 3 seeds
     assert env["teacher_return"] >= 475  # the built-in teacher balances the pole
+    assert env["failure"] == "terminated" and env["max_labels"] == CAP
     assert set(env["methods"]) == {"dagger", *BUDGETED}
     for name, result in env["methods"].items():
         assert result["seeds"] == 1, name
-        assert len(result["labels_to_target"]) == len(result["answers"]) == len(result["curves"]) == 1, name
+        for column in ("labels_to_target", "labels", "answers", "env_steps", "teacher_acted", "failures", "auc"):
+            assert len(result[column]) == 1, (name, column)
+        for column in ("env_steps_mean_std", "teacher_acted_mean_std", "failures_mean_std", "auc_mean_std"):
+            assert len(result[column]) == 2 and result[column][1] == 0.0, (name, column)  # one seed: no spread
         assert 0.0 <= result["student_share"] <= 1.0, name
         assert result["teacher_latency_us"] > 0 and result["student_latency_us"] > 0, name
-        answers = [point[0] for point in result["curves"][0]]
-        assert answers == sorted(answers) and answers[-1] <= result["answers"][0], name
+        labels = [point[0] for point in result["curves"][0]]
+        assert labels == sorted(labels) and labels[-1] <= result["labels"][0], name
 
 
-def test_dagger_and_a_budgeted_policy_reach_the_target(summary):
+def test_the_columns_are_consistent(summary):
     env = summary["envs"]["CartPole-v1"]
+    for name, result in env["methods"].items():
+        labels, answers, steps = result["labels"][0], result["answers"][0], result["env_steps"][0]
+        acted, failures, episodes = result["teacher_acted"][0], result["failures"][0], result["episodes"][0]
+        assert labels <= answers <= steps, name  # one label and one answer at most per step
+        assert acted == 0 and labels == answers, name  # the student acts in all of these: every answer a label
+        assert 0 <= failures <= episodes, name
+        # Area under the curve: the score (clipped to [0, 1]) held from each evaluation to the cap.
+        assert result["auc"][0] == pytest.approx(bench.auc(result["curves"][0], CAP), abs=1e-4), name
+        assert 0.0 <= result["auc"][0] <= 1.0, name
+        if result["labels_to_target"][0] is not None:
+            assert result["labels_to_target"][0] == labels, name  # the run stopped at the target
+            assert result["env_steps_to_target"][0] == steps, name
     dagger = env["methods"]["dagger"]
-    assert dagger["reached"] == 1
-    assert dagger["policy"] == "always" and dagger["student_share"] == 1.0  # DAgger: the student always acts
-    assert env["best_budgeted_policy"] in BUDGETED
-    assert env["methods"][env["best_budgeted_policy"]]["reached"] == 1
-    # The last evaluation of a run that reached the target is the one that reached it.
-    for name in ("dagger", env["best_budgeted_policy"]):
+    assert dagger["labels"] == dagger["env_steps"]  # DAgger labels every visited state
+
+
+def test_settings_come_from_the_tuned_table_and_the_verdict_from_the_choice_made_in_advance(summary):
+    env = summary["envs"]["CartPole-v1"]
+    tuned = bench.TUNED["cartpole"]
+    assert env["tuned"] == tuned and tuned["best"] in bench.QUERY_POLICIES
+    assert set(tuned["rates"]) == set(bench.TUNABLE) and set(tuned["rates"].values()) <= set(bench.RATES)
+    setups = bench.env_setups(quick=True)
+    assert env["methods"]["dagger_uniform"]["params"] == {"share": tuned["rates"]["dagger_uniform"]}
+    budget = tuned["rates"]["budget"] / setups["cartpole"].control_period_s  # evenly spaced, the same rate
+    assert env["methods"]["budget"]["params"] == {"per_second": pytest.approx(budget)}
+    verdict = env["verdict"]
+    assert verdict["best_in_advance"] == tuned["best"]
+    assert verdict["dagger_uniform_vs_dagger"]["ratio"] == pytest.approx(
+        env["methods"]["dagger_uniform"]["labels_to_target"][0] / env["methods"]["dagger"]["labels_to_target"][0],
+        abs=1e-3,
+    )
+    assert verdict["dagger_uniform_vs_dagger"]["ci90"] is None  # no interval from fewer than 3 seeds
+
+
+def test_dagger_and_uniform_thinning_reach_the_target(summary):
+    env = summary["envs"]["CartPole-v1"]
+    for name in ("dagger", "dagger_uniform"):
         result = env["methods"][name]
-        assert result["curves"][0][-1][1] >= bench.TARGET, name
+        assert result["reached"] == 1, name
+        assert result["curves"][0][-1][1] >= bench.TARGET, name  # the last evaluation is the one that reached
         assert result["curves"][0][-1][0] == result["labels_to_target"][0], name
-    assert env["dagger_labels"] == dagger["labels_mean"]
-    assert env["ratio_to_dagger"] == pytest.approx(env["best_budgeted_labels"] / env["dagger_labels"], abs=1e-3)
+    assert env["methods"]["dagger"]["policy"] == "always" and env["methods"]["dagger"]["student_share"] == 1.0
 
 
 def test_label_counts_are_positive_integers(summary):
     env = summary["envs"]["CartPole-v1"]
-    reached = 0
     for name, result in env["methods"].items():
         for value in result["labels_to_target"]:
-            if value is not None:
-                reached += 1
-                assert _is_count(value) and value <= CAP, (name, value)
-        assert all(_is_count(value) for value in result["answers"]), name
+            assert value is None or (_is_count(value) and value <= CAP), (name, value)
+        assert all(_is_count(value) for value in result["labels"]), name
         assert all(_is_count(value) for value in result["env_steps"]), name
-    assert reached >= 2
+
+
+def test_behaviour_cloning_acts_on_every_step_and_labels_a_share():
+    summary = bench.run_benchmark(
+        envs=["cartpole"], seeds=1, quick=True, methods=["bc"], max_labels=16, show_progress=False
+    )
+    result = summary["envs"]["CartPole-v1"]["methods"]["bc"]
+    assert result["policy"] == "share" and result["params"]["teacher_acts"] is True
+    assert result["teacher_acted"] == result["env_steps"] == result["answers"]  # the teacher drives
+    assert result["labels"][0] < result["env_steps"][0]  # only a share of its states labelled
+    assert result["failures"] == [0]  # the teacher never drops the pole
 
 
 def test_a_cap_below_the_need_is_reported_as_not_reached():
     summary = bench.run_benchmark(
-        envs=["cartpole"], seeds=1, quick=True, methods=["dagger", "share"], max_labels=20, show_progress=False
-    )
+        envs=["cartpole"], seeds=1, quick=True, methods=["dagger", "dagger_uniform"], max_labels=20,
+        show_progress=False,
+    )  # fmt: skip
     env = summary["envs"]["CartPole-v1"]
-    for name in ("dagger", "share"):
+    for name in ("dagger", "dagger_uniform"):
         result = env["methods"][name]
         assert result["reached"] == 0 and result["labels_mean"] is None, name
         assert result["labels_to_target"] == [None], name
         assert result["final_score"][0] < bench.TARGET, name
-    assert env["best_budgeted_policy"] is None and env["ratio_to_dagger"] is None and env["goal_met"] is False
+    # A seed that did not reach counts at the cap in the comparison: both capped, a ratio of 1.
+    assert env["verdict"]["dagger_uniform_vs_dagger"]["ratio"] == 1.0
 
 
 def test_command_line_prints_json_last(capsys):
     assert bench.main(["--quick", "--env", "cartpole", "--methods", "dagger", "--max-labels", "40"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
-    assert result["envs"]["CartPole-v1"]["methods"]["dagger"]["answers"] == [40]
+    assert result["envs"]["CartPole-v1"]["methods"]["dagger"]["labels"] == [40]
 
 
 def test_evaluation_grid_and_curves():
@@ -133,12 +165,21 @@ def test_evaluation_grid_and_curves():
     assert np.isnan(values[0]) and list(values[1:]) == [0.1, 0.1, 0.5]
 
 
-def test_ratio_interval():
-    assert bench.ratio_interval([10, 10, 10], [20, 20, 20]) == [0.5, 0.5]
-    low, high = bench.ratio_interval([10, 20, 30], [40, 40, 40])
+def test_ratio_interval_counts_an_unreached_seed_at_the_cap():
+    assert bench.ratio_interval([10, 10, 10], [20, 20, 20], cap=100) == [0.5, 0.5]
+    low, high = bench.ratio_interval([10, 20, 30], [40, 40, 40], cap=100)
     assert 0.25 <= low < 0.5 < high <= 0.75
-    assert bench.ratio_interval([10, None, 30], [40, 40, 40]) is None  # a seed that did not reach
-    assert bench.ratio_interval([10, 20], [40, 40]) is None
+    assert bench.ratio_interval([100, 100, 100], [None, None, None], cap=100) == [1.0, 1.0]
+    assert bench.ratio_interval([10, 20], [40, 40], cap=100) is None  # fewer than 3 seeds
+
+
+def test_area_under_the_curve_and_the_tuning_rule():
+    assert bench.auc([], 100) == 0.0
+    assert bench.auc([[50, 1.0]], 100) == pytest.approx(0.5)  # 0 before the first evaluation
+    assert bench.auc([[20, -0.5], [60, 0.5], [80, 2.0]], 100) == pytest.approx((20 * 0.5 + 20 * 1.0) / 100)
+    # More tuning seeds reached wins, then fewer labels with an unreached seed counted at the cap.
+    assert bench.selection_key([30, 40, None], 100) > bench.selection_key([90, 90, 90], 100)
+    assert bench.selection_key([30, 40, 50], 100) < bench.selection_key([30, 40, 60], 100)
 
 
 def test_unknown_method_is_an_error():
@@ -148,12 +189,18 @@ def test_unknown_method_is_an_error():
 
 def test_daemon_mode_runs_the_same_method_against_a_real_daemon():
     summary = bench.run_benchmark(
-        envs=["cartpole"], seeds=1, quick=True, methods=["share"], max_labels=24, show_progress=False, daemon=True
+        envs=["cartpole"],
+        seeds=1,
+        quick=True,
+        methods=["dagger_uniform"],
+        max_labels=24,
+        show_progress=False,
+        daemon=True,
     )
     assert summary["mode"] == "daemon"
-    result = summary["envs"]["CartPole-v1"]["methods"]["share"]
-    answers, steps = result["answers"][0], result["env_steps"][0]
-    assert answers > 0 and steps > answers  # share labels a few percent of the steps the peer played
+    result = summary["envs"]["CartPole-v1"]["methods"]["dagger_uniform"]
+    answers, steps = result["labels"][0], result["env_steps"][0]
+    assert answers > 0 and steps > answers  # uniform thinning labels a few percent of the steps the peer played
     assert answers >= 24 or result["labels_to_target"] == [answers]  # the cap, or the target, ended it
     assert result["curves"][0] and result["curves"][0][-1][0] == answers
     assert result["train_steps"][0] > 0  # the daemon's distiller trained on those labels

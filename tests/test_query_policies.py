@@ -145,6 +145,13 @@ def test_share_extremes_never_act_and_honour_forced():
     assert rows(every.label) == list(range(1, 50)) and not every.teacher_acts.any()
 
 
+def test_share_with_teacher_acts_is_behaviour_cloning_on_a_share_of_the_teachers_states():
+    policy = build("share", {"share": 0.25, "teacher_acts": True, "seed": 3})
+    decision = policy.decide(context(np.zeros((400, 2)), forced=["student"] + ["auto"] * 399))
+    assert rows(decision.teacher_acts) == list(range(1, 400))  # the teacher acts on every auto row
+    assert not decision.label[0] and 0.15 < decision.label[1:].mean() < 0.35  # a share of them labelled
+
+
 # --- budget -------------------------------------------------------------------------------------
 
 

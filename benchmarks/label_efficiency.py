@@ -611,6 +611,7 @@ DAEMON_PUBLISH_INTERVAL_S = 0.05  # the daemon needs one (> 0); short, so the sc
 DAEMON_POLL_S = 0.2
 DAEMON_STATS_INTERVAL_S = 0.02  # counters fresh enough for the peer to be held at the schedule's pace
 DAEMON_WALL_CAP_S = 900.0  # a daemon run that has not ended by then is reported as not reached
+DAEMON_READY_S = 600.0  # generous: on a loaded machine the roles (torch imports) take minutes to start
 
 
 def run_daemon(
@@ -659,7 +660,7 @@ def run_daemon(
     errors: list[BaseException] = []
     daemon = ChildDaemon(run_dir, config_path=str(config_path), defaults_only=True)
     try:
-        daemon.wait_ready()
+        daemon.wait_ready(DAEMON_READY_S)
         min_samples = config["distillation"]["min_samples"]
 
         def paced_stop() -> bool:
@@ -1240,16 +1241,18 @@ def tune(
     quick: bool,
     workers: int = 1,
     caps: tuple[int | None, int | None] = (None, None),
+    methods: Sequence[str] = tuple(TUNABLE),
 ) -> dict[str, Any]:
     """Run every tunable method at every rate of RATES on ``seeds``, and choose by ``selection_key``
-    (ties: the lower rate): env key -> {"candidates": method -> [{rate, params, labels}],
-    "rates": method -> chosen rate, "best": the query policy chosen in advance}."""
+    (ties: the lower rate): env key -> {"candidates": method -> [{rate, params, labels}], "rates":
+    method -> chosen rate, "best": the query policy chosen in advance}. ``methods``: a subset of
+    TUNABLE, so that a sweep can be split between processes (the best is then chosen in the subset)."""
     setups = env_setups(quick)
     jobs, index = [], []
     for key in envs:
         setup = setups[key] = capped(setups[key], *caps)
         bench = _bench(setup, eval_episodes)
-        for name in TUNABLE:
+        for name in methods:
             for rate in RATES:
                 method = tuned_method(name, rate, setup)
                 if skipped(bench, method) is not None:
@@ -1277,7 +1280,9 @@ def tune(
         }
         result["rates"] = {name: entry["rate"] for name, entry in chosen.items()}
         policies = [name for name in QUERY_POLICIES if name in chosen]
-        result["best"] = min(policies, key=lambda name: selection_key(chosen[name]["labels_to_target"], cap))
+        result["best"] = (
+            min(policies, key=lambda name: selection_key(chosen[name]["labels_to_target"], cap)) if policies else None
+        )
     return results
 
 
@@ -1393,7 +1398,14 @@ def main(argv: list[str] | None = None) -> int:
         first = TUNING_SEEDS[0]
         seeds = list(range(first, first + args.seeds)) if args.seeds else list(TUNING_SEEDS)
         results = tune(
-            envs, seeds, eval_episodes, schedule, args.quick, args.workers, (args.max_labels, args.max_env_steps)
+            envs,
+            seeds,
+            eval_episodes,
+            schedule,
+            args.quick,
+            args.workers,
+            (args.max_labels, args.max_env_steps),
+            args.methods.split(",") if args.methods else tuple(TUNABLE),
         )
         print_tuning(results, seeds)
         output: dict[str, Any] = {"tuning": results, "seeds": seeds, "date": time.strftime("%Y-%m-%d"),

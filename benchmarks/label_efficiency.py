@@ -236,7 +236,8 @@ def task_methods(setup: EnvSetup) -> dict[str, Method]:
     tuned = TUNED.get(setup.key)
     if tuned is None:
         return methods
-    methods |= {name: tuned_method(name, tuned["rates"][name], setup) for name in TUNABLE}
+    # A method without a rate could not run when the task was tuned (disagreement without an ensemble).
+    methods |= {name: tuned_method(name, rate, setup) for name, rate in tuned["rates"].items()}
     best = methods[tuned["best"]]
     if setup.calibrated is not None:
         strategy = setup.config["distillation"]["strategy"]

@@ -211,6 +211,12 @@ TUNED: dict[str, dict[str, Any]] = {
                   "cascade": 0.02},
         "best": "cascade",
     },
+    # 2026-11-30, the same VM and split: `--tune --env cartpole --workers 3`; seeds 100-102.
+    "cartpole": {
+        "rates": {"dagger_uniform": 0.02, "bc": 0.02, "budget": 0.02, "uncertainty": 0.02, "novelty": 0.05,
+                  "cascade": 0.02},
+        "best": "budget",
+    },
 }  # fmt: skip
 
 # The soft_target parameters of the "+soft_calibrated" variant per task: CartPole's teacher carries

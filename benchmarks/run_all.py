@@ -8,8 +8,9 @@ and ``benchmarks/results.png`` are written from every file in ``benchmarks/resul
 another machine (a quiet 16-core one, say) adds its own section instead of replacing this one.
 
 A script that fails is recorded as failed (exit code and the end of its stderr); the others still
-run. ``--quick`` passes ``--quick`` to every script (about 4 minutes in all on 2 busy cores;
-without it, label_efficiency.py alone takes 3-4 minutes on a quiet machine).
+run. ``--quick`` passes ``--quick`` to every script (label_efficiency.py then runs one seed on
+each of its four tasks, the pixel task the slowest); without it label_efficiency.py runs 10 seeds of
+every tuned method on four tasks, which takes hours on 2 cores: run it alone, with ``--workers``.
 """
 
 from __future__ import annotations

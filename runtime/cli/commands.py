@@ -42,6 +42,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
+    from runtime.learn.device import check_placements
     from runtime.plugin.pluginmanager import describe
     from runtime.supervisor.daemon import Daemon, prepare_run_dir
     from runtime.wire.spaces import agent_spaces
@@ -50,6 +51,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = Settings.of(config)
     run_dir = Path(settings.daemon.run_dir)
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
+    check_placements(settings)  # as does a device (or dtype) this host cannot run
     if peer_security(settings) == "curve":
         settings.security.keys().server_secret()  # exists and reads, or a ConfigError now
     try:

@@ -11,6 +11,7 @@ import numpy as np
 import zmq
 
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
+from runtime.learn.device import placement
 from runtime.learn.models import build_teacher, teacher_temperature
 from runtime.plugin.interfaces import LabelWithFeatures
 from runtime.plugin.pluginmanager import serve
@@ -91,7 +92,10 @@ class TeacherRole(Role):
             )
         self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
         self.log.info(
-            "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings.plugin
+            "teacher_serving",
+            endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
+            plugin=settings.plugin,
+            placement=str(placement(self.settings, "teacher")),
         )
         self.on(self.server, self.on_request)
         self.batch_max = settings.batch_max

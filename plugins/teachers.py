@@ -43,6 +43,8 @@ BUILTIN_CHECKPOINTS = {
     "acrobot": ASSETS / "acrobot_teacher.safetensors",
     "mountaincar": ASSETS / "mountaincar_teacher.safetensors",
     "inverted_double_pendulum": ASSETS / "inverted_double_pendulum_teacher.safetensors",
+    # A CNN over pixels (agentrt/MountainCarFrames-v0): the GPU-sized example, examples/mountaincar_cnn.toml.
+    "mountaincar_cnn": ASSETS / "mountaincar_cnn_teacher.safetensors",
 }
 
 
@@ -103,15 +105,16 @@ class TorchTeacher:
 def build_checkpoint_teacher(
     params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
 ) -> TorchTeacher:
-    """A teacher network stored as safetensors; its architecture, and its calibrated temperature if
-    it has one (``python -m runtime.learn.recipes.calibrate``), are read from the file's metadata."""
+    """A teacher network stored as safetensors (an MLP, or a CNN over pixels); its architecture, and
+    its calibrated temperature if it has one (``python -m runtime.learn.recipes.calibrate``), are
+    read from the file's metadata."""
     from runtime.learn.calibration import stored_temperature
     from runtime.learn.checkpoints import load_safetensors
-    from runtime.learn.nets import MLP
+    from runtime.learn.nets import from_architecture
 
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     try:
-        module = MLP.from_architecture(metadata)
+        module = from_architecture(metadata)
         temperature = stored_temperature(metadata)
     except ValueError as exc:
         raise ValueError(f"teacher checkpoint {params['path']}: {exc} in the file's metadata") from None

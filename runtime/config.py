@@ -76,16 +76,18 @@ def device_setting(default: str, what: str) -> Any:
     """A section's ``device`` key (resolved where the model is built: runtime.learn.device)."""
     return setting(
         default,
-        f"where {what} runs: auto (CUDA when torch.cuda.is_available(), else the CPU), cpu, cuda or cuda:N "
+        f"where {what}: auto (CUDA when torch.cuda.is_available(), else the CPU), cpu, cuda or cuda:N "
         "(an absent GPU is a configuration error)",
         _DEVICE,
     )
 
 
-def dtype_setting(what: str) -> Any:
+def dtype_setting(what: str, note: str) -> Any:
     """A section's ``dtype`` key, beside its ``device``."""
     return setting(
-        "float32", f"{what} in float32, bfloat16 or float16 (float16: CUDA only); checkpoints stay float32", _DTYPE
+        "float32",
+        f"precision of {what}: float32, bfloat16 or float16 (float16: CUDA only); {note}; checkpoints stay float32",
+        _DTYPE,
     )
 
 
@@ -221,8 +223,8 @@ class TeacherSettings(Section):
     )
     cache_decimals: int = setting(-1, "round observations to this many decimals for the cache key (-1: exact)", integer)
     # Auto: a teacher is the large model, and batched on a GPU it is an order of magnitude faster.
-    device: str = device_setting("auto", "the teacher (a torch teacher; others stay on the CPU under auto)")
-    dtype: str = dtype_setting("the teacher")
+    device: str = device_setting("auto", "a torch teacher runs (others stay on the CPU under auto)")
+    dtype: str = dtype_setting("the teacher", "its answers come back float32")
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,8 @@ class DistillationSettings(Section):
     cpu_share: float = setting(0.5, "largest share of one core the training loop may use", and_(number, gt(0), le(1)))
     seed: int = setting(0, "seed for the student's initial weights and minibatch sampling", integer)
     # CPU: a small student trains as fast there; a pixel student may want "auto". bfloat16 is autocast.
-    device: str = device_setting("cpu", "training")
-    dtype: str = dtype_setting("training (bfloat16: mixed precision, float32 weights; no float16)")
+    device: str = device_setting("cpu", "training runs")
+    dtype: str = dtype_setting("training", "bfloat16 is mixed precision with float32 weights; no float16")
 
 
 @dataclass(frozen=True)
@@ -292,8 +294,8 @@ class DecisionSettings(Section):
     batch_max: int = setting(64, "largest batch of observations decided at once", positive_int)
     torch_threads: int = setting(1, "torch threads for the student's forward pass", positive_int)
     # CPU: a small student answers fastest there, in numpy (runtime/learn/fastpath.py), CPU float32 only.
-    device: str = device_setting("cpu", "the serving student")
-    dtype: str = dtype_setting("the serving student (other than cpu float32: torch, not the numpy fast path)")
+    device: str = device_setting("cpu", "the serving student runs")
+    dtype: str = dtype_setting("the serving student", "other than float32 on the CPU, torch serves, not numpy")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    from runtime.learn.device import check_placements
     from runtime.plugin.pluginmanager import describe
     from runtime.supervisor.daemon import Daemon, prepare_run_dir
     from runtime.wire.spaces import agent_spaces
@@ -51,7 +50,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = Settings.of(config)
     run_dir = Path(settings.daemon.run_dir)
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
-    check_placements(settings)  # as does a device (or dtype) this host cannot run
     if peer_security(settings) == "curve":
         settings.security.keys().server_secret()  # exists and reads, or a ConfigError now
     try:
@@ -62,7 +60,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG
     if args.check:
         from runtime.learn.check import check_components
+        from runtime.learn.device import check_placements
         from runtime.plugin.pluginmanager import load
+
+        # A device (or dtype) this host cannot run fails now, naming the key. Here, not above: it
+        # imports torch, which the daemon itself (--no-check, as --detach starts it) never does.
+        check_placements(settings)
 
         failed = [check for check in check_components(load(settings.plugins.table()), settings) if not check.ok]
         for check in failed:

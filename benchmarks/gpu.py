@@ -118,11 +118,13 @@ def measure_teacher(device: str, dtype: str, seconds: float, bursts: int) -> dic
     result: dict[str, Any] = {"us_per_obs": {}}
     with benchlib.private_daemon(env, config_path=EXAMPLE) as daemon:
         client = TeacherClient(daemon.run_dir, BURST_SOCKETS)
+        sent = 0
         try:
             for batch in BATCHES:
                 for _ in range(5):  # warm-up: the first CUDA calls pick kernels
                     client.send(0, pool[:batch])
                     client.receive(0)
+                sent += 5
                 requests, offset = 0, 0
                 started = time.perf_counter()
                 while time.perf_counter() - started < seconds:
@@ -131,24 +133,26 @@ def measure_teacher(device: str, dtype: str, seconds: float, bursts: int) -> dic
                     requests += 1
                     offset = (offset + batch) % (len(pool) - batch)
                 elapsed = time.perf_counter() - started
+                sent += requests
                 result["us_per_obs"][str(batch)] = round(elapsed * 1e6 / (requests * batch), 2)
                 benchlib.progress(f"teacher {name(device, dtype)} batch {batch}: {requests} requests")
-            before = daemon.status()["roles"]["teacher"]["counters"]
+            # Counters arrive with the role's next report: start from all of the above counted.
+            before = daemon.wait_until(
+                lambda s: benchlib.counter(s, "teacher", "requests") >= sent, what="the teacher's counters"
+            )["roles"]["teacher"]["counters"]
             for burst in range(bursts):
                 for index in range(BURST_SOCKETS):
                     client.send(index, pool[index + burst % 8 : index + burst % 8 + 1])
                 for index in range(BURST_SOCKETS):
                     client.receive(index)
             after = daemon.wait_until(
-                lambda s: (
-                    benchlib.counter(s, "teacher", "requests") - before.get("requests", 0) >= bursts * BURST_SOCKETS
-                ),
+                lambda s: benchlib.counter(s, "teacher", "requests") >= sent + bursts * BURST_SOCKETS,
                 what="the teacher's counters",
             )["roles"]["teacher"]["counters"]
         finally:
             client.close()
-    requests = after["requests"] - before.get("requests", 0)
-    batches = after["batches"] - before.get("batches", 0)
+    requests = after["requests"] - before["requests"]
+    batches = after["batches"] - before["batches"]
     result["burst"] = {"requests": requests, "batches": batches, "requests_per_batch": round(requests / batches, 2)}
     return result
 

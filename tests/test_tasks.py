@@ -247,18 +247,25 @@ def report(name: str, summaries: dict[str, AttachSummary], status: dict, returns
     )
 
 
+def learn_mountaincar(daemon, name: str, env_id: str) -> tuple[dict, list[float]]:
+    """Train on ``env_id`` until 3 students are published and 30 episodes played; the status and the
+    student's returns acting alone. It must have had no errors and must reach the goal."""
+    summaries = train(daemon, [env_id], episodes=30, versions=3, cap=400)
+    status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
+    returns = student_returns(daemon, env_id)
+    report(name, summaries, status, {env_id: returns})
+    assert status["errors"]["total"] == 0, status["errors"]
+    # Random actions never reach the goal (-200); the teacher takes about 120 steps.
+    assert max(returns) > RANDOM_RETURN["MountainCar-v0"], returns
+    return status, returns
+
+
 @pytest.mark.timeout(300)
 def test_student_learns_mountaincar_from_pixels_while_the_teacher_reads_the_state():
     daemon = start_daemon((EXAMPLES / "mountaincar_pixels.toml").read_text())
     try:
-        summaries = train(daemon, [PIXELS], episodes=30, versions=3, cap=400)
-        status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
-        returns = student_returns(daemon, PIXELS)
-        report("mountaincar_pixels", summaries, status, {PIXELS: returns})
-        assert status["errors"]["total"] == 0, status["errors"]
-        # Random actions never reach the goal (-200); the teacher takes about 120 steps. A student
-        # that reads which way the car moves from two frames pumps energy and gets there.
-        assert max(returns) > RANDOM_RETURN["MountainCar-v0"], returns
+        _, returns = learn_mountaincar(daemon, "mountaincar_pixels", PIXELS)
+        # A student that reads which way the car moves from two frames pumps energy and gets there.
         assert np.mean(returns) > -150, returns
     finally:
         daemon.stop()
@@ -388,20 +395,13 @@ def test_a_student_25_times_smaller_learns_mountaincar_from_the_pixel_teacher():
     from runtime.learn.checkpoints import read_checkpoint
     from runtime.learn.nets import parameter_count
 
-    example = (EXAMPLES / "mountaincar_cnn.toml").read_text()
-    daemon = start_daemon(example)
+    daemon = start_daemon((EXAMPLES / "mountaincar_cnn.toml").read_text())
     try:
-        summaries = train(daemon, [FRAMES], episodes=30, versions=3, cap=400)
-        status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
-        returns = student_returns(daemon, FRAMES)
-        report("mountaincar_cnn", summaries, status, {FRAMES: returns})
-        assert status["errors"]["total"] == 0, status["errors"]
+        status, returns = learn_mountaincar(daemon, "mountaincar_cnn", FRAMES)
         served = read_checkpoint(str(registry_file(daemon, status["student_version"])))[0]
         student_parameters = sum(tensor.numel() for tensor in served.values())
         teacher = plugins().build("teacher", "checkpoint", {"path": "builtin:mountaincar_cnn"}, *spaces_of(FRAMES))
         assert parameter_count(teacher.module) >= 10 * student_parameters, student_parameters
-        # Random actions never reach the goal (-200); the teacher takes about 120 steps.
-        assert max(returns) > RANDOM_RETURN["MountainCar-v0"], returns
         assert np.mean(returns) > -160, returns
     finally:
         daemon.stop()

@@ -19,7 +19,6 @@ Procedure (deterministic for a given seed; a few minutes on one CPU core):
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,9 +26,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from runtime.learn.checkpoints import save_safetensors
-from runtime.learn.imitation import Policy, evaluate, network_policy
-from runtime.learn.nets import CNN, parameter_count
+from runtime.learn.imitation import Policy, evaluate, log_round, network_policy, save_if_accepted
+from runtime.learn.nets import CNN
 from runtime.peer import envs
 
 #: ``act(frames (H, W, 2), state (2,)) -> logits (1, 3)``: who drives while the recipe visits states.
@@ -110,17 +108,7 @@ def train(seed: int) -> CNN:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        print(
-            json.dumps(
-                {
-                    "round": round_index,
-                    "samples": len(frames),
-                    "rollout_mean_return": round(float(np.mean(returns)), 1),
-                    "loss": round(loss.item(), 5),
-                }
-            ),
-            flush=True,
-        )
+        log_round(round_index, len(frames), returns, loss.item())
         act = pixels
     return net
 
@@ -132,12 +120,8 @@ def main() -> int:
     args = parser.parse_args()
     net = train(args.seed).eval()
     mean_return = evaluate(ENV_ID, network_policy(net), EVAL_EPISODES, EVAL_SEED)
-    report = {"mean_return": round(mean_return, 1), "parameters": parameter_count(net)}
-    if mean_return < ACCEPT_RETURN:
-        print(json.dumps({"error": f"teacher below {ACCEPT_RETURN} mean return", **report}))
-        return 1
+    report = {"mean_return": round(mean_return, 1)}
     metadata = {
-        **net.architecture(),
         "env": ENV_ID,
         "mean_return": f"{mean_return:.1f}",
         "state_teacher": STATE_TEACHER,
@@ -146,9 +130,7 @@ def main() -> int:
         "seed": str(args.seed),
         "procedure": "runtime/learn/recipes/mountaincar_cnn.py",
     }
-    save_safetensors(net.state_dict(), args.output, metadata)
-    print(json.dumps({"written": str(args.output), **report}))
-    return 0
+    return save_if_accepted(net, args.output, report, ACCEPT_RETURN, metadata)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ SCRIPTS = ("latency", "throughput", "swap", "memory", "distiller", "label_effici
 GOALS: list[tuple[str, str, str, Any]] = [
     ("latency", "ratio_p50", "≤ 1.25× (quiet)", lambda v: v <= 1.25),
     ("latency", "p99_us", "≤ 1,000 µs (quiet)", lambda v: v <= 1000),
+    ("latency", "gateway_cpu_us_per_hello", "≤ 500 µs", lambda v: v <= 500),
+    ("latency", "gateway_cpu_us_per_heartbeat", "-", None),
     ("throughput", "ratio_8", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_32", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_128", "-", None),

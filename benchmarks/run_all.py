@@ -382,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             "label": label,
             "commit": commit or None,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": "make bench" + (" (--quick)" if args.quick else ""),
+            "command": "make bench"
+            + (" (--quick)" if args.quick else "")
+            + (f" (--only {' '.join(args.only)})" if args.only else ""),
             "machine": machine,
             "scripts": records,
         }

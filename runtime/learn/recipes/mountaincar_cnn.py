@@ -28,6 +28,7 @@ import torch
 
 from runtime.learn.imitation import Policy, evaluate, log_round, network_policy, save_if_accepted
 from runtime.learn.nets import CNN
+from runtime.learn.recipes import ASSETS
 from runtime.peer import envs
 
 #: ``act(frames (H, W, 2), state (2,)) -> logits (1, 3)``: who drives while the recipe visits states.
@@ -44,7 +45,7 @@ ROUNDS = 4
 EPISODES_PER_ROUND = 12
 STEPS_PER_ROUND = 600
 BATCH = 128
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[3] / "plugins" / "assets" / "mountaincar_cnn_teacher.safetensors"
+DEFAULT_OUTPUT = ASSETS / "mountaincar_cnn_teacher.safetensors"
 
 
 def state_teacher() -> Policy:

@@ -78,6 +78,19 @@ def test_agentrt_up_refuses_a_cuda_teacher_on_a_host_without_cuda_before_startin
     assert not (run_dir / "agentrt.pid").exists()
 
 
+@NO_CUDA
+def test_a_daemon_started_without_the_check_stops_naming_the_key_its_role_cannot_have():
+    # A private daemon starts with --no-check (as `up --detach` starts its child): the role that
+    # builds the model refuses, and the daemon stops with a configuration error, not a restart loop.
+    running = start_daemon('[decision]\ndevice = "cuda"\n', wait=False)
+    try:
+        assert running.process.wait(timeout=120) == ExitCode.CONFIG
+        log = running.log()
+        assert "role_setup_failed" in log and "decision.device = 'cuda', but CUDA is not available" in log
+    finally:
+        running.stop()
+
+
 def test_a_torch_teacher_labels_in_bfloat16_on_the_cpu_with_float32_answers():
     plugins, observation_space, action_space = cartpole()
     exact = build_teacher(plugins, settings(teacher={"device": "cpu"}), observation_space, action_space)

@@ -26,15 +26,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from runtime.learn.checkpoints import load_safetensors
 from runtime.learn.imitation import Policy, evaluate, log_round, network_policy, save_if_accepted
-from runtime.learn.nets import CNN
+from runtime.learn.nets import CNN, from_architecture
 from runtime.learn.recipes import ASSETS
-from runtime.peer import envs
 
 #: ``act(frames (H, W, 2), state (2,)) -> logits (1, 3)``: who drives while the recipe visits states.
 Actor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 ENV_ID = "agentrt/MountainCarFrames-v0"
+# Named by module, as a peer would: the learning layer does not import the peer SDK (runtime.peer).
+MAKE_ID = f"runtime.peer.envs:{ENV_ID}"
 STATE_TEACHER = "builtin:mountaincar"
 CHANNELS = [16, 32, 64]
 HIDDEN = [256]
@@ -49,22 +51,23 @@ DEFAULT_OUTPUT = ASSETS / "mountaincar_cnn_teacher.safetensors"
 
 
 def state_teacher() -> Policy:
-    """The built-in state teacher, as logits (B, 3) for states (B, 2)."""
-    from plugins.teachers import build_checkpoint_teacher
-
-    mountaincar = gym.make("MountainCar-v0")
-    teacher = build_checkpoint_teacher({"path": STATE_TEACHER}, mountaincar.observation_space, mountaincar.action_space)
-    return teacher.label
+    """The built-in state teacher (``builtin:mountaincar``), as logits (B, 3) for states (B, 2)."""
+    state, metadata = load_safetensors(ASSETS / "mountaincar_teacher.safetensors")
+    net = from_architecture(metadata)
+    net.load_state_dict(state)
+    return network_policy(net.eval())
 
 
 def build_net() -> CNN:
     """The pixel teacher's network: frames (H, W, 2) in 0-255, scaled inside (it reads raw observations)."""
-    return CNN((envs.PIXELS_HEIGHT, envs.PIXELS_WIDTH, 2), 3, CHANNELS, hidden=HIDDEN, scale=1 / 255)
+    shape = gym.make(MAKE_ID).observation_space.shape
+    assert shape is not None
+    return CNN(shape, 3, CHANNELS, hidden=HIDDEN, scale=1 / 255)
 
 
 def visit(act: Actor, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Roll out ``act``; the frame pairs seen, the states behind them, each episode's return."""
-    env = gym.make(ENV_ID)
+    env = gym.make(MAKE_ID)
     frames, states, returns = [], [], []
     for episode in range(episodes):
         observation, _ = env.reset(seed=seed + episode)
@@ -87,7 +90,7 @@ def train(seed: int) -> CNN:
     teacher = state_teacher()
     net = build_net()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    frames = np.zeros((0, envs.PIXELS_HEIGHT, envs.PIXELS_WIDTH, 2), dtype=np.float32)
+    frames = np.zeros((0, *net.input_shape), dtype=np.float32)
     targets = np.zeros((0, 3), dtype=np.float32)
     student = network_policy(net)
 
@@ -120,7 +123,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
     net = train(args.seed).eval()
-    mean_return = evaluate(ENV_ID, network_policy(net), EVAL_EPISODES, EVAL_SEED)
+    mean_return = evaluate(MAKE_ID, network_policy(net), EVAL_EPISODES, EVAL_SEED)
     report = {"mean_return": round(mean_return, 1)}
     metadata = {
         "env": ENV_ID,

@@ -173,8 +173,10 @@ def test_a_daemon_runs_and_distils_with_every_device_key_set():
         status = daemon.wait_until(lambda s: s["student_version"] >= 2, what="published students")
         assert summary.steps > 0 and status["errors"]["total"] == 0, status["errors"]
         assert status["roles"]["decision"]["gauges"]["numpy_forward"] is False  # bfloat16: torch serves
+        placed = ("cuda:0" if torch.cuda.is_available() else "cpu") + " bfloat16"
+        assert status["roles"]["teacher"]["gauges"]["placement"] == placed
         serving = [event for event in map(json.loads, daemon.log().splitlines()) if event["event"] == "teacher_serving"]
-        assert serving and serving[-1]["placement"] == ("cuda:0" if torch.cuda.is_available() else "cpu") + " bfloat16"
+        assert serving and serving[-1]["placement"] == placed
         checkpoints = sorted((daemon.run_dir / registry.CHECKPOINTS).glob("*.safetensors"))
         assert checkpoints
         state, _ = load_safetensors(checkpoints[-1])

@@ -375,6 +375,26 @@ def cmd_student_rollback(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_student_export(args: argparse.Namespace) -> int:
+    from runtime.learn.export import export_student
+    from runtime.plugin import pluginmanager
+
+    settings = Settings.of(_load_config(args))
+    plugins = pluginmanager.load(settings.plugins.table())
+    exported = export_student(settings, plugins, args.format, args.out, args.version)
+    print(
+        json.dumps(
+            {
+                "path": str(exported.path),
+                "format": exported.format,
+                "version": exported.version,
+                "size_bytes": exported.size_bytes,
+            }
+        )
+    )
+    return ExitCode.OK
+
+
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
     from runtime.roles.teacher import TeacherRole
 
@@ -493,6 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(rollback)
     rollback.add_argument("--to", type=int, help="version to serve (default: the promoted one before the serving one)")
     rollback.set_defaults(handler=cmd_student_rollback)
+    from runtime.learn.export import FORMATS
+
+    export = student_commands.add_parser("export", help="write a student version for use outside the runtime")
+    _add_common(export)
+    export.add_argument("--version", type=int, help="version to export (default: the serving one)")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--out", help="file to write (default: student-v<N>.onnx / .pt / .safetensors here)")
+    export.set_defaults(handler=cmd_student_export)
 
     teacher = commands.add_parser("teacher", help="teacher tools")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)

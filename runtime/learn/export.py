@@ -40,7 +40,7 @@ from runtime.files import atomic_write
 from runtime.learn import registry
 from runtime.learn.checkpoints import read_checkpoint, save_arrays
 from runtime.learn.models import build_student, feature_space
-from runtime.wire import layout
+from runtime.wire import layout, protocol
 from runtime.wire.spaces import Space, agent_spaces
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from runtime.config import Settings
     from runtime.plugin.pluginmanager import Plugins
 
-ONNX, TORCHSCRIPT, LAYOUT = "onnx", "torchscript", "safetensors+json"
+# The two an edge peer may ask for are named by the protocol (``student_request``).
+ONNX, TORCHSCRIPT, LAYOUT = protocol.EDGE_ONNX, "torchscript", protocol.EDGE_LAYOUT
 FORMATS = (ONNX, TORCHSCRIPT, LAYOUT)
 #: What a student without an ``export_formats`` attribute is tried with.
 DEFAULT_FORMATS = (ONNX, TORCHSCRIPT)
@@ -210,49 +211,94 @@ def layout_json_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def load_version(
-    settings: Settings, plugins: Plugins, version: int | None = None
-) -> tuple[nn.Module, registry.VersionRecord, Space, Space]:
-    """(the student with the weights of ``version`` (None: the serving one), its row, the agent's
-    observation and action spaces). ExportError if there is no such version."""
-    run_dir = Path(settings.daemon.run_dir)
-    if not (run_dir / registry.FILE_NAME).exists():
-        raise ExportError(f"no student registry in {run_dir}")
-    store = registry.Registry(run_dir, readonly=True)
-    try:
-        chosen = version if version is not None else store.serving()
-        record = store.get(chosen) if chosen else None
-        path = store.file(record) if record is not None else None
-    finally:
-        store.close()
-    if record is None or path is None or record.status in (registry.WRITING, registry.QUARANTINED):
-        what = f"version {version}" if version is not None else "a serving version (none was promoted yet)"
-        raise ExportError(f"the registry in {run_dir} has no {what}")
-    observation_space, action_space = agent_spaces(settings.agent.table())
-    student = build_student(plugins, settings, observation_space, action_space).eval()
-    student.load_state_dict(read_checkpoint(path)[0])
-    return student, record, observation_space, action_space
+#: The row of version 0, the student's initial weights (what decision serves before any promotion).
+INITIAL = "initial"
+
+
+class Exporter:
+    """One agent's student, built once, exported at any version: ``write`` (a file, for ``agentrt
+    student export``) and ``student_message`` (the ``student`` message of the edge mode)."""
+
+    def __init__(self, settings: Settings, plugins: Plugins) -> None:
+        self.settings = settings
+        self.observation_space, self.action_space = agent_spaces(settings.agent.table())
+        # Seeded as decision builds it: version 0 here is the initial student decision serves.
+        self.student = build_student(plugins, settings, self.observation_space, self.action_space).eval()
+        self.initial = {name: tensor.clone() for name, tensor in self.student.state_dict().items()}
+        self.input_shape = tuple(feature_space(plugins, settings, self.observation_space).shape or ())
+
+    def load(self, version: int | None = None) -> registry.VersionRecord:
+        """Load registry ``version`` (None: the serving one); its row. ExportError if there is none."""
+        run_dir = Path(self.settings.daemon.run_dir)
+        if not (run_dir / registry.FILE_NAME).exists():
+            raise ExportError(f"no student registry in {run_dir}")
+        store = registry.Registry(run_dir, readonly=True)
+        try:
+            chosen = version if version is not None else store.serving()
+            record = store.get(chosen) if chosen else None
+        finally:
+            store.close()
+        if record is None or record.status in (registry.WRITING, registry.QUARANTINED):
+            what = f"version {version}" if version is not None else "serving version (none was promoted yet)"
+            raise ExportError(f"the registry in {run_dir} has no {what}")
+        return self.load_file(record.version, run_dir / record.path)
+
+    def load_file(self, version: int, path: str | Path | None) -> registry.VersionRecord:
+        """Load ``version`` from its checkpoint ``path`` (version 0: the initial weights, no file); its
+        row, from the checkpoint's own metadata. CheckpointError if the file cannot be read."""
+        if version == 0:
+            self.student.load_state_dict(self.initial)
+            return registry.VersionRecord(0, None, 0.0, 0, 0, None, None, None, INITIAL, "")
+        state, metadata = read_checkpoint(path or "")
+        self.student.load_state_dict(state)
+        return registry.record_from_metadata(version, metadata)
+
+    def export(self, fmt: str, record: registry.VersionRecord) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes]:
+        """The loaded version as ``fmt``: (metadata, the layout's tensors (else empty), the file's bytes
+        (the layout: empty)). ExportError if the student cannot be exported as ``fmt``."""
+        check_format(self.student, fmt, self.settings.student.plugin)
+        metadata = export_metadata(self.settings, record, self.observation_space, self.action_space, fmt)
+        if fmt == LAYOUT:
+            check_layout_input(self.settings)
+            tensors, architecture = mlp_layout(self.student)
+            metadata.update(architecture)
+            return metadata, tensors, b""
+        write = onnx_bytes if fmt == ONNX else torchscript_bytes
+        return metadata, {}, write(self.student, self.input_shape, metadata)
+
+    def write(self, fmt: str, out: str | Path | None = None, version: int | None = None) -> Exported:
+        """Write registry ``version`` (None: the serving one) as ``fmt`` to ``out`` (default
+        ``student-v<N>`` plus the format's suffix, here); the layout's JSON goes beside it
+        (``layout_json_path``). Files are written atomically. ExportError if the student cannot be
+        exported as ``fmt`` or the version does not exist."""
+        record = self.load(version)
+        metadata, tensors, data = self.export(fmt, record)
+        path = Path(out) if out is not None else Path(f"student-v{record.version}{SUFFIXES[fmt]}")
+        if fmt == LAYOUT:
+            save_arrays(path, tensors, {layout.METADATA_KEY: json.dumps(metadata)})
+            atomic_write(layout_json_path(path), (json.dumps(metadata, indent=2) + "\n").encode())
+        else:
+            atomic_write(path, data)
+        return Exported(path, fmt, record.version, path.stat().st_size, metadata)
+
+    def student_message(
+        self, fmt: str, version: int, path: str | Path | None, announced_at: float | None = None
+    ) -> bytes:
+        """The edge mode's ``student`` message for ``version`` (its checkpoint at ``path``) as ``fmt``
+        (``protocol.EDGE_FORMATS``). ExportError or CheckpointError if it cannot be made."""
+        if fmt not in protocol.EDGE_FORMATS:
+            raise ExportError(f"format {fmt!r} is not one of {', '.join(protocol.EDGE_FORMATS)}")
+        metadata, tensors, data = self.export(fmt, self.load_file(version, path))
+        fields: dict[str, Any] = {"version": version, "format": fmt, "metadata": metadata, "announced_at": announced_at}
+        if fmt == LAYOUT:
+            fields["tensors"] = {name: protocol.encode_array(array) for name, array in tensors.items()}
+        else:
+            fields["model"] = data
+        return protocol.encode("student", **fields)
 
 
 def export_student(
     settings: Settings, plugins: Plugins, fmt: str, out: str | Path | None = None, version: int | None = None
 ) -> Exported:
-    """Write registry ``version`` (None: the serving one) as ``fmt`` to ``out`` (default
-    ``student-v<N>`` plus the format's suffix, here); the layout's JSON goes beside it
-    (``layout_json_path``). Files are written atomically. ExportError if the student cannot be
-    exported as ``fmt`` or the version does not exist."""
-    student, record, observation_space, action_space = load_version(settings, plugins, version)
-    check_format(student, fmt, settings.student.plugin)
-    path = Path(out) if out is not None else Path(f"student-v{record.version}{SUFFIXES[fmt]}")
-    metadata = export_metadata(settings, record, observation_space, action_space, fmt)
-    input_shape = tuple(feature_space(plugins, settings, observation_space).shape or ())
-    if fmt == LAYOUT:
-        check_layout_input(settings)
-        tensors, architecture = mlp_layout(student)
-        metadata.update(architecture)
-        save_arrays(path, tensors, {layout.METADATA_KEY: json.dumps(metadata)})
-        atomic_write(layout_json_path(path), (json.dumps(metadata, indent=2) + "\n").encode())
-    else:
-        write = onnx_bytes if fmt == ONNX else torchscript_bytes
-        atomic_write(path, write(student, input_shape, metadata))
-    return Exported(path, fmt, record.version, path.stat().st_size, metadata)
+    """``Exporter(settings, plugins).write(fmt, out, version)``: one version to one file."""
+    return Exporter(settings, plugins).write(fmt, out, version)

@@ -48,8 +48,30 @@ def json_bound(value: Any) -> np.ndarray[Any, Any]:
     return np.asarray(np.vectorize(float, otypes=[np.float64])(np.asarray(value, dtype=object)))
 
 
+class Actions:
+    """Outputs to actions for an action space in its JSON form (``json_space``): argmax plus
+    ``start`` for a discrete space; for a box, the outputs reshaped and clipped to its bounds."""
+
+    def __init__(self, space: Mapping[str, Any]) -> None:
+        self.discrete = space["type"] == "discrete"
+        if self.discrete:
+            self.start = int(space.get("start", 0))
+        else:
+            self.shape = tuple(space["shape"])
+            self.dtype = np.dtype(space.get("dtype", "float32"))
+            self.low, self.high = json_bound(space["low"]), json_bound(space["high"])
+
+    def __call__(self, outputs: np.ndarray[Any, Any]) -> Any:
+        """The action one row of outputs stands for."""
+        if self.discrete:
+            return int(outputs.argmax()) + self.start
+        clipped: np.ndarray[Any, Any] = np.clip(outputs.reshape(self.shape), self.low, self.high)
+        return clipped.astype(self.dtype)
+
+
 class LayoutStudent:
-    """A student in the array layout, run with numpy: ``outputs(obs_batch)`` and ``act(obs)``."""
+    """A student in the array layout, run with numpy: ``outputs(obs_batch)``, ``action(outputs_row)``
+    and ``act(obs)``."""
 
     def __init__(self, tensors: Mapping[str, np.ndarray[Any, Any]], metadata: Mapping[str, Any]) -> None:
         """ValueError if the metadata is not the layout's or the tensors do not fit it."""
@@ -77,14 +99,7 @@ class LayoutStudent:
             width = weight.shape[0]
         if width != metadata["output_size"]:
             raise ValueError(f"the last layer has {width} outputs, the metadata says {metadata['output_size']}")
-        space = metadata["action_space"]
-        self.discrete = space["type"] == "discrete"
-        if self.discrete:
-            self.start = int(space.get("start", 0))
-        else:
-            self.action_shape = tuple(space["shape"])
-            self.action_dtype = np.dtype(space.get("dtype", "float32"))
-            self.low, self.high = json_bound(space["low"]), json_bound(space["high"])
+        self.action = Actions(metadata["action_space"])
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LayoutStudent:
@@ -106,13 +121,6 @@ class LayoutStudent:
             if index < last:
                 x = self.activation(x)
         return x
-
-    def action(self, outputs: np.ndarray[Any, Any]) -> Any:
-        """The action one row of outputs stands for."""
-        if self.discrete:
-            return int(outputs.argmax()) + self.start
-        clipped: np.ndarray[Any, Any] = np.clip(outputs.reshape(self.action_shape), self.low, self.high)
-        return clipped.astype(self.action_dtype)
 
     def act(self, observation: np.ndarray[Any, Any]) -> Any:
         """The action for one observation."""

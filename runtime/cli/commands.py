@@ -255,7 +255,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 # --- peers and demo ------------------------------------------------------------------------------------
 def cmd_attach_gym(args: argparse.Namespace) -> int:
-    from runtime.peer.gym import run_gym_peers
+    from runtime.peer.edge import EdgeQuery
+    from runtime.peer.gym import run_edge_gym_peers, run_gym_peers
 
     endpoint = args.endpoint or _load_config(args)["daemon"]["peer_endpoint"]
 
@@ -274,17 +275,35 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
         if not (args.server_key and args.client_key):
             raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
         curve = ClientKeys.from_files(args.server_key, args.client_key)
-    summary = run_gym_peers(
-        endpoint,
-        args.env_id,
-        args.episodes,
-        args.peers,
-        args.policy,
-        args.seed,
-        wait_s=args.wait,
-        on_episode=report,
-        curve=curve,
-    )
+    if args.edge:
+        if args.policy == "teacher":
+            raise ConfigError("--edge: the student acts at the edge; --policy student asks for no labels")
+        summary = run_edge_gym_peers(
+            endpoint,
+            args.env_id,
+            args.episodes,
+            args.peers,
+            args.seed,
+            wait_s=args.wait,
+            on_episode=report,
+            curve=curve,
+            query=EdgeQuery(per_second=args.labels_per_s, seed=args.seed) if args.policy == "auto" else None,
+            transitions=args.transitions,
+            format=args.edge_format,
+            step_hz=args.step_hz,
+        )
+    else:
+        summary = run_gym_peers(
+            endpoint,
+            args.env_id,
+            args.episodes,
+            args.peers,
+            args.policy,
+            args.seed,
+            wait_s=args.wait,
+            on_episode=report,
+            curve=curve,
+        )
     result = summary.as_dict()
     if args.json:
         print(json.dumps(result))
@@ -293,6 +312,12 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
             f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
             f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}"
         )
+        if "edge" in result:
+            edge = result["edge"]
+            print(
+                f"edge: {edge['labels_sent']} labels sent, versions {edge['versions']}, "
+                f"decision p50 {edge['decision_us_p50']} µs"
+            )
     return ExitCode.OK
 
 
@@ -462,6 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     gym.add_argument("--seed", type=int, default=0)
     gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
     gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
+    gym.add_argument(
+        "--edge",
+        action="store_true",
+        help="the edge mode: each peer runs the student itself and asks for labels (--policy auto) or none (student)",
+    )
+    gym.add_argument("--edge-format", choices=["safetensors+json", "onnx"], default="safetensors+json")
+    gym.add_argument("--labels-per-s", type=float, default=50.0, help="with --edge: each peer's label budget")
+    gym.add_argument(
+        "--transitions", type=float, default=0.0, help="with --edge: share of other steps sent for the query policy"
+    )
+    gym.add_argument("--step-hz", type=float, help="with --edge: control-loop rate (default: as fast as it goes)")
     gym.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
     gym.add_argument(
         "--client-key", help="CURVE: this peer's key pair (<name>.key_secret, agentrt keys generate --client)"

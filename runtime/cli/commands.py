@@ -534,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
     demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     demo.add_argument("--peers", type=int, default=4)
+    demo.add_argument(
+        "--edge", action="store_true", help="edge peers: each runs the student itself while the runtime teaches it"
+    )
     demo.add_argument("--max-train-s", type=float, default=180.0)
     demo.add_argument("--eval-episodes", type=int, default=20)
     demo.add_argument("--plot", default="agentrt-demo.png", help="learning-curve PNG ('' for none)")

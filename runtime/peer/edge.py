@@ -16,6 +16,7 @@ Needs numpy and pyzmq (and msgpack); ``format="onnx"`` needs onnxruntime. Never 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
@@ -111,9 +112,11 @@ class EdgeQuery:
 
     def _wanted(self, outputs: np.ndarray, discrete: bool) -> bool:
         if discrete and len(outputs) > 1:
-            probabilities = np.exp(outputs.astype(np.float64) - outputs.max())
-            second, first = np.partition(probabilities / probabilities.sum(), -2)[-2:]
-            if first - second < self.margin:
+            # Plain floats: for a handful of logits, several times faster than numpy's calls.
+            logits = sorted(outputs.tolist())
+            top = logits[-1]
+            exps = [math.exp(x - top) for x in logits]
+            if (exps[-1] - exps[-2]) / sum(exps) < self.margin:
                 return True
         return self.random.random() < self.share
 

@@ -164,3 +164,13 @@ def test_no_serving_version_is_a_clear_error(run_dir):
     result = agentrt("student", "export", "--format", "onnx", "--run-dir", str(run_dir))
     assert result.returncode == 1
     assert "no student registry" in result.stderr
+
+
+def test_the_array_layout_refuses_a_student_behind_perception_transforms(run_dir):
+    settings = settings_for(run_dir, {"perception": {"transforms": ["normalize"]}})
+    registry_with(run_dir, settings, versions=1)
+    plugins = pluginmanager.load(settings.plugins.table())
+    with pytest.raises(ExportError, match="runs the student on raw observations.*normalize"):
+        export.export_student(settings, plugins, export.LAYOUT, run_dir / "v1.safetensors")
+    metadata = export.export_student(settings, plugins, export.ONNX, run_dir / "v1.onnx").metadata
+    assert metadata["input"]["transforms"] == ["normalize"]  # whoever runs the ONNX file applies it

@@ -51,10 +51,12 @@ class Progress:
     evaluations: list[float] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     edge_mode: bool = False  # --edge
+    edge_steps: int = 0  # steps the edge peers took (the runtime sees only their labels)
     edge: dict[str, Any] = field(default_factory=dict)  # the last evaluation's edge figures
 
     def record(self, episode: EpisodeResult) -> None:
         self.episodes.append(episode)
+        self.edge_steps += episode.steps if self.edge_mode else 0
         self.history.append(
             (time.monotonic() - self.started, episode.episode_return, episode.by_teacher / episode.steps)
         )
@@ -70,6 +72,12 @@ class Progress:
         status = self.status
         decisions = status.get("decisions", {})
         observations = max(status.get("observations", 0), 1)
+        episodes, teacher_acts = (
+            status.get("episodes", 0),
+            decisions.get("by_teacher", 0) / max(decisions.get("total", 0), 1),
+        )
+        if self.edge_mode:  # the student acts at the edge; the runtime sees the labels only
+            episodes, teacher_acts, observations = len(self.history), 0.0, max(self.edge_steps, 1)
         recent = [e.episode_return for e in self.episodes]
         mode = ", edge peers" if self.edge_mode else ""
         table = Table(title=f"agentrt demo: online distillation on {ENV_ID}{mode}", title_justify="left")
@@ -92,10 +100,10 @@ class Progress:
             self.phase,
             f"v{status.get('student_version', 0)}",
             "-" if agreement is None else f"{agreement:.1%}",
-            str(status.get("episodes", 0)),
+            str(episodes),
             f"{recent[-1]:.0f}" if recent else "-",
             f"{statistics.mean(recent):.0f}" if recent else "-",
-            f"{decisions.get('by_teacher', 0) / max(decisions.get('total', 0), 1):.1%}",
+            f"{teacher_acts:.1%}",
             f"{status.get('teacher_queries', 0) / observations:.1%}",
         )
         return table
@@ -281,6 +289,7 @@ def edge_summary(
     return {
         "edge_latency_us": progress.edge.get("decision_us_p50"),
         "edge_labels_sent": status["roles"]["gateway"]["counters"].get("edge_labels", 0),
+        "edge_steps": progress.edge_steps,
         "exported_bytes": sizes,
     }
 
@@ -314,11 +323,20 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         sizes = summary["exported_bytes"]
         console.print(
             f"exported student: {sizes['safetensors+json']:,} bytes as safetensors (+ {sizes['json']:,} bytes of "
-            f"JSON), {sizes['onnx']:,} bytes as ONNX; {summary['edge_labels_sent']:,} labels sent by the edge peers"
+            f"JSON), {sizes['onnx']:,} bytes as ONNX; the edge peers sent {summary['edge_labels_sent']:,} labels "
+            f"over {summary['edge_steps']:,} steps while learning"
         )
+    # At the edge the runtime answers labels only: its steps are not the peers'.
+    queried = (
+        ""
+        if "edge_steps" in summary
+        else (
+            f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
+            f"({summary['teacher_query_fraction']:.1%}); "
+        )
+    )
     console.print(
-        f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
-        f"({summary['teacher_query_fraction']:.1%}); student v{summary['student_version']} evaluated alone over "
+        f"{queried}student v{summary['student_version']} evaluated alone over "
         f"{len(summary['student_returns'])} episodes; {summary['duration_s']:.0f} s in all"
     )
     if "plot" in summary:

@@ -111,12 +111,14 @@ class Progress:
 
 def run_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
-    if args.plot:
-        try:
+    try:
+        if args.plot:
             extras.require("matplotlib", "bench", "--plot (--plot '' for none)")
-        except extras.MissingExtra as exc:
-            print(f"agentrt demo: {exc}", file=sys.stderr)
-            return ExitCode.USAGE
+        if args.edge:  # the summary exports the student as ONNX too
+            extras.require("onnx", "export", "--edge")
+    except extras.MissingExtra as exc:
+        print(f"agentrt demo: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     config = config_module.load(getattr(args, "config", None))
     progress = Progress(edge_mode=args.edge)
     daemon = ChildDaemon(config_path=getattr(args, "config", None))
@@ -351,7 +353,8 @@ def write_plot(progress: Progress, path: str) -> None:
 
     times, returns, shares = zip(*progress.history, strict=True) if progress.history else ((), (), ())
     figure, axis = plt.subplots(figsize=(8, 4))
-    axis.plot(times, returns, ".", alpha=0.5, label="episode return (student + cascade)")
+    who = "the student at the edge" if progress.edge_mode else "student + cascade"
+    axis.plot(times, returns, ".", alpha=0.5, label=f"episode return ({who})")
     axis.set_xlabel("seconds")
     axis.set_ylabel("return")
     twin = axis.twinx()

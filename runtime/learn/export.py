@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
+from runtime import extras
 from runtime.errors import ExportError
 from runtime.files import atomic_write
 from runtime.learn import registry
@@ -163,6 +164,7 @@ def mlp_layout(student: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any
 def onnx_bytes(student: nn.Module, input_shape: tuple[int, ...], metadata: Mapping[str, Any]) -> bytes:
     """``student`` as an ONNX model (batch axis dynamic; input ``features``, output ``outputs``),
     with ``metadata`` as JSON in its ``agentrt`` metadata property."""
+    extras.require("onnx", "export", "exporting a student as ONNX")
     import onnx
     import torch
 

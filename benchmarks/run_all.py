@@ -53,6 +53,7 @@ GOALS: list[tuple[str, str, str, Any]] = [
     ("distiller", "ratio_per_cpu", "-", None),
     ("edge", "edge_p50_us", "≤ 50 µs (issue 14)", lambda v: v <= 50),
     ("edge", "promotion_to_edge_p50_ms", "≤ 100 ms (issue 14)", lambda v: v <= 100),
+    ("edge", "edge_paced_p50_us", "-", None),
     ("edge", "runtime_p50_us", "-", None),
     ("edge", "ratio_p50", "-", None),
     ("edge", "labels_per_episode", "-", None),

@@ -275,35 +275,28 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
         if not (args.server_key and args.client_key):
             raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
         curve = ClientKeys.from_files(args.server_key, args.client_key)
+    common: dict[str, Any] = dict(
+        endpoint=endpoint,
+        env_id=args.env_id,
+        episodes=args.episodes,
+        peers=args.peers,
+        seed=args.seed,
+        wait_s=args.wait,
+        on_episode=report,
+        curve=curve,
+    )
     if args.edge:
         if args.policy == "teacher":
             raise ConfigError("--edge: the student acts at the edge; --policy student asks for no labels")
         summary = run_edge_gym_peers(
-            endpoint,
-            args.env_id,
-            args.episodes,
-            args.peers,
-            args.seed,
-            wait_s=args.wait,
-            on_episode=report,
-            curve=curve,
+            **common,
             query=EdgeQuery(per_second=args.labels_per_s, seed=args.seed) if args.policy == "auto" else None,
             transitions=args.transitions,
             format=args.edge_format,
             step_hz=args.step_hz,
         )
     else:
-        summary = run_gym_peers(
-            endpoint,
-            args.env_id,
-            args.episodes,
-            args.peers,
-            args.policy,
-            args.seed,
-            wait_s=args.wait,
-            on_episode=report,
-            curve=curve,
-        )
+        summary = run_gym_peers(**common, policy=args.policy)
     result = summary.as_dict()
     if args.json:
         print(json.dumps(result))

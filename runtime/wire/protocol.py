@@ -118,6 +118,15 @@ _AGENT_FIELDS = (
     Field("peer_timeout_ms", UINT),
 )
 
+#: An observation's fields; an edge peer's ``label`` has the same (its ``policy`` takes other values).
+_OBSERVATION_FIELDS = (
+    Field("seq", UINT),
+    Field("obs", ARRAY),
+    Field("reward", FLOAT, required=False),
+    Field("episode_start", BOOL, required=False),
+    Field("policy", STR, required=False),
+)
+
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -150,11 +159,7 @@ KINDS: dict[str, Kind] = {
             "observation",
             True,
             "peer -> runtime: one observation; answered by one action or one error",
-            Field("seq", UINT),
-            Field("obs", ARRAY),
-            Field("reward", FLOAT, required=False),
-            Field("episode_start", BOOL, required=False),
-            Field("policy", STR, required=False),
+            *_OBSERVATION_FIELDS,
         ),
         _kind(
             "action",
@@ -197,11 +202,7 @@ KINDS: dict[str, Kind] = {
             "label",
             True,
             "peer -> runtime: an observation the peer acted on locally, for the teacher to label",
-            Field("seq", UINT),
-            Field("obs", ARRAY),
-            Field("reward", FLOAT, required=False),
-            Field("episode_start", BOOL, required=False),
-            Field("policy", STR, required=False),
+            *_OBSERVATION_FIELDS,
         ),
         # --- between role processes (ipc only; not for peers) ------------------------------------
         _kind(
@@ -273,7 +274,7 @@ KINDS: dict[str, Kind] = {
         _kind(
             "weights",
             False,
-            "distillation -> decision (PUB): a new student version is on disk",
+            "distillation -> decision and gateway (PUB): another student version serves (promoted, rolled back)",
             Field("version", UINT),
             Field("path", STR),
             # Wall-clock time (Unix seconds) it was announced, passed on to edge peers in `student`.

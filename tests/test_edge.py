@@ -194,3 +194,16 @@ def test_edge_requests_need_a_session(edge_daemon):
         assert (error.kind, error["code"]) == ("error", ErrorCode.NOT_ATTACHED)
     finally:
         peer.close()
+
+
+def test_attach_gym_edge_acts_locally_and_sends_labels(edge_daemon):
+    result = edge_daemon.cli(
+        "attach", "gym", "CartPole-v1", "--edge", "--episodes", "4", "--endpoint", edge_daemon.endpoint, "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 4 and summary["decided_by_teacher"] == 0
+    assert summary["decided_by_student"] == summary["steps"] > 0
+    assert summary["edge"]["labels_sent"] > 0 and summary["edge"]["decision_us_p50"] > 0
+    refused = edge_daemon.cli("attach", "gym", "CartPole-v1", "--edge", "--policy", "teacher")
+    assert refused.returncode == 2 and "--edge" in refused.stderr

@@ -121,3 +121,31 @@ def print_checks(checks: list[Check]) -> None:
             ", ".join(check.points), ", ".join(check.components) or "-", "ok" if check.ok else f"[red]{check.error}"
         )
     Console().print(table)
+
+
+def print_compressed(report: dict[str, Any]) -> None:
+    """``agentrt student compress``: the new version beside the one it was made from."""
+    how = report["compression"]
+    table = Table("version", "student", "bytes", "weight bytes", "params (nonzero)", "latency µs", "held-out agreement")
+    for name, version, label, agreement in (
+        ("original", report["parent"], f"hidden {how['hidden_before']}", None),
+        ("compressed", report["version"], f"hidden {how['hidden']}" + (", int8" if how["int8"] else ""), None),
+    ):
+        figures = report[name]
+        if name == "compressed":
+            agreement = f"{report['heldout_agreement']:.3f}" if report["heldout_agreement"] is not None else "-"
+        table.add_row(
+            str(version),
+            label,
+            str(figures["bytes"]),
+            str(figures["weight_bytes"]),
+            str(figures["params"]),
+            f"{figures['latency_us']:.1f}",
+            agreement or "-",
+        )
+    Console().print(table)
+    serving = report["serving_agreement"]
+    Console().print(
+        f"version {report['version']} {report['status']}: held-out agreement {report['heldout_agreement']}"
+        f" vs {serving} of serving version {report['serving_version']} (margin {report['promotion_margin']})"
+    )

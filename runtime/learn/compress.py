@@ -25,6 +25,7 @@ version itself is written as the registry's one transaction (``Registry.add``).
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -108,12 +109,17 @@ def footprint(decider: Decider, path: Path, probe: np.ndarray) -> Footprint:
 def compress(config: dict[str, Any], compression: Compression, version: int | None = None) -> dict[str, Any]:
     """Compress ``version`` (default: the serving one) of the run directory ``config`` names, record it
     as the next version through the promotion gate, and report it beside its parent (see the module
-    docstring). Raises CompressError, DaemonError while a daemon runs there."""
+    docstring). The student, strategy and data settings are those the daemon last ran with there
+    (its configuration snapshot), not ``config``'s. Raises CompressError, DaemonError while a daemon
+    runs there."""
     compression.check()
-    settings = Settings.of(config)
-    run_dir = Path(settings.daemon.run_dir)
+    run_dir = Path(config["daemon"]["run_dir"])
     if not (run_dir / FILE_NAME).exists():
         raise CompressError(f"no student registry in {run_dir}: train a student there first")
+    snapshot = run_dir / rundir.CONFIG_SNAPSHOT
+    if snapshot.exists():  # the configuration its versions were trained under (wherever the directory is now)
+        config = {**json.loads(snapshot.read_text()), "daemon": config["daemon"]}
+    settings = Settings.of(config)
     with rundir.stopped(run_dir, "agentrt student compress"):
         registry = Registry(run_dir)
         try:

@@ -43,12 +43,6 @@ def test_a_pruned_int8_mlp_stays_close_to_its_source_and_loads_back_from_safeten
     assert sum(t.numel() * t.element_size() for t in tensors.values()) * 8 < float_bytes
 
 
-def listed(running) -> dict:
-    result = running.cli("student", "list", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def test_compressed_versions_pass_or_fail_the_gate_and_the_daemon_serves_one():
     running = start_daemon(env=FAST)
     try:
@@ -58,7 +52,7 @@ def test_compressed_versions_pass_or_fail_the_gate_and_the_daemon_serves_one():
         assert refused.returncode == 1 and "agentrt down" in refused.stderr
     finally:
         running.stop(remove_run_dir=False)
-    float_version = listed(running)["serving"]
+    float_version = running.students()["serving"]
 
     # Half the units, int8 and fine-tuned: promoted or rejected as its held-out agreement dictates.
     result = running.cli(
@@ -93,7 +87,7 @@ def test_compressed_versions_pass_or_fail_the_gate_and_the_daemon_serves_one():
     assert result.returncode == 1 and not dropped["promoted"], dropped
     assert dropped["parent"] == float_version and dropped["compression"]["hidden"] == [1]
     assert dropped["heldout_agreement"] < dropped["serving_agreement"] - dropped["promotion_margin"]
-    registry = listed(running)
+    registry = running.students()
     versions = {v["version"]: v for v in registry["versions"]}
     assert (
         versions[dropped["version"]]["status"] == "rejected" and versions[dropped["version"]]["parent"] == float_version

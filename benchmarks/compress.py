@@ -9,8 +9,9 @@ Pendulum-v1 with ``examples/pendulum.toml``, mlp [64, 64]) a private daemon lear
 peers for ``--episodes`` episodes and is stopped; its serving version is the **float** student.
 Then, on that stopped run directory, exactly as the command does (``runtime.learn.compress``):
 
-* **int8**: ``--int8`` (fine-tuning does nothing to int8 alone here: it runs before quantizing);
-* **pruned+int8**: ``--int8 --prune 0.5 --finetune-steps N`` from the float version.
+* **int8**: ``--int8 --finetune-steps 0``: the float student quantized as it is;
+* **pruned+int8**: ``--int8 --prune 0.5 --finetune-steps N`` (``--finetune-steps``, 3000) from the
+  float version.
 
 Each becomes a registry version through the promotion gate (``status``). For the three versions:
 

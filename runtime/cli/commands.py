@@ -519,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--finetune-steps",
         type=int,
-        default=300,
-        help="distillation steps on the saved teacher labels after pruning (default 300)",
+        default=3000,
+        help="distillation steps on the saved teacher labels before quantizing (default 3000: seconds)",
     )
     compress.add_argument("--version", type=int, help="version to compress (default: the serving one)")
     compress.add_argument("--json", action="store_true")

@@ -25,8 +25,9 @@ Each becomes a registry version through the promotion gate (``status``). For the
   ``--eval-episodes`` episodes from fixed seeds; the teacher alone on the same seeds for reference.
 
 Goal (issue 14): pruned+int8 passes the gate and keeps >= 0.95x the teacher's return at >= 4x
-fewer bytes than the float student (``goal_met``). Both byte figures are reported: on a 226-parameter student the file's fixed
-header (~600 bytes of metadata) outweighs the weights, hence the [256, 256] setup.
+fewer bytes than the float student (``goal_met``). Both byte figures are reported: on a
+226-parameter student the file's fixed header (~600 bytes of metadata) outweighs the weights,
+hence the [256, 256] setup.
 
 Every daemon is stopped by pid in a ``finally``; run directories are removed. ``--quick``: fewer
 episodes (the figures are then those of a half-trained student).

@@ -26,7 +26,7 @@ Each becomes a registry version through the promotion gate (``status``). For the
 
 Goal (issue 14): pruned+int8 passes the gate and keeps >= 0.95x the teacher's return at >= 4x
 fewer bytes than the float student (``goal_met``). Both byte figures are reported: on a
-226-parameter student the file's fixed header (~600 bytes of metadata) outweighs the weights,
+226-parameter student the file's header (600-950 bytes of metadata) outweighs the weights,
 hence the [256, 256] setup.
 
 Every daemon is stopped by pid in a ``finally``; run directories are removed. ``--quick``: fewer

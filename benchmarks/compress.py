@@ -97,13 +97,11 @@ def measure(run_dir: Path, setup: dict[str, Any], finetune_steps: int, eval_epis
 
     from runtime.config import Settings
     from runtime.learn.checkpoints import read_checkpoint
-    from runtime.learn.compress import Compression, compress, run_dir_labels
+    from runtime.learn.compress import Compression, compress
     from runtime.learn.evaluation import teacher_policy_outputs
     from runtime.learn.loop import Decider
     from runtime.learn.models import build_teacher, perception_chain
-    from runtime.learn.nets import weights_of
     from runtime.learn.registry import Registry
-    from runtime.learn.trainer import Trainer
     from runtime.plugin import pluginmanager
     from runtime.wire.spaces import actions_from_outputs, agent_spaces, output_size
 
@@ -118,8 +116,6 @@ def measure(run_dir: Path, setup: dict[str, Any], finetune_steps: int, eval_epis
     settings = Settings.of(config)
     plugins = pluginmanager.load(settings.plugins.table())
     observation_space, action_space = agent_spaces(settings.agent.table())
-    trainer = Trainer(plugins, settings, observation_space, action_space)
-    trainer.restore_data(*run_dir_labels(run_dir))
     chain = perception_chain(plugins, settings, observation_space)
     decider = Decider(plugins, settings, observation_space, action_space)
     torch.set_num_threads(settings.decision.torch_threads)
@@ -136,14 +132,18 @@ def measure(run_dir: Path, setup: dict[str, Any], finetune_steps: int, eval_epis
             features = chain(np.asarray(obs, dtype=np.float32), b"bench")
             return actions_from_outputs(decider.forward(features[None])[0], action_space)[0]
 
-        figures = reports["int8"]["original"] if name == "float" else reports[name]["compressed"]
+        # The float version's figures come with the first report, as the version it was made from.
+        report, side, shape = (
+            (reports["int8"], "original", "hidden_before")
+            if name == "float"
+            else (reports[name], "compressed", "hidden")
+        )
         episode_returns = returns(act, setup["env"], eval_episodes)
         rows[name] = {
             "version": version,
             "status": record.status,
-            "hidden": json.loads(metadata["hidden"]) if "hidden" in metadata else trainer.scratch.hidden,
-            **figures,
-            "agreement": trainer.score(weights_of(tensors, metadata))[0],
+            "hidden": report["compression"][shape],
+            **report[side],
             "return": float(np.mean(episode_returns)),
             "return_std": float(np.std(episode_returns)),
         }

@@ -69,6 +69,7 @@ def test_compressed_versions_pass_or_fail_the_gate_and_the_daemon_serves_one():
     )
     assert kept["compressed"]["bytes"] < kept["original"]["bytes"]
     assert kept["compressed"]["params"] < kept["original"]["params"]
+    assert kept["compressed"]["agreement"] == kept["heldout_agreement"] and 0 < kept["original"]["agreement"] <= 1
 
     # Pruned to one unit and not fine-tuned, it no longer agrees with the teacher: the gate refuses it.
     result = running.cli(

@@ -126,26 +126,25 @@ def print_checks(checks: list[Check]) -> None:
 def print_compressed(report: dict[str, Any]) -> None:
     """``agentrt student compress``: the new version beside the one it was made from."""
     how = report["compression"]
-    table = Table("version", "student", "bytes", "weight bytes", "params (nonzero)", "latency µs", "held-out agreement")
-    for name, version, label, agreement in (
-        ("original", report["parent"], f"hidden {how['hidden_before']}", None),
-        ("compressed", report["version"], f"hidden {how['hidden']}" + (", int8" if how["int8"] else ""), None),
+    table = Table("version", "student", "bytes", "weight bytes", "params ≠ 0", "µs/decision", "held-out agreement")
+    for version, student, figures in (
+        (report["parent"], f"float {how['hidden_before']}", report["original"]),
+        (report["version"], f"{'int8' if how['int8'] else 'float'} {how['hidden']}", report["compressed"]),
     ):
-        figures = report[name]
-        if name == "compressed":
-            agreement = f"{report['heldout_agreement']:.3f}" if report["heldout_agreement"] is not None else "-"
+        agreement = figures["agreement"]
         table.add_row(
             str(version),
-            label,
+            student,
             str(figures["bytes"]),
             str(figures["weight_bytes"]),
             str(figures["params"]),
             f"{figures['latency_us']:.1f}",
-            agreement or "-",
+            "-" if agreement is None else f"{agreement:.3f}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
     serving = report["serving_agreement"]
-    Console().print(
-        f"version {report['version']} {report['status']}: held-out agreement {report['heldout_agreement']}"
-        f" vs {serving} of serving version {report['serving_version']} (margin {report['promotion_margin']})"
+    console.print(
+        f"version {report['version']} {report['status']} by the gate: serving version {report['serving_version']} "
+        f"agrees {'-' if serving is None else f'{serving:.3f}'}, margin {report['promotion_margin']}"
     )

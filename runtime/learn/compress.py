@@ -195,8 +195,11 @@ def _compress(settings: Settings, registry: Registry, compression: Compression, 
         "serving_agreement": verdict.serving_agreement,
         "promotion_margin": settings.distillation.promotion_margin,
         "compression": how,
-        "compressed": asdict(footprint(decider, path, probe)),
-        "original": asdict(footprint(decider, registry.file(parent), probe)),
+        "compressed": {**asdict(footprint(decider, path, probe)), "agreement": verdict.heldout_agreement},
+        "original": {
+            **asdict(footprint(decider, registry.file(parent), probe)),
+            "agreement": trainer.score(weights_of(tensors, metadata))[0],
+        },
     }
 
 

@@ -15,11 +15,13 @@ plugin distributions and Gymnasium peers, all real processes talking real ZeroMQ
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from runtime.peer.gym import run_gym_peers
 from runtime.supervisor.launch import ChildDaemon, private_run_dir
@@ -57,6 +59,14 @@ class TestDaemon(ChildDaemon):
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def students(self) -> dict[str, Any]:
+        """``agentrt student list --json``: the serving version and every version's row."""
+        result = self.cli("student", "list", "--json")
+        if result.returncode != 0:
+            raise AssertionError(f"agentrt student list failed: {result.stderr}")
+        listing: dict[str, Any] = json.loads(result.stdout)
+        return listing
 
 
 def start_daemon(

@@ -413,6 +413,20 @@ def cmd_student_export(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_student_compress(args: argparse.Namespace) -> int:
+    from runtime.learn.compress import Compression, compress
+
+    compression = Compression(int8=args.int8, prune=args.prune, finetune_steps=args.finetune_steps)
+    report = compress(_load_config(args), compression, args.version)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        from runtime.cli.display import print_compressed
+
+        print_compressed(report)
+    return ExitCode.OK if report["promoted"] else ExitCode.FAILURE
+
+
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
     from runtime.roles.teacher import TeacherRole
 
@@ -553,6 +567,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", help="file to write (default: student-v<N>.onnx / .pt / .safetensors here)")
     export.set_defaults(handler=cmd_student_export)
+    compress = student_commands.add_parser(
+        "compress",
+        help="prune and/or quantize a version into a new one, judged by the promotion gate (daemon stopped)",
+    )
+    _add_common(compress)
+    compress.add_argument("--int8", action="store_true", help="store the weights as int8, one scale per output unit")
+    compress.add_argument(
+        "--prune", type=float, default=0.0, help="share of each hidden layer's units to remove (0.5: half)"
+    )
+    compress.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=3000,
+        help="distillation steps on the saved teacher labels before quantizing (default 3000: seconds)",
+    )
+    compress.add_argument("--version", type=int, help="version to compress (default: the serving one)")
+    compress.add_argument("--json", action="store_true")
+    compress.set_defaults(handler=cmd_student_compress)
 
     teacher = commands.add_parser("teacher", help="teacher tools")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)

@@ -75,7 +75,7 @@ class Decision(Role):
         """Serve ``version`` from ``path``; False (the current version serves on) if its file cannot be
         read (it is quarantined), is gone, or its weights do not fit the student."""
         try:
-            self.decider.serve(version, read_checkpoint(path)[0])
+            self.decider.serve(version, *read_checkpoint(path))
         except (CheckpointError, RuntimeError, ValueError) as exc:
             moved = self.store.quarantine(Path(path)) if isinstance(exc, CheckpointError) else None
             if moved is not None:

@@ -3,7 +3,6 @@ aggregates their stats and answers control commands (status, down) from the CLI.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -109,18 +108,16 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
         prepare_run_dir(self.run_dir)
-        with rundir.writing(self.run_dir):
-            # Held for the daemon's lifetime: of two daemons on one run directory, one wins; and a pid
-            # file found while holding it is a dead daemon's, even if its pid now names another process.
-            self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # Held for the daemon's lifetime: of two daemons on one run directory, one wins; and a pid
+        # file found while holding it is a dead daemon's, even if its pid now names another process.
+        self._lock = rundir.lock(self.run_dir)
+        if self._lock is None:
             existing = rundir.read_pid(self.run_dir)
+            # Without a live pid: a daemon still starting, or a command that needs none running (student compress).
+            holder = f"a daemon (pid {existing})" if existing else "a daemon or another agentrt command"
             raise DaemonError(
-                f"a daemon{f' (pid {existing})' if existing else ''} already runs with run directory "
-                f"{self.run_dir}; use 'agentrt down' or another --run-dir"
-            ) from None
+                f"{holder} already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir"
+            )
         with rundir.writing(self.run_dir):
             self._clean_after_dead_daemon()
             atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())

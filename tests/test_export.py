@@ -174,3 +174,38 @@ def test_the_array_layout_refuses_a_student_behind_perception_transforms(run_dir
         export.export_student(settings, plugins, export.LAYOUT, run_dir / "v1.safetensors")
     metadata = export.export_student(settings, plugins, export.ONNX, run_dir / "v1.onnx").metadata
     assert metadata["input"]["transforms"] == ["normalize"]  # whoever runs the ONNX file applies it
+
+
+def test_a_compressed_version_exports_its_own_pruned_int8_network(run_dir):
+    from runtime.learn.nets import compressed_metadata, prune_mlp, quantize_int8
+
+    settings = settings_for(run_dir)
+    float_student = registry_with(run_dir, settings, versions=1)
+    pruned = prune_mlp(float_student, 0.5)
+    metadata = compressed_metadata(pruned, {"int8": True, "prune": 0.5})
+    compressed = quantize_int8(pruned).eval()
+    store = registry.Registry(run_dir)
+    try:
+        record = registry.VersionRecord(
+            2, 1, time.time(), 100, 10, 0.96, 0.05, None, registry.PROMOTED, registry.checkpoint_path(2)
+        )
+        store.add(record, compressed.state_dict(), metadata)
+    finally:
+        store.close()
+    observations = cartpole_observations(64)
+    with torch.no_grad():
+        expected = compressed(torch.from_numpy(observations)).numpy()
+
+    plugins = pluginmanager.load(settings.plugins.table())
+    exported = export.export_student(settings, plugins, export.LAYOUT, run_dir / "compressed.safetensors")
+    assert exported.version == 2
+    layout = LayoutStudent.load(exported.path)
+    assert layout.metadata["layers"] == 2 and len(layout.metadata["input_shape"]) == 1
+    np.testing.assert_allclose(layout.outputs(observations), expected, rtol=TOLERANCE, atol=TOLERANCE)
+
+    import onnxruntime
+
+    onnx_path = export.export_student(settings, plugins, export.ONNX, run_dir / "compressed.onnx").path
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (outputs,) = session.run(None, {export.ONNX_INPUT: observations})
+    np.testing.assert_allclose(outputs, expected, rtol=TOLERANCE, atol=TOLERANCE)

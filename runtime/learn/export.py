@@ -138,7 +138,7 @@ def mlp_layout(student: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any
     ``layers``, ``activation``, ``input_shape``, ``output_size``). ExportError for another network."""
     from torch import nn
 
-    from runtime.learn.nets import MLP
+    from runtime.learn.nets import MLP, Int8Linear
 
     if not isinstance(student, MLP):
         raise ExportError(f"the {LAYOUT} layout holds MLPs only, not {type(student).__name__}")
@@ -147,10 +147,12 @@ def mlp_layout(student: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, Any
             f"the {LAYOUT} layout supports the activations {', '.join(layout.ACTIVATIONS)}, "
             f"not {student.activation!r}; export as onnx instead"
         )
-    linears = [m for m in student.body if isinstance(m, nn.Linear)] + [student.head]
+    linears = [m for m in student.body if isinstance(m, (nn.Linear, Int8Linear))] + [student.head]
     tensors: dict[str, np.ndarray] = {}
     for index, linear in enumerate(linears):
-        tensors[layout.weight_name(index)] = linear.weight.detach().numpy().astype(np.float32, copy=True)
+        # An int8 layer travels dequantized: the layout's readers multiply float32 arrays.
+        weight = linear.dequantized() if isinstance(linear, Int8Linear) else linear.weight
+        tensors[layout.weight_name(index)] = weight.detach().numpy().astype(np.float32, copy=True)
         tensors[layout.bias_name(index)] = linear.bias.detach().numpy().astype(np.float32, copy=True)
     architecture = {
         "layers": len(linears),
@@ -227,6 +229,9 @@ class Exporter:
         # Seeded as decision builds it: version 0 here is the initial student decision serves.
         self.student = build_student(plugins, settings, self.observation_space, self.action_space).eval()
         self.initial = {name: tensor.clone() for name, tensor in self.student.state_dict().items()}
+        # The network of the version loaded last: the configured student, or a compressed version's
+        # own (pruned, int8), built from its checkpoint's metadata.
+        self.loaded: nn.Module = self.student
         self.input_shape = tuple(feature_space(plugins, settings, self.observation_space).shape or ())
 
     def load(self, version: int | None = None) -> registry.VersionRecord:
@@ -248,25 +253,32 @@ class Exporter:
     def load_file(self, version: int, path: str | Path | None) -> registry.VersionRecord:
         """Load ``version`` from its checkpoint ``path`` (version 0: the initial weights, no file); its
         row, from the checkpoint's own metadata. CheckpointError if the file cannot be read."""
+        self.loaded = self.student
         if version == 0:
             self.student.load_state_dict(self.initial)
             return registry.VersionRecord(0, None, 0.0, 0, 0, None, None, None, INITIAL, "")
+        from runtime.learn.nets import weights_of
+
         state, metadata = read_checkpoint(path or "")
-        self.student.load_state_dict(state)
+        weights = weights_of(state, metadata)
+        if isinstance(weights, dict):
+            self.student.load_state_dict(weights)
+        else:
+            self.loaded = weights
         return registry.record_from_metadata(version, metadata)
 
     def export(self, fmt: str, record: registry.VersionRecord) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes]:
         """The loaded version as ``fmt``: (metadata, the layout's tensors (else empty), the file's bytes
         (the layout: empty)). ExportError if the student cannot be exported as ``fmt``."""
-        check_format(self.student, fmt, self.settings.student.plugin)
+        check_format(self.loaded, fmt, self.settings.student.plugin)
         metadata = export_metadata(self.settings, record, self.observation_space, self.action_space, fmt)
         if fmt == LAYOUT:
             check_layout_input(self.settings)
-            tensors, architecture = mlp_layout(self.student)
+            tensors, architecture = mlp_layout(self.loaded)
             metadata.update(architecture)
             return metadata, tensors, b""
         write = onnx_bytes if fmt == ONNX else torchscript_bytes
-        return metadata, {}, write(self.student, self.input_shape, metadata)
+        return metadata, {}, write(self.loaded, self.input_shape, metadata)
 
     def write(self, fmt: str, out: str | Path | None = None, version: int | None = None) -> Exported:
         """Write registry ``version`` (None: the serving one) as ``fmt`` to ``out`` (default

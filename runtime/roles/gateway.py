@@ -22,10 +22,6 @@ from runtime.wire import protocol, spaces, transport
 from runtime.wire.protocol import ErrorCode
 
 POLICIES = frozenset({"auto", "student", "teacher"})
-# Transport events that mean a client spoke something other than ZMTP, or broke the handshake.
-HANDSHAKE_FAILURES = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 
 @dataclass
@@ -63,7 +59,7 @@ class Gateway(Role):
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))
-        self.monitor = self.transport.monitor(self.peers, HANDSHAKE_FAILURES)
+        self.monitor = self.transport.monitor(self.peers, transport.HANDSHAKE_FAILURES)
         self.weights = self.transport.connect(zmq.SUB, self.transport.internal(transport.WEIGHTS))
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
         self.on(self.weights, self.on_weights)

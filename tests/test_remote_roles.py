@@ -37,13 +37,15 @@ def cluster(tmp_path):
     store = KeyStore(tmp_path / "keys")
     server_key = store.generate_server()
     public, secret = generate_client(tmp_path / "gpu-host", "gpu-teacher")
-    authorized = agentrt("keys", "authorize", "--role", str(public), env={"AGENTRT_SECURITY_KEYS_DIR": str(store.directory)})
+    authorized = agentrt(
+        "keys", "authorize", "--role", str(public), env={"AGENTRT_SECURITY_KEYS_DIR": str(store.directory)}
+    )
     assert authorized.returncode == 0, authorized.stderr
     connect = f"tcp://127.0.0.1:{free_port_range(len(NETWORK_ENDPOINTS))}"
     daemon = start_daemon(
         f'[internal]\nendpoints = "{connect}"\nremote_roles = ["teacher"]\n'
         f'[security]\nkeys_dir = "{store.directory}"\n'
-        '[query.params]\nact_below_confidence = 1.0\n'
+        "[query.params]\nact_below_confidence = 1.0\n"
     )
     try:
         yield daemon, connect, (server_key, secret)
@@ -84,8 +86,10 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
 
         replacement = start_remote_role("teacher", connect, tmp_path / "teacher.log", keys)
         status = daemon.wait_until(
-            lambda s: s["roles"]["teacher"]["state"] == "running"
-            and s["roles"]["teacher"]["remote"]["pid"] == replacement.pid,
+            lambda s: (
+                s["roles"]["teacher"]["state"] == "running"
+                and s["roles"]["teacher"]["remote"]["pid"] == replacement.pid
+            ),
             timeout=90,
             what="the teacher rejoined",
         )

@@ -36,6 +36,7 @@ __all__ = [
     "run_gym_peers",
     "start_daemon",
     "start_remote_role",
+    "stop_child",
 ]
 
 
@@ -162,3 +163,14 @@ def start_remote_role(
                 **(env or {}),
             },
         )
+
+
+def stop_child(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    """Stop a child by its pid: SIGTERM, then SIGKILL if it is still there after ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from runtime.processes import wait_for_exit
-from runtime.testing import start_daemon, start_remote_role
+from runtime.testing import start_daemon, start_remote_role, stop_child
 from runtime.wire.keys import KeyStore, generate_client
 
 RUNTIME_TO_TEACHER = ("rt-t", "10.213.1.1", "t0", "10.213.1.2")
@@ -174,16 +173,6 @@ class Hosts:
             holder.wait()
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -310,7 +299,7 @@ def test_peers_and_a_remote_teacher_in_other_namespaces_recover_from_a_cut_link(
         assert status["roles"]["teacher"]["state"] == "running"
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_child(process)
         if daemon is not None:
             daemon.stop()
         hosts.close()

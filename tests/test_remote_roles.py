@@ -4,26 +4,13 @@ that joins from another host (``agentrt role teacher --connect``), here over loo
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import pytest
 
 from runtime.errors import ConfigError
-from runtime.testing import agentrt, free_port_range, run_gym_peers, start_daemon, start_remote_role
+from runtime.testing import agentrt, free_port_range, run_gym_peers, start_daemon, start_remote_role, stop_child
 from runtime.wire.keys import KeyStore, generate_client
 from runtime.wire.transport import NETWORK_ENDPOINTS
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a child by pid: SIGTERM, then SIGKILL if it does not go."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def log_events(daemon, event: str) -> list[dict]:
@@ -98,9 +85,9 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
         again = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=4, peers=2)
         assert again.by_teacher > 0, again.as_dict()
     finally:
-        stop(teacher)
+        stop_child(teacher)
         if replacement is not None:
-            stop(replacement)
+            stop_child(replacement)
 
 
 def test_a_remote_role_without_a_key_is_refused_when_curve_is_on(cluster, tmp_path):
@@ -118,7 +105,7 @@ def test_a_remote_role_without_a_key_is_refused_when_curve_is_on(cluster, tmp_pa
         assert alone.by_teacher == 0 and alone.steps > 0
         assert daemon.status()["roles"]["teacher"]["state"] == "waiting"
     finally:
-        stop(plaintext)
+        stop_child(plaintext)
     # Without its keys a role with CURVE on does not even start: it says what it needs.
     refused = agentrt("role", "teacher", "--connect", connect, timeout=60)
     assert refused.returncode == ConfigError.exit_code, refused.stderr

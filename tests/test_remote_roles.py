@@ -71,7 +71,10 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
         assert status["roles"]["decision"]["gauges"]["teacher_available"] is False
         assert status["errors"]["total"] == 0, status["errors"]
 
-        replacement = start_remote_role("teacher", connect, tmp_path / "teacher.log", keys)
+        # `agentrt teacher serve --connect` is the same remote role.
+        replacement = start_remote_role(
+            "teacher", connect, tmp_path / "teacher.log", keys, command=("teacher", "serve")
+        )
         status = daemon.wait_until(
             lambda s: (
                 s["roles"]["teacher"]["state"] == "running"

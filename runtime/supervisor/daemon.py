@@ -56,6 +56,7 @@ class RoleProcess:
     remote: bool = False
     remote_host: str | None = None
     remote_pid: int | None = None
+    others: set[tuple[str | None, int]] = field(default_factory=set)  # incarnations reported while it ran
 
     def state(self, now: float, unresponsive_after_s: float) -> str:
         """``running`` once the process reported, ``unresponsive`` while its reports are overdue; a
@@ -366,7 +367,8 @@ class Daemon:
         """A role's report: its counters and gauges, and a heartbeat."""
         role = self.roles.get(message["role"])
         if role is not None and role.remote:
-            self._take_remote(role, message)
+            if not self._take_remote(role, message):
+                return
         # A report from an earlier incarnation must not overwrite the current one's.
         elif role is None or role.process is None or role.process.pid != message["pid"]:
             return
@@ -381,20 +383,37 @@ class Daemon:
         if role.name == "gateway" and "peer_endpoint" in role.gauges:
             self._pin_peer_endpoint(role.gauges["peer_endpoint"])
 
-    def _take_remote(self, role: RoleProcess, message: protocol.Message) -> None:
-        """A remote role's report: a new host or pid is a new incarnation joining (its counters are
-        added to the earlier ones'); whichever reports last is the one status shows."""
+    def _take_remote(self, role: RoleProcess, message: protocol.Message) -> bool:
+        """Whether to take a remote role's report. A new host or pid is a new incarnation joining
+        (its counters are added to the earlier ones') unless the current one still reports: then
+        it is a second process for the role (it is served requests too, but status follows one),
+        logged once and its reports left out."""
         incarnation = (message.get("host"), message["pid"])
         if incarnation == (role.remote_host, role.remote_pid):
-            return
+            return True
+        now = self.clock()
+        if role.remote_pid is not None and now - role.last_report <= self.settings.daemon.unresponsive_after_s:
+            if incarnation not in role.others:
+                role.others.add(incarnation)
+                self.log.warning(
+                    "remote_role_duplicate",
+                    child=role.name,
+                    host=incarnation[0],
+                    pid=incarnation[1],
+                    shown_host=role.remote_host,
+                    shown_pid=role.remote_pid,
+                )
+            return False
         if role.remote_pid is not None:
             role.restarts += 1
             role.carried.update(role.counters)
             role.counters = {}
         role.remote_host, role.remote_pid = incarnation
-        role.started_at = self.clock()
+        role.others.discard(incarnation)
+        role.started_at = now
         role.overdue = False
         self.log.info("remote_role_joined", child=role.name, host=role.remote_host, pid=role.remote_pid)
+        return True
 
     def _pin_peer_endpoint(self, bound: str) -> None:
         """With a port left to the OS (``tcp://host:*``), the port the gateway got is where peers are:

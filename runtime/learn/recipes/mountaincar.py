@@ -24,6 +24,7 @@ import numpy as np
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import dagger, evaluate, network_policy
 from runtime.learn.nets import parameter_count
+from runtime.learn.recipes import ASSETS
 
 ENV_ID = "MountainCar-v0"
 VELOCITY_SCALE = 100.0  # velocities are at most 0.07: logits up to about +-7
@@ -31,8 +32,7 @@ HIDDEN = [64, 64]
 ACCEPT_RETURN = -130.0
 EVAL_EPISODES = 100
 EVAL_SEED = 99_000
-# The shipped checkpoints live with the built-in plugins (plugins/teachers.py BUILTIN_CHECKPOINTS).
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[3] / "plugins" / "assets" / "mountaincar_teacher.safetensors"
+DEFAULT_OUTPUT = ASSETS / "mountaincar_teacher.safetensors"
 
 
 def expert_logits(observations: np.ndarray) -> np.ndarray:

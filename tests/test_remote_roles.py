@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, ExitCode
 from runtime.testing import agentrt, free_port_range, run_gym_peers, start_daemon, start_remote_role, stop_child
 from runtime.wire.keys import KeyStore, generate_client
 from runtime.wire.transport import NETWORK_ENDPOINTS
@@ -136,3 +136,23 @@ def test_internal_tcp_beyond_loopback_needs_curve_and_remote_roles_need_tcp(tmp_
         env={"AGENTRT_INTERNAL_ENDPOINTS": "tcp://127.0.0.1:7420", "AGENTRT_INTERNAL_REMOTE_ROLES": "gateway"},
     )
     assert unsupported.returncode == ConfigError.exit_code and "remote_roles" in unsupported.stderr
+
+
+def test_the_daemons_check_leaves_a_remote_teacher_to_its_own_host(tmp_path):
+    """A teacher whose checkpoint only the GPU host has: `up`'s check on the daemon's host does not
+    build it when it is remote, and still fails where it would run here."""
+    missing = {"AGENTRT_TEACHER_PARAMS": f'{{ path = "{tmp_path / "only-on-the-gpu-host.safetensors"}" }}'}
+    local = agentrt("plugins", "--check", "--json", env=missing)
+    assert local.returncode == ExitCode.CONFIG, local.stdout
+    remote = agentrt(
+        "plugins",
+        "--check",
+        "--json",
+        env={
+            **missing,
+            "AGENTRT_INTERNAL_ENDPOINTS": "tcp://127.0.0.1:7420",
+            "AGENTRT_INTERNAL_REMOTE_ROLES": "teacher",
+        },
+    )
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert all(check["ok"] for check in json.loads(remote.stdout))

@@ -115,6 +115,27 @@ def test_a_remote_role_without_a_key_is_refused_when_curve_is_on(cluster, tmp_pa
     assert "--server-key" in refused.stderr
 
 
+def test_every_role_on_this_host_over_tcp_with_curve(tmp_path):
+    """No remote role: the local teacher binds its ROUTER on TCP like the other inputs, and every
+    role presents the runtime's own key."""
+    store = KeyStore(tmp_path / "keys")
+    store.generate_server()
+    connect = f"tcp://127.0.0.1:{free_port_range(len(NETWORK_ENDPOINTS))}"
+    daemon = start_daemon(
+        f'[internal]\nendpoints = "{connect}"\n[security]\nkeys_dir = "{store.directory}"\n'
+        "[query.params]\nact_below_confidence = 1.0\n"
+    )
+    try:
+        summary = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=1, peers=2)
+        assert summary.by_teacher > 0, summary.as_dict()
+        status = daemon.status()
+        assert status["roles"]["teacher"]["remote"] is None and status["roles"]["teacher"]["pid"]
+        assert status["daemon"]["internal_refused"] == 0
+        assert sorted(store.roles_dir.glob("*.key")) == []  # nothing authorized beyond the runtime's own pair
+    finally:
+        daemon.stop()
+
+
 def test_internal_tcp_beyond_loopback_needs_curve_and_remote_roles_need_tcp(tmp_path):
     exposed = agentrt(
         "config", "show", env={"AGENTRT_INTERNAL_ENDPOINTS": "tcp://0.0.0.0:7420", "AGENTRT_INTERNAL_CURVE": "false"}

@@ -36,6 +36,8 @@ SCRIPTS = ("latency", "throughput", "swap", "memory", "distiller", "label_effici
 GOALS: list[tuple[str, str, str, Any]] = [
     ("latency", "ratio_p50", "≤ 1.25× (quiet)", lambda v: v <= 1.25),
     ("latency", "p99_us", "≤ 1,000 µs (quiet)", lambda v: v <= 1000),
+    ("latency", "gateway_cpu_us_per_hello", "≤ 500 µs", lambda v: v <= 500),
+    ("latency", "gateway_cpu_us_per_heartbeat", "-", None),
     ("throughput", "ratio_8", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_32", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_128", "-", None),
@@ -380,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             "label": label,
             "commit": commit or None,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": "make bench" + (" (--quick)" if args.quick else ""),
+            "command": "make bench"
+            + (" (--quick)" if args.quick else "")
+            + (f" (--only {' '.join(args.only)})" if args.only else ""),
             "machine": machine,
             "scripts": records,
         }

@@ -140,7 +140,18 @@ class ProtocolSettings(Section):
         "this long is closed",
         _TIMEOUT_S,
     )
-    max_sessions: int = setting(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int)
+    max_sessions: int = setting(
+        1024,
+        "peer sessions at once; a hello beyond them gets UNAVAILABLE. Also the bound of every per-peer "
+        "table (decision's label shares; the gateway's sessions)",
+        positive_int,
+    )
+    space_cache_entries: int = setting(
+        64,
+        "distinct mismatching spaces from hellos whose difference from the agent's is remembered, "
+        "so a repeated hello that differs only in its bounds is compared once",
+        positive_int,
+    )
     forced_teacher_budget: int = setting(
         100,
         "observations per session that may force policy = teacher; beyond it the query policy decides",

@@ -187,7 +187,7 @@ def test_run_all_names_the_extra_when_matplotlib_is_missing(monkeypatch, capsys)
 
 # --- end to end, opt-in ---------------------------------------------------------------------------
 SMOKE = {
-    "latency": ["p50_us", "p99_us", "baseline_p50_us", "ratio_p50", "cpu_us_per_trip"],
+    "latency": ["p50_us", "p99_us", "baseline_p50_us", "ratio_p50", "cpu_us_per_trip", "gateway_cpu_us_per_hello"],
     "throughput": ["ratio_1", "ratio_8", "configs", "dropped"],
     "swap": ["swap_p50_ms", "swap_p99_ms", "dropped", "delayed_by_swaps", "ratio_p99"],
     "memory": ["total_pss_mib", "idle_total_pss_mib", "total_rss_mib", "total_uss_mib", "loaded", "idle"],

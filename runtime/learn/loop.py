@@ -97,6 +97,10 @@ class LabelShare:
     policy spends its answers on other peers, and, within a batch, those the policy chose beyond
     the peer's allowance are taken back. Observations a peer forced to ``teacher`` are the
     gateway's forced-teacher budget's business.
+
+    At most ``max_peers`` peers are remembered (``protocol.max_sessions``): beyond them, the least
+    recently seen peers and the smallest counts are forgotten first, so that peers coming and
+    going within a window cannot grow the tables.
     """
 
     #: Counts below this (about a thousandth of a label) are forgotten, so the table stays small.
@@ -107,9 +111,10 @@ class LabelShare:
     #: turn, or one that attached first, must not be held back for being a few labels ahead.
     AHEAD = 16.0
 
-    def __init__(self, limit: float, window_s: float, now: float) -> None:
+    def __init__(self, limit: float, window_s: float, now: float, max_peers: int) -> None:
         self.limit = limit
         self.window_s = window_s
+        self.max_peers = max_peers
         self.counts: dict[Hashable, float] = {}
         self.seen: dict[Hashable, float] = {}  # peer -> when it last had an observation decided
         self.updated = now
@@ -120,6 +125,8 @@ class LabelShare:
         self.counts = {
             peer: count * factor for peer, count in self.counts.items() if count * factor >= self.FORGET_BELOW
         }
+        if len(self.counts) > self.max_peers:
+            self.counts = dict(sorted(self.counts.items(), key=lambda item: item[1])[-self.max_peers :])
 
     def allowances(self, peers: Iterable[Hashable], now: float) -> dict[Hashable, float]:
         """Per peer of a batch: how many more labels it may take now (infinite while no other
@@ -127,6 +134,8 @@ class LabelShare:
         self._decay(now)
         self.seen.update((peer, now) for peer in peers)
         self.seen = {peer: when for peer, when in self.seen.items() if now - when <= self.window_s}
+        if len(self.seen) > self.max_peers:
+            self.seen = dict(sorted(self.seen.items(), key=lambda item: item[1])[-self.max_peers :])
         counts = {peer: count for peer, count in self.counts.items() if peer in self.seen}
         total = sum(counts.values())
         # Never below an equal split between the peers being labelled: with a limit under 1/n,
@@ -180,7 +189,9 @@ class Decider:
         query = settings.query
         self.policy_component = plugins.get("query_policy", query.policy)
         self.policy = plugins.build("query_policy", query.policy, dict(query.params))
-        self.shares = LabelShare(query.max_peer_label_share, query.peer_share_window_s, clock())
+        self.shares = LabelShare(
+            query.max_peer_label_share, query.peer_share_window_s, clock(), settings.protocol.max_sessions
+        )
         self.version = 0  # untrained until a version is served
 
     def serve(self, version: int, state: State) -> None:

@@ -17,11 +17,14 @@ from zmq.utils.monitor import recv_monitor_message
 from runtime.config import peer_security
 from runtime.errors import ConfigError, ProtocolError
 from runtime.learn import registry
-from runtime.roles.base import Role
+from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, spaces, transport
 from runtime.wire.protocol import ErrorCode
 
 POLICIES = frozenset({"auto", "student", "teacher"})
+# A poll turn handles at most this many hellos; the rest wait for the next turn, after the replies
+# that came back meanwhile went out: a burst of hellos must not hold up attached peers' actions.
+HELLOS_PER_TURN = 8
 
 
 @dataclass
@@ -73,6 +76,10 @@ class Gateway(Role):
         self.out_of_bounds = self.settings.protocol.out_of_bounds
         self.forced_teacher_budget = self.settings.protocol.forced_teacher_budget
         self.teacher_peers = frozenset(self.settings.protocol.teacher_peers)
+        self.matchers = [
+            spaces.Matcher(space, what, self.max_message_bytes, self.settings.protocol.space_cache_entries)
+            for what, space in (("observation_space", self.observation_space), ("action_space", self.action_space))
+        ]
         self.agent_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
@@ -85,7 +92,10 @@ class Gateway(Role):
 
     # --- peers -----------------------------------------------------------------------------------
     def on_peer_message(self, sock: zmq.Socket) -> None:
-        for _ in range(256):
+        hellos = 0
+        for _ in range(DRAIN_LIMIT):
+            if hellos >= HELLOS_PER_TURN:
+                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -100,7 +110,9 @@ class Gateway(Role):
                 )
                 continue
             try:
-                self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER))
+                message = protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER)
+                hellos += message.kind == "hello"
+                self.handle_peer(route, message)
             except ProtocolError as exc:
                 if exc.kind in protocol.UNANSWERED:  # refused, counted, but bye and error get no reply
                     self.count_error(exc.code, detail=exc.message, seq=exc.seq)
@@ -148,22 +160,18 @@ class Gateway(Role):
                 ErrorCode.INVALID_FIELD,
                 f"hello: peer_name has {len(peer_name)} characters; at most {protocol.MAX_PEER_NAME_CHARS}",
             )
+        # Canonical encodings, never the peer's spaces themselves: a hello declaring a million-element
+        # box costs microseconds (docs/protocol.md, Spaces).
         try:
-            observation_space = spaces.from_wire(
-                message["observation_space"], "observation_space", self.max_message_bytes
-            )
-            action_space = spaces.from_wire(message["action_space"], "action_space", self.max_message_bytes)
+            differences = [(matcher, matcher.difference(message[matcher.what])) for matcher in self.matchers]
         except (ValueError, TypeError, ProtocolError) as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"hello: {exc}") from None
-        for what, theirs, ours in (
-            ("observation", observation_space, self.observation_space),
-            ("action", action_space, self.action_space),
-        ):
-            if not spaces.same_space(theirs, ours):
-                differs = spaces.difference(theirs, ours)
+        for matcher, differs in differences:
+            if differs is not None:
                 raise ProtocolError(
                     ErrorCode.SPACE_MISMATCH,
-                    f"{what} space does not match the agent's {spaces.describe(ours)}: {differs}",
+                    f"{matcher.what.removesuffix('_space')} space does not match the agent's "
+                    f"{spaces.describe(matcher.ours)}: {differs}",
                 )
         if route in self.sessions:
             self.detach(route, "rehello")
@@ -183,8 +191,8 @@ class Gateway(Role):
             "agentrt_peer_attached",
             peer_id=session.peer_id,
             peer_name=session.peer_name,
-            observation_space=observation_space,
-            action_space=action_space,
+            observation_space=self.observation_space,  # the peer's: it matches
+            action_space=self.action_space,
         )
 
     def agent_fields(self) -> dict[str, object]:

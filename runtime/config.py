@@ -158,6 +158,11 @@ class ProtocolSettings(Section):
         and_(integer, ge(0)),
     )
     teacher_peers: list[str] = setting([], "peer names that may force the teacher without that budget", _NAMES)
+    edge_label_budget: int = setting(
+        10000,
+        "edge peers' label messages per session that the teacher labels for sure; beyond it the query policy decides",
+        and_(integer, ge(0)),
+    )
     out_of_bounds: str = setting(
         "refuse",
         "an observation outside the observation space's finite bounds: refuse (INVALID_FIELD) or clip it",

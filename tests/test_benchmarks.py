@@ -192,6 +192,7 @@ SMOKE = {
     "swap": ["swap_p50_ms", "swap_p99_ms", "dropped", "delayed_by_swaps", "ratio_p99"],
     "memory": ["total_pss_mib", "idle_total_pss_mib", "total_rss_mib", "total_uss_mib", "loaded", "idle"],
     "distiller": ["ratio", "ratio_per_cpu", "distiller_steps_per_s", "bare_steps_per_s"],
+    "edge": ["edge_p50_us", "runtime_p50_us", "ratio_p50", "labels_per_episode", "promotion_to_edge_p50_ms"],
 }
 EXTRA_ARGS = {"throughput": ["--peers", "1", "8"]}
 

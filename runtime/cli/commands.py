@@ -276,7 +276,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 # --- peers and demo ------------------------------------------------------------------------------------
 def cmd_attach_gym(args: argparse.Namespace) -> int:
-    from runtime.peer.gym import run_gym_peers
+    from runtime.peer.edge import EdgeQuery
+    from runtime.peer.gym import run_edge_gym_peers, run_gym_peers
 
     endpoint = args.endpoint or _load_config(args)["daemon"]["peer_endpoint"]
 
@@ -295,17 +296,28 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
         if not (args.server_key and args.client_key):
             raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
         curve = ClientKeys.from_files(args.server_key, args.client_key)
-    summary = run_gym_peers(
-        endpoint,
-        args.env_id,
-        args.episodes,
-        args.peers,
-        args.policy,
-        args.seed,
+    common: dict[str, Any] = dict(
+        endpoint=endpoint,
+        env_id=args.env_id,
+        episodes=args.episodes,
+        peers=args.peers,
+        seed=args.seed,
         wait_s=args.wait,
         on_episode=report,
         curve=curve,
     )
+    if args.edge:
+        if args.policy == "teacher":
+            raise ConfigError("--edge: the student acts at the edge; --policy student asks for no labels")
+        summary = run_edge_gym_peers(
+            **common,
+            query=EdgeQuery(per_second=args.labels_per_s, seed=args.seed) if args.policy == "auto" else None,
+            transitions=args.transitions,
+            format=args.edge_format,
+            step_hz=args.step_hz,
+        )
+    else:
+        summary = run_gym_peers(**common, policy=args.policy)
     result = summary.as_dict()
     if args.json:
         print(json.dumps(result))
@@ -314,6 +326,12 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
             f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
             f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}"
         )
+        if "edge" in result:
+            edge = result["edge"]
+            print(
+                f"edge: {edge['labels_sent']} labels sent, versions {edge['versions']}, "
+                f"decision p50 {edge['decision_us_p50']} µs"
+            )
     return ExitCode.OK
 
 
@@ -393,6 +411,26 @@ def cmd_student_rollback(args: argparse.Namespace) -> int:
         timeout_s=10,
     )
     print(json.dumps(result))
+    return ExitCode.OK
+
+
+def cmd_student_export(args: argparse.Namespace) -> int:
+    from runtime.learn.export import export_student
+    from runtime.plugin import pluginmanager
+
+    settings = Settings.of(_load_config(args))
+    plugins = pluginmanager.load(settings.plugins.table())
+    exported = export_student(settings, plugins, args.format, args.out, args.version)
+    print(
+        json.dumps(
+            {
+                "path": str(exported.path),
+                "format": exported.format,
+                "version": exported.version,
+                "size_bytes": exported.size_bytes,
+            }
+        )
+    )
     return ExitCode.OK
 
 
@@ -489,6 +527,17 @@ def build_parser() -> argparse.ArgumentParser:
     gym.add_argument("--seed", type=int, default=0)
     gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
     gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
+    gym.add_argument(
+        "--edge",
+        action="store_true",
+        help="the edge mode: each peer runs the student itself and asks for labels (--policy auto) or none (student)",
+    )
+    gym.add_argument("--edge-format", choices=["safetensors+json", "onnx"], default="safetensors+json")
+    gym.add_argument("--labels-per-s", type=float, default=50.0, help="with --edge: each peer's label budget")
+    gym.add_argument(
+        "--transitions", type=float, default=0.0, help="with --edge: share of other steps sent for the query policy"
+    )
+    gym.add_argument("--step-hz", type=float, help="with --edge: control-loop rate (default: as fast as it goes)")
     gym.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
     gym.add_argument(
         "--client-key", help="CURVE: this peer's key pair (<name>.key_secret, agentrt keys generate --client)"
@@ -529,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
     demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     demo.add_argument("--peers", type=int, default=4)
+    demo.add_argument(
+        "--edge", action="store_true", help="edge peers: each runs the student itself while the runtime teaches it"
+    )
     demo.add_argument("--max-train-s", type=float, default=180.0)
     demo.add_argument("--eval-episodes", type=int, default=20)
     demo.add_argument("--plot", default="agentrt-demo.png", help="learning-curve PNG ('' for none)")
@@ -544,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(rollback)
     rollback.add_argument("--to", type=int, help="version to serve (default: the promoted one before the serving one)")
     rollback.set_defaults(handler=cmd_student_rollback)
+    from runtime.learn.export import FORMATS
+
+    export = student_commands.add_parser("export", help="write a student version for use outside the runtime")
+    _add_common(export)
+    export.add_argument("--version", type=int, help="version to export (default: the serving one)")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--out", help="file to write (default: student-v<N>.onnx / .pt / .safetensors here)")
+    export.set_defaults(handler=cmd_student_export)
 
     teacher = commands.add_parser("teacher", help="teacher tools")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)

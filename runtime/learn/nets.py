@@ -15,7 +15,11 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 class FeatureNet(nn.Module):
     """A student network: ``forward_features(x) -> (outputs, features)``, and ``forward`` the outputs
-    alone, so feature-hint strategies and plain inference run the same computation."""
+    alone, so feature-hint strategies and plain inference run the same computation.
+
+    ``export_formats``: what ``runtime.learn.export`` can write the network as."""
+
+    export_formats: tuple[str, ...] = ("onnx", "torchscript")
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -26,6 +30,9 @@ class FeatureNet(nn.Module):
 
 class MLP(FeatureNet):
     """A multilayer perceptron over flattened observations; exposes its last hidden layer as features."""
+
+    # The array layout too: it runs without torch (the edge mode).
+    export_formats = ("onnx", "torchscript", "safetensors+json")
 
     def __init__(
         self, input_shape: tuple[int, ...], output_size: int, hidden: list[int], activation: str = "relu"

@@ -332,7 +332,8 @@ class Distillation(Role):
 
     def announce(self, version: int, path: str) -> None:
         self.gauges["serving_version"] = version
-        self.send(self.publisher, protocol.encode("weights", version=version, path=path), "weights")
+        weights = protocol.encode("weights", version=version, path=path, announced_at=time.time())
+        self.send(self.publisher, weights, "weights")
 
     def prune(self) -> None:
         pruned = self.registry.prune(self.settings.distillation.keep_versions)

@@ -14,7 +14,7 @@ from typing import Any
 
 from runtime import config as config_module
 from runtime import rundir
-from runtime.config import Settings, peer_security
+from runtime.config import REMOTE_CAPABLE, Settings, internal_network, peer_security
 from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
 from runtime.files import atomic_write
 from runtime.processes import SAFE_PATH_ENV
@@ -40,6 +40,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="run directory (default: $AGENTRT_RUN_DIR or daemon.run_dir)")
 
 
+def _add_joining(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--connect",
+        required=required,
+        metavar="tcp://DAEMON-HOST:PORT",
+        help="the daemon's internal.endpoints: join it as its role",
+    )
+    parser.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
+    parser.add_argument(
+        "--client-key", help="CURVE: this role's key pair (NAME.key_secret; keys authorize --role there)"
+    )
+
+
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     from runtime.plugin.pluginmanager import describe
@@ -52,6 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
     if peer_security(settings) == "curve":
         settings.security.keys().server_secret()  # exists and reads, or a ConfigError now
+    internal_network(settings)  # the same for the internal endpoints' keys, and their exposure
     try:
         agent_spaces(settings.agent.table())
     except ConfigError as exc:
@@ -128,7 +142,7 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
                     file=sys.stderr,
                 )
             return ExitCode.CONFIG
-        if all(role["state"] == "running" for role in status["roles"].values()):
+        if not control.waiting_for(status):
             print(
                 json.dumps(
                     {
@@ -141,7 +155,7 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
             )
             return ExitCode.OK
         time.sleep(0.1)
-    waiting = {name: role for name, role in status.get("roles", {}).items() if role["state"] != "running"}
+    waiting = {name: status["roles"][name] for name in control.waiting_for(status)} if status else {}
     print(
         f"agentrt up: the daemon (pid {process.pid}) is still starting after {wait_s:g} s; 'agentrt down' stops it",
         file=sys.stderr,
@@ -195,7 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_status(status)
     if args.ready:
         # Ready: every role serves. A daemon that answers while a role restarts is alive, not ready.
-        waiting = {name: role["state"] for name, role in status["roles"].items() if role["state"] != "running"}
+        waiting = control.waiting_for(status)
         if waiting:
             print("agentrt status: not ready: " + ", ".join(f"{n} {s}" for n, s in waiting.items()), file=sys.stderr)
             return ExitCode.FAILURE
@@ -233,23 +247,30 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     store = _key_store(args)
     server = store.directory / "server.key"
     authorized = {name: fingerprint(key) for name, key in store.authorized().items()}
+    roles = {name: fingerprint(key) for name, key in store.authorized(role=True).items()}
     if args.json:
-        print(json.dumps({"keys_dir": str(store.directory), "server": server.exists(), "authorized": authorized}))
+        print(
+            json.dumps(
+                {"keys_dir": str(store.directory), "server": server.exists(), "authorized": authorized, "roles": roles}
+            )
+        )
         return ExitCode.OK
     print(f"keys in {store.directory}; server key pair: {'yes' if server.exists() else 'no (agentrt keys generate)'}")
     for name, print_ in authorized.items():
         print(f"  {name}  {print_}")
+    for name, print_ in roles.items():
+        print(f"  {name}  {print_}  (remote role)")
     return ExitCode.OK
 
 
 def cmd_keys_authorize(args: argparse.Namespace) -> int:
     name = args.name or Path(args.key_file).name.split(".key")[0]
-    print(_key_store(args).authorize(args.key_file, name))
+    print(_key_store(args).authorize(args.key_file, name, role=args.role))
     return ExitCode.OK
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    _key_store(args).revoke(args.name)
+    _key_store(args).revoke(args.name, role=args.role)
     return ExitCode.OK
 
 
@@ -430,7 +451,33 @@ def cmd_student_compress(args: argparse.Namespace) -> int:
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
     from runtime.roles.teacher import TeacherRole
 
+    if args.connect:
+        args.role = "teacher"
+        return cmd_role(args)
     return TeacherRole(_load_config(args), supervised=False, endpoint=args.endpoint).run()
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    """Run one role on this host for a daemon on another: it dials the daemon's TCP internal
+    endpoints (``--connect`` is internal.endpoints there) and joins its supervision."""
+    import importlib
+
+    from runtime.roles import ROLE_MODULES
+
+    config = _load_config(args)
+    config["internal"]["endpoints"] = config_module.merge(
+        config, {"internal": {"endpoints": args.connect}}, "--connect"
+    )["internal"]["endpoints"]
+    keys = None
+    if args.server_key or args.client_key:
+        from runtime.wire.keys import ClientKeys
+
+        if not (args.server_key and args.client_key):
+            raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
+        keys = ClientKeys.from_files(args.server_key, args.client_key)
+    module_name, _, class_name = ROLE_MODULES[args.role].partition(":")
+    role_class = getattr(importlib.import_module(module_name), class_name)
+    return role_class(config, joining=True, keys=keys).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -531,10 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(authorize)
     authorize.add_argument("key_file", help="the peer's NAME.key (a .key_secret is read for its public key only)")
     authorize.add_argument("--name", help="name for it (default: the file's name without .key)")
+    authorize.add_argument(
+        "--role", action="store_true", help="a remote role's key (agentrt role ... --connect), not a peer's"
+    )
     authorize.set_defaults(handler=cmd_keys_authorize)
     revoke = keys_commands.add_parser("revoke", help="remove a peer's key (refused from its next connection)")
     _add_common(revoke)
     revoke.add_argument("name")
+    revoke.add_argument("--role", action="store_true", help="a remote role's key, not a peer's")
     revoke.set_defaults(handler=cmd_keys_revoke)
 
     demo = commands.add_parser("demo", help="online distillation on CartPole-v1, end to end")
@@ -588,12 +639,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     teacher = commands.add_parser("teacher", help="teacher tools")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
-    serve = teacher_commands.add_parser("serve", help="serve the configured teacher over TCP for remote daemons")
+    serve = teacher_commands.add_parser(
+        "serve",
+        help="serve the configured teacher for a daemon on another host: with --connect, as its teacher role "
+        "(agentrt role teacher); with --endpoint, for [teacher] plugin = remote",
+    )
     _add_common(serve)
     serve.add_argument(
-        "--endpoint", default="tcp://127.0.0.1:7412", help="where to listen (tcp://0.0.0.0:7412 for other hosts)"
+        "--endpoint",
+        default="tcp://127.0.0.1:7412",
+        help="where to listen for the remote teacher plugin (tcp://0.0.0.0:7412 for other hosts; no CURVE)",
     )
-    serve.set_defaults(handler=cmd_teacher_serve)
+    _add_joining(serve)
+    serve.set_defaults(handler=cmd_teacher_serve, connect=None)
+
+    role = commands.add_parser(
+        "role", help="run a role on this host for a daemon on another (internal.remote_roles there)"
+    )
+    _add_common(role)
+    role.add_argument("role", choices=REMOTE_CAPABLE)
+    _add_joining(role, required=True)
+    role.set_defaults(handler=cmd_role)
 
     from runtime.learn.offline import add_parser as add_distill_parser
 

@@ -27,9 +27,13 @@ def print_status(status: dict[str, Any]) -> None:
     roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():
         last_exit = "-" if role["last_exit_code"] is None else f"{role['last_exit_code']}: {role['last_exit_reason']}"
-        roles.add_row(
-            name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit
-        )
+        remote = role.get("remote")
+        where = str(role["pid"])
+        if remote:
+            where = f"remote {remote['host']}:{remote['pid']}" if remote["pid"] else "remote (not joined)"
+        if remote and role["silent_s"] is not None:
+            where += f" (seen {role['silent_s']:.1f} s ago)"
+        roles.add_row(name, where, role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit)
     console.print(roles)
     decisions = status["decisions"]
     summary = Table(

@@ -82,7 +82,7 @@ class Distillation(Role):
         self.retry_write_at = 0.0
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DISTILLATION_IN))
-        self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
+        self.teacher = self.teacher_socket(transport.TEACH_DISTILLATION)
         self.publisher = self.transport.bind(zmq.PUB, self.transport.internal(transport.WEIGHTS))
         self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.DISTILLATION_CONTROL))
         self.on(self.inbox, lambda sock: self.drain(sock, self.on_sample))

@@ -30,10 +30,6 @@ LABEL_POLICIES = frozenset({"auto", "teacher"})
 # A poll turn handles at most this many hellos; the rest wait for the next turn, after the replies
 # that came back meanwhile went out: a burst of hellos must not hold up attached peers' actions.
 HELLOS_PER_TURN = 8
-# Transport events that mean a client spoke something other than ZMTP, or broke the handshake.
-HANDSHAKE_FAILURES = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 
 @dataclass
@@ -72,7 +68,7 @@ class Gateway(Role):
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))
-        self.monitor = self.transport.monitor(self.peers, HANDSHAKE_FAILURES)
+        self.monitor = self.transport.monitor(self.peers, transport.HANDSHAKE_FAILURES)
         self.weights = self.transport.connect(zmq.SUB, self.transport.internal(transport.WEIGHTS))
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
         self.on(self.weights, self.on_weights)

@@ -288,6 +288,8 @@ KINDS: dict[str, Kind] = {
             Field("pid", UINT),
             Field("counters", MAP),
             Field("gauges", MAP),
+            # Set by a role on another host (agentrt role NAME --connect): the daemon's view of it.
+            Field("host", STR, required=False),
         ),
         _kind("control", False, "CLI -> daemon: a command", Field("command", STR), Field("args", MAP, required=False)),
         _kind(

@@ -90,9 +90,7 @@ class TeacherClient:
         return reply["outputs"]
 
     def close(self) -> None:
-        for sock in self.sockets:
-            sock.close(linger=0)
-        self.transport.context.term()
+        self.transport.close()
 
 
 def observations(count: int, seed: int) -> Any:

@@ -70,12 +70,12 @@ class TorchTeacher:
     def __init__(self, module, temperature: float | None = None) -> None:
         import torch
 
-        from runtime.learn.device import Placement
+        from runtime.learn.device import on_host
 
         self._torch = torch
         self.module = module.eval()
         self.temperature = temperature
-        self.where = Placement(torch.device("cpu"), torch.float32, "teacher")
+        self.where = on_host("teacher")
 
     def place(self, device, dtype) -> None:
         from runtime.learn.device import Placement

@@ -205,6 +205,7 @@ SMOKE = {
     "memory": ["total_pss_mib", "idle_total_pss_mib", "total_rss_mib", "total_uss_mib", "loaded", "idle"],
     "distiller": ["ratio", "ratio_per_cpu", "distiller_steps_per_s", "bare_steps_per_s"],
     "gpu": ["teacher_us_per_obs", "teacher_burst", "distiller_steps_per_s", "gpu", "gpu_skipped"],
+    "edge": ["edge_p50_us", "runtime_p50_us", "ratio_p50", "labels_per_episode", "promotion_to_edge_p50_ms"],
 }
 EXTRA_ARGS = {"throughput": ["--peers", "1", "8"]}
 

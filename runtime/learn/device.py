@@ -68,6 +68,13 @@ class Placement:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
+def on_host(section: str = "decision") -> Placement:
+    """The CPU in float32: where a model that has no other placement runs."""
+    import torch
+
+    return Placement(torch.device("cpu"), torch.float32, section)
+
+
 def placement(settings: Settings, section: str) -> Placement:
     """The resolved ``[section] device`` and ``dtype``; ConfigError naming the key if this host
     cannot run them."""

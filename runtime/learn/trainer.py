@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from gymnasium import spaces
@@ -22,6 +22,10 @@ from runtime.plugin.pluginmanager import Component, Plugins, serve
 
 if TYPE_CHECKING:
     import torch
+
+#: A student's weights: a state dict of the configured student, or a built student of another
+#: shape (a compressed version, see ``runtime.learn.compress``).
+Weights: TypeAlias = "dict[str, Any] | torch.nn.Module"
 
 #: How fast the running agreement forgets: each new sample weighs as if 0.95 of the past remained.
 AGREEMENT_DECAY = 0.95
@@ -222,20 +226,32 @@ class Trainer:
         self.student.load_state_dict(state)
         self.optimiser.reset()
 
-    def score(self, state: dict[str, Any]) -> tuple[float | None, float | None]:
-        """Held-out (agreement, loss) of a set of student weights; None while the set is too small."""
+    def adopt(self, module: torch.nn.Module) -> None:
+        """Train ``module`` from now on, with a fresh optimizer: a student of another shape than the
+        configured one (a pruned copy, ``runtime.learn.compress``)."""
+        self.student = module.to(self.where.device)
+        self.optimiser = Optimiser(self.student, self.settings.learning_rate, self.strategy)
+
+    def score(self, weights: Weights) -> tuple[float | None, float | None]:
+        """Held-out (agreement, loss) of a set of student weights, or of a built student (a
+        compressed one, whose weights do not fit the configured student); None while the set is too small."""
         if len(self.heldout) < self.settings.min_heldout:
             return None, None
-        self.scratch.load_state_dict(state)
+        if isinstance(weights, self.torch.nn.Module):
+            module = weights
+        else:
+            self.scratch.load_state_dict(weights)
+            module = self.scratch
         size = len(self.heldout)
         with self.torch.no_grad(), self.where.autocast():
-            outputs = self.where.host(self.scratch(self._tensor(self.heldout.columns["features"][:size])))
+            outputs = self.where.host(module(self._tensor(self.heldout.columns["features"][:size])))
         return agreement_and_loss(outputs, self.heldout.columns["outputs"][:size], self.discrete)
 
-    def judge(self, candidate: dict[str, Any], serving: dict[str, Any] | None) -> Verdict:
+    def judge(self, candidate: Weights, serving: Weights | None) -> Verdict:
         """The promotion gate: promote ``candidate`` unless, on the held-out set, its agreement is
         worse than the serving version's by more than ``promotion_margin`` (always promote while
-        there is no serving version or too little held-out data to tell)."""
+        there is no serving version or too little held-out data to tell). Either may be a state
+        dict or a built student (``score``)."""
         agreement, loss = self.score(candidate)
         serving_agreement = self.score(serving)[0] if serving is not None else None
         promoted = (

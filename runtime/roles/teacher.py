@@ -18,6 +18,7 @@ from runtime.plugin.interfaces import LabelWithFeatures, OnDevice
 from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, transport
+from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
 
 # What one entry costs beyond its key's and arrays' bytes and the ordered dict's table (bytes and
@@ -73,13 +74,22 @@ class AnswerCache:
 
 
 class TeacherRole(Role):
-    """Serves the configured teacher on the internal ``teacher`` socket, or, run on its own by
-    ``agentrt teacher serve``, on a TCP endpoint for daemons on other hosts (the ``remote`` teacher)."""
+    """Serves the configured teacher on the internal ``teacher`` socket; joining from another host
+    (``agentrt role teacher --connect``), it dials decision's and the distiller's instead; run on
+    its own by ``agentrt teacher serve --endpoint``, it binds a TCP endpoint for the ``remote``
+    teacher plugin."""
 
     name = "teacher"
 
-    def __init__(self, config: dict[str, Any], supervised: bool = True, endpoint: str | None = None) -> None:
-        super().__init__(config, supervised)
+    def __init__(
+        self,
+        config: dict[str, Any],
+        supervised: bool = True,
+        endpoint: str | None = None,
+        joining: bool = False,
+        keys: ClientKeys | None = None,
+    ) -> None:
+        super().__init__(config, supervised, joining, keys)
         self.endpoint = endpoint
 
     def setup(self) -> None:
@@ -97,7 +107,14 @@ class TeacherRole(Role):
             raise ConfigError(
                 f"distillation.teacher_features is on, but teacher {settings.plugin!r} has no label_with_features"
             )
-        self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
+        if self.joining:  # the daemon's side binds: a teacher on a GPU host needs no port opened to it
+            self.server = self.transport.connect(
+                zmq.ROUTER,
+                self.transport.internal(transport.TEACH_DECISION),
+                also=self.transport.internal(transport.TEACH_DISTILLATION),
+            )
+        else:
+            self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
         # Where the model runs (teacher.device, teacher.dtype), in the log and in status.
         placed = str(placement(self.settings, "teacher")) if isinstance(self.teacher, OnDevice) else "host"
         self.log.info(

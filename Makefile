@@ -13,7 +13,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[dev,bench,offline,mujoco]'
+	$(PY) -m pip install -q -e '.[dev,bench,offline,mujoco,export]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -63,6 +63,13 @@ are timed, which is small; teacher, distillation and the daemon's own CPU go to 
 ``cpu_us_per_trip_off_path``; ``decision_forward_us_last`` is decision's own ``student_latency_us``
 gauge, the forward time of its last batch only.)
 
+Session start: after the round trips, one more client sends ``--hellos`` hellos (about 100 bytes
+each, declaring a 1,048,576-element box, so each is refused with SPACE_MISMATCH), pipelined in
+blocks of 100, and then, as the same-run baseline, as many ``heartbeat`` messages from an attached
+session (the cheapest message the gateway answers itself). The gateway's CPU time for each, divided
+by the count, is ``gateway_cpu_us_per_hello`` and ``gateway_cpu_us_per_heartbeat``; issue 12 asks
+for at most 500 µs per hello (it was 18.5 ms while the gateway built the declared space's bounds).
+
 Output: the tables on stdout, then, as the LAST line of stdout, one JSON object (p50_us, p99_us,
 mean_us, baseline_p50_us, baseline_p99_us, ratio_p50, bare_forward_p50_us, n, ...). Progress bars go
 to stderr. ``--plot PATH`` writes a PNG (histograms and CDFs of the three distributions).
@@ -377,6 +384,64 @@ class BareForward:
         return time.perf_counter_ns() - started
 
 
+HUGE_BOX = {"type": "box", "shape": [1 << 20], "dtype": "float32"}
+PIPELINE = 100  # messages in flight at once while measuring session start
+
+
+def gateway_cpu_per_message(endpoint: str, gateway_pid: int, n: int) -> dict[str, float]:
+    """Gateway CPU µs per huge-space hello and per heartbeat (the baseline), ``n`` of each,
+    sent over one DEALER in pipelined blocks; every reply is checked."""
+    import gymnasium
+
+    from runtime.wire import protocol, spaces
+
+    env = gymnasium.make("CartPole-v1")
+    agent = {
+        "observation_space": spaces.to_wire(env.observation_space),
+        "action_space": spaces.to_wire(env.action_space),
+    }
+    env.close()
+    hello = protocol.encode("hello", **{**agent, "observation_space": HUGE_BOX})
+    heartbeat = protocol.encode("heartbeat")
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+
+    def exchange(payload: bytes, count: int, expected: str) -> None:
+        for _ in range(count):
+            sock.send(payload)
+        for _ in range(count):
+            if not sock.poll(30_000):
+                raise RuntimeError(f"the gateway did not answer a {expected} request within 30 s")
+            reply = protocol.decode(sock.recv())
+            if reply.kind != expected:
+                raise RuntimeError(f"expected {expected}, got {reply.kind}: {reply.fields}")
+
+    def cost(payload: bytes, expected: str) -> float:
+        before = cpu_seconds({"gateway": gateway_pid})
+        for size in split(n, max(1, n // PIPELINE)):
+            exchange(payload, size, expected)
+        after = cpu_seconds({"gateway": gateway_pid})
+        return cpu_per_trip(before, after, n)["gateway"]
+
+    try:
+        exchange(hello, 1, "error")  # warm-up
+        exchange(protocol.encode("hello", peer_name="latency-hellos", **agent), 1, "welcome")
+        exchange(heartbeat, 1, "heartbeat")
+        per_hello = cost(hello, "error")
+        per_heartbeat = cost(heartbeat, "heartbeat")
+        sock.send(protocol.encode("bye"))
+    finally:
+        sock.close(linger=0)
+    return {
+        "gateway_cpu_us_per_hello": per_hello,
+        "gateway_cpu_us_per_heartbeat": per_heartbeat,
+        "ratio_hello_heartbeat": round(per_hello / max(per_heartbeat, 1e-9), 2),
+        "hellos": n,
+    }
+
+
 def split(n: int, blocks: int) -> list[int]:
     base, extra = divmod(n, blocks)
     return [base + (1 if i < extra else 0) for i in range(blocks)]
@@ -429,7 +494,13 @@ def warm_up(runners: dict[str, Callable[[], int]], count: int) -> None:
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
-def print_table(results: list[Summary], n: int, payload_bytes: int, cpu: dict[str, dict[str, float]]) -> None:
+def print_table(
+    results: list[Summary],
+    n: int,
+    payload_bytes: int,
+    cpu: dict[str, dict[str, float]],
+    session_start: dict[str, float],
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -466,6 +537,12 @@ def print_table(results: list[Summary], n: int, payload_bytes: int, cpu: dict[st
     for path, by_role in cpu.items():
         where.add_row(path, *(f"{by_role[name]:.0f}" for name in PATH_ROLES), f"{sum(by_role.values()):.0f}")
     console.print(where)
+    start = Table(title=f"Gateway CPU µs per message (n={session_start['hellos']} each)")
+    start.add_column("message")
+    start.add_column("gateway CPU µs", justify="right")
+    start.add_row("hello declaring a 1,048,576-element box", f"{session_start['gateway_cpu_us_per_hello']:.1f}")
+    start.add_row("heartbeat (baseline)", f"{session_start['gateway_cpu_us_per_heartbeat']:.1f}")
+    console.print(start)
     sys.stdout.flush()
 
 
@@ -515,12 +592,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=300, help="untimed round trips per path first (default 300)")
     parser.add_argument("--blocks", type=int, default=10, help="interleaved measurement blocks (default 10)")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG with histograms and CDFs")
-    parser.add_argument("--quick", action="store_true", help="n=600, warm-up 100, 4 blocks (about 15 s)")
+    parser.add_argument(
+        "--hellos", type=int, default=3000, help="hellos (and baseline heartbeats) for the session-start figure"
+    )
+    parser.add_argument("--quick", action="store_true", help="n=600, warm-up 100, 4 blocks, 1000 hellos (about 15 s)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.warmup, args.blocks = 600, 100, 4
-    if args.n < 1 or args.warmup < 0 or args.blocks < 1:
-        parser.error("--n and --blocks must be positive, --warmup non-negative")
+        args.n, args.warmup, args.blocks, args.hellos = 600, 100, 4, 1000
+    if args.n < 1 or args.warmup < 0 or args.blocks < 1 or args.hellos < 1:
+        parser.error("--n, --blocks and --hellos must be positive, --warmup non-negative")
     return args
 
 
@@ -572,6 +652,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raw ring": cpu_per_trip(cpu_before[1], cpu_after[1], args.n),
         }
 
+        session_start = gateway_cpu_per_message(daemon.endpoint, runtime_pids["gateway"], args.hellos)
+
         status = daemon.status()
         decided = dict(client.decided_by)
         if decided.get("student", 0) != args.n:
@@ -583,7 +665,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         results = [Summary(name, values) for name, values in samples.items()]
         runtime, raw, bare = results
-        print_table(results, args.n, len(payload), cpu)
+        print_table(results, args.n, len(payload), cpu, session_start)
         if args.plot:
             write_plot(args.plot, results)
             print(f"plot written to {args.plot}", file=sys.stderr)
@@ -613,6 +695,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_us_per_trip": cpu,
             "cpu_us_per_trip_off_path": off_path,
             "decision_forward_us_last": status["roles"]["decision"]["gauges"].get("student_latency_us"),
+            **session_start,
         }
         succeeded = True
         return summary

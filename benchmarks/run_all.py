@@ -32,11 +32,13 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_PNG = HERE / "results.png"
-SCRIPTS = ("latency", "throughput", "swap", "memory", "distiller", "label_efficiency")
-# What issue 12 asks for, per figure: (script, JSON key, goal text, test).
+SCRIPTS = ("latency", "throughput", "swap", "memory", "distiller", "label_efficiency", "edge")
+# What issue 12 (and, for the edge mode, issue 14) asks for, per figure: (script, JSON key, goal text, test).
 GOALS: list[tuple[str, str, str, Any]] = [
     ("latency", "ratio_p50", "≤ 1.25× (quiet)", lambda v: v <= 1.25),
     ("latency", "p99_us", "≤ 1,000 µs (quiet)", lambda v: v <= 1000),
+    ("latency", "gateway_cpu_us_per_hello", "≤ 500 µs", lambda v: v <= 500),
+    ("latency", "gateway_cpu_us_per_heartbeat", "-", None),
     ("throughput", "ratio_8", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_32", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_128", "-", None),
@@ -50,6 +52,12 @@ GOALS: list[tuple[str, str, str, Any]] = [
     ("memory", "total_rss_mib", "-", None),
     ("distiller", "ratio", "≥ 0.8×", lambda v: v >= 0.8),
     ("distiller", "ratio_per_cpu", "-", None),
+    ("edge", "edge_p50_us", "≤ 50 µs (issue 14)", lambda v: v <= 50),
+    ("edge", "promotion_to_edge_p50_ms", "≤ 100 ms (issue 14)", lambda v: v <= 100),
+    ("edge", "edge_paced_p50_us", "-", None),
+    ("edge", "runtime_p50_us", "-", None),
+    ("edge", "ratio_p50", "-", None),
+    ("edge", "labels_per_episode", "-", None),
 ]
 
 
@@ -159,7 +167,7 @@ def section(run: dict[str, Any]) -> list[str]:
         f"at the start {m['load_avg_start']}, at the end {m['load_avg_end']}"
         + (" — **a busy, shared machine: read the ratios, not the absolute figures**." if m["busy"] else "."),
         "",
-        "| script | figure | measured | issue 12 goal | met | load avg during |",
+        "| script | figure | measured | goal (issue 12 unless named) | met | load avg during |",
         "| --- | --- | ---: | --- | --- | --- |",
     ]
     by_script = {r["script"]: r for r in run["scripts"]}
@@ -381,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             "label": label,
             "commit": commit or None,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": "make bench" + (" (--quick)" if args.quick else ""),
+            "command": "make bench"
+            + (" (--quick)" if args.quick else "")
+            + (f" (--only {' '.join(args.only)})" if args.only else ""),
             "machine": machine,
             "scripts": records,
         }

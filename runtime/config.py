@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -30,6 +31,7 @@ from runtime.plugin.params import (
     le,
     list_of,
     number,
+    or_,
     positive_int,
     share,
     string,
@@ -37,8 +39,9 @@ from runtime.plugin.params import (
 )
 from runtime.plugin.pluginmanager import TRACE_ENV
 from runtime.plugin.points import EXTENSION_POINTS, in_section
-from runtime.wire.keys import KeyStore, default_keys_dir, is_loopback
+from runtime.wire.keys import ClientKeys, KeyStore, RoleKeys, default_keys_dir, is_loopback
 from runtime.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from runtime.wire.transport import NETWORK_ENDPOINTS, Network
 
 CONFIG_FILE_NAME = "agentrt.toml"
 ENV_PREFIX = "AGENTRT_"
@@ -52,6 +55,11 @@ _MAX_TIMEOUT_MS = 2**31 - 1
 _TIMEOUT_S = and_(number, gt(0), le(_MAX_TIMEOUT_MS / 1000))
 _TIMEOUT_MS = and_(integer, gt(0), le(_MAX_TIMEOUT_MS))
 _NAMES = list_of(string, min_length=0)
+_DEVICE = Validator(
+    "'auto', 'cpu', 'cuda' or 'cuda:N'",
+    lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
+)
+_DTYPE = in_("float32", "bfloat16", "float16")
 
 
 _PARAM = "agentrt_param"
@@ -64,6 +72,25 @@ def setting(default: Any, doc: str, check: Validator) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={_PARAM: param})
     return field(default=default, metadata={_PARAM: param})
+
+
+def device_setting(default: str, what: str) -> Any:
+    """A section's ``device`` key (resolved where the model is built: runtime.learn.device)."""
+    return setting(
+        default,
+        f"where {what}: auto (CUDA when torch.cuda.is_available(), else the CPU), cpu, cuda or cuda:N "
+        "(an absent GPU is a configuration error)",
+        _DEVICE,
+    )
+
+
+def dtype_setting(what: str, note: str) -> Any:
+    """A section's ``dtype`` key, beside its ``device``."""
+    return setting(
+        "float32",
+        f"precision of {what}: float32, bfloat16 or float16 (float16: CUDA only); {note}; checkpoints stay float32",
+        _DTYPE,
+    )
 
 
 def selection(section: str) -> Any:
@@ -138,13 +165,29 @@ class ProtocolSettings(Section):
         "this long is closed",
         _TIMEOUT_S,
     )
-    max_sessions: int = setting(1024, "peer sessions at once; a hello beyond them gets UNAVAILABLE", positive_int)
+    max_sessions: int = setting(
+        1024,
+        "peer sessions at once; a hello beyond them gets UNAVAILABLE. Also the bound of every per-peer "
+        "table (decision's label shares; the gateway's sessions)",
+        positive_int,
+    )
+    space_cache_entries: int = setting(
+        64,
+        "distinct mismatching spaces from hellos whose difference from the agent's is remembered, "
+        "so a repeated hello that differs only in its bounds is compared once",
+        positive_int,
+    )
     forced_teacher_budget: int = setting(
         100,
         "observations per session that may force policy = teacher; beyond it the query policy decides",
         and_(integer, ge(0)),
     )
     teacher_peers: list[str] = setting([], "peer names that may force the teacher without that budget", _NAMES)
+    edge_label_budget: int = setting(
+        10000,
+        "edge peers' label messages per session that the teacher labels for sure; beyond it the query policy decides",
+        and_(integer, ge(0)),
+    )
     out_of_bounds: str = setting(
         "refuse",
         "an observation outside the observation space's finite bounds: refuse (INVALID_FIELD) or clip it",
@@ -197,6 +240,9 @@ class TeacherSettings(Section):
         positive_int,
     )
     cache_decimals: int = setting(-1, "round observations to this many decimals for the cache key (-1: exact)", integer)
+    # Auto: a teacher is the large model, and batched on a GPU it is an order of magnitude faster.
+    device: str = device_setting("auto", "a torch teacher runs (others stay on the CPU under auto)")
+    dtype: str = dtype_setting("the teacher", "its answers come back float32")
 
 
 @dataclass(frozen=True)
@@ -256,12 +302,18 @@ class DistillationSettings(Section):
     torch_threads: int = setting(1, "torch threads for training, so serving is not starved", positive_int)
     cpu_share: float = setting(0.5, "largest share of one core the training loop may use", and_(number, gt(0), le(1)))
     seed: int = setting(0, "seed for the student's initial weights and minibatch sampling", integer)
+    # CPU: a small student trains as fast there; a pixel student may want "auto". bfloat16 is autocast.
+    device: str = device_setting("cpu", "training runs")
+    dtype: str = dtype_setting("training", "bfloat16 is mixed precision with float32 weights; no float16")
 
 
 @dataclass(frozen=True)
 class DecisionSettings(Section):
     batch_max: int = setting(64, "largest batch of observations decided at once", positive_int)
     torch_threads: int = setting(1, "torch threads for the student's forward pass", positive_int)
+    # CPU: a small student answers fastest there, in numpy (runtime/learn/fastpath.py), CPU float32 only.
+    device: str = device_setting("cpu", "the serving student runs")
+    dtype: str = dtype_setting("the serving student", "other than float32 on the CPU, torch serves, not numpy")
 
 
 @dataclass(frozen=True)
@@ -302,6 +354,44 @@ class SecuritySettings(Section):
         return KeyStore(self.keys_dir or default_keys_dir())
 
 
+def _tcp_base(value: Any) -> bool:
+    host, _, port = value.removeprefix("tcp://").rpartition(":")
+    return value.startswith("tcp://") and bool(host) and port.isdigit() and 0 < int(port) <= 65535 - 16
+
+
+#: Roles that can run on another host: those whose sockets towards the daemon's host turn around
+#: (the daemon's side binds, the remote role connects). The others bind inputs their upstream dials.
+REMOTE_CAPABLE = ("teacher",)
+
+
+@dataclass(frozen=True)
+class InternalSettings(Section):
+    endpoints: str = setting(
+        "ipc",
+        "the sockets between roles: ipc (files in the run directory, this host only) or tcp://HOST:PORT "
+        f"(TCP on HOST, ports PORT to PORT+{len(NETWORK_ENDPOINTS) - 1}; what remote roles --connect to)",
+        or_(in_("ipc"), Validator("tcp://HOST:PORT", lambda v: isinstance(v, str) and _tcp_base(v))),
+    )
+    curve: bool = setting(
+        True,
+        "CURVE on TCP internal endpoints: the runtime's key pair and keys/roles/<name>.key (agentrt keys "
+        "authorize --role) are let in, nothing else",
+        boolean,
+    )
+    heartbeat_s: float = setting(
+        2.0,
+        "a TCP connection between roles that stops answering ZeroMQ heartbeats this long is closed and "
+        "dialled again (and so is a dial that takes this long)",
+        and_(number, gt(0), le(600)),
+    )
+    remote_roles: list[str] = setting(
+        [],
+        "roles the daemon does not start: they run on other hosts (agentrt role NAME --connect "
+        f"tcp://HOST:PORT) and join its supervision; can be remote: {', '.join(REMOTE_CAPABLE)}",
+        list_of(in_(*REMOTE_CAPABLE), min_length=0),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole configuration, typed: what roles and the learning core read. ``load`` returns its
@@ -319,6 +409,7 @@ class Settings:
     execution: ExecutionSettings
     plugins: PluginSettings
     security: SecuritySettings
+    internal: InternalSettings
 
     @classmethod
     def of(cls, config: Mapping[str, Mapping[str, Any]]) -> Settings:
@@ -441,6 +532,11 @@ def load(
     # Absolute: the roles and the daemon started with --detach do not share the caller's working directory.
     config["daemon"]["run_dir"] = str(Path(config["daemon"]["run_dir"] or default_run_dir(environ)).absolute())
     _check_deadlines(config["daemon"])
+    if config["internal"]["remote_roles"] and config["internal"]["endpoints"] == "ipc":
+        raise ConfigError(
+            "internal.remote_roles needs internal.endpoints = tcp://HOST:PORT: "
+            "roles on other hosts cannot reach ipc files"
+        )
     return config
 
 
@@ -475,6 +571,42 @@ def peer_security(settings: Settings) -> str:
         f"the peer endpoint {endpoint} is reachable from other hosts, and without CURVE anyone who reaches it "
         "drives the agent: set security.curve = true (keys: agentrt keys generate), bind 127.0.0.1, "
         "or accept the risk with --insecure (security.insecure = true)"
+    )
+
+
+def internal_network(settings: Settings, remote: ClientKeys | None = None, joining: bool = False) -> Network | None:
+    """The TCP layout of the internal endpoints, None for ipc. On the daemon's host (``joining``
+    False) roles bind with the runtime's secret key and present its pair; a role ``joining`` from
+    another host binds nothing internal and presents ``remote``, its own pair. ConfigError for a
+    plaintext layout others can reach, unless security.insecure accepts it."""
+    internal = settings.internal
+    if internal.endpoints == "ipc":
+        return None
+    host, _, port = internal.endpoints.removeprefix("tcp://").rpartition(":")
+    heartbeat_ms = max(1, round(internal.heartbeat_s * 1000))
+    if not internal.curve:
+        if not is_loopback(internal.endpoints) and not settings.security.insecure:
+            raise ConfigError(
+                f"internal.endpoints {internal.endpoints} is reachable from other hosts, and without CURVE anyone "
+                "who reaches it can pose as a role: set internal.curve = true, use a loopback address, or accept "
+                "the risk with security.insecure = true"
+            )
+        return Network(host, int(port), heartbeat_ms)
+    if joining:
+        if remote is None:
+            raise ConfigError(
+                "internal.curve is on: a remote role needs the runtime's public key and its own key pair "
+                "(--server-key server.key --client-key NAME.key_secret)"
+            )
+        return Network(host, int(port), heartbeat_ms, client=remote)
+    store = settings.security.keys()
+    return Network(
+        host,
+        int(port),
+        heartbeat_ms,
+        client=ClientKeys.own(store),
+        server_secret=store.server_secret(),
+        roles=RoleKeys(store),
     )
 
 

@@ -14,6 +14,7 @@
     │   └── RunDirError             the run directory cannot be written: a full disk, say (73)
     ├── DistillError                offline distillation cannot run with these inputs
     ├── CheckpointError             a student checkpoint (or the learner's data) cannot be read
+    ├── ExportError                 a student version cannot be exported in the format asked for
     └── RegistryDamaged             the student registry (students.sqlite) is not a readable database
 
 A command that fails on one of these prints ``agentrt <command>: <message>`` and exits with the
@@ -137,6 +138,11 @@ class DistillError(AgentrtError):
 class CheckpointError(AgentrtError):
     """A checkpoint file cannot be read: truncated, overwritten, not safetensors. A file that reads
     but does not fit the configured student is not this: that is a configuration problem."""
+
+
+class ExportError(AgentrtError):
+    """A student version cannot be exported: no such version, or a format its network cannot be
+    written in (``runtime.learn.export``); the message names the formats it can."""
 
 
 class RegistryDamaged(AgentrtError):

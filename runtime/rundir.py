@@ -8,11 +8,12 @@ checkpoints, and the exit reports described below.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from runtime.errors import ConfigError, DaemonError, RunDirError
 from runtime.files import atomic_write
@@ -70,6 +71,34 @@ def writing(run_dir: str | Path) -> Iterator[None]:
     except OSError as exc:
         where = exc.filename or f"in run directory {run_dir}"  # a failed write(2) names no file
         raise RunDirError(f"cannot write {where}: {exc.strerror or exc}") from None
+
+
+def lock(run_dir: str | Path) -> IO[str] | None:
+    """Take the run directory's lock, held while the open file returned stays open (a daemon holds
+    it for its lifetime); None if another process holds it: a daemon runs there."""
+    with writing(run_dir):
+        handle = open(Path(run_dir) / LOCK_FILE, "w")  # noqa: SIM115 (the caller holds it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextlib.contextmanager
+def stopped(run_dir: str | Path, command: str) -> Iterator[None]:
+    """Hold the run directory's lock through a block that changes what a daemon owns (the registry):
+    DaemonError while a daemon runs there, and a daemon started meanwhile is refused until it ends."""
+    handle = lock(run_dir)
+    if handle is None:
+        pid = read_pid(run_dir)
+        raise DaemonError(
+            f"a daemon{f' (pid {pid})' if pid else ''} runs with run directory {run_dir}; "
+            f"{command} works on a stopped one: 'agentrt down' first"
+        )
+    with handle:
+        yield
 
 
 def read_pid(run_dir: str | Path) -> int | None:

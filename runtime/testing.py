@@ -15,16 +15,31 @@ plugin distributions and Gymnasium peers, all real processes talking real ZeroMQ
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from runtime.peer.gym import run_gym_peers
 from runtime.supervisor.launch import ChildDaemon, private_run_dir
 
-__all__ = ["TestDaemon", "agentrt", "make_distribution", "private_run_dir", "run_gym_peers", "start_daemon"]
+__all__ = [
+    "TestDaemon",
+    "agentrt",
+    "free_port_range",
+    "make_distribution",
+    "private_run_dir",
+    "run_gym_peers",
+    "start_daemon",
+    "start_remote_role",
+    "stop_child",
+]
 
 
 def agentrt(
@@ -57,6 +72,14 @@ class TestDaemon(ChildDaemon):
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def students(self) -> dict[str, Any]:
+        """``agentrt student list --json``: the serving version and every version's row."""
+        result = self.cli("student", "list", "--json")
+        if result.returncode != 0:
+            raise AssertionError(f"agentrt student list failed: {result.stderr}")
+        listing: dict[str, Any] = json.loads(result.stdout)
+        return listing
 
 
 def start_daemon(
@@ -100,3 +123,66 @@ def make_distribution(site: Path, name: str, modules: dict[str, str], entry_poin
         "[agentrt]\n" + "".join(f"{ep} = {module}\n" for ep, module in entry_points.items())
     )
     return site
+
+
+def free_port_range(count: int, host: str = "127.0.0.1") -> int:
+    """A base port such that ``count`` ports from it could be bound on ``host`` just now (for
+    internal.endpoints = tcp://host:base; another process may still take one before the daemon)."""
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000 - count)
+        probes: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no {count} consecutive free ports on {host}")
+
+
+def start_remote_role(
+    role: str,
+    connect: str,
+    log: Path,
+    keys: tuple[Path, Path] | None = None,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    python: str = sys.executable,
+    command: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """``agentrt role ROLE --connect CONNECT`` as a child process (``prefix`` runs it through a
+    command such as ``nsenter``), presenting ``keys`` (the runtime's server.key, this role's
+    .key_secret), logging JSON to ``log``; ``command`` is another agentrt command that runs it
+    (``teacher serve``). The caller stops it, by pid."""
+    command = [*prefix, python, "-m", "runtime", *(command or ("role", role)), "--connect", connect]
+    if keys is not None:
+        command += ["--server-key", str(keys[0]), "--client-key", str(keys[1])]
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env={
+                **os.environ,
+                "AGENTRT_DAEMON_LOG_FORMAT": "json",
+                "AGENTRT_DAEMON_STATS_INTERVAL_S": "0.1",
+                **(env or {}),
+            },
+        )
+
+
+def stop_child(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    """Stop a child by its pid: SIGTERM, then SIGKILL if it is still there after ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -350,6 +351,55 @@ def test_a_bounds_only_mismatch_names_the_first_bound_that_differs(shared_daemon
         "observation space does not match the agent's box(shape=[4], dtype=float32): "
         "its low[2] is -0.2 where the agent's is -0.41887903 (1 of 8 bounds differ)"
     )
+
+
+def test_a_burst_of_huge_space_hellos_never_holds_up_a_streaming_peer(shared_daemon):
+    """Bursts of 60 hellos, each 127 bytes or so declaring a 1,048,576-element box, while another
+    peer streams observations: that peer's actions keep coming between the first and the last
+    reply of a burst (the gateway compares canonical encodings, and takes a few hellos per turn)."""
+    before = shared_daemon.status()
+    events: list[str] = []  # in the order they happen, from both threads
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            with Peer(shared_daemon.endpoint, ENV.observation_space, ENV.action_space, timeout_s=REPLY_S) as peer:
+                peer.connect(wait_s=REPLY_S)
+                while not stop.is_set():
+                    peer.act(GOOD_OBS, policy="student")
+                    events.append("answer")
+        except BaseException as exc:
+            failures.append(exc)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    huge = hello_with(observation_space={"type": "box", "shape": [1 << 20], "dtype": "float32"})
+    assert len(huge) < 160
+    answered_during: list[int] = []
+    try:
+        deadline = time.monotonic() + REPLY_S
+        while "answer" not in events:
+            assert not failures and time.monotonic() < deadline, f"the streaming peer got no action: {failures}"
+            time.sleep(0.01)
+        with dealer(shared_daemon.endpoint) as sock:
+            while len(answered_during) < 10 and sum(answered_during) == 0:
+                for _ in range(60):
+                    sock.send(huge)
+                first = last = 0
+                for index in range(60):
+                    reply = receive(sock)
+                    assert reply is not None and reply["code"] == ErrorCode.SPACE_MISMATCH, reply
+                    events.append("hello")
+                    last = len(events) - 1  # only this thread appends "hello"
+                    first = last if index == 0 else first
+                answered_during.append(events[first:last].count("answer"))
+    finally:
+        stop.set()
+        streamer.join(REPLY_S)
+    assert not failures, failures
+    assert sum(answered_during) > 0, f"no action reached the streaming peer during a burst: {answered_during}"
+    assert_serving(shared_daemon, before)
 
 
 def test_a_peer_forces_the_teacher_only_within_its_budget_unless_trusted(run_dir):

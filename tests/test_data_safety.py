@@ -22,19 +22,13 @@ from runtime.testing import TestDaemon, agentrt, start_daemon
 FAST = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
 
 
-def students(daemon: TestDaemon) -> dict:
-    result = daemon.cli("student", "list", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def trained_run_dir(promoted: int) -> tuple[Path, dict]:
     """A stopped daemon's run directory with at least ``promoted`` promoted versions, and its student list."""
     daemon = start_daemon(env=FAST)
     try:
         for _ in range(10):  # a busy machine may need more episodes for the distiller to publish
             run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=4, peers=2)
-            listed = students(daemon)
+            listed = daemon.students()
             if sum(v["status"] == registry.PROMOTED for v in listed["versions"]) >= promoted:
                 break
         else:
@@ -69,7 +63,7 @@ def test_a_truncated_serving_checkpoint_is_quarantined_and_an_earlier_version_se
         )
         assert all(role["restarts"] == 0 for role in status["roles"].values())
         assert (run_dir / "checkpoints" / "quarantine" / path.name).exists() and not path.exists()
-        after = students(daemon)
+        after = daemon.students()
         assert after["serving"] == earlier
         assert {v["version"]: v["status"] for v in after["versions"]}[serving] == registry.QUARANTINED
         assert "checkpoints quarantined 1" in daemon.cli("status").stdout
@@ -97,7 +91,7 @@ def test_a_damaged_or_deleted_registry_is_rebuilt_and_the_same_version_serves(da
         )
         assert all(role["restarts"] == 0 for role in status["roles"].values())
         assert status["registry_rebuilt"] == int(damage != "deleted")
-        rebuilt = students(daemon)
+        rebuilt = daemon.students()
         assert rebuilt["serving"] == listed["serving"]
         assert [v["version"] for v in rebuilt["versions"]][: len(listed["versions"])] == [
             v["version"] for v in listed["versions"]
@@ -121,7 +115,7 @@ def test_a_moved_run_directory_rolls_back_and_leftover_temp_files_are_removed():
         result = daemon.cli("student", "rollback", "--to", str(target))
         assert result.returncode == 0, result.stderr
         daemon.wait_until(lambda s: s["student_version"] == target, what="decision serving the rolled-back version")
-        assert all(not Path(v["path"]).is_absolute() for v in students(daemon)["versions"])
+        assert all(not Path(v["path"]).is_absolute() for v in daemon.students()["versions"])
     finally:
         daemon.stop()
 
@@ -141,13 +135,13 @@ def test_the_distiller_restarts_with_its_replay_buffer_and_retention_keeps_what_
 
     def rows_and_files_agree(_status: dict) -> bool:
         files = {p.name for p in (daemon.run_dir / "checkpoints").glob("student-v*.safetensors")}
-        return files == {Path(v["path"]).name for v in students(daemon)["versions"]}
+        return files == {Path(v["path"]).name for v in daemon.students()["versions"]}
 
     try:
         run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=8, peers=2)
         daemon.wait_until(lambda s: s["candidate_version"] >= 4, what="four versions")
         status = daemon.wait_until(rows_and_files_agree, what="rows and files pruned together")
-        listed = students(daemon)
+        listed = daemon.students()
         versions = {v["version"]: v for v in listed["versions"]}
         chain = lineage(versions, listed["serving"])
         # Kept: the newest two and the serving version's ancestors the registry still had when it was

@@ -425,8 +425,10 @@ def test_compose_runtime_requires_curve_and_what_listens_without_it_is_unpublish
 
 
 def test_readme_keys_commands_make_every_file_compose_mounts_and_they_work(tmp_path, monkeypatch):
-    """The README's `agentrt keys` commands, run in-process with ``tmp_path`` as the repository root."""
+    """The README's `agentrt keys` commands, run in-process with ``tmp_path`` as the repository root
+    (and as the home of the default keys directory, for the commands that use it)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     keys_commands = [(env, argv[1:]) for env, argv in readme_deploying_commands() if argv[1:2] == ["keys"]]
     assert keys_commands
     for env, argv in keys_commands:

@@ -18,18 +18,12 @@ from runtime.testing import make_distribution, start_daemon
 FAST = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
 
 
-def students(running) -> dict:
-    result = running.cli("student", "list", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def test_versions_are_registered_and_rollback_serves_an_earlier_one():
     running = start_daemon(env=FAST)
     try:
         run_gym_peers(running.endpoint, "CartPole-v1", episodes=6, peers=2)
         running.wait_until(lambda s: s["student_version"] >= 3, what="three promoted versions")
-        listed = students(running)
+        listed = running.students()
         promoted = [v for v in listed["versions"] if v["status"] == "promoted"]
         assert len(promoted) >= 3 and listed["serving"] == promoted[-1]["version"]
         assert [v["version"] for v in listed["versions"]] == sorted(v["version"] for v in listed["versions"])
@@ -41,7 +35,7 @@ def test_versions_are_registered_and_rollback_serves_an_earlier_one():
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["serving"] == target
         running.wait_until(lambda s: s["student_version"] == target, what="decision serving the rolled-back version")
-        assert students(running)["serving"] == target
+        assert running.students()["serving"] == target
         bad = running.cli("student", "rollback", "--to", "9999")
         assert bad.returncode == 1 and "no student version 9999" in bad.stderr
     finally:
@@ -78,7 +72,7 @@ def test_distiller_killed_mid_training_resumes_and_decision_keeps_serving():
             timeout=60,
             what="versions continuing after the restart",
         )
-        versions = [v["version"] for v in students(running)["versions"]]
+        versions = [v["version"] for v in running.students()["versions"]]
         assert versions == list(range(1, len(versions) + 1)), versions  # no number reused or skipped
         assert '"distiller_resumed"' in running.log()
         assert resumed["roles"]["decision"]["restarts"] == 0
@@ -142,7 +136,7 @@ def test_promotion_gate_refuses_a_worse_candidate_and_decision_keeps_the_old_ver
         finally:
             stop.set()
             player.join(timeout=30)
-        listed = students(running)
+        listed = running.students()
         rejected = [v for v in listed["versions"] if v["status"] == "rejected"]
         promoted = [v for v in listed["versions"] if v["status"] == "promoted"]
         assert rejected and promoted and honest["student_version"] >= 1

@@ -264,6 +264,17 @@ def test_a_peer_alone_may_take_every_label_and_is_freed_when_the_others_leave(pl
     assert label_counts(decide, clock, 5, {"alone": 30}) == {"alone": 150}
 
 
+def test_label_share_tables_keep_at_most_max_peers_peers():
+    shares = LabelShare(0.5, window_s=1e6, now=0.0, max_peers=3)
+    for step in range(20):  # twenty peers come and go within one window
+        peer = f"peer-{step}"
+        shares.allowances([peer, "steady"], float(step))
+        shares.taken([peer, "steady"], np.array([True, True]))
+    assert len(shares.seen) <= 3 and len(shares.counts) <= 3 + 2  # + one batch's newcomers
+    assert "steady" in shares.seen and "steady" in shares.counts  # the most recent and the largest stay
+    assert "peer-0" not in shares.seen
+
+
 def test_without_a_share_limit_the_policy_alone_decides(plugins):
     clock = HandClock()
     decide = decider(plugins, clock, {"max_peer_label_share": 1.0}, policy="always")

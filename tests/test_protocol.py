@@ -379,6 +379,66 @@ def test_spaces_from_a_hand_built_hello_match_gymnasium():
     assert spaces.same_space(spaces.from_wire(plain), env_space)
 
 
+def test_canonical_encodings_are_equal_exactly_for_equal_spaces():
+    from gymnasium.spaces import Box, Discrete
+
+    from runtime.wire import spaces
+
+    def wire(space):  # as the gateway gets it: packed and unpacked
+        return msgpack.unpackb(raw(**spaces.to_wire(space)), raw=False)
+
+    base = Box(-1.0, 1.0, (3, 2), np.float32)
+    same_forms = [
+        wire(base),
+        {"type": "box", "shape": [3, 2], "dtype": "float32", "low": -1.0, "high": 1.0},
+        {"type": "box", "shape": [3, 2], "dtype": "float32", "low": [-1.0, -1.0], "high": [[1.0], [1.0], [1.0]]},
+    ]
+    others = {
+        "bounds": Box(np.array([-1, -1, -1, -1, -1, -0.5], np.float32).reshape(3, 2), 1.0, (3, 2), np.float32),
+        "shape": Box(-1.0, 1.0, (2, 3), np.float32),
+        "dtype": Box(-1.0, 1.0, (3, 2), np.float64),
+        "kind": Discrete(6),
+    }
+    ours = spaces.canonical(wire(base))
+    for form in same_forms:
+        assert spaces.canonical(form) == ours and spaces.same_space(spaces.from_wire(form), base)
+    for name, other in others.items():
+        assert spaces.canonical(wire(other)) != ours, name
+        assert not spaces.same_space(spaces.from_wire(wire(other)), base), name
+    zero = Box(0.0, 1.0, (2,), np.float32)  # -0.0 == 0.0 in a comparison of bounds, so equal here too
+    assert spaces.canonical({**wire(zero), "low": -0.0}) == spaces.canonical(wire(zero))
+    assert spaces.canonical(wire(Discrete(3, start=1))) != spaces.canonical(wire(Discrete(3)))
+    for bad in ({"type": "box", "shape": [2], "low": 1.0, "high": 0.0}, {"type": "box", "shape": [2], "low": np.nan}):
+        with pytest.raises(ValueError):
+            spaces.canonical(bad)
+
+
+def test_a_hello_space_is_matched_without_building_it_and_differences_are_remembered_boundedly():
+    import tracemalloc
+
+    gymnasium = pytest.importorskip("gymnasium")
+    from runtime.wire import spaces
+
+    agent = gymnasium.make("CartPole-v1").observation_space
+    matcher = spaces.Matcher(agent, "observation_space", 1 << 20, cache_entries=2)
+    huge = {"type": "box", "shape": [1 << 20], "dtype": "float32"}
+    tracemalloc.start()
+    try:
+        assert matcher.difference(huge) == "box(shape=[1048576], dtype=float32)"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 10  # bounds of a million float32s would be 4 MiB each
+    assert matcher.difference(spaces.to_wire(agent)) is None
+    for index in range(4):  # bounds-only differences: worked out once each, the last two remembered
+        low = agent.low.copy()
+        low[index] = -1.0
+        assert matcher.difference({**spaces.to_wire(agent), "low": protocol.encode_array(low)}).startswith(
+            f"its low[{index}] is -1.0 where the agent's is"
+        )
+    assert len(matcher.differences) == 2
+
+
 def test_documented_limits_of_the_decoder():
     deep = b"\x91" * 1025 + b"\x01"  # a list inside a list ... 1025 deep
     message = {"v": 1, "kind": "heartbeat"}

@@ -124,6 +124,40 @@ def test_restart_backoff_doubles_up_to_its_maximum_and_resets_after_a_long_run(s
     assert all(role.restarts == 0 for name, role in daemon.roles.items() if name != "decision")
 
 
+def test_a_remote_role_is_waited_for_shown_lost_and_a_second_process_does_not_take_its_place(tmp_path):
+    config = config_module.merge(
+        config_module.defaults(),
+        {
+            "daemon": {"run_dir": str(tmp_path), "unresponsive_after_s": 2.0, "kill_unresponsive_after_s": 5.0},
+            "internal": {"endpoints": "tcp://127.0.0.1:7420", "remote_roles": ["teacher"]},
+        },
+        "test",
+    )
+    clock = Clock()
+    daemon = Daemon(config, launcher=FakeLauncher(), clock=clock)
+
+    def remote(host: str, pid: int) -> None:
+        stats = protocol.encode("stats", role="teacher", pid=pid, counters={"labels": 1}, gauges={}, host=host)
+        daemon.take_stats(protocol.decode(stats))
+        daemon._supervise()
+
+    teacher = daemon.status()["roles"]["teacher"]
+    assert (teacher["state"], teacher["pid"], teacher["remote"]) == ("waiting", None, {"host": None, "pid": None})
+    remote("gpu-1", 7)
+    clock.now += 1.0
+    remote("gpu-2", 8)  # while gpu-1 reports: a second process, not the one shown
+    teacher = daemon.status()["roles"]["teacher"]
+    assert teacher["state"] == "running" and teacher["remote"] == {"host": "gpu-1", "pid": 7}
+    assert teacher["restarts"] == 0 and teacher["silent_s"] == pytest.approx(1.0)
+    clock.now += 2.5  # gpu-1 silent past unresponsive_after_s
+    daemon._supervise()
+    assert daemon.status()["roles"]["teacher"]["state"] == "lost"
+    remote("gpu-2", 8)  # now it takes over, as a new incarnation; counters add up
+    teacher = daemon.status()["roles"]["teacher"]
+    assert teacher["state"] == "running" and teacher["remote"] == {"host": "gpu-2", "pid": 8}
+    assert teacher["restarts"] == 1 and teacher["counters"]["labels"] == 2
+
+
 def test_a_silent_role_is_unresponsive_then_killed_and_restarted(supervised):
     daemon, clock = supervised
     names = list(daemon.roles)

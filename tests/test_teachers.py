@@ -145,20 +145,42 @@ def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
 
 
 def test_answer_cache_holds_no_more_bytes_than_its_bound():
-    from runtime.roles.teacher import ENTRY_OVERHEAD_BYTES, AnswerCache
+
+    from runtime.roles.teacher import AnswerCache
 
     rows = np.random.default_rng(0).normal(size=(50, 64)).astype(np.float32)
-    entry = len(AnswerCache(10, -1, 1).key(rows[0])) + 8 + ENTRY_OVERHEAD_BYTES
-    cache = AnswerCache(size=1000, decimals=-1, max_bytes=10 * entry)
+    cache = AnswerCache(size=1000, decimals=-1, max_bytes=8 << 10)
     for row in rows:
         cache.put(cache.key(row), np.zeros(2, np.float32), None)
-    assert len(cache.entries) == 10 and cache.nbytes == 10 * entry  # the bytes bound, not the 1000 entries
+    assert 0 < len(cache.entries) < 50 and cache.held_bytes <= 8 << 10  # the bytes bound, not the 1000 entries
     assert cache.get(cache.key(rows[-1]), False) is not None and cache.get(cache.key(rows[0]), False) is None
+    held = cache.nbytes
     cache.put(cache.key(rows[-1]), np.zeros(2, np.float32), None)  # replacing an entry does not count it twice
-    assert cache.nbytes == 10 * entry
-    too_big = AnswerCache(size=10, decimals=-1, max_bytes=entry - 1)
+    assert cache.nbytes == held
+    too_big = AnswerCache(size=10, decimals=-1, max_bytes=100)
     too_big.put(too_big.key(rows[0]), np.zeros(2, np.float32), None)
     assert not too_big.entries and too_big.nbytes == 0
+
+
+def test_answer_cache_bound_is_what_the_process_pays_after_much_churn():
+    import tracemalloc
+
+    from runtime.roles.teacher import AnswerCache
+
+    rng = np.random.default_rng(1)
+    bound = 2 << 20
+    tracemalloc.start()
+    try:
+        cache = AnswerCache(size=10**9, decimals=-1, max_bytes=bound)
+        for _ in range(100):  # CartPole-sized answers, ten times what the bound holds
+            observations = rng.normal(size=(256, 4)).astype(np.float32)
+            for row in observations:
+                cache.put(cache.key(row), rng.normal(size=2).astype(np.float32), None)
+        traced = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert cache.held_bytes <= bound
+    assert bound * 0.8 <= traced <= bound * 1.05, (traced, cache.held_bytes)
 
 
 def test_teacher_role_labels_requests_that_arrive_together_in_one_call():

@@ -14,7 +14,7 @@ from typing import Any
 
 from runtime import config as config_module
 from runtime import rundir
-from runtime.config import Settings, peer_security
+from runtime.config import REMOTE_CAPABLE, Settings, internal_network, peer_security
 from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
 from runtime.files import atomic_write
 from runtime.processes import SAFE_PATH_ENV
@@ -40,6 +40,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="run directory (default: $AGENTRT_RUN_DIR or daemon.run_dir)")
 
 
+def _add_joining(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--connect",
+        required=required,
+        metavar="tcp://DAEMON-HOST:PORT",
+        help="the daemon's internal.endpoints: join it as its role",
+    )
+    parser.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
+    parser.add_argument(
+        "--client-key", help="CURVE: this role's key pair (NAME.key_secret; keys authorize --role there)"
+    )
+
+
 # --- up / down / status ------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     from runtime.plugin.pluginmanager import describe
@@ -52,6 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
     if peer_security(settings) == "curve":
         settings.security.keys().server_secret()  # exists and reads, or a ConfigError now
+    internal_network(settings)  # the same for the internal endpoints' keys, and their exposure
     try:
         agent_spaces(settings.agent.table())
     except ConfigError as exc:
@@ -60,7 +74,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG
     if args.check:
         from runtime.learn.check import check_components
+        from runtime.learn.device import check_placements
         from runtime.plugin.pluginmanager import load
+
+        # A device (or dtype) this host cannot run fails now, naming the key. Here, not above: it
+        # imports torch, which the daemon itself (--no-check, as --detach starts it) never does.
+        check_placements(settings)
 
         failed = [check for check in check_components(load(settings.plugins.table()), settings) if not check.ok]
         for check in failed:
@@ -128,7 +147,7 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
                     file=sys.stderr,
                 )
             return ExitCode.CONFIG
-        if all(role["state"] == "running" for role in status["roles"].values()):
+        if not control.waiting_for(status):
             print(
                 json.dumps(
                     {
@@ -141,7 +160,7 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, wait_s: float)
             )
             return ExitCode.OK
         time.sleep(0.1)
-    waiting = {name: role for name, role in status.get("roles", {}).items() if role["state"] != "running"}
+    waiting = {name: status["roles"][name] for name in control.waiting_for(status)} if status else {}
     print(
         f"agentrt up: the daemon (pid {process.pid}) is still starting after {wait_s:g} s; 'agentrt down' stops it",
         file=sys.stderr,
@@ -195,7 +214,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_status(status)
     if args.ready:
         # Ready: every role serves. A daemon that answers while a role restarts is alive, not ready.
-        waiting = {name: role["state"] for name, role in status["roles"].items() if role["state"] != "running"}
+        waiting = control.waiting_for(status)
         if waiting:
             print("agentrt status: not ready: " + ", ".join(f"{n} {s}" for n, s in waiting.items()), file=sys.stderr)
             return ExitCode.FAILURE
@@ -233,29 +252,37 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     store = _key_store(args)
     server = store.directory / "server.key"
     authorized = {name: fingerprint(key) for name, key in store.authorized().items()}
+    roles = {name: fingerprint(key) for name, key in store.authorized(role=True).items()}
     if args.json:
-        print(json.dumps({"keys_dir": str(store.directory), "server": server.exists(), "authorized": authorized}))
+        print(
+            json.dumps(
+                {"keys_dir": str(store.directory), "server": server.exists(), "authorized": authorized, "roles": roles}
+            )
+        )
         return ExitCode.OK
     print(f"keys in {store.directory}; server key pair: {'yes' if server.exists() else 'no (agentrt keys generate)'}")
     for name, print_ in authorized.items():
         print(f"  {name}  {print_}")
+    for name, print_ in roles.items():
+        print(f"  {name}  {print_}  (remote role)")
     return ExitCode.OK
 
 
 def cmd_keys_authorize(args: argparse.Namespace) -> int:
     name = args.name or Path(args.key_file).name.split(".key")[0]
-    print(_key_store(args).authorize(args.key_file, name))
+    print(_key_store(args).authorize(args.key_file, name, role=args.role))
     return ExitCode.OK
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    _key_store(args).revoke(args.name)
+    _key_store(args).revoke(args.name, role=args.role)
     return ExitCode.OK
 
 
 # --- peers and demo ------------------------------------------------------------------------------------
 def cmd_attach_gym(args: argparse.Namespace) -> int:
-    from runtime.peer.gym import run_gym_peers
+    from runtime.peer.edge import EdgeQuery
+    from runtime.peer.gym import run_edge_gym_peers, run_gym_peers
 
     endpoint = args.endpoint or _load_config(args)["daemon"]["peer_endpoint"]
 
@@ -274,17 +301,28 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
         if not (args.server_key and args.client_key):
             raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
         curve = ClientKeys.from_files(args.server_key, args.client_key)
-    summary = run_gym_peers(
-        endpoint,
-        args.env_id,
-        args.episodes,
-        args.peers,
-        args.policy,
-        args.seed,
+    common: dict[str, Any] = dict(
+        endpoint=endpoint,
+        env_id=args.env_id,
+        episodes=args.episodes,
+        peers=args.peers,
+        seed=args.seed,
         wait_s=args.wait,
         on_episode=report,
         curve=curve,
     )
+    if args.edge:
+        if args.policy == "teacher":
+            raise ConfigError("--edge: the student acts at the edge; --policy student asks for no labels")
+        summary = run_edge_gym_peers(
+            **common,
+            query=EdgeQuery(per_second=args.labels_per_s, seed=args.seed) if args.policy == "auto" else None,
+            transitions=args.transitions,
+            format=args.edge_format,
+            step_hz=args.step_hz,
+        )
+    else:
+        summary = run_gym_peers(**common, policy=args.policy)
     result = summary.as_dict()
     if args.json:
         print(json.dumps(result))
@@ -293,6 +331,12 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
             f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
             f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}"
         )
+        if "edge" in result:
+            edge = result["edge"]
+            print(
+                f"edge: {edge['labels_sent']} labels sent, versions {edge['versions']}, "
+                f"decision p50 {edge['decision_us_p50']} µs"
+            )
     return ExitCode.OK
 
 
@@ -375,10 +419,70 @@ def cmd_student_rollback(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_student_export(args: argparse.Namespace) -> int:
+    from runtime.learn.export import export_student
+    from runtime.plugin import pluginmanager
+
+    settings = Settings.of(_load_config(args))
+    plugins = pluginmanager.load(settings.plugins.table())
+    exported = export_student(settings, plugins, args.format, args.out, args.version)
+    print(
+        json.dumps(
+            {
+                "path": str(exported.path),
+                "format": exported.format,
+                "version": exported.version,
+                "size_bytes": exported.size_bytes,
+            }
+        )
+    )
+    return ExitCode.OK
+
+
+def cmd_student_compress(args: argparse.Namespace) -> int:
+    from runtime.learn.compress import Compression, compress
+
+    compression = Compression(int8=args.int8, prune=args.prune, finetune_steps=args.finetune_steps)
+    report = compress(_load_config(args), compression, args.version)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        from runtime.cli.display import print_compressed
+
+        print_compressed(report)
+    return ExitCode.OK if report["promoted"] else ExitCode.FAILURE
+
+
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
     from runtime.roles.teacher import TeacherRole
 
+    if args.connect:
+        args.role = "teacher"
+        return cmd_role(args)
     return TeacherRole(_load_config(args), supervised=False, endpoint=args.endpoint).run()
+
+
+def cmd_role(args: argparse.Namespace) -> int:
+    """Run one role on this host for a daemon on another: it dials the daemon's TCP internal
+    endpoints (``--connect`` is internal.endpoints there) and joins its supervision."""
+    import importlib
+
+    from runtime.roles import ROLE_MODULES
+
+    config = _load_config(args)
+    config["internal"]["endpoints"] = config_module.merge(
+        config, {"internal": {"endpoints": args.connect}}, "--connect"
+    )["internal"]["endpoints"]
+    keys = None
+    if args.server_key or args.client_key:
+        from runtime.wire.keys import ClientKeys
+
+        if not (args.server_key and args.client_key):
+            raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
+        keys = ClientKeys.from_files(args.server_key, args.client_key)
+    module_name, _, class_name = ROLE_MODULES[args.role].partition(":")
+    role_class = getattr(importlib.import_module(module_name), class_name)
+    return role_class(config, joining=True, keys=keys).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,6 +546,17 @@ def build_parser() -> argparse.ArgumentParser:
     gym.add_argument("--seed", type=int, default=0)
     gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
     gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
+    gym.add_argument(
+        "--edge",
+        action="store_true",
+        help="the edge mode: each peer runs the student itself and asks for labels (--policy auto) or none (student)",
+    )
+    gym.add_argument("--edge-format", choices=["safetensors+json", "onnx"], default="safetensors+json")
+    gym.add_argument("--labels-per-s", type=float, default=50.0, help="with --edge: each peer's label budget")
+    gym.add_argument(
+        "--transitions", type=float, default=0.0, help="with --edge: share of other steps sent for the query policy"
+    )
+    gym.add_argument("--step-hz", type=float, help="with --edge: control-loop rate (default: as fast as it goes)")
     gym.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
     gym.add_argument(
         "--client-key", help="CURVE: this peer's key pair (<name>.key_secret, agentrt keys generate --client)"
@@ -468,16 +583,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(authorize)
     authorize.add_argument("key_file", help="the peer's NAME.key (a .key_secret is read for its public key only)")
     authorize.add_argument("--name", help="name for it (default: the file's name without .key)")
+    authorize.add_argument(
+        "--role", action="store_true", help="a remote role's key (agentrt role ... --connect), not a peer's"
+    )
     authorize.set_defaults(handler=cmd_keys_authorize)
     revoke = keys_commands.add_parser("revoke", help="remove a peer's key (refused from its next connection)")
     _add_common(revoke)
     revoke.add_argument("name")
+    revoke.add_argument("--role", action="store_true", help="a remote role's key, not a peer's")
     revoke.set_defaults(handler=cmd_keys_revoke)
 
     demo = commands.add_parser("demo", help="online distillation on CartPole-v1, end to end")
     _add_common(demo)
     demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     demo.add_argument("--peers", type=int, default=4)
+    demo.add_argument(
+        "--edge", action="store_true", help="edge peers: each runs the student itself while the runtime teaches it"
+    )
     demo.add_argument("--max-train-s", type=float, default=180.0)
     demo.add_argument("--eval-episodes", type=int, default=20)
     demo.add_argument("--plot", default="agentrt-demo.png", help="learning-curve PNG ('' for none)")
@@ -493,15 +615,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(rollback)
     rollback.add_argument("--to", type=int, help="version to serve (default: the promoted one before the serving one)")
     rollback.set_defaults(handler=cmd_student_rollback)
+    from runtime.learn.export import FORMATS
+
+    export = student_commands.add_parser("export", help="write a student version for use outside the runtime")
+    _add_common(export)
+    export.add_argument("--version", type=int, help="version to export (default: the serving one)")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--out", help="file to write (default: student-v<N>.onnx / .pt / .safetensors here)")
+    export.set_defaults(handler=cmd_student_export)
+    compress = student_commands.add_parser(
+        "compress",
+        help="prune and/or quantize a version into a new one, judged by the promotion gate (daemon stopped)",
+    )
+    _add_common(compress)
+    compress.add_argument("--int8", action="store_true", help="store the weights as int8, one scale per output unit")
+    compress.add_argument(
+        "--prune", type=float, default=0.0, help="share of each hidden layer's units to remove (0.5: half)"
+    )
+    compress.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=3000,
+        help="distillation steps on the saved teacher labels before quantizing (default 3000: seconds)",
+    )
+    compress.add_argument("--version", type=int, help="version to compress (default: the serving one)")
+    compress.add_argument("--json", action="store_true")
+    compress.set_defaults(handler=cmd_student_compress)
 
     teacher = commands.add_parser("teacher", help="teacher tools")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
-    serve = teacher_commands.add_parser("serve", help="serve the configured teacher over TCP for remote daemons")
+    serve = teacher_commands.add_parser(
+        "serve",
+        help="serve the configured teacher for a daemon on another host: with --connect, as its teacher role "
+        "(agentrt role teacher); with --endpoint, for [teacher] plugin = remote",
+    )
     _add_common(serve)
     serve.add_argument(
-        "--endpoint", default="tcp://127.0.0.1:7412", help="where to listen (tcp://0.0.0.0:7412 for other hosts)"
+        "--endpoint",
+        default="tcp://127.0.0.1:7412",
+        help="where to listen for the remote teacher plugin (tcp://0.0.0.0:7412 for other hosts; no CURVE)",
     )
-    serve.set_defaults(handler=cmd_teacher_serve)
+    _add_joining(serve)
+    serve.set_defaults(handler=cmd_teacher_serve, connect=None)
+
+    role = commands.add_parser(
+        "role", help="run a role on this host for a daemon on another (internal.remote_roles there)"
+    )
+    _add_common(role)
+    role.add_argument("role", choices=REMOTE_CAPABLE)
+    _add_joining(role, required=True)
+    role.set_defaults(handler=cmd_role)
 
     from runtime.learn.offline import add_parser as add_distill_parser
 

@@ -3,6 +3,11 @@
 A private daemon starts; Gymnasium peers attach with an untrained student; the student learns
 from the teacher while it acts; then it is evaluated acting alone, and a summary compares it
 with the teacher.
+
+``agentrt demo --edge``: the same with edge peers (``runtime.peer.edge``). Each runs its own copy
+of the student from the start, sends the observations its local query policy picks for labels,
+and takes each promoted version as the runtime pushes it; the summary adds the edge decision
+latency and the size of the exported student.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from runtime import config as config_module
 from runtime import extras
 from runtime.config import Settings
 from runtime.errors import ExitCode
-from runtime.peer.gym import EpisodeResult, run_gym_peers
+from runtime.peer.edge import EdgeQuery
+from runtime.peer.gym import AttachSummary, EpisodeResult, run_edge_gym_peers, run_gym_peers
 from runtime.supervisor.launch import ChildDaemon
 
 ENV_ID = "CartPole-v1"
 TARGET_RETURN = 475.0
 WINDOW = 12  # recent episodes that must look good before the student is evaluated alone
+#: The edge peers' control loop, as a robot's: it paces how fast they ask for labels.
+EDGE_STEP_HZ = 500.0
 
 
 @dataclass
@@ -42,9 +50,13 @@ class Progress:
     history: list[tuple[float, float, float]] = field(default_factory=list)  # (t, return, teacher share)
     evaluations: list[float] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    edge_mode: bool = False  # --edge
+    edge_steps: int = 0  # steps the edge peers took (the runtime sees only their labels)
+    edge: dict[str, Any] = field(default_factory=dict)  # the last evaluation's edge figures
 
     def record(self, episode: EpisodeResult) -> None:
         self.episodes.append(episode)
+        self.edge_steps += episode.steps if self.edge_mode else 0
         self.history.append(
             (time.monotonic() - self.started, episode.episode_return, episode.by_teacher / episode.steps)
         )
@@ -60,8 +72,15 @@ class Progress:
         status = self.status
         decisions = status.get("decisions", {})
         observations = max(status.get("observations", 0), 1)
+        episodes, teacher_acts = (
+            status.get("episodes", 0),
+            decisions.get("by_teacher", 0) / max(decisions.get("total", 0), 1),
+        )
+        if self.edge_mode:  # the student acts at the edge; the runtime sees the labels only
+            episodes, teacher_acts, observations = len(self.history), 0.0, max(self.edge_steps, 1)
         recent = [e.episode_return for e in self.episodes]
-        table = Table(title=f"agentrt demo: online distillation on {ENV_ID}", title_justify="left")
+        mode = ", edge peers" if self.edge_mode else ""
+        table = Table(title=f"agentrt demo: online distillation on {ENV_ID}{mode}", title_justify="left")
         # Short headers: the table must fit an 80-column terminal.
         for column in (
             "time",
@@ -81,10 +100,10 @@ class Progress:
             self.phase,
             f"v{status.get('student_version', 0)}",
             "-" if agreement is None else f"{agreement:.1%}",
-            str(status.get("episodes", 0)),
+            str(episodes),
             f"{recent[-1]:.0f}" if recent else "-",
             f"{statistics.mean(recent):.0f}" if recent else "-",
-            f"{decisions.get('by_teacher', 0) / max(decisions.get('total', 0), 1):.1%}",
+            f"{teacher_acts:.1%}",
             f"{status.get('teacher_queries', 0) / observations:.1%}",
         )
         return table
@@ -92,14 +111,16 @@ class Progress:
 
 def run_demo(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
-    if args.plot:
-        try:
+    try:
+        if args.plot:
             extras.require("matplotlib", "bench", "--plot (--plot '' for none)")
-        except extras.MissingExtra as exc:
-            print(f"agentrt demo: {exc}", file=sys.stderr)
-            return ExitCode.USAGE
+        if args.edge:  # the summary exports the student as ONNX too
+            extras.require("onnx", "export", "--edge")
+    except extras.MissingExtra as exc:
+        print(f"agentrt demo: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     config = config_module.load(getattr(args, "config", None))
-    progress = Progress()
+    progress = Progress(edge_mode=args.edge)
     daemon = ChildDaemon(config_path=getattr(args, "config", None))
     succeeded = False
     try:
@@ -130,19 +151,19 @@ def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: 
     while True:
         progress.phase = "learning"
         stop = threading.Event()
-        worker = threading.Thread(
-            target=run_gym_peers,
-            kwargs=dict(
-                endpoint=daemon.endpoint,
-                env_id=ENV_ID,
-                episodes=10**9,
-                peers=args.peers,
-                seed=seed,
-                on_episode=progress.record,
-                should_stop=stop.is_set,
-            ),
-            daemon=True,
-        )  # Ctrl-C must not wait for it
+        play: dict[str, Any] = dict(
+            endpoint=daemon.endpoint,
+            env_id=ENV_ID,
+            episodes=10**9,
+            peers=args.peers,
+            seed=seed,
+            on_episode=progress.record,
+            should_stop=stop.is_set,
+        )
+        if args.edge:
+            play.update(query=EdgeQuery(seed=seed), step_hz=EDGE_STEP_HZ)
+        # Ctrl-C must not wait for it
+        worker = threading.Thread(target=run_edge_gym_peers if args.edge else run_gym_peers, kwargs=play, daemon=True)
         worker.start()
         try:
             while worker.is_alive() and not progress.ready_for_evaluation() and time.monotonic() < deadline:
@@ -154,9 +175,8 @@ def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: 
             worker.join()
         progress.phase = "evaluating"
         live.update(progress.table())
-        evaluation = run_gym_peers(
-            daemon.endpoint, ENV_ID, args.eval_episodes, args.peers, policy="student", seed=10_000 + seed
-        )
+        evaluation = evaluate(daemon.endpoint, args, seed)
+        progress.edge = evaluation.as_dict().get("edge", {})
         returns = [e.episode_return for e in evaluation.episodes]
         progress.evaluations.append(float(np.mean(returns)))
         progress.status = daemon.status()
@@ -166,6 +186,13 @@ def train_and_evaluate(daemon: ChildDaemon, args: argparse.Namespace, progress: 
             return returns
         progress.episodes.clear()
         seed += 1000
+
+
+def evaluate(endpoint: str, args: argparse.Namespace, seed: int) -> AttachSummary:
+    """The student alone: forced by the runtime, or at the edge without labels."""
+    if args.edge:
+        return run_edge_gym_peers(endpoint, ENV_ID, args.eval_episodes, args.peers, seed=10_000 + seed)
+    return run_gym_peers(endpoint, ENV_ID, args.eval_episodes, args.peers, policy="student", seed=10_000 + seed)
 
 
 def bare_latency_us(policy, observations: np.ndarray, repeats: int = 200) -> float:
@@ -237,6 +264,35 @@ def summarize(
         "teacher_latency_us": bare_latency_us(teacher.label, states),
         "evaluations": progress.evaluations,
         "duration_s": round(time.monotonic() - progress.started, 1),
+        **(edge_summary(config, daemon, status, progress) if progress.edge_mode else {}),
+    }
+
+
+def edge_summary(
+    config: dict[str, Any], daemon: ChildDaemon, status: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """The edge figures: the edge peers' decision latency, and the serving student exported as an
+    edge peer receives it (the array layout) and as ONNX, in bytes."""
+    import tempfile
+    from pathlib import Path
+
+    from runtime.learn.export import LAYOUT, ONNX, Exporter, layout_json_path
+    from runtime.plugin import pluginmanager
+
+    settings = Settings.of(config_module.merge(config, {"daemon": {"run_dir": str(daemon.run_dir)}}, "demo"))
+    exporter = Exporter(settings, pluginmanager.load(settings.plugins.table()))
+    sizes = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for fmt, name in ((LAYOUT, "student.safetensors"), (ONNX, "student.onnx")):
+            exported = exporter.write(fmt, Path(directory) / name, status["student_version"])
+            sizes[fmt] = exported.size_bytes
+            if fmt == LAYOUT:
+                sizes["json"] = layout_json_path(exported.path).stat().st_size
+    return {
+        "edge_latency_us": progress.edge.get("decision_us_p50"),
+        "edge_labels_sent": status["roles"]["gateway"]["counters"].get("edge_labels", 0),
+        "edge_steps": progress.edge_steps,
+        "exported_bytes": sizes,
     }
 
 
@@ -257,10 +313,32 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"{summary['student_latency_us']:.0f}",
         f"{summary['student_mean_return']:.1f}",
     )
+    if "edge_latency_us" in summary:
+        table.add_row(
+            "student at the edge",
+            f"{summary['student_params']:,}",
+            f"{summary['edge_latency_us']:.0f}",
+            f"{summary['student_mean_return']:.1f}",
+        )
     console.print(table)
+    if "exported_bytes" in summary:
+        sizes = summary["exported_bytes"]
+        console.print(
+            f"exported student: {sizes['safetensors+json']:,} bytes as safetensors (+ {sizes['json']:,} bytes of "
+            f"JSON), {sizes['onnx']:,} bytes as ONNX; the edge peers sent {summary['edge_labels_sent']:,} labels "
+            f"over {summary['edge_steps']:,} steps while learning"
+        )
+    # At the edge the runtime answers labels only: its steps are not the peers'.
+    queried = (
+        ""
+        if "edge_steps" in summary
+        else (
+            f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
+            f"({summary['teacher_query_fraction']:.1%}); "
+        )
+    )
     console.print(
-        f"teacher queried for {summary['teacher_queries']:,} of {summary['steps']:,} steps "
-        f"({summary['teacher_query_fraction']:.1%}); student v{summary['student_version']} evaluated alone over "
+        f"{queried}student v{summary['student_version']} evaluated alone over "
         f"{len(summary['student_returns'])} episodes; {summary['duration_s']:.0f} s in all"
     )
     if "plot" in summary:
@@ -275,7 +353,8 @@ def write_plot(progress: Progress, path: str) -> None:
 
     times, returns, shares = zip(*progress.history, strict=True) if progress.history else ((), (), ())
     figure, axis = plt.subplots(figsize=(8, 4))
-    axis.plot(times, returns, ".", alpha=0.5, label="episode return (student + cascade)")
+    who = "the student at the edge" if progress.edge_mode else "student + cascade"
+    axis.plot(times, returns, ".", alpha=0.5, label=f"episode return ({who})")
     axis.set_xlabel("seconds")
     axis.set_ylabel("return")
     twin = axis.twinx()

@@ -27,9 +27,13 @@ def print_status(status: dict[str, Any]) -> None:
     roles = Table("role", "pid", "state", "uptime s", "restarts", "last exit")
     for name, role in status["roles"].items():
         last_exit = "-" if role["last_exit_code"] is None else f"{role['last_exit_code']}: {role['last_exit_reason']}"
-        roles.add_row(
-            name, str(role["pid"]), role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit
-        )
+        remote = role.get("remote")
+        where = str(role["pid"])
+        if remote:
+            where = f"remote {remote['host']}:{remote['pid']}" if remote["pid"] else "remote (not joined)"
+        if remote and role["silent_s"] is not None:
+            where += f" (seen {role['silent_s']:.1f} s ago)"
+        roles.add_row(name, where, role["state"], f"{role['uptime_s']:.1f}", str(role["restarts"]), last_exit)
     console.print(roles)
     decisions = status["decisions"]
     summary = Table(
@@ -121,3 +125,30 @@ def print_checks(checks: list[Check]) -> None:
             ", ".join(check.points), ", ".join(check.components) or "-", "ok" if check.ok else f"[red]{check.error}"
         )
     Console().print(table)
+
+
+def print_compressed(report: dict[str, Any]) -> None:
+    """``agentrt student compress``: the new version beside the one it was made from."""
+    how = report["compression"]
+    table = Table("version", "student", "bytes", "weight bytes", "params ≠ 0", "µs/decision", "held-out agreement")
+    for version, student, figures in (
+        (report["parent"], f"float {how['hidden_before']}", report["original"]),
+        (report["version"], f"{'int8' if how['int8'] else 'float'} {how['hidden']}", report["compressed"]),
+    ):
+        agreement = figures["agreement"]
+        table.add_row(
+            str(version),
+            student,
+            str(figures["bytes"]),
+            str(figures["weight_bytes"]),
+            str(figures["params"]),
+            f"{figures['latency_us']:.1f}",
+            "-" if agreement is None else f"{agreement:.3f}",
+        )
+    console = Console()
+    console.print(table)
+    serving = report["serving_agreement"]
+    console.print(
+        f"version {report['version']} {report['status']} by the gate: serving version {report['serving_version']} "
+        f"agrees {'-' if serving is None else f'{serving:.3f}'}, margin {report['promotion_margin']}"
+    )

@@ -2,9 +2,11 @@
 
 A tiny MLP costs about 20 µs per call through torch and a few through numpy. ``NumpyForward``
 traces the student once with ``torch.fx``; if every operation in its graph is one numpy can run
-(flatten, linear, relu, tanh, a tuple's item), it runs that graph over numpy copies of the
+(flatten, linear or int8 linear, relu, tanh, a tuple's item), it runs that graph over numpy copies of the
 weights. It is used only after its outputs equal torch's within ``TOLERANCE`` on probe inputs,
-checked again for every set of weights served; any other student keeps the torch forward.
+checked again for every set of weights served; any other student keeps the torch forward, as
+does a student served off the CPU or in another dtype than float32 (``decision.device``,
+``decision.dtype``): numpy runs on the host in float32 only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from runtime.learn.nets import Int8Linear
+
 TOLERANCE = 1e-5
 
 Op = Callable[..., Any]
@@ -28,6 +32,12 @@ def _linear(module: nn.Linear) -> Op:
     return (lambda x: x @ weight) if bias is None else (lambda x: x @ weight + bias)
 
 
+def _int8_linear(module: Int8Linear) -> Op:
+    weight = module.dequantized().detach().numpy().T.copy()  # once per version served, not per call
+    bias = module.bias.numpy().copy()
+    return lambda x: x @ weight + bias
+
+
 def _flatten(module: nn.Flatten) -> Op | None:
     if module.start_dim != 1 or module.end_dim != -1:
         return None
@@ -37,6 +47,8 @@ def _flatten(module: nn.Flatten) -> Op | None:
 def _module_op(module: nn.Module) -> Op | None:
     if isinstance(module, nn.Linear):
         return _linear(module)
+    if isinstance(module, Int8Linear):
+        return _int8_linear(module)
     if isinstance(module, nn.Flatten):
         return _flatten(module)
     if isinstance(module, nn.ReLU):
@@ -46,6 +58,13 @@ def _module_op(module: nn.Module) -> Op | None:
     if isinstance(module, nn.Identity):
         return lambda x: x
     return None
+
+
+class _Tracer(fx.Tracer):
+    """Keeps ``Int8Linear`` one step of the graph, as torch's own layers are."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, Int8Linear) or super().is_leaf_module(module, qualified_name)
 
 
 class NumpyForward:
@@ -61,7 +80,7 @@ class NumpyForward:
         """The numpy forward of ``student`` with its current weights, or None if some operation is
         not supported or the outputs differ from torch's on ``probe`` (a float32 batch)."""
         try:
-            graph = fx.symbolic_trace(student)
+            graph = fx.GraphModule(student, _Tracer().trace(student))
         except Exception:  # noqa: BLE001 (a student fx cannot trace keeps the torch forward)
             return None
         inputs = [node.name for node in graph.graph.nodes if node.op == "placeholder"]

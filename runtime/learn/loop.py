@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,9 +26,10 @@ from gymnasium import spaces
 
 from runtime.config import Settings
 from runtime.errors import PluginFailure
+from runtime.learn.device import on_host, placement
 from runtime.learn.evaluation import teacher_policy_outputs
 from runtime.learn.models import build_student, feature_space
-from runtime.learn.trainer import Trainer, Verdict
+from runtime.learn.trainer import Trainer, Verdict, Weights
 from runtime.plugin.interfaces import ForwardMembers, QueryContext, QueryDecision
 from runtime.plugin.pluginmanager import Component, Plugins, serve
 from runtime.wire.spaces import actions_from_outputs, output_size
@@ -97,6 +98,10 @@ class LabelShare:
     policy spends its answers on other peers, and, within a batch, those the policy chose beyond
     the peer's allowance are taken back. Observations a peer forced to ``teacher`` are the
     gateway's forced-teacher budget's business.
+
+    At most ``max_peers`` peers are remembered (``protocol.max_sessions``): beyond them, the least
+    recently seen peers and the smallest counts are forgotten first, so that peers coming and
+    going within a window cannot grow the tables.
     """
 
     #: Counts below this (about a thousandth of a label) are forgotten, so the table stays small.
@@ -107,9 +112,10 @@ class LabelShare:
     #: turn, or one that attached first, must not be held back for being a few labels ahead.
     AHEAD = 16.0
 
-    def __init__(self, limit: float, window_s: float, now: float) -> None:
+    def __init__(self, limit: float, window_s: float, now: float, max_peers: int) -> None:
         self.limit = limit
         self.window_s = window_s
+        self.max_peers = max_peers
         self.counts: dict[Hashable, float] = {}
         self.seen: dict[Hashable, float] = {}  # peer -> when it last had an observation decided
         self.updated = now
@@ -120,6 +126,8 @@ class LabelShare:
         self.counts = {
             peer: count * factor for peer, count in self.counts.items() if count * factor >= self.FORGET_BELOW
         }
+        if len(self.counts) > self.max_peers:
+            self.counts = dict(sorted(self.counts.items(), key=lambda item: item[1])[-self.max_peers :])
 
     def allowances(self, peers: Iterable[Hashable], now: float) -> dict[Hashable, float]:
         """Per peer of a batch: how many more labels it may take now (infinite while no other
@@ -127,6 +135,8 @@ class LabelShare:
         self._decay(now)
         self.seen.update((peer, now) for peer in peers)
         self.seen = {peer: when for peer, when in self.seen.items() if now - when <= self.window_s}
+        if len(self.seen) > self.max_peers:
+            self.seen = dict(sorted(self.seen.items(), key=lambda item: item[1])[-self.max_peers :])
         counts = {peer: count for peer, count in self.counts.items() if peer in self.seen}
         total = sum(counts.values())
         # Never below an equal split between the peers being labelled: with a limit under 1/n,
@@ -169,42 +179,63 @@ class Decider:
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.width = output_size(action_space)
-        self.student = build_student(plugins, settings, observation_space, action_space).eval()
-        self.ensemble = isinstance(self.student, ForwardMembers)  # checked once: the student never changes class
+        self.where = placement(settings, "decision")
+        #: The configured student; ``student`` is the one serving (a compressed version's otherwise).
+        self.configured = self.where.module(build_student(plugins, settings, observation_space, action_space)).eval()
+        self.student = self.configured
+        #: Where the serving student runs: ``where`` for the configured one; a compressed version's
+        #: on the CPU in float32 (its int8 kernels are CPU kernels), whatever decision.device says.
+        self.serving_at = self.where
+        self.ensemble = isinstance(self.student, ForwardMembers)  # checked when the student changes class
         space = feature_space(plugins, settings, observation_space)
         space.seed(0)
         self.probe = np.stack([np.asarray(space.sample(), dtype=np.float32) for _ in range(PROBE_ROWS)])
-        self.fast = None if self.ensemble else self.compile_fast(self.student, self.probe)
+        # numpy runs on the CPU in float32: elsewhere torch serves.
+        numpy_able = self.where.default and not self.ensemble
+        self.fast = self.compile_fast(self.student, self.probe) if numpy_able else None
         self.fast_capable = self.fast is not None  # the graph decides; only a weight's value can change it
         self.student_component = plugins.get("student", settings.student.plugin)
         query = settings.query
         self.policy_component = plugins.get("query_policy", query.policy)
         self.policy = plugins.build("query_policy", query.policy, dict(query.params))
-        self.shares = LabelShare(query.max_peer_label_share, query.peer_share_window_s, clock())
+        self.shares = LabelShare(
+            query.max_peer_label_share, query.peer_share_window_s, clock(), settings.protocol.max_sessions
+        )
         self.version = 0  # untrained until a version is served
 
-    def serve(self, version: int, state: State) -> None:
+    def serve(self, version: int, state: State, metadata: Mapping[str, str] | None = None) -> None:
         """Serve other weights from the next batch on; raises (RuntimeError, ValueError) and keeps
-        the current ones if they do not fit the student."""
-        self.student.load_state_dict(state)
+        the current ones if they do not fit the student. A compressed version's checkpoint
+        ``metadata`` says which student it is (``runtime.learn.nets.build_compressed``)."""
+        from runtime.learn.nets import build_compressed, is_compressed
+
+        if metadata is not None and is_compressed(metadata):
+            student = build_compressed(metadata).eval()
+            student.load_state_dict(state)
+            self.student, self.serving_at, fast_capable = student, on_host(), True
+        else:
+            self.configured.load_state_dict(state)
+            self.student, self.serving_at, fast_capable = self.configured, self.where, self.fast_capable
+        self.ensemble = isinstance(self.student, ForwardMembers)
         self.version = version
-        if self.fast_capable:  # verified again: weights that numpy and torch disagree on keep torch
-            self.fast = self.compile_fast(self.student, self.probe)
+        # Verified again: weights that numpy and torch disagree on keep torch.
+        self.fast = self.compile_fast(self.student, self.probe) if fast_capable else None
 
     def forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(outputs, member outputs or None) of the serving student; an ensemble acts on its
         members' mean and the policy sees their spread. Failures are PluginFailures."""
         expected = (len(features), self.width)
         with self.torch.no_grad():
-            inputs = self.torch.from_numpy(features)
+            at = self.serving_at
+            inputs = at.inputs(features)
             if self.ensemble:
-                members = serve(self.student_component, lambda x: self.student.forward_members(x).numpy(), inputs)
+                members = serve(self.student_component, lambda x: at.host(self.student.forward_members(x)), inputs)
                 _check_output(self.student_component, "forward_members", members, (len(members), *expected))
                 return members.mean(axis=0), members
             if self.fast is not None:
                 outputs = serve(self.student_component, self.fast, features)
             else:
-                outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
+                outputs = serve(self.student_component, lambda x: at.host(self.student(x)), inputs)
             _check_output(self.student_component, "forward", outputs, expected)
             return outputs, None
 
@@ -474,7 +505,7 @@ class Learner:
         self.trainer = Trainer(plugins, settings, observation_space, action_space)
         self.version = 0
         self.serving_version = 0
-        self.serving_state: State | None = None
+        self.serving_state: Weights | None = None
         self.trained_from: int | None = None
         self.labels = 0
         self.train_steps = 0
@@ -491,16 +522,17 @@ class Learner:
         self,
         last_version: int,
         trained_from: int,
-        state: State | None,
+        state: Weights | None,
         serving_version: int,
-        serving_state: State | None,
+        serving_state: Weights | None,
     ) -> None:
         """Continue after a restart: numbering after ``last_version``, training from ``state`` (the
-        newest candidate that could be read, ``trained_from``), judged against ``serving_state``.
-        Raises RuntimeError if either does not fit the student."""
-        if serving_state is not None:
+        newest candidate that could be read, ``trained_from``), judged against ``serving_state``
+        (a built student when a compressed version serves). Raises RuntimeError if either does not
+        fit the student."""
+        if isinstance(serving_state, dict):
             self.trainer.scratch.load_state_dict(serving_state)
-        if state is not None:
+        if isinstance(state, dict):  # never a compressed version: see ``Distillation.newest_trainable``
             self.trainer.load(state)
         self.version = last_version
         self.trained_from = trained_from or None
@@ -516,10 +548,12 @@ class Learner:
         self.trainer.restore_data(arrays, metadata)
         self.added_at_publish = self.trainer.buffer.added
 
-    def restore(self, version: int, state: State) -> None:
-        """Serve ``version`` again (a rollback) and train on from its weights, with a fresh optimizer."""
-        self.trainer.load(state)
-        self.trained_from = version
+    def restore(self, version: int, state: Weights) -> None:
+        """Serve ``version`` again (a rollback) and train on from its weights, with a fresh optimizer;
+        a compressed version (a built student) serves, and training goes on from the weights in training."""
+        if isinstance(state, dict):
+            self.trainer.load(state)
+            self.trained_from = version
         self.serving_version, self.serving_state = version, state
 
     def add_labels(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None) -> None:

@@ -15,7 +15,11 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 class FeatureNet(nn.Module):
     """A student network: ``forward_features(x) -> (outputs, features)``, and ``forward`` the outputs
-    alone, so feature-hint strategies and plain inference run the same computation."""
+    alone, so feature-hint strategies and plain inference run the same computation.
+
+    ``export_formats``: what ``runtime.learn.export`` can write the network as."""
+
+    export_formats: tuple[str, ...] = ("onnx", "torchscript")
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -26,6 +30,9 @@ class FeatureNet(nn.Module):
 
 class MLP(FeatureNet):
     """A multilayer perceptron over flattened observations; exposes its last hidden layer as features."""
+
+    # The array layout too: it runs without torch (the edge mode).
+    export_formats = ("onnx", "torchscript", "safetensors+json")
 
     def __init__(
         self, input_shape: tuple[int, ...], output_size: int, hidden: list[int], activation: str = "relu"
@@ -89,9 +96,14 @@ class CNN(FeatureNet):
         stride: int = 2,
         channels_last: bool = True,
         activation: str = "relu",
+        hidden: list[int] | None = None,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         _check_activation(activation)
+        self.input_shape, self.output_size = tuple(input_shape), output_size
+        self.channels, self.kernel, self.stride = list(channels), kernel, stride
+        self.activation, self.hidden, self.scale = activation, list(hidden or []), scale
         if len(input_shape) < 3:
             layout = "H, W, C" if channels_last else "C, H, W"
             raise ValueError(
@@ -108,18 +120,71 @@ class CNN(FeatureNet):
         for size in channels:
             layers += [nn.Conv2d(width_in, size, kernel, stride, padding=kernel // 2), ACTIVATIONS[activation]()]
             width_in = size
-        self.body = nn.Sequential(*layers, nn.Flatten())
+        layers.append(nn.Flatten())
         with torch.no_grad():  # the flattened size depends on padding/stride rounding: let torch work it out
-            flat = self.body(torch.zeros(1, self.in_channels, height, width)).shape[1]
+            flat = nn.Sequential(*layers)(torch.zeros(1, self.in_channels, height, width)).shape[1]
+        for size in self.hidden:
+            layers += [nn.Linear(flat, size), ACTIVATIONS[activation]()]
+            flat = size
+        self.body = nn.Sequential(*layers)
         self.head = nn.Linear(flat, output_size)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.float()  # uint8-valued features work too; scaling is the image transform's job
+        # uint8-valued features work too. A student's scaling is the image transform's job; a
+        # teacher reads raw observations, so it scales them itself (``scale``).
+        x = x.to(self.head.weight.dtype)
+        if self.scale != 1.0:
+            x = x * self.scale
         if self.channels_last:
             x = x.movedim(-1, -3)
         x = x.reshape(x.shape[0], self.in_channels, *x.shape[-2:])
         features = self.body(x)
         return self.head(features), features
+
+    def architecture(self) -> dict[str, str]:
+        """As ``MLP.architecture``: this network's shape as safetensors metadata (a pixel teacher's file)."""
+        return {
+            "architecture": "cnn",
+            "input_shape": json.dumps(list(self.input_shape)),
+            "output_size": str(self.output_size),
+            "channels": json.dumps(self.channels),
+            "kernel": str(self.kernel),
+            "stride": str(self.stride),
+            "channels_last": json.dumps(self.channels_last),
+            "activation": self.activation,
+            "hidden": json.dumps(self.hidden),
+            "scale": repr(self.scale),
+        }
+
+    @classmethod
+    def from_architecture(cls, metadata: Mapping[str, str]) -> CNN:
+        """The network ``architecture()`` described (weights not loaded); ValueError for another format."""
+        if metadata.get("architecture") != "cnn":
+            raise ValueError(f"architecture {metadata.get('architecture')!r} is not supported (expected 'cnn')")
+        return cls(
+            tuple(json.loads(metadata["input_shape"])),
+            int(metadata["output_size"]),
+            json.loads(metadata["channels"]),
+            int(metadata["kernel"]),
+            int(metadata["stride"]),
+            json.loads(metadata["channels_last"]),
+            metadata.get("activation", "relu"),
+            json.loads(metadata.get("hidden", "[]")),
+            float(metadata.get("scale", "1.0")),
+        )
+
+
+#: The networks a teacher checkpoint may hold, by its ``architecture`` metadata.
+ARCHITECTURES: dict[str, type[MLP] | type[CNN]] = {"mlp": MLP, "cnn": CNN}
+
+
+def from_architecture(metadata: Mapping[str, str]) -> MLP | CNN:
+    """The network a checkpoint's metadata describes (weights not loaded); ValueError for an unknown one."""
+    kind = ARCHITECTURES.get(metadata.get("architecture", ""))
+    if kind is None:
+        known = ", ".join(ARCHITECTURES)
+        raise ValueError(f"architecture {metadata.get('architecture')!r} is not supported (expected one of {known})")
+    return kind.from_architecture(metadata)
 
 
 class GRUNet(FeatureNet):
@@ -166,3 +231,116 @@ class Ensemble(FeatureNet):
         members = (cast(FeatureNet, member) for member in self.members)
         outputs, features = zip(*(member.forward_features(x) for member in members), strict=True)
         return torch.stack(outputs).mean(dim=0), torch.cat(features, dim=1)
+
+
+class Int8Linear(nn.Module):
+    """A linear layer whose weights are stored as int8 with one float scale per output unit
+    (symmetric, per channel): a quarter of a float layer's weight bytes. Its buffers are plain
+    tensors, so its state dict is a safetensors checkpoint like any other; it computes in float
+    (``torch.ao.quantization`` is deprecated in torch 2.13, and a small MLP's forward is bound by
+    call overhead, not arithmetic), and the numpy fast path dequantizes it once per version served."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features))
+
+    @classmethod
+    def of(cls, linear: nn.Linear) -> Int8Linear:
+        """``linear`` quantized: each row scaled so that its largest magnitude becomes 127."""
+        quantized = cls(linear.in_features, linear.out_features)
+        weight = linear.weight.detach()
+        scale = weight.abs().amax(dim=1) / 127
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row stays zero
+        quantized.weight.copy_(torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        quantized.scale.copy_(scale)
+        if linear.bias is not None:
+            quantized.bias.copy_(linear.bias.detach())
+        return quantized
+
+    def dequantized(self) -> torch.Tensor:
+        return self.weight.float() * self.scale[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.dequantized(), self.bias)
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """``module`` with every ``nn.Linear`` replaced by an ``Int8Linear`` (in place; returned for chaining)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear.of(child))
+        else:
+            quantize_int8(child)
+    return module
+
+
+def prune_mlp(mlp: MLP, fraction: float) -> MLP:
+    """A copy of ``mlp`` with ``fraction`` of each hidden layer's units removed (structured pruning,
+    at least one unit kept): those whose incoming and outgoing weights have the smallest product of
+    L2 norms. The result is a smaller dense MLP, so it saves bytes and time without sparse kernels."""
+    linears = [m for m in mlp.body if isinstance(m, nn.Linear)] + [mlp.head]
+    keep: list[torch.Tensor] = []
+    for incoming, outgoing in zip(linears, linears[1:], strict=False):
+        importance = incoming.weight.detach().norm(dim=1) * outgoing.weight.detach().norm(dim=0)
+        count = max(1, round(incoming.out_features * (1 - fraction)))
+        keep.append(importance.topk(count).indices.sort().values)
+    pruned = MLP(mlp.input_shape, mlp.output_size, [len(k) for k in keep], mlp.activation)
+    pruned_linears = [m for m in pruned.body if isinstance(m, nn.Linear)] + [pruned.head]
+    rows: list[torch.Tensor | None] = [*keep, None]  # which output units each layer keeps (all for the head)
+    columns: list[torch.Tensor | None] = [None, *keep]  # which input units it still sees
+    with torch.no_grad():
+        for source, target, row, column in zip(linears, pruned_linears, rows, columns, strict=True):
+            weight: torch.Tensor = source.weight
+            bias: torch.Tensor = source.bias
+            if row is not None:
+                weight, bias = weight[row], bias[row]
+            if column is not None:
+                weight = weight[:, column]
+            target.weight.copy_(weight)
+            target.bias.copy_(bias)
+    return pruned
+
+
+#: The checkpoint metadata key of a compressed student: JSON saying how it was compressed
+#: (``int8``, ``prune``, ...). The file's other keys are its (pruned) MLP's ``architecture()``.
+COMPRESSION_KEY = "agentrt.compression"
+
+
+def compressed_metadata(mlp: MLP, how: Mapping[str, object]) -> dict[str, str]:
+    """What a compressed student's checkpoint carries so that ``build_compressed`` can rebuild it;
+    ``mlp`` is the (pruned) float network before quantization."""
+    return {**mlp.architecture(), COMPRESSION_KEY: json.dumps(dict(how))}
+
+
+def is_compressed(metadata: Mapping[str, str]) -> bool:
+    return COMPRESSION_KEY in metadata
+
+
+def build_compressed(metadata: Mapping[str, str]) -> nn.Module:
+    """The student a compressed checkpoint's weights load into (weights not loaded), built from the
+    file's metadata rather than the configuration: its shape is not the configured student's.
+    ValueError if the metadata does not describe one."""
+    try:
+        how = json.loads(metadata[COMPRESSION_KEY])
+        mlp = MLP.from_architecture(metadata)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a compressed student's metadata: {type(exc).__name__}: {exc}") from None
+    return quantize_int8(mlp) if how.get("int8") else mlp
+
+
+def weights_of(tensors: dict[str, torch.Tensor], metadata: Mapping[str, str]) -> dict[str, torch.Tensor] | nn.Module:
+    """A checkpoint's weights as the gate and the learner take them: the state dict of the configured
+    student, or, for a compressed version, its built student with the weights loaded (ValueError,
+    RuntimeError if they do not fit)."""
+    if not is_compressed(metadata):
+        return tensors
+    module = build_compressed(metadata).eval()
+    module.load_state_dict(tensors)
+    return module

@@ -161,15 +161,18 @@ class Registry:
         return self.run_dir / record.path
 
     # --- writing a version -----------------------------------------------------------------------
-    def add(self, record: VersionRecord, state: dict[str, torch.Tensor]) -> Path:
-        """Record ``record`` and write its checkpoint as one transaction (see the module docstring).
-        Safe to call again for a version whose write failed (a full disk): it starts over."""
+    def add(
+        self, record: VersionRecord, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    ) -> Path:
+        """Record ``record`` and write its checkpoint, with ``metadata`` (a compressed student's
+        shape), as one transaction (see the module docstring). Safe to call again for a version
+        whose write failed (a full disk): it starts over."""
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 astuple_with(record, status=WRITING),
             )
-        path = self.store.save(record.version, state, checkpoint_metadata(record))
+        path = self.store.save(record.version, state, {**(metadata or {}), **checkpoint_metadata(record)})
         self._finish(record)
         return path
 

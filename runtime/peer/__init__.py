@@ -1,4 +1,5 @@
-"""The peer SDK: what a robot or simulator uses to attach (``sdk``), and Gymnasium peers (``gym``).
+"""The peer SDK: what a robot or simulator uses to attach (``sdk``), its edge mode, where the peer
+runs the student itself (``edge``), and Gymnasium peers (``gym``).
 
 Needs only pyzmq, msgpack and numpy (plus gymnasium for ``gym``): never torch or pluggy.
 """

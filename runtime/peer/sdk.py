@@ -33,7 +33,7 @@ from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
 
 
-def _refused(error: protocol.Message) -> PeerError:
+def refused(error: protocol.Message) -> PeerError:
     """The runtime's ``error`` message as an exception whose text names the code."""
     code = error["code"]
     try:
@@ -117,7 +117,7 @@ class Peer:
                 if message is not None and message.kind == "description":
                     return message.fields
                 if message is not None and message.kind == "error":
-                    raise _refused(message)
+                    raise refused(message)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"no runtime answered at {endpoint} within {wait_s:g} s")
         finally:
@@ -136,7 +136,7 @@ class Peer:
                 self.welcome = message.fields
                 return self.welcome
             if message is not None and message.kind == "error":
-                raise _refused(message)
+                raise refused(message)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no runtime answered at {self.endpoint} within {wait_s:g} s")
 
@@ -217,7 +217,7 @@ class Peer:
                     self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
                     self._resend()
                     continue
-                raise _refused(message)
+                raise refused(message)
             # Anything else answers an older request (a resend's duplicate): ignore it.
         raise TimeoutError(f"no action for observation {self.seq} within {self.timeout_s:g} s")
 

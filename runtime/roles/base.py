@@ -6,6 +6,7 @@ import math
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -17,12 +18,13 @@ import structlog
 import zmq
 
 from runtime import logs, rundir
-from runtime.config import Settings
+from runtime.config import Settings, internal_network
 from runtime.errors import ConfigError, ExitCode, PluginError, PluginFailure, ProtocolError
 from runtime.plugin import pluginmanager
 from runtime.processes import die_with_parent
 from runtime.rundir import DAEMON_PID_ENV
 from runtime.wire import protocol, transport
+from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode, Message
 from runtime.wire.spaces import agent_spaces
 
@@ -47,20 +49,27 @@ class Role:
 
     name = "role"
 
-    def __init__(self, config: dict[str, Any], supervised: bool = True) -> None:
+    def __init__(
+        self, config: dict[str, Any], supervised: bool = True, joining: bool = False, keys: ClientKeys | None = None
+    ) -> None:
         """``supervised``: run under the daemon (report stats, exit with it); False for a role run
-        on its own, such as ``agentrt teacher serve``."""
-        self.supervised = supervised
-        if supervised:
+        on its own, such as ``agentrt teacher serve --endpoint``. ``joining``: run on another host
+        and join the daemon's supervision over its TCP internal endpoints (``agentrt role NAME
+        --connect``), presenting ``keys`` (CURVE): it reports stats, with its host name, but
+        neither dies with the daemon nor writes into its run directory."""
+        self.supervised = supervised or joining
+        self.joining = joining
+        if self.supervised and not joining:
             die_with_parent()
         self.parent_pid = int(os.environ.get(DAEMON_PID_ENV, os.getppid()))
         self.config = config  # the TOML-shaped form, for plugins (agentrt_role_started)
         self.settings = settings = Settings.of(config)
         self.log = logs.configure(self.name, settings.daemon.log_format, settings.daemon.log_level)
         self.transport = transport.Transport(
-            settings.daemon.run_dir if supervised else None,
+            settings.daemon.run_dir if supervised and not joining else None,
             settings.protocol.max_message_bytes,
             settings.daemon.socket_linger_ms,
+            network=internal_network(settings, keys, joining) if self.supervised else None,
         )
         self.max_message_bytes = settings.protocol.max_message_bytes
         self.counters: Counter[str] = Counter()
@@ -90,6 +99,14 @@ class Role:
     def on(self, sock: zmq.Socket, handler: Callable[[zmq.Socket], None]) -> None:
         self.poller.register(sock, zmq.POLLIN)
         self.handlers[sock] = handler
+
+    def teacher_socket(self, own: str) -> zmq.Socket:
+        """A DEALER for ``teach`` requests: connected to the teacher role's ROUTER, or, with the
+        teacher on another host (internal.remote_roles), bound at the internal endpoint ``own``
+        for the teacher to dial: a send finds no teacher while none is connected."""
+        if "teacher" in self.settings.internal.remote_roles:
+            return self.transport.bind(zmq.DEALER, self.transport.internal(own))
+        return self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
 
     def count_error(self, code: int, **context: Any) -> None:
         """Count a refusal. Each is logged at debug; at warning, one line per code and second at most,
@@ -172,11 +189,13 @@ class Role:
 
     def exit_with(self, code: ExitCode, reason: str) -> int:
         """The exit status for ``reason``, which the daemon shows in ``status`` (supervised roles only)."""
-        if self.supervised:
+        if self.supervised and not self.joining:
             report_exit(self.settings.daemon.run_dir, self.name, code, reason)
         return code
 
     def _daemon_alive(self) -> bool:
+        if self.joining:  # on another host: the daemon sees this role lost and back, not the reverse
+            return True
         parent = multiprocessing.parent_process()
         if parent is not None:  # forked by the daemon's fork server: the daemon is not our OS parent
             return parent.is_alive()
@@ -191,8 +210,9 @@ class Role:
             return
         self.gauges["torch_loaded"] = "torch" in sys.modules
         self.gauges["log_lines_dropped"] = logs.output.dropped
+        where = {"host": socket.gethostname()} if self.joining else {}
         message = protocol.encode(
-            "stats", role=self.name, pid=os.getpid(), counters=dict(self.counters), gauges=self.gauges
+            "stats", role=self.name, pid=os.getpid(), counters=dict(self.counters), gauges=self.gauges, **where
         )
         self.send(self._stats, message, "stats")
 

@@ -52,7 +52,7 @@ class Decision(Role):
         self.to_execution = self.transport.connect(zmq.PUSH, self.transport.internal(transport.EXECUTION_IN))
         self.to_distiller = self.transport.connect(zmq.PUSH, self.transport.internal(transport.DISTILLATION_IN))
         self.returns = self.transport.connect(zmq.PUSH, self.transport.internal(transport.GATEWAY_RETURN))
-        self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
+        self.teacher = self.teacher_socket(transport.TEACH_DECISION)
         self.weights = self.transport.connect(zmq.SUB, self.transport.internal(transport.WEIGHTS))
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
         self.on(self.inbox, self.on_features)
@@ -75,7 +75,7 @@ class Decision(Role):
         """Serve ``version`` from ``path``; False (the current version serves on) if its file cannot be
         read (it is quarantined), is gone, or its weights do not fit the student."""
         try:
-            self.decider.serve(version, read_checkpoint(path)[0])
+            self.decider.serve(version, *read_checkpoint(path))
         except (CheckpointError, RuntimeError, ValueError) as exc:
             moved = self.store.quarantine(Path(path)) if isinstance(exc, CheckpointError) else None
             if moved is not None:

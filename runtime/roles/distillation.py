@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zmq
@@ -30,9 +29,10 @@ from runtime import rundir
 from runtime.errors import AgentrtError, CheckpointError, ConfigError
 from runtime.files import disk_full
 from runtime.learn import registry
-from runtime.learn.checkpoints import LEARNER_DATA, read_arrays, read_checkpoint, save_arrays
+from runtime.learn.checkpoints import LEARNER_DATA, read_arrays, read_checkpoint, read_metadata, save_arrays
 from runtime.learn.loop import Candidate, Learner, Progress
 from runtime.learn.registry import CHECKPOINTS, PROMOTED, REJECTED, ROLLED_BACK
+from runtime.learn.trainer import Weights
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
 
@@ -57,7 +57,7 @@ class Distillation(Role):
         self.log_recovery(replace(self.registry.recover(), damaged_moved_to=damaged_moved_to))
         # Versions whose file cannot be read are quarantined here, and the next one down is taken.
         serving_version, serving_state = self.readable(self.registry.serving)
-        trained_from, state = self.readable(self.registry.newest)
+        trained_from, state = self.readable(self.newest_trainable)
         version = self.registry.latest_version()
         try:
             # Loading fails now, not mid-training, if the student changed shape.
@@ -82,7 +82,7 @@ class Distillation(Role):
         self.retry_write_at = 0.0
 
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.DISTILLATION_IN))
-        self.teacher = self.transport.connect(zmq.DEALER, self.transport.internal(transport.TEACHER))
+        self.teacher = self.teacher_socket(transport.TEACH_DISTILLATION)
         self.publisher = self.transport.bind(zmq.PUB, self.transport.internal(transport.WEIGHTS))
         self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.DISTILLATION_CONTROL))
         self.on(self.inbox, lambda sock: self.drain(sock, self.on_sample))
@@ -125,18 +125,46 @@ class Distillation(Role):
         if found.serving is not None:
             self.log.warning("serving_version_recovered", before=found.serving[0], serving=found.serving[1])
 
-    def readable(self, choose: Callable[[], int]) -> tuple[int, dict[str, Any] | None]:
-        """The version ``choose`` names and its weights, quarantining versions that cannot be read
-        until one can (0 and None when none is left)."""
+    def readable(self, choose: Callable[[], int]) -> tuple[int, Weights | None]:
+        """The version ``choose`` names and its weights (a built student for a compressed version),
+        quarantining versions that cannot be read until one can (0 and None when none is left)."""
         while version := choose():
             record = self.registry.get(version)
+            path = self.registry.store.path(version)
             try:
-                return version, read_checkpoint(self.registry.store.path(version))[0]
+                return version, self.weights(path)
             except CheckpointError as exc:
                 self.note_quarantine(self.registry.quarantine(version), str(exc), version=version)
                 if record is None:  # not recorded, so quarantining cannot change what ``choose`` names
                     break
         return 0, None
+
+    @staticmethod
+    def weights(path: Path) -> Weights:
+        """A checkpoint's weights (``weights_of``); CheckpointError if it cannot be read or loaded."""
+        from runtime.learn.nets import weights_of
+
+        tensors, metadata = read_checkpoint(path)
+        try:
+            return weights_of(tensors, metadata)
+        except (ValueError, RuntimeError) as exc:  # a compressed student whose metadata and weights disagree
+            raise CheckpointError(f"{path} cannot be loaded: {exc}") from exc
+
+    def newest_trainable(self) -> int:
+        """The newest version training can go on from: a compressed one has another shape than the
+        configured student (its float ancestors do not), so it is passed over (0: none)."""
+        from runtime.learn.nets import is_compressed
+
+        for record in reversed(self.registry.versions()):
+            if record.status == registry.QUARANTINED:
+                continue
+            try:
+                if is_compressed(read_metadata(self.registry.file(record))):
+                    continue
+            except CheckpointError:
+                pass  # ``readable`` quarantines it
+            return record.version
+        return 0
 
     def restore_learner_data(self) -> None:
         """Refill the replay buffer and held-out set saved with the last checkpoint, so that a restart
@@ -332,7 +360,8 @@ class Distillation(Role):
 
     def announce(self, version: int, path: str) -> None:
         self.gauges["serving_version"] = version
-        self.send(self.publisher, protocol.encode("weights", version=version, path=path), "weights")
+        weights = protocol.encode("weights", version=version, path=path, announced_at=time.time())
+        self.send(self.publisher, weights, "weights")
 
     def prune(self) -> None:
         pruned = self.registry.prune(self.settings.distillation.keep_versions)
@@ -358,7 +387,7 @@ class Distillation(Role):
             raise ValueError(f"rollback: version must be an integer, not {to!r}")
         target = self.registry.rollback_target(to)
         try:
-            state = read_checkpoint(self.registry.file(target))[0]
+            state = self.weights(self.registry.file(target))
         except CheckpointError as exc:
             self.note_quarantine(self.registry.quarantine(target.version), str(exc), version=target.version)
             raise

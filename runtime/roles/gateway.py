@@ -10,22 +10,26 @@ import itertools
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from runtime.config import peer_security
-from runtime.errors import ConfigError, ProtocolError
+from runtime.errors import CheckpointError, ConfigError, ExportError, ProtocolError
 from runtime.learn import registry
-from runtime.roles.base import Role
+from runtime.learn.export import Exporter
+from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, spaces, transport
 from runtime.wire.protocol import ErrorCode
 
 POLICIES = frozenset({"auto", "student", "teacher"})
-# Transport events that mean a client spoke something other than ZMTP, or broke the handshake.
-HANDSHAKE_FAILURES = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
+#: A ``label``'s policies: "teacher" labels it (within ``protocol.edge_label_budget``), "auto" leaves
+#: it to the query policy.
+LABEL_POLICIES = frozenset({"auto", "teacher"})
+# A poll turn handles at most this many hellos; the rest wait for the next turn, after the replies
+# that came back meanwhile went out: a burst of hellos must not hold up attached peers' actions.
+HELLOS_PER_TURN = 8
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Session:
     last_seen: float
     observed: int = 0
     forced_teacher: int = 0  # observations it sent with policy "teacher" that were honoured
+    labelled: int = 0  # edge labels it sent with policy "teacher" that were honoured
 
 
 class Gateway(Role):
@@ -63,7 +68,7 @@ class Gateway(Role):
         self.peers.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, so it is counted
         self.to_perception = self.transport.connect(zmq.PUSH, self.transport.internal(transport.PERCEPTION_IN))
         self.returns = self.transport.bind(zmq.PULL, self.transport.internal(transport.GATEWAY_RETURN))
-        self.monitor = self.transport.monitor(self.peers, HANDSHAKE_FAILURES)
+        self.monitor = self.transport.monitor(self.peers, transport.HANDSHAKE_FAILURES)
         self.weights = self.transport.connect(zmq.SUB, self.transport.internal(transport.WEIGHTS))
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
         self.on(self.weights, self.on_weights)
@@ -77,11 +82,22 @@ class Gateway(Role):
         self.out_of_bounds = self.settings.protocol.out_of_bounds
         self.forced_teacher_budget = self.settings.protocol.forced_teacher_budget
         self.teacher_peers = frozenset(self.settings.protocol.teacher_peers)
+        self.matchers = [
+            spaces.Matcher(space, what, self.max_message_bytes, self.settings.protocol.space_cache_entries)
+            for what, space in (("observation_space", self.observation_space), ("action_space", self.action_space))
+        ]
         self.agent_spaces = {
             "observation_space": spaces.to_wire(self.observation_space),
             "action_space": spaces.to_wire(self.action_space),
         }
         self.student_version = registry.serving_version(self.settings.daemon.run_dir)
+        # The edge mode: peers running the student themselves, by route, with the format each asked for.
+        self.edge_label_budget = self.settings.protocol.edge_label_budget
+        self.edge_peers: dict[bytes, str] = {}
+        self.exporter: Exporter | None = None  # built when the first edge peer asks: it imports torch
+        self.student_path: str | None = None  # the serving version's checkpoint, when a weights message named it
+        self.announced_at: float | None = None
+        self.student_messages: dict[str, bytes] = {}  # the serving version's `student` message, by format
         self.next_sweep = 0.0
         self.gauges.update(
             peers_connected=0, peer_endpoint=self.peers.getsockopt_string(zmq.LAST_ENDPOINT), peer_security=security
@@ -89,7 +105,10 @@ class Gateway(Role):
 
     # --- peers -----------------------------------------------------------------------------------
     def on_peer_message(self, sock: zmq.Socket) -> None:
-        for _ in range(256):
+        hellos = 0
+        for _ in range(DRAIN_LIMIT):
+            if hellos >= HELLOS_PER_TURN:
+                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -104,7 +123,9 @@ class Gateway(Role):
                 )
                 continue
             try:
-                self.handle_peer(route, protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER))
+                message = protocol.decode(payload, self.max_message_bytes, accept=protocol.FROM_PEER)
+                hellos += message.kind == "hello"
+                self.handle_peer(route, message)
             except ProtocolError as exc:
                 if exc.kind in protocol.UNANSWERED:  # refused, counted, but bye and error get no reply
                     self.count_error(exc.code, detail=exc.message, seq=exc.seq)
@@ -132,6 +153,10 @@ class Gateway(Role):
                 raise ProtocolError(ErrorCode.NOT_ATTACHED, "no session: send hello first", message.get("seq"))
         elif message.kind == "observation":
             self.on_observation(route, session, message)
+        elif message.kind == "label":
+            self.on_observation(route, session, message, label=True)
+        elif message.kind == "student_request":
+            self.on_student_request(route, message)
         elif message.kind == "heartbeat":
             self.to_peer(route, protocol.encode("heartbeat"), "heartbeat")
         elif message.kind == "bye":
@@ -152,22 +177,18 @@ class Gateway(Role):
                 ErrorCode.INVALID_FIELD,
                 f"hello: peer_name has {len(peer_name)} characters; at most {protocol.MAX_PEER_NAME_CHARS}",
             )
+        # Canonical encodings, never the peer's spaces themselves: a hello declaring a million-element
+        # box costs microseconds (docs/protocol.md, Spaces).
         try:
-            observation_space = spaces.from_wire(
-                message["observation_space"], "observation_space", self.max_message_bytes
-            )
-            action_space = spaces.from_wire(message["action_space"], "action_space", self.max_message_bytes)
+            differences = [(matcher, matcher.difference(message[matcher.what])) for matcher in self.matchers]
         except (ValueError, TypeError, ProtocolError) as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"hello: {exc}") from None
-        for what, theirs, ours in (
-            ("observation", observation_space, self.observation_space),
-            ("action", action_space, self.action_space),
-        ):
-            if not spaces.same_space(theirs, ours):
-                differs = spaces.difference(theirs, ours)
+        for matcher, differs in differences:
+            if differs is not None:
                 raise ProtocolError(
                     ErrorCode.SPACE_MISMATCH,
-                    f"{what} space does not match the agent's {spaces.describe(ours)}: {differs}",
+                    f"{matcher.what.removesuffix('_space')} space does not match the agent's "
+                    f"{spaces.describe(matcher.ours)}: {differs}",
                 )
         if route in self.sessions:
             self.detach(route, "rehello")
@@ -187,8 +208,8 @@ class Gateway(Role):
             "agentrt_peer_attached",
             peer_id=session.peer_id,
             peer_name=session.peer_name,
-            observation_space=observation_space,
-            action_space=action_space,
+            observation_space=self.observation_space,  # the peer's: it matches
+            action_space=self.action_space,
         )
 
     def agent_fields(self) -> dict[str, object]:
@@ -200,33 +221,97 @@ class Gateway(Role):
             "peer_timeout_ms": int(self.peer_timeout * 1000),
         }
 
-    def on_observation(self, route: bytes, session: Session, message: protocol.Message) -> None:
+    def on_observation(self, route: bytes, session: Session, message: protocol.Message, label: bool = False) -> None:
+        """An ``observation``, or with ``label`` an edge peer's ``label``: the same path through the
+        pipeline (a label is answered by the action the runtime would have taken, which the peer may
+        ignore), a policy of its own and its own budget."""
         seq = message["seq"]
         obs = spaces.check_observation(message["obs"], self.observation_space, seq, self.out_of_bounds)
-        policy = message.get("policy", "auto")
-        if policy not in POLICIES:
+        policy = message.get("policy", "teacher" if label else "auto")
+        allowed = LABEL_POLICIES if label else POLICIES
+        if policy not in allowed:
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD,
-                f"observation: policy {protocol.quote(policy)} is not one of auto, student, teacher",
+                f"{message.kind}: policy {protocol.quote(policy)} is not one of {', '.join(sorted(allowed))}",
                 seq,
             )
         # The teacher costs: a peer may force it only within its budget, unless configured as trusted.
         forced_teacher = policy == "teacher" and session.peer_name not in self.teacher_peers
-        if forced_teacher and session.forced_teacher >= self.forced_teacher_budget:
+        used, budget = (
+            (session.labelled, self.edge_label_budget)
+            if label
+            else (session.forced_teacher, self.forced_teacher_budget)
+        )
+        if forced_teacher and used >= budget:
             policy, forced_teacher = "auto", False  # the query policy decides; the reply's decided_by says who
-            self.counters["forced_teacher_denied"] += 1
+            self.counters["edge_labels_denied" if label else "forced_teacher_denied"] += 1
         episode_start = bool(message.get("episode_start")) or session.observed == 0
         observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
         if not self.send(self.to_perception, observed, "observation"):
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the runtime is overloaded; observation dropped", seq)
         # Counted once accepted, so a dropped first observation still starts the episode next time.
         session.observed += 1
-        session.forced_teacher += forced_teacher
+        if label:
+            session.labelled += forced_teacher
+            self.counters["edge_labels"] += 1
+        else:
+            session.forced_teacher += forced_teacher
         self.counters["observations"] += 1
         self.counters["episodes"] += episode_start
 
+    # --- the edge mode ---------------------------------------------------------------------------
+    def on_student_request(self, route: bytes, message: protocol.Message) -> None:
+        fmt = message["format"]
+        if fmt not in protocol.EDGE_FORMATS:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"student_request: format {protocol.quote(fmt)} is not one of {', '.join(protocol.EDGE_FORMATS)}",
+            )
+        payload = self.student_message(fmt)
+        self.edge_peers[route] = fmt
+        self.gauges["edge_peers"] = len(self.edge_peers)
+        self.to_peer(route, payload, "student")
+        self.counters["students_sent"] += 1
+
+    def student_message(self, fmt: str) -> bytes:
+        """The serving version's ``student`` message as ``fmt``, made once per version; the
+        ProtocolError to send back when it cannot be made or is too large for a peer to take."""
+        payload = self.student_messages.get(fmt)
+        if payload is None:
+            try:
+                if self.exporter is None:
+                    self.exporter = Exporter(self.settings, self.plugins)
+                path = self.student_path or str(
+                    Path(self.settings.daemon.run_dir) / registry.checkpoint_path(self.student_version)
+                )
+                payload = self.exporter.student_message(fmt, self.student_version, path, self.announced_at)
+            except (ExportError, CheckpointError, RuntimeError, ValueError) as exc:
+                self.log.warning("student_not_exported", version=self.student_version, format=fmt, error=str(exc))
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"student_request: {exc}") from None
+            if len(payload) > self.max_message_bytes:
+                raise ProtocolError(
+                    ErrorCode.UNAVAILABLE,
+                    f"student_request: the student as {fmt} is {len(payload)} bytes, over the "
+                    f"{self.max_message_bytes}-byte limit (protocol.max_message_bytes)",
+                )
+            self.student_messages[fmt] = payload
+        return payload
+
+    def push_student(self) -> None:
+        """Send every edge peer the version that serves now."""
+        for route, fmt in list(self.edge_peers.items()):
+            try:
+                payload = self.student_message(fmt)
+            except ProtocolError as exc:
+                self.reject(route, exc)
+                continue
+            if self.to_peer(route, payload, "student"):
+                self.counters["students_pushed"] += 1
+
     def detach(self, route: bytes, reason: str) -> None:
         session = self.sessions.pop(route)
+        if self.edge_peers.pop(route, None) is not None:
+            self.gauges["edge_peers"] = len(self.edge_peers)
         self.gauges["peers_connected"] = len(self.sessions)
         self.counters["peers_detached"] += 1
         self.log.info("peer_detached", peer_id=session.peer_id, reason=reason)
@@ -273,8 +358,11 @@ class Gateway(Role):
 
     def handle_weights(self, data: bytes) -> None:
         weights = self.decode(data, frozenset({"weights"}))
-        if weights is not None:
-            self.student_version = weights["version"]
+        if weights is not None and weights["version"] != self.student_version:
+            self.student_version, self.student_path = weights["version"], weights["path"]
+            self.announced_at = weights.get("announced_at")
+            self.student_messages.clear()
+            self.push_student()
 
     def tick(self) -> None:
         now = time.monotonic()

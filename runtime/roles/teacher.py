@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import OrderedDict
 from typing import Any
@@ -11,22 +12,25 @@ import numpy as np
 import zmq
 
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
+from runtime.learn.device import placement
 from runtime.learn.models import build_teacher, teacher_temperature
-from runtime.plugin.interfaces import LabelWithFeatures
+from runtime.plugin.interfaces import LabelWithFeatures, OnDevice
 from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, transport
+from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
 
-# What one entry costs beyond its key's and arrays' bytes (bytes and array headers, the tuple, the
-# ordered dict's node): 275 measured with tracemalloc on CPython 3.11, counted so that the byte
-# bound is what the process pays.
-ENTRY_OVERHEAD_BYTES = 280
+# What one entry costs beyond its key's and arrays' bytes and the ordered dict's table (bytes and
+# array headers, the tuple, the dict's node): 197-201 measured with tracemalloc on CPython 3.11.
+# The table itself (sys.getsizeof), which churn leaves up to twice the size a fresh dict needs, is
+# counted as it is: so the byte bound is what the process pays (tests/test_teachers.py measures it).
+ENTRY_OVERHEAD_BYTES = 200
 
 
 class AnswerCache:
     """Teacher answers keyed by the observation's bytes (optionally rounded), least recently used
-    out once either bound, entries or bytes, is passed."""
+    out once either bound, entries or bytes (``held_bytes``), is passed."""
 
     def __init__(self, size: int, decimals: int, max_bytes: int) -> None:
         self.size = size
@@ -55,8 +59,13 @@ class AnswerCache:
         self.entries[key] = (outputs, features)
         self.entries.move_to_end(key)
         self.nbytes += self._cost(key, (outputs, features))
-        while len(self.entries) > self.size or self.nbytes > self.max_bytes:
+        while self.entries and (len(self.entries) > self.size or self.held_bytes > self.max_bytes):
             self.nbytes -= self._cost(*self.entries.popitem(last=False))
+
+    @property
+    def held_bytes(self) -> int:
+        """The entries' bytes and the table that holds them."""
+        return self.nbytes + sys.getsizeof(self.entries)
 
     @staticmethod
     def _cost(key: bytes, entry: tuple[np.ndarray, np.ndarray | None]) -> int:
@@ -65,13 +74,22 @@ class AnswerCache:
 
 
 class TeacherRole(Role):
-    """Serves the configured teacher on the internal ``teacher`` socket, or, run on its own by
-    ``agentrt teacher serve``, on a TCP endpoint for daemons on other hosts (the ``remote`` teacher)."""
+    """Serves the configured teacher on the internal ``teacher`` socket; joining from another host
+    (``agentrt role teacher --connect``), it dials decision's and the distiller's instead; run on
+    its own by ``agentrt teacher serve --endpoint``, it binds a TCP endpoint for the ``remote``
+    teacher plugin."""
 
     name = "teacher"
 
-    def __init__(self, config: dict[str, Any], supervised: bool = True, endpoint: str | None = None) -> None:
-        super().__init__(config, supervised)
+    def __init__(
+        self,
+        config: dict[str, Any],
+        supervised: bool = True,
+        endpoint: str | None = None,
+        joining: bool = False,
+        keys: ClientKeys | None = None,
+    ) -> None:
+        super().__init__(config, supervised, joining, keys)
         self.endpoint = endpoint
 
     def setup(self) -> None:
@@ -89,14 +107,26 @@ class TeacherRole(Role):
             raise ConfigError(
                 f"distillation.teacher_features is on, but teacher {settings.plugin!r} has no label_with_features"
             )
-        self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
+        if self.joining:  # the daemon's side binds: a teacher on a GPU host needs no port opened to it
+            self.server = self.transport.connect(
+                zmq.ROUTER,
+                self.transport.internal(transport.TEACH_DECISION),
+                also=self.transport.internal(transport.TEACH_DISTILLATION),
+            )
+        else:
+            self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
+        # Where the model runs (teacher.device, teacher.dtype), in the log and in status.
+        placed = str(placement(self.settings, "teacher")) if isinstance(self.teacher, OnDevice) else "host"
         self.log.info(
-            "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings.plugin
+            "teacher_serving",
+            endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
+            plugin=settings.plugin,
+            placement=placed,
         )
         self.on(self.server, self.on_request)
         self.batch_max = settings.batch_max
         self.batch_wait_s = settings.batch_wait_ms / 1000
-        self.gauges.update(latency_us=0.0)
+        self.gauges.update(latency_us=0.0, placement=placed)
 
     def on_request(self, sock: zmq.Socket) -> None:
         """Take the requests that arrived together (decision's and the distiller's), up to

@@ -37,3 +37,13 @@ def request(
     if not reply["ok"]:
         raise DaemonError(reply.get("message", "command failed"))
     return reply.get("result", {})
+
+
+def waiting_for(status: dict[str, Any]) -> dict[str, str]:
+    """Role -> state of this host's roles that do not run (yet). Remote roles join when they do,
+    and the student serves without them (as without a failed teacher): they are not waited for."""
+    return {
+        name: role["state"]
+        for name, role in status["roles"].items()
+        if role["state"] != "running" and not role.get("remote")
+    }

@@ -3,7 +3,6 @@ aggregates their stats and answers control commands (status, down) from the CLI.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from runtime import __version__, logs, rundir
-from runtime.config import Settings
+from runtime.config import Settings, internal_network
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
@@ -51,9 +51,19 @@ class RoleProcess:
     counters: dict[str, int] = field(default_factory=dict)
     carried: Counter = field(default_factory=Counter)  # counters of earlier incarnations
     gauges: dict[str, Any] = field(default_factory=dict)
+    # A role on another host (internal.remote_roles): never started here, known by its reports.
+    remote: bool = False
+    remote_host: str | None = None
+    remote_pid: int | None = None
+    others: set[tuple[str | None, int]] = field(default_factory=set)  # incarnations reported while it ran
 
     def state(self, now: float, unresponsive_after_s: float) -> str:
-        """``running`` once the process reported, ``unresponsive`` while its reports are overdue."""
+        """``running`` once the process reported, ``unresponsive`` while its reports are overdue; a
+        remote role is ``waiting`` until it first reports, and ``lost`` while its reports are overdue."""
+        if self.remote:
+            if self.remote_pid is None:
+                return "waiting"
+            return "lost" if now - self.last_report > unresponsive_after_s else "running"
         if self.failed:
             return "failed"
         if self.process is None:
@@ -67,6 +77,8 @@ class RoleProcess:
 
     def silent_s(self, now: float) -> float | None:
         """Seconds since the current process last reported; None before its first report."""
+        if self.remote:
+            return None if self.remote_pid is None else now - self.last_report
         if self.process is None or self.reported_pid != self.process.pid:
             return None
         return now - self.last_report
@@ -98,29 +110,30 @@ class Daemon:
         self.settings = Settings.of(config)
         self.run_dir = Path(self.settings.daemon.run_dir)
         self.log = logs.configure("daemon", self.settings.daemon.log_format, self.settings.daemon.log_level)
-        self.roles = {name: RoleProcess(name) for name in ROLES}
+        remote = self.settings.internal.remote_roles
+        self.roles = {name: RoleProcess(name, remote=name in remote) for name in ROLES}
         self.launcher = launcher or Launcher()
         self.clock = clock
         self.stopping = False
         self.exit_code = ExitCode.OK
         self.exit_reason = ""
         self.started_at = clock()
+        self.internal_refused = 0  # connections to the stats endpoint refused in their handshake (CURVE)
+        self._refusal_logged_at = -1.0
 
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
         prepare_run_dir(self.run_dir)
-        with rundir.writing(self.run_dir):
-            # Held for the daemon's lifetime: of two daemons on one run directory, one wins; and a pid
-            # file found while holding it is a dead daemon's, even if its pid now names another process.
-            self._lock = open(self.run_dir / rundir.LOCK_FILE, "w")  # noqa: SIM115 (closed by the OS at exit)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # Held for the daemon's lifetime: of two daemons on one run directory, one wins; and a pid
+        # file found while holding it is a dead daemon's, even if its pid now names another process.
+        self._lock = rundir.lock(self.run_dir)
+        if self._lock is None:
             existing = rundir.read_pid(self.run_dir)
+            # Without a live pid: a daemon still starting, or a command that needs none running (student compress).
+            holder = f"a daemon (pid {existing})" if existing else "a daemon or another agentrt command"
             raise DaemonError(
-                f"a daemon{f' (pid {existing})' if existing else ''} already runs with run directory "
-                f"{self.run_dir}; use 'agentrt down' or another --run-dir"
-            ) from None
+                f"{holder} already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir"
+            )
         with rundir.writing(self.run_dir):
             self._clean_after_dead_daemon()
             atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())
@@ -128,11 +141,18 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.transport = transport.Transport(
-            self.run_dir, self.settings.protocol.max_message_bytes, self.settings.daemon.socket_linger_ms
+            self.run_dir,
+            self.settings.protocol.max_message_bytes,
+            self.settings.daemon.socket_linger_ms,
+            network=internal_network(self.settings),
         )
         try:
             self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.CONTROL))
             self.stats = self.transport.bind(zmq.PULL, self.transport.internal(transport.STATS))
+            # Over TCP, a role that fails the handshake (no key, a key not authorized) is counted.
+            self.refusals = (
+                self.transport.monitor(self.stats, transport.HANDSHAKE_FAILURES) if self.transport.network else None
+            )
             self.log.info(
                 "daemon_started",
                 run_dir=str(self.run_dir),
@@ -140,7 +160,8 @@ class Daemon:
                 peer_endpoint=self.settings.daemon.peer_endpoint,
             )
             for role in self.roles.values():
-                self._spawn(role)
+                if not role.remote:
+                    self._spawn(role)
             self._loop()
         finally:
             self._stop_roles()
@@ -172,10 +193,14 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.stats, zmq.POLLIN)
+        if self.refusals is not None:
+            poller.register(self.refusals, zmq.POLLIN)
         while not self.stopping:
             for sock, _ in poller.poll(50):
                 if sock is self.stats:
                     self._collect_stats()
+                elif sock is self.refusals:
+                    self._count_refusal()
                 else:
                     self._answer_control()
             if not self.stopping:  # on Ctrl-C the roles get SIGINT too: their exits are not crashes
@@ -194,6 +219,9 @@ class Daemon:
         now = self.clock()
         settings = self.settings.daemon
         for role in self.roles.values():
+            if role.remote:
+                self._check_remote(role, now)
+                continue
             code = role.process.poll() if role.process is not None else None
             if role.process is not None and code is None:
                 self._check_liveness(role, now)
@@ -235,6 +263,30 @@ class Daemon:
             if role.process is None and role.restart_at is not None and now >= role.restart_at:
                 role.restarts += 1
                 self._spawn(role)
+
+    def _count_refusal(self) -> None:
+        assert self.refusals is not None  # registered only when it exists
+        event = recv_monitor_message(self.refusals)
+        self.internal_refused += 1
+        now = self.clock()
+        if now - self._refusal_logged_at >= 1.0:  # a plaintext role re-dials ten times a second
+            self._refusal_logged_at = now
+            self.log.warning(
+                "internal_connection_refused", endpoint=event["endpoint"].decode(), refused=self.internal_refused
+            )
+
+    def _check_remote(self, role: RoleProcess, now: float) -> None:
+        """A remote role cannot be killed or restarted from here: its silence is reported, once."""
+        silent = role.silent_s(now)
+        if silent is not None and silent > self.settings.daemon.unresponsive_after_s and not role.overdue:
+            role.overdue = True
+            self.log.error(
+                "remote_role_lost",
+                child=role.name,
+                host=role.remote_host,
+                pid=role.remote_pid,
+                silent_s=round(silent, 1),
+            )
 
     def _check_liveness(self, role: RoleProcess, now: float) -> None:
         """A role's stats are its heartbeat: one that stops reporting (hung, stopped, deadlocked) is
@@ -311,8 +363,11 @@ class Daemon:
     def take_stats(self, message: protocol.Message) -> None:
         """A role's report: its counters and gauges, and a heartbeat."""
         role = self.roles.get(message["role"])
+        if role is not None and role.remote:
+            if not self._take_remote(role, message):
+                return
         # A report from an earlier incarnation must not overwrite the current one's.
-        if role is None or role.process is None or role.process.pid != message["pid"]:
+        elif role is None or role.process is None or role.process.pid != message["pid"]:
             return
         now = self.clock()
         if role.overdue:
@@ -324,6 +379,38 @@ class Daemon:
         role.gauges = message["gauges"]
         if role.name == "gateway" and "peer_endpoint" in role.gauges:
             self._pin_peer_endpoint(role.gauges["peer_endpoint"])
+
+    def _take_remote(self, role: RoleProcess, message: protocol.Message) -> bool:
+        """Whether to take a remote role's report. A new host or pid is a new incarnation joining
+        (its counters are added to the earlier ones') unless the current one still reports: then
+        it is a second process for the role (it is served requests too, but status follows one),
+        logged once and its reports left out."""
+        incarnation = (message.get("host"), message["pid"])
+        if incarnation == (role.remote_host, role.remote_pid):
+            return True
+        now = self.clock()
+        if role.remote_pid is not None and now - role.last_report <= self.settings.daemon.unresponsive_after_s:
+            if incarnation not in role.others:
+                role.others.add(incarnation)
+                self.log.warning(
+                    "remote_role_duplicate",
+                    child=role.name,
+                    host=incarnation[0],
+                    pid=incarnation[1],
+                    shown_host=role.remote_host,
+                    shown_pid=role.remote_pid,
+                )
+            return False
+        if role.remote_pid is not None:
+            role.restarts += 1
+            role.carried.update(role.counters)
+            role.counters = {}
+        role.remote_host, role.remote_pid = incarnation
+        role.others.discard(incarnation)
+        role.started_at = now
+        role.overdue = False
+        self.log.info("remote_role_joined", child=role.name, host=role.remote_host, pid=role.remote_pid)
+        return True
 
     def _pin_peer_endpoint(self, bound: str) -> None:
         """With a port left to the OS (``tcp://host:*``), the port the gateway got is where peers are:
@@ -389,13 +476,17 @@ class Daemon:
                 "peer_endpoint": self.roles["gateway"].gauges.get("peer_endpoint", self.settings.daemon.peer_endpoint),
                 # curve, loopback or insecure (reachable from other hosts without CURVE: warned about)
                 "peer_security": self.roles["gateway"].gauges.get("peer_security"),
+                "internal_endpoints": self.settings.internal.endpoints,
+                "internal_refused": self.internal_refused,
             },
             "roles": {
                 name: {
-                    "pid": role.process.pid if role.process else None,
+                    "pid": role.process.pid if role.process else None,  # processes of this host only
                     "state": role.state(now, unresponsive_after),
                     "silent_s": None if (silent := role.silent_s(now)) is None else round(silent, 3),
-                    "uptime_s": round(now - role.started_at, 3) if role.process else 0.0,
+                    "uptime_s": round(now - role.started_at, 3) if role.process or role.remote_pid else 0.0,
+                    # A role on another host: where it runs; silent_s is the time since it was last heard.
+                    "remote": {"host": role.remote_host, "pid": role.remote_pid} if role.remote else None,
                     "restarts": role.restarts,
                     "last_exit_code": role.last_exit_code,
                     "last_exit_reason": role.last_exit_reason,

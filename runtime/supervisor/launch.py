@@ -130,10 +130,8 @@ class ChildDaemon:
         )
 
     def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Wait until every role reports itself running."""
-        return self.wait_until(
-            lambda s: all(r["state"] == "running" for r in s["roles"].values()), timeout, "all roles running"
-        )
+        """Wait until every role of this host reports itself running (remote roles join when they do)."""
+        return self.wait_until(lambda s: not control.waiting_for(s), timeout, "all roles running")
 
     def stop(self, timeout_s: float = 30.0, remove_run_dir: bool = True) -> int:
         """SIGTERM and wait (the daemon stops its roles); SIGKILL only if it does not exit in time.

@@ -10,6 +10,8 @@ A keys directory holds::
     server.key_secret     the runtime's secret key (mode 0600)
     authorized/<name>.key one public key per peer allowed to attach; read at every new connection,
                           so adding or removing a file takes effect without a restart
+    roles/<name>.key      one public key per remote role (a teacher on another host) allowed onto the
+                          internal endpoints, read the same way; the runtime's own roles use its pair
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from runtime.errors import ConfigError
 
 SERVER = "server"
 AUTHORIZED = "authorized"
+ROLES = "roles"
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 
@@ -63,6 +66,11 @@ class ClientKeys:
         assert secret is not None
         return cls(server_public, public, secret)
 
+    @classmethod
+    def own(cls, store: KeyStore) -> ClientKeys:
+        """The runtime's roles on its own host present the runtime's pair to each other."""
+        return cls(store.server_public(), store.server_public(), store.server_secret())
+
     def apply(self, sock: zmq.Socket[bytes]) -> None:
         """Make ``sock`` a CURVE client of the server (before it connects)."""
         sock.curve_serverkey = self.server_public
@@ -76,6 +84,11 @@ class KeyStore:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.authorized_dir = self.directory / AUTHORIZED
+        self.roles_dir = self.directory / ROLES
+
+    def folder(self, role: bool) -> Path:
+        """Where authorized keys are: ``roles/`` for remote roles, ``authorized/`` for peers."""
+        return self.roles_dir if role else self.authorized_dir
 
     def generate_server(self) -> Path:
         """Create the server key pair unless it exists; the public key file's path."""
@@ -95,30 +108,37 @@ class KeyStore:
         assert secret is not None
         return secret
 
-    def authorize(self, public_key_file: str | os.PathLike[str], name: str) -> Path:
-        """Allow the peer whose public key is in ``public_key_file`` (a ``.key`` or ``.key_secret``)."""
+    def server_public(self) -> bytes:
+        self.server_secret()  # the same clear error when the pair is missing
+        return _read(self.directory / (SERVER + SECRET_SUFFIX), secret=True)[0]
+
+    def authorize(self, public_key_file: str | os.PathLike[str], name: str, role: bool = False) -> Path:
+        """Allow the peer (``role``: the remote role) whose public key is in ``public_key_file``
+        (a ``.key`` or ``.key_secret``)."""
         _check_name(name)
         public, _ = _read(Path(public_key_file), secret=False)
-        self.authorized_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = self.authorized_dir / (name + PUBLIC_SUFFIX)
-        staging = self.authorized_dir / f".{name}.tmp"
+        folder = self.folder(role)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target = folder / (name + PUBLIC_SUFFIX)
+        staging = folder / f".{name}.tmp"
         # Only the public key is written: a secret key never lands in the authorized directory.
         staging.write_text(f'curve\n    public-key = "{public.decode()}"\n')
         staging.replace(target)
         return target
 
-    def revoke(self, name: str) -> None:
+    def revoke(self, name: str, role: bool = False) -> None:
         _check_name(name)
-        path = self.authorized_dir / (name + PUBLIC_SUFFIX)
+        path = self.folder(role) / (name + PUBLIC_SUFFIX)
         if not path.exists():
-            raise ConfigError(f"no authorized key named {name!r} in {self.authorized_dir}")
+            raise ConfigError(f"no authorized key named {name!r} in {self.folder(role)}")
         path.unlink()
 
-    def authorized(self) -> dict[str, bytes]:
-        """Name -> public key (z85) of every authorized peer; unreadable files are skipped."""
+    def authorized(self, role: bool = False) -> dict[str, bytes]:
+        """Name -> public key (z85) of every authorized peer (``role``: remote role); unreadable
+        files are skipped."""
         keys: dict[str, bytes] = {}
-        if self.authorized_dir.is_dir():
-            for path in sorted(self.authorized_dir.glob("*" + PUBLIC_SUFFIX)):
+        if self.folder(role).is_dir():
+            for path in sorted(self.folder(role).glob("*" + PUBLIC_SUFFIX)):
                 try:
                     keys[path.name.removesuffix(PUBLIC_SUFFIX)] = zmq.auth.load_certificate(path)[0]
                 except (OSError, ValueError):
@@ -128,6 +148,18 @@ class KeyStore:
     def callback(self, domain: str, key: bytes) -> bool:
         """The ZAP handler's question, for every new connection: is ``key`` (z85) authorized now?"""
         return key in self.authorized().values()
+
+
+class RoleKeys:
+    """The ZAP handler's question on internal endpoints: the runtime's own key (its roles on this
+    host) or a remote role's key in ``roles/``, read at each new connection."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self.own = store.server_public()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key == self.own or key in self.store.authorized(role=True).values()
 
 
 def generate_client(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:

@@ -118,6 +118,15 @@ _AGENT_FIELDS = (
     Field("peer_timeout_ms", UINT),
 )
 
+#: An observation's fields; an edge peer's ``label`` has the same (its ``policy`` takes other values).
+_OBSERVATION_FIELDS = (
+    Field("seq", UINT),
+    Field("obs", ARRAY),
+    Field("reward", FLOAT, required=False),
+    Field("episode_start", BOOL, required=False),
+    Field("policy", STR, required=False),
+)
+
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -150,11 +159,7 @@ KINDS: dict[str, Kind] = {
             "observation",
             True,
             "peer -> runtime: one observation; answered by one action or one error",
-            Field("seq", UINT),
-            Field("obs", ARRAY),
-            Field("reward", FLOAT, required=False),
-            Field("episode_start", BOOL, required=False),
-            Field("policy", STR, required=False),
+            *_OBSERVATION_FIELDS,
         ),
         _kind(
             "action",
@@ -175,6 +180,30 @@ KINDS: dict[str, Kind] = {
         ),
         _kind("heartbeat", True, "either direction: liveness; the runtime answers each with a heartbeat"),
         _kind("bye", True, "peer -> runtime: the session ends", Field("reason", STR, required=False)),
+        # --- edge mode: the peer runs the student itself (docs/protocol.md, Edge mode) ------------
+        _kind(
+            "student_request",
+            True,
+            "peer -> runtime: send me the serving student in `format`, now and each time another version serves",
+            Field("format", STR),
+        ),
+        _kind(
+            "student",
+            True,
+            "runtime -> peer: the serving student, exported; pushed again for each version served after it",
+            Field("version", UINT),
+            Field("format", STR),
+            Field("metadata", MAP),
+            Field("tensors", MAP, required=False),
+            Field("model", BIN, required=False),
+            Field("announced_at", FLOAT, required=False, nullable=True),
+        ),
+        _kind(
+            "label",
+            True,
+            "peer -> runtime: an observation the peer acted on locally, for the teacher to label",
+            *_OBSERVATION_FIELDS,
+        ),
         # --- between role processes (ipc only; not for peers) ------------------------------------
         _kind(
             "observed",
@@ -245,9 +274,11 @@ KINDS: dict[str, Kind] = {
         _kind(
             "weights",
             False,
-            "distillation -> decision (PUB): a new student version is on disk",
+            "distillation -> decision and gateway (PUB): another student version serves (promoted, rolled back)",
             Field("version", UINT),
             Field("path", STR),
+            # Wall-clock time (Unix seconds) it was announced, passed on to edge peers in `student`.
+            Field("announced_at", FLOAT, required=False),
         ),
         _kind(
             "stats",
@@ -257,6 +288,8 @@ KINDS: dict[str, Kind] = {
             Field("pid", UINT),
             Field("counters", MAP),
             Field("gauges", MAP),
+            # Set by a role on another host (agentrt role NAME --connect): the daemon's view of it.
+            Field("host", STR, required=False),
         ),
         _kind("control", False, "CLI -> daemon: a command", Field("command", STR), Field("args", MAP, required=False)),
         _kind(
@@ -272,8 +305,11 @@ KINDS: dict[str, Kind] = {
 
 PEER_KINDS = frozenset(name for name, kind in KINDS.items() if kind.peer_facing)
 #: What a peer may send to the runtime, and what the runtime sends to a peer.
-FROM_PEER = frozenset({"hello", "describe", "observation", "heartbeat", "bye", "error"})
-TO_PEER = frozenset({"welcome", "description", "action", "error", "heartbeat"})
+FROM_PEER = frozenset({"hello", "describe", "observation", "heartbeat", "bye", "error", "student_request", "label"})
+TO_PEER = frozenset({"welcome", "description", "action", "error", "heartbeat", "student"})
+#: The ``format`` values of ``student_request`` and ``student`` (runtime.learn.export's names).
+EDGE_LAYOUT, EDGE_ONNX = "safetensors+json", "onnx"
+EDGE_FORMATS = (EDGE_LAYOUT, EDGE_ONNX)
 #: Kinds the runtime never answers, not even with an error when it refuses one (docs/protocol.md).
 UNANSWERED = frozenset({"bye", "error"})
 assert FROM_PEER | TO_PEER == PEER_KINDS

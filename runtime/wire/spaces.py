@@ -6,7 +6,10 @@ or ``{"type": "discrete", "n": <uint>}``. Low and high travel as protocol arrays
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium
@@ -54,6 +57,19 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
     Raises ValueError for a bad description. ``max_elements`` bounds a box's size, so that a peer's
     hello cannot make the runtime allocate huge bound arrays.
     """
+    header = _header(data, what, max_elements)
+    if header[0] == "discrete":
+        return spaces.Discrete(header[1], start=header[2])
+    shape, dtype = header[1], np.dtype(header[2])
+    low, high = (np.broadcast_to(bound, shape).copy() for bound in _bounds_of(data, shape, dtype, what))
+    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+
+
+#: What a space is, bounds aside: ("discrete", n, start) or ("box", shape, dtype name).
+Header = tuple[Any, ...]
+
+
+def _header(data: Mapping[str, Any], what: str, max_elements: int | None) -> Header:
     kind = data.get("type")
     if kind == "discrete":
         n, start = data.get("n"), data.get("start", 0)
@@ -61,7 +77,7 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
             raise ValueError(f"{what}: discrete space needs a positive integer n (at most 2**63-1)")
         if type(start) is not int or not np.iinfo(np.int64).min <= start <= np.iinfo(np.int64).max - n:
             raise ValueError(f"{what}: discrete space needs an integer start with start + n within int64")
-        return spaces.Discrete(n, start=start)
+        return ("discrete", n, start)
     if kind == "box":
         shape = data.get("shape")
         if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d > 0 for d in shape):
@@ -71,22 +87,74 @@ def from_wire(data: Mapping[str, Any], what: str = "space", max_elements: int | 
         dtype_name = data.get("dtype", "float32")
         if dtype_name not in ARRAY_DTYPES:
             raise ValueError(f"{what}: dtype {quote(dtype_name)} is not one of {', '.join(ARRAY_DTYPES)}")
-        dtype = np.dtype(dtype_name)
-        low, high = (
-            _bound(data.get(name, default), list(shape), dtype, what)
-            for name, default in (("low", -np.inf), ("high", np.inf))
-        )
-        return spaces.Box(low=low, high=high, shape=tuple(shape), dtype=dtype)
+        return ("box", tuple(shape), dtype_name)
     raise ValueError(f"{what}: unknown space type {quote(kind)}; expected 'box' or 'discrete'")
 
 
-def _bound(value: Any, shape: list[int], dtype: np.dtype[Any], what: str) -> np.ndarray[Any, Any]:
+def _bounds_of(
+    data: Mapping[str, Any], shape: tuple[int, ...], dtype: np.dtype[Any], what: str
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """A box's low and high as given, cast to its dtype but not broadcast to its shape (a bound
+    that is one value is one element, however large the box); ValueError where Gymnasium's Box
+    would refuse them."""
+    low, high = (
+        _bound(data.get(name, default), shape, dtype, what) for name, default in (("low", -np.inf), ("high", np.inf))
+    )
+    if not np.less_equal(low, high).all():  # also false where either is NaN
+        raise ValueError(f"{what}: every bound must be a number, and no low bound above its high bound")
+    return low, high
+
+
+def _bound(value: Any, shape: tuple[int, ...], dtype: np.dtype[Any], what: str) -> np.ndarray[Any, Any]:
     if isinstance(value, dict):
         value = decode_array(value, what)
     try:
-        return np.broadcast_to(np.asarray(value, dtype=dtype), tuple(shape)).copy()
+        bound = np.asarray(value, dtype=dtype)
     except OverflowError as exc:  # e.g. low = -1000 for an int8 box
         raise ValueError(f"{what}: bound out of range for {dtype.name}: {exc}") from None
+    if bound.ndim == 0:  # the common case, answered without numpy's broadcasting machinery
+        return bound
+    try:
+        fits = np.broadcast_shapes(bound.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{what}: a bound of shape {quote(list(bound.shape))} does not fit shape {quote(list(shape))}")
+    return bound
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """A space's canonical encoding: two wire forms have equal ones exactly when ``from_wire``
+    builds spaces ``same_space`` calls equal. Computed without building the space: a bound that is
+    one value throughout is that one value, so a hello declaring a million-element box costs
+    what one declaring four does (docs/protocol.md, Spaces)."""
+
+    header: Header
+    bounds: bytes  # low and high, each one value or every value (native byte order: compare within a process)
+
+    @property
+    def key(self) -> bytes:
+        """A short digest of the whole encoding, to remember a verdict by."""
+        return hashlib.blake2b(repr(self.header).encode() + b"\0" + self.bounds, digest_size=16).digest()
+
+
+def canonical(data: Mapping[str, Any], what: str = "space", max_elements: int | None = None) -> Canonical:
+    """The canonical encoding of a space's wire form; ValueError where ``from_wire`` raises one."""
+    header = _header(data, what, max_elements)
+    if header[0] == "discrete":
+        return Canonical(header, b"")
+    shape, dtype = header[1], np.dtype(header[2])
+    return Canonical(header, b"".join(_canonical_bound(bound, shape) for bound in _bounds_of(data, shape, dtype, what)))
+
+
+def _canonical_bound(bound: np.ndarray[Any, Any], shape: tuple[int, ...]) -> bytes:
+    if bound.dtype.kind == "f":
+        bound = bound + bound.dtype.type(0)  # -0.0 becomes 0.0: equal bounds, equal bytes
+    flat = bound.reshape(-1)
+    if flat.size == 1 or (flat == flat[0]).all():
+        return b"1" + flat[:1].tobytes()
+    return b"*" + np.ascontiguousarray(np.broadcast_to(bound, shape)).tobytes()
 
 
 def agent_spaces(agent_config: Mapping[str, Any]) -> tuple[Space, Space]:
@@ -127,12 +195,41 @@ def same_space(a: Space, b: Space) -> bool:
     )
 
 
-def difference(theirs: Space, ours: Space) -> str:
-    """How ``theirs`` differs from ``ours``, for a SPACE_MISMATCH: its description, or, when only
-    the bounds differ (the descriptions are the same), the first bound that does."""
-    if describe(theirs) != describe(ours):
-        return describe(theirs)
-    theirs, ours = box(theirs), box(ours)
+class Matcher:
+    """Tells whether the wire forms of spaces peers declare match one space of the agent, by
+    canonical encoding (never building the peer's space to compare it), and remembers how the
+    ``cache_entries`` most recently seen distinct mismatching spaces differ, so that a peer
+    repeating a hello that needs the agent-sized comparison of bounds pays for it once."""
+
+    def __init__(self, ours: Space, what: str, max_elements: int, cache_entries: int) -> None:
+        self.ours = ours
+        self.what = what
+        self.max_elements = max_elements
+        self.cache_entries = cache_entries
+        self.canonical = canonical(to_wire(ours), what)
+        self.differences: OrderedDict[bytes, str] = OrderedDict()
+
+    def difference(self, data: Mapping[str, Any]) -> str | None:
+        """None when ``data`` describes the agent's space; else how it differs: its description,
+        or, when only the bounds differ, the first bound that does. ValueError when ``data``
+        describes no valid space."""
+        theirs = canonical(data, self.what, self.max_elements)
+        if theirs == self.canonical:
+            return None
+        if theirs.header != self.canonical.header:
+            return _describe(theirs.header)
+        key = theirs.key
+        differs = self.differences.get(key)
+        if differs is None:
+            # Only the bounds differ, so the peer's space is as large as the agent's own.
+            differs = self.differences[key] = _bounds_difference(box(from_wire(data, self.what)), box(self.ours))
+            if len(self.differences) > self.cache_entries:
+                self.differences.popitem(last=False)
+        self.differences.move_to_end(key)
+        return differs
+
+
+def _bounds_difference(theirs: spaces.Box, ours: spaces.Box) -> str:
     bounds = [(name, getattr(theirs, name), getattr(ours, name)) for name in ("low", "high")]
     differing = [(name, a, b, np.argwhere(a != b)) for name, a, b in bounds]
     count = sum(len(at) for *_, at in differing)
@@ -148,9 +245,17 @@ def difference(theirs: Space, ours: Space) -> str:
 
 def describe(space: Space) -> str:
     if isinstance(space, spaces.Discrete):
-        return f"discrete(n={space.n}{f', start={space.start}' if space.start else ''})"
+        return _describe(("discrete", int(space.n), int(space.start)))
     space = box(space)
-    return f"box(shape={list(space.shape)}, dtype={space.dtype.name})"
+    return _describe(("box", space.shape, space.dtype.name))
+
+
+def _describe(header: Header) -> str:
+    if header[0] == "discrete":
+        _, n, start = header
+        return f"discrete(n={n}{f', start={start}' if start else ''})"
+    _, shape, dtype_name = header
+    return f"box(shape={quote(list(shape))}, dtype={dtype_name})"
 
 
 def check_observation(

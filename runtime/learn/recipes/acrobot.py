@@ -36,6 +36,7 @@ from torch import nn
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import evaluate, network_policy
 from runtime.learn.nets import MLP, parameter_count
+from runtime.learn.recipes import ASSETS
 from runtime.wire.spaces import box, output_size
 
 ENV_ID = "Acrobot-v1"
@@ -53,8 +54,7 @@ EVAL_EVERY = 10_000
 EVAL_EPISODES = 100
 EVAL_SEED = 99_000
 ACCEPT_RETURN = -100.0
-# The shipped checkpoints live with the built-in plugins (plugins/teachers.py BUILTIN_CHECKPOINTS).
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[3] / "plugins" / "assets" / "acrobot_teacher.safetensors"
+DEFAULT_OUTPUT = ASSETS / "acrobot_teacher.safetensors"
 
 
 def train(seed: int = 0, steps: int = STEPS) -> tuple[MLP, float]:

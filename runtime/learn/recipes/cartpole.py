@@ -27,11 +27,12 @@ import numpy as np
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import dagger, evaluate, network_policy
 from runtime.learn.nets import parameter_count
+from runtime.learn.recipes import ASSETS
 
 ENV_ID = "CartPole-v1"
 EXPERT_GAINS = np.array([0.1, 0.5, 1.0, 0.5])
 HIDDEN = [256, 256]
-DEFAULT_OUTPUT = Path(__file__).parent / "assets" / "cartpole_teacher.safetensors"
+DEFAULT_OUTPUT = ASSETS / "cartpole_teacher.safetensors"
 
 
 def expert_logits(observations: np.ndarray) -> np.ndarray:

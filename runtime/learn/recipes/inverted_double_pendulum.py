@@ -36,6 +36,7 @@ import numpy as np
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import dagger, evaluate, network_policy
 from runtime.learn.nets import parameter_count
+from runtime.learn.recipes import ASSETS
 
 ENV_ID = "InvertedDoublePendulum-v5"
 LQR_Q = np.diag([1.0, 10.0, 10.0, 0.1, 0.1, 0.1])
@@ -43,10 +44,7 @@ LQR_R = np.array([[1.0]])
 HIDDEN = [256, 256]
 EVAL_EPISODES = 20
 EVAL_SEED = 99_000
-# The shipped checkpoints live with the built-in plugins (plugins/teachers.py BUILTIN_CHECKPOINTS).
-DEFAULT_OUTPUT = (
-    Path(__file__).resolve().parents[3] / "plugins" / "assets" / "inverted_double_pendulum_teacher.safetensors"
-)
+DEFAULT_OUTPUT = ASSETS / "inverted_double_pendulum_teacher.safetensors"
 
 
 def linearised_step() -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,7 @@ import numpy as np
 from runtime.learn.checkpoints import save_safetensors
 from runtime.learn.imitation import dagger, evaluate, network_policy
 from runtime.learn.nets import MLP, parameter_count
+from runtime.learn.recipes import ASSETS
 
 ENV_ID = "Pendulum-v1"
 DT = 0.05
@@ -65,7 +66,7 @@ LQR_R = 0.001
 HIDDEN = [256, 256]
 EVAL_EPISODES = 100
 EVAL_SEED = 99_000
-DEFAULT_OUTPUT = Path(__file__).parent / "assets" / "pendulum_teacher.safetensors"
+DEFAULT_OUTPUT = ASSETS / "pendulum_teacher.safetensors"
 
 
 def lqr_gains(q: np.ndarray = LQR_Q, r: float = LQR_R) -> np.ndarray:

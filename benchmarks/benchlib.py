@@ -77,12 +77,12 @@ def main(name: str, run: Callable[[Any], dict[str, Any]], args: Any) -> int:
 # A private daemon
 # --------------------------------------------------------------------------------------------------
 @contextmanager
-def private_daemon(env: Mapping[str, str] | None = None, run_dir: Any = None) -> Iterator[Any]:
-    """A daemon with the built-in configuration plus ``env``, on a free port, in its own run
-    directory; stopped (with every role it ever reported, by pid) on the way out, whatever happens."""
+def private_daemon(env: Mapping[str, str] | None = None, run_dir: Any = None, config_path: Any = None) -> Iterator[Any]:
+    """A daemon with the built-in configuration (or ``config_path``) plus ``env``, on a free port, in
+    its own run directory; stopped (with every role it ever reported, by pid) on the way out, whatever happens."""
     from runtime.supervisor.launch import ChildDaemon
 
-    daemon = ChildDaemon(run_dir=run_dir, env=dict(env or {}), defaults_only=True)
+    daemon = ChildDaemon(run_dir=run_dir, config_path=config_path, env=dict(env or {}), defaults_only=True)
     try:
         started = time.monotonic()
         daemon.wait_ready(DAEMON_START_TIMEOUT_S)

@@ -43,6 +43,8 @@ BUILTIN_CHECKPOINTS = {
     "acrobot": ASSETS / "acrobot_teacher.safetensors",
     "mountaincar": ASSETS / "mountaincar_teacher.safetensors",
     "inverted_double_pendulum": ASSETS / "inverted_double_pendulum_teacher.safetensors",
+    # A CNN over pixels (agentrt/MountainCarFrames-v0): the GPU-sized example, examples/mountaincar_cnn.toml.
+    "mountaincar_cnn": ASSETS / "mountaincar_cnn_teacher.safetensors",
 }
 
 
@@ -60,27 +62,36 @@ def resolve_checkpoint(path: str) -> Path:
 
 
 class TorchTeacher:
-    """A torch module used as a teacher: ``label`` runs it without gradients. ``temperature`` is
-    its calibrated temperature (``runtime.plugin.interfaces.Calibrated``), None if it has none."""
+    """A torch module used as a teacher: ``label`` runs it without gradients, on the device and in
+    the dtype ``place`` moved it to (``teacher.device``, ``teacher.dtype``; the CPU in float32 until
+    then), taking and returning host arrays. ``temperature`` is its calibrated temperature
+    (``runtime.plugin.interfaces.Calibrated``), None if it has none."""
 
     def __init__(self, module, temperature: float | None = None) -> None:
         import torch
 
+        from runtime.learn.device import on_host
+
         self._torch = torch
         self.module = module.eval()
         self.temperature = temperature
+        self.where = on_host("teacher")
+
+    def place(self, device, dtype) -> None:
+        from runtime.learn.device import Placement
+
+        self.where = Placement(device, dtype, "teacher")
+        self.where.module(self.module)
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
-            return self.module(self._torch.as_tensor(observations, dtype=self._torch.float32)).numpy()
+            return self.where.host(self.module(self.where.inputs(observations)))
 
     def label_with_features(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Outputs and the network's last hidden layer, for feature-hint distillation."""
         with self._torch.no_grad():
-            outputs, features = self.module.forward_features(
-                self._torch.as_tensor(observations, dtype=self._torch.float32)
-            )
-        return outputs.numpy(), features.numpy()
+            outputs, features = self.module.forward_features(self.where.inputs(observations))
+        return self.where.host(outputs), self.where.host(features)
 
 
 @declare(
@@ -94,15 +105,16 @@ class TorchTeacher:
 def build_checkpoint_teacher(
     params: dict[str, Any], observation_space: spaces.Space, action_space: spaces.Space
 ) -> TorchTeacher:
-    """A teacher network stored as safetensors; its architecture, and its calibrated temperature if
-    it has one (``python -m runtime.learn.recipes.calibrate``), are read from the file's metadata."""
+    """A teacher network stored as safetensors (an MLP, or a CNN over pixels); its architecture, and
+    its calibrated temperature if it has one (``python -m runtime.learn.recipes.calibrate``), are
+    read from the file's metadata."""
     from runtime.learn.calibration import stored_temperature
     from runtime.learn.checkpoints import load_safetensors
-    from runtime.learn.nets import MLP
+    from runtime.learn.nets import from_architecture
 
     state, metadata = load_safetensors(resolve_checkpoint(params["path"]))
     try:
-        module = MLP.from_architecture(metadata)
+        module = from_architecture(metadata)
         temperature = stored_temperature(metadata)
     except ValueError as exc:
         raise ValueError(f"teacher checkpoint {params['path']}: {exc} in the file's metadata") from None
@@ -209,6 +221,16 @@ def build_remote_teacher(
     return RemoteTeacher(params["endpoint"], params["timeout_ms"], params["max_message_bytes"])
 
 
+def place_members(members: list[Any], device: Any, dtype: Any) -> None:
+    """Place the members of a composite teacher that can run on a device; the others (scripted,
+    remote) stay where they are."""
+    from runtime.plugin.interfaces import OnDevice
+
+    for member in members:
+        if isinstance(member, OnDevice):
+            member.place(device, dtype)
+
+
 class EnsembleTeacher:
     """Several teachers answering together.
 
@@ -227,6 +249,9 @@ class EnsembleTeacher:
         calibrated = [teacher_temperature(member) for member in members]  # checked once, here
         self.member_temperatures = np.array([t or 1.0 for t in calibrated])[:, None, None]
         self.temperature = 1.0 if combine == "mean_probs" and any(calibrated) else None
+
+    def place(self, device: Any, dtype: Any) -> None:
+        place_members(self.members, device, dtype)
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         outputs = np.stack([np.asarray(member.label(observations), dtype=np.float64) for member in self.members])
@@ -298,6 +323,9 @@ class ViewTeacher:
         self.teacher = teacher
         self.start, self.stop, self.shape = start, stop, shape
 
+    def place(self, device: Any, dtype: Any) -> None:
+        place_members([self.teacher], device, dtype)
+
     def label(self, observations: np.ndarray) -> np.ndarray:
         part = np.asarray(observations).reshape(len(observations), -1)[:, self.start : self.stop]
         return np.asarray(self.teacher.label(part.reshape(len(observations), *self.shape)), dtype=np.float32)
@@ -331,6 +359,9 @@ class TaskTeacher:
 
     def __init__(self, members: list[Any], actions: list[int], width: int) -> None:
         self.members, self.actions, self.width = members, actions, width
+
+    def place(self, device: Any, dtype: Any) -> None:
+        place_members(self.members, device, dtype)
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         flat = np.asarray(observations).reshape(len(observations), -1)

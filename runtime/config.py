@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -54,6 +55,11 @@ _MAX_TIMEOUT_MS = 2**31 - 1
 _TIMEOUT_S = and_(number, gt(0), le(_MAX_TIMEOUT_MS / 1000))
 _TIMEOUT_MS = and_(integer, gt(0), le(_MAX_TIMEOUT_MS))
 _NAMES = list_of(string, min_length=0)
+_DEVICE = Validator(
+    "'auto', 'cpu', 'cuda' or 'cuda:N'",
+    lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
+)
+_DTYPE = in_("float32", "bfloat16", "float16")
 
 
 _PARAM = "agentrt_param"
@@ -66,6 +72,25 @@ def setting(default: Any, doc: str, check: Validator) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={_PARAM: param})
     return field(default=default, metadata={_PARAM: param})
+
+
+def device_setting(default: str, what: str) -> Any:
+    """A section's ``device`` key (resolved where the model is built: runtime.learn.device)."""
+    return setting(
+        default,
+        f"where {what}: auto (CUDA when torch.cuda.is_available(), else the CPU), cpu, cuda or cuda:N "
+        "(an absent GPU is a configuration error)",
+        _DEVICE,
+    )
+
+
+def dtype_setting(what: str, note: str) -> Any:
+    """A section's ``dtype`` key, beside its ``device``."""
+    return setting(
+        "float32",
+        f"precision of {what}: float32, bfloat16 or float16 (float16: CUDA only); {note}; checkpoints stay float32",
+        _DTYPE,
+    )
 
 
 def selection(section: str) -> Any:
@@ -215,6 +240,9 @@ class TeacherSettings(Section):
         positive_int,
     )
     cache_decimals: int = setting(-1, "round observations to this many decimals for the cache key (-1: exact)", integer)
+    # Auto: a teacher is the large model, and batched on a GPU it is an order of magnitude faster.
+    device: str = device_setting("auto", "a torch teacher runs (others stay on the CPU under auto)")
+    dtype: str = dtype_setting("the teacher", "its answers come back float32")
 
 
 @dataclass(frozen=True)
@@ -274,12 +302,18 @@ class DistillationSettings(Section):
     torch_threads: int = setting(1, "torch threads for training, so serving is not starved", positive_int)
     cpu_share: float = setting(0.5, "largest share of one core the training loop may use", and_(number, gt(0), le(1)))
     seed: int = setting(0, "seed for the student's initial weights and minibatch sampling", integer)
+    # CPU: a small student trains as fast there; a pixel student may want "auto". bfloat16 is autocast.
+    device: str = device_setting("cpu", "training runs")
+    dtype: str = dtype_setting("training", "bfloat16 is mixed precision with float32 weights; no float16")
 
 
 @dataclass(frozen=True)
 class DecisionSettings(Section):
     batch_max: int = setting(64, "largest batch of observations decided at once", positive_int)
     torch_threads: int = setting(1, "torch threads for the student's forward pass", positive_int)
+    # CPU: a small student answers fastest there, in numpy (runtime/learn/fastpath.py), CPU float32 only.
+    device: str = device_setting("cpu", "the serving student runs")
+    dtype: str = dtype_setting("the serving student", "other than float32 on the CPU, torch serves, not numpy")
 
 
 @dataclass(frozen=True)

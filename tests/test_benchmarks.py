@@ -185,6 +185,18 @@ def test_run_all_names_the_extra_when_matplotlib_is_missing(monkeypatch, capsys)
     assert len(out) == 1 and "'bench' extra" in out[0]
 
 
+def test_gpu_check_measures_the_cpu_and_says_why_the_gpu_half_is_skipped_without_cuda():
+    import torch
+
+    gpu = _load("gpu")
+    chosen, name, skipped = gpu.placements()
+    assert chosen[0] == ("cpu", "float32")
+    if torch.cuda.is_available():
+        assert name and skipped is None and ("cuda", "bfloat16") in chosen
+    else:
+        assert chosen == [("cpu", "float32")] and name is None and "torch.cuda.is_available() is false" in skipped
+
+
 # --- end to end, opt-in ---------------------------------------------------------------------------
 SMOKE = {
     "latency": ["p50_us", "p99_us", "baseline_p50_us", "ratio_p50", "cpu_us_per_trip", "gateway_cpu_us_per_hello"],
@@ -192,6 +204,7 @@ SMOKE = {
     "swap": ["swap_p50_ms", "swap_p99_ms", "dropped", "delayed_by_swaps", "ratio_p99"],
     "memory": ["total_pss_mib", "idle_total_pss_mib", "total_rss_mib", "total_uss_mib", "loaded", "idle"],
     "distiller": ["ratio", "ratio_per_cpu", "distiller_steps_per_s", "bare_steps_per_s"],
+    "gpu": ["teacher_us_per_obs", "teacher_burst", "distiller_steps_per_s", "gpu", "gpu_skipped"],
     "edge": ["edge_p50_us", "runtime_p50_us", "ratio_p50", "labels_per_episode", "promotion_to_edge_p50_ms"],
 }
 EXTRA_ARGS = {"throughput": ["--peers", "1", "8"]}

@@ -247,18 +247,25 @@ def report(name: str, summaries: dict[str, AttachSummary], status: dict, returns
     )
 
 
+def learn_mountaincar(daemon, name: str, env_id: str) -> tuple[dict, list[float]]:
+    """Train on ``env_id`` until 3 students are published and 30 episodes played; the status and the
+    student's returns acting alone. It must have had no errors and must reach the goal."""
+    summaries = train(daemon, [env_id], episodes=30, versions=3, cap=400)
+    status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
+    returns = student_returns(daemon, env_id)
+    report(name, summaries, status, {env_id: returns})
+    assert status["errors"]["total"] == 0, status["errors"]
+    # Random actions never reach the goal (-200); the teacher takes about 120 steps.
+    assert max(returns) > RANDOM_RETURN["MountainCar-v0"], returns
+    return status, returns
+
+
 @pytest.mark.timeout(300)
 def test_student_learns_mountaincar_from_pixels_while_the_teacher_reads_the_state():
     daemon = start_daemon((EXAMPLES / "mountaincar_pixels.toml").read_text())
     try:
-        summaries = train(daemon, [PIXELS], episodes=30, versions=3, cap=400)
-        status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
-        returns = student_returns(daemon, PIXELS)
-        report("mountaincar_pixels", summaries, status, {PIXELS: returns})
-        assert status["errors"]["total"] == 0, status["errors"]
-        # Random actions never reach the goal (-200); the teacher takes about 120 steps. A student
-        # that reads which way the car moves from two frames pumps energy and gets there.
-        assert max(returns) > RANDOM_RETURN["MountainCar-v0"], returns
+        _, returns = learn_mountaincar(daemon, "mountaincar_pixels", PIXELS)
+        # A student that reads which way the car moves from two frames pumps energy and gets there.
         assert np.mean(returns) > -150, returns
     finally:
         daemon.stop()
@@ -345,3 +352,63 @@ def test_student_learns_to_balance_the_double_pendulum_online():
         assert np.mean(returns) > 2000, returns
     finally:
         daemon.stop()
+
+
+# --- a pixel teacher, the GPU-sized example (issue 13, item 5) ------------------------------------
+FRAMES = "runtime.peer.envs:agentrt/MountainCarFrames-v0"
+
+
+def test_mountaincar_frames_show_the_previous_and_the_current_frame():
+    env = gymnasium.make(FRAMES)
+    observation, _ = env.reset(seed=0)
+    assert observation.shape == (envs.PIXELS_HEIGHT, envs.PIXELS_WIDTH, 2)
+    assert env.observation_space.contains(observation)
+    np.testing.assert_array_equal(observation[..., 0], observation[..., 1])  # at rest after a reset
+    # Frames are drawn from the float32 observation MountainCar returns.
+    state = np.asarray(env.unwrapped.state, dtype=np.float32)
+    following, *_ = env.step(2)
+    np.testing.assert_array_equal(following[..., 0], envs.render_mountaincar(state))
+    after = np.asarray(env.unwrapped.state, dtype=np.float32)
+    assert after[0] != state[0]
+    np.testing.assert_array_equal(following[..., 1], envs.render_mountaincar(after))
+
+
+def test_shipped_pixel_teacher_is_a_cnn_that_drives_from_pixels_as_documented():
+    from plugins.teachers import BUILTIN_CHECKPOINTS
+    from runtime.learn.nets import CNN, parameter_count
+
+    path = BUILTIN_CHECKPOINTS["mountaincar_cnn"]
+    assert path.stat().st_size < 2 * 1024 * 1024
+    _, metadata = load_safetensors(path)
+    assert metadata["env"] == "agentrt/MountainCarFrames-v0" and metadata["architecture"] == "cnn"
+    documented = float(metadata["mean_return"])
+    assert documented >= -140.0  # the recipe's acceptance rule
+    teacher = plugins().build("teacher", "checkpoint", {"path": "builtin:mountaincar_cnn"}, *spaces_of(FRAMES))
+    assert isinstance(teacher.module, CNN) and parameter_count(teacher.module) > 200_000
+    returns = play(FRAMES, teacher.label, range(500, 505))
+    assert np.mean(returns) >= documented - 30, (returns, documented)
+    assert np.mean(returns) > RANDOM_RETURN["MountainCar-v0"] + 50, returns
+
+
+@pytest.mark.timeout(300)
+def test_a_student_25_times_smaller_learns_mountaincar_from_the_pixel_teacher():
+    from runtime.learn.checkpoints import read_checkpoint
+    from runtime.learn.nets import parameter_count
+
+    daemon = start_daemon((EXAMPLES / "mountaincar_cnn.toml").read_text())
+    try:
+        status, returns = learn_mountaincar(daemon, "mountaincar_cnn", FRAMES)
+        served = read_checkpoint(str(registry_file(daemon, status["student_version"])))[0]
+        student_parameters = sum(tensor.numel() for tensor in served.values())
+        teacher = plugins().build("teacher", "checkpoint", {"path": "builtin:mountaincar_cnn"}, *spaces_of(FRAMES))
+        assert parameter_count(teacher.module) >= 10 * student_parameters, student_parameters
+        assert np.mean(returns) > -160, returns
+    finally:
+        daemon.stop()
+
+
+def registry_file(daemon, version: int) -> Path:
+    from runtime.learn.checkpoints import CheckpointStore
+    from runtime.learn.registry import CHECKPOINTS
+
+    return CheckpointStore(daemon.run_dir / CHECKPOINTS).path(version)

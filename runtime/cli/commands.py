@@ -74,7 +74,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG
     if args.check:
         from runtime.learn.check import check_components
+        from runtime.learn.device import check_placements
         from runtime.plugin.pluginmanager import load
+
+        # A device (or dtype) this host cannot run fails now, naming the key. Here, not above: it
+        # imports torch, which the daemon itself (--no-check, as --detach starts it) never does.
+        check_placements(settings)
 
         failed = [check for check in check_components(load(settings.plugins.table()), settings) if not check.ok]
         for check in failed:

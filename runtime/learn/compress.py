@@ -119,7 +119,12 @@ def compress(config: dict[str, Any], compression: Compression, version: int | No
     snapshot = run_dir / rundir.CONFIG_SNAPSHOT
     if snapshot.exists():  # the configuration its versions were trained under (wherever the directory is now)
         config = {**json.loads(snapshot.read_text()), "daemon": config["daemon"]}
-    settings = Settings.of(config)
+    # Compressed students serve on the CPU (int8 kernels are CPU kernels): fine-tuned and scored
+    # there too, whatever distillation.device and decision.device say.
+    cpu = {"device": "cpu", "dtype": "float32"}
+    settings = Settings.of(
+        {**config, "distillation": {**config["distillation"], **cpu}, "decision": {**config["decision"], **cpu}}
+    )
     with rundir.stopped(run_dir, "agentrt student compress"):
         registry = Registry(run_dir)
         try:

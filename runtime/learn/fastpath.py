@@ -4,7 +4,9 @@ A tiny MLP costs about 20 µs per call through torch and a few through numpy. ``
 traces the student once with ``torch.fx``; if every operation in its graph is one numpy can run
 (flatten, linear or int8 linear, relu, tanh, a tuple's item), it runs that graph over numpy copies of the
 weights. It is used only after its outputs equal torch's within ``TOLERANCE`` on probe inputs,
-checked again for every set of weights served; any other student keeps the torch forward.
+checked again for every set of weights served; any other student keeps the torch forward, as
+does a student served off the CPU or in another dtype than float32 (``decision.device``,
+``decision.dtype``): numpy runs on the host in float32 only.
 """
 
 from __future__ import annotations

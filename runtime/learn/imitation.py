@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +15,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from runtime.learn.nets import MLP
+from runtime.learn.checkpoints import save_safetensors
+from runtime.learn.nets import CNN, MLP, parameter_count
 from runtime.wire.spaces import actions_from_outputs, box, output_size
 
 Policy = Callable[[np.ndarray], np.ndarray]  # observations (B, ...) -> outputs (B, output_size)
@@ -94,17 +97,35 @@ def dagger(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        print(
-            json.dumps(
-                {
-                    "round": round_index,
-                    "samples": len(dataset),
-                    "rollout_mean_return": round(float(np.mean(returns)), 1),
-                    "loss": round(loss.item(), 5),
-                }
-            ),
-            flush=True,
-        )
+        log_round(round_index, len(dataset), returns, loss.item())
         policy = network_policy(net)
     env.close()
     return net
+
+
+def log_round(round_index: int, samples: int, returns: list[float], loss: float) -> None:
+    """One DAgger round's progress, as a JSON line."""
+    print(
+        json.dumps(
+            {
+                "round": round_index,
+                "samples": samples,
+                "rollout_mean_return": round(float(np.mean(returns)), 1),
+                "loss": round(loss, 5),
+            }
+        ),
+        flush=True,
+    )
+
+
+def save_if_accepted(
+    net: MLP | CNN, output: Path, report: dict[str, Any], accept_return: float, metadata: dict[str, str]
+) -> int:
+    """A recipe's last step: write ``net`` as safetensors (its architecture and ``metadata`` in the
+    file) if ``report["mean_return"]`` reaches ``accept_return``; print the outcome; the exit code."""
+    if report["mean_return"] < accept_return:
+        print(json.dumps({"error": f"teacher below {accept_return} mean return", **report}))
+        return 1
+    save_safetensors(net.state_dict(), output, {**net.architecture(), **metadata})
+    print(json.dumps({"written": str(output), **report, "parameters": parameter_count(net)}))
+    return 0

@@ -26,6 +26,7 @@ from gymnasium import spaces
 
 from runtime.config import Settings
 from runtime.errors import PluginFailure
+from runtime.learn.device import on_host, placement
 from runtime.learn.evaluation import teacher_policy_outputs
 from runtime.learn.models import build_student, feature_space
 from runtime.learn.trainer import Trainer, Verdict, Weights
@@ -178,14 +179,20 @@ class Decider:
         self.action_space = action_space
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.width = output_size(action_space)
+        self.where = placement(settings, "decision")
         #: The configured student; ``student`` is the one serving (a compressed version's otherwise).
-        self.configured = build_student(plugins, settings, observation_space, action_space).eval()
+        self.configured = self.where.module(build_student(plugins, settings, observation_space, action_space)).eval()
         self.student = self.configured
+        #: Where the serving student runs: ``where`` for the configured one; a compressed version's
+        #: on the CPU in float32 (its int8 kernels are CPU kernels), whatever decision.device says.
+        self.serving_at = self.where
         self.ensemble = isinstance(self.student, ForwardMembers)  # checked when the student changes class
         space = feature_space(plugins, settings, observation_space)
         space.seed(0)
         self.probe = np.stack([np.asarray(space.sample(), dtype=np.float32) for _ in range(PROBE_ROWS)])
-        self.fast = None if self.ensemble else self.compile_fast(self.student, self.probe)
+        # numpy runs on the CPU in float32: elsewhere torch serves.
+        numpy_able = self.where.default and not self.ensemble
+        self.fast = self.compile_fast(self.student, self.probe) if numpy_able else None
         self.fast_capable = self.fast is not None  # the graph decides; only a weight's value can change it
         self.student_component = plugins.get("student", settings.student.plugin)
         query = settings.query
@@ -205,10 +212,10 @@ class Decider:
         if metadata is not None and is_compressed(metadata):
             student = build_compressed(metadata).eval()
             student.load_state_dict(state)
-            self.student, fast_capable = student, True
+            self.student, self.serving_at, fast_capable = student, on_host(), True
         else:
             self.configured.load_state_dict(state)
-            self.student, fast_capable = self.configured, self.fast_capable
+            self.student, self.serving_at, fast_capable = self.configured, self.where, self.fast_capable
         self.ensemble = isinstance(self.student, ForwardMembers)
         self.version = version
         # Verified again: weights that numpy and torch disagree on keep torch.
@@ -219,15 +226,16 @@ class Decider:
         members' mean and the policy sees their spread. Failures are PluginFailures."""
         expected = (len(features), self.width)
         with self.torch.no_grad():
-            inputs = self.torch.from_numpy(features)
+            at = self.serving_at
+            inputs = at.inputs(features)
             if self.ensemble:
-                members = serve(self.student_component, lambda x: self.student.forward_members(x).numpy(), inputs)
+                members = serve(self.student_component, lambda x: at.host(self.student.forward_members(x)), inputs)
                 _check_output(self.student_component, "forward_members", members, (len(members), *expected))
                 return members.mean(axis=0), members
             if self.fast is not None:
                 outputs = serve(self.student_component, self.fast, features)
             else:
-                outputs = serve(self.student_component, lambda x: self.student(x).numpy(), inputs)
+                outputs = serve(self.student_component, lambda x: at.host(self.student(x)), inputs)
             _check_output(self.student_component, "forward", outputs, expected)
             return outputs, None
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from gymnasium import spaces
 
 from runtime.config import Settings
+from runtime.errors import ConfigError
+from runtime.learn.device import placement
 from runtime.plugin.chains import Chain
-from runtime.plugin.interfaces import Calibrated
+from runtime.plugin.interfaces import Calibrated, OnDevice
 from runtime.plugin.pluginmanager import Plugins
 
 
@@ -40,9 +42,25 @@ def build_student(plugins: Plugins, settings: Settings, observation_space: space
 
 
 def build_teacher(plugins: Plugins, settings: Settings, observation_space: spaces.Space, action_space: spaces.Space):
-    """The configured teacher; it labels raw observations, not perception's features."""
-    return plugins.build(
+    """The configured teacher, on ``teacher.device`` in ``teacher.dtype``; it labels raw
+    observations, not perception's features. A teacher that cannot be placed (no ``place``: a
+    scripted or remote teacher) stays on the CPU in float32 when ``device = "auto"`` and dtype is
+    float32; asked for more explicitly, it is a ConfigError naming the keys."""
+    teacher = plugins.build(
         "teacher", settings.teacher.plugin, dict(settings.teacher.params), observation_space, action_space
+    )
+    where = placement(settings, "teacher")
+    if where.default:
+        return teacher
+    if isinstance(teacher, OnDevice):
+        teacher.place(where.device, where.dtype)
+        return teacher
+    if settings.teacher.device == "auto" and settings.teacher.dtype == "float32":
+        return teacher
+    raise ConfigError(
+        f"teacher.device = {settings.teacher.device!r}, teacher.dtype = {settings.teacher.dtype!r}: "
+        f"teacher {settings.teacher.plugin!r} cannot be placed on a device (it has no place()); "
+        "use device = 'cpu' (a remote teacher is placed by teacher.device on the host serving it)"
     )
 
 

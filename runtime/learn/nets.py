@@ -96,9 +96,14 @@ class CNN(FeatureNet):
         stride: int = 2,
         channels_last: bool = True,
         activation: str = "relu",
+        hidden: list[int] | None = None,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         _check_activation(activation)
+        self.input_shape, self.output_size = tuple(input_shape), output_size
+        self.channels, self.kernel, self.stride = list(channels), kernel, stride
+        self.activation, self.hidden, self.scale = activation, list(hidden or []), scale
         if len(input_shape) < 3:
             layout = "H, W, C" if channels_last else "C, H, W"
             raise ValueError(
@@ -115,18 +120,71 @@ class CNN(FeatureNet):
         for size in channels:
             layers += [nn.Conv2d(width_in, size, kernel, stride, padding=kernel // 2), ACTIVATIONS[activation]()]
             width_in = size
-        self.body = nn.Sequential(*layers, nn.Flatten())
+        layers.append(nn.Flatten())
         with torch.no_grad():  # the flattened size depends on padding/stride rounding: let torch work it out
-            flat = self.body(torch.zeros(1, self.in_channels, height, width)).shape[1]
+            flat = nn.Sequential(*layers)(torch.zeros(1, self.in_channels, height, width)).shape[1]
+        for size in self.hidden:
+            layers += [nn.Linear(flat, size), ACTIVATIONS[activation]()]
+            flat = size
+        self.body = nn.Sequential(*layers)
         self.head = nn.Linear(flat, output_size)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.float()  # uint8-valued features work too; scaling is the image transform's job
+        # uint8-valued features work too. A student's scaling is the image transform's job; a
+        # teacher reads raw observations, so it scales them itself (``scale``).
+        x = x.to(self.head.weight.dtype)
+        if self.scale != 1.0:
+            x = x * self.scale
         if self.channels_last:
             x = x.movedim(-1, -3)
         x = x.reshape(x.shape[0], self.in_channels, *x.shape[-2:])
         features = self.body(x)
         return self.head(features), features
+
+    def architecture(self) -> dict[str, str]:
+        """As ``MLP.architecture``: this network's shape as safetensors metadata (a pixel teacher's file)."""
+        return {
+            "architecture": "cnn",
+            "input_shape": json.dumps(list(self.input_shape)),
+            "output_size": str(self.output_size),
+            "channels": json.dumps(self.channels),
+            "kernel": str(self.kernel),
+            "stride": str(self.stride),
+            "channels_last": json.dumps(self.channels_last),
+            "activation": self.activation,
+            "hidden": json.dumps(self.hidden),
+            "scale": repr(self.scale),
+        }
+
+    @classmethod
+    def from_architecture(cls, metadata: Mapping[str, str]) -> CNN:
+        """The network ``architecture()`` described (weights not loaded); ValueError for another format."""
+        if metadata.get("architecture") != "cnn":
+            raise ValueError(f"architecture {metadata.get('architecture')!r} is not supported (expected 'cnn')")
+        return cls(
+            tuple(json.loads(metadata["input_shape"])),
+            int(metadata["output_size"]),
+            json.loads(metadata["channels"]),
+            int(metadata["kernel"]),
+            int(metadata["stride"]),
+            json.loads(metadata["channels_last"]),
+            metadata.get("activation", "relu"),
+            json.loads(metadata.get("hidden", "[]")),
+            float(metadata.get("scale", "1.0")),
+        )
+
+
+#: The networks a teacher checkpoint may hold, by its ``architecture`` metadata.
+ARCHITECTURES: dict[str, type[MLP] | type[CNN]] = {"mlp": MLP, "cnn": CNN}
+
+
+def from_architecture(metadata: Mapping[str, str]) -> MLP | CNN:
+    """The network a checkpoint's metadata describes (weights not loaded); ValueError for an unknown one."""
+    kind = ARCHITECTURES.get(metadata.get("architecture", ""))
+    if kind is None:
+        known = ", ".join(ARCHITECTURES)
+        raise ValueError(f"architecture {metadata.get('architecture')!r} is not supported (expected one of {known})")
+    return kind.from_architecture(metadata)
 
 
 class GRUNet(FeatureNet):

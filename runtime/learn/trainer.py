@@ -13,6 +13,7 @@ from gymnasium import spaces
 
 from runtime.config import Settings
 from runtime.errors import PluginFailure
+from runtime.learn.device import placement
 from runtime.learn.evaluation import agreement_and_loss, per_sample_disagreement, teacher_policy_outputs
 from runtime.learn.models import build_student
 from runtime.learn.replay import ReplayBuffer
@@ -113,10 +114,14 @@ class Trainer:
         self.torch = torch
         self.settings = distillation = settings.distillation
         self.discrete = isinstance(action_space, spaces.Discrete)
-        self.student = build_student(plugins, settings, observation_space, action_space)
+        # Float32 weights on the device; distillation.dtype is the forward pass's (autocast).
+        self.where = placement(settings, "distillation")
+        self.student = build_student(plugins, settings, observation_space, action_space).to(self.where.device)
         self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
         self.strategy_component = plugins.get("strategy", distillation.strategy)
         self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params), action_space)
+        if isinstance(self.strategy, torch.nn.Module):  # its own parameters (a projection) train beside
+            self.strategy.to(self.where.device)
         self.optimiser = Optimiser(self.student, distillation.learning_rate, self.strategy)
         self.buffer = ReplayBuffer(
             distillation.buffer_samples,
@@ -136,9 +141,13 @@ class Trainer:
     def ready(self) -> bool:
         return len(self.buffer) >= self.settings.min_samples
 
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the training device, as it is (the student's weights stay float32)."""
+        return self.torch.from_numpy(np.asarray(array)).to(self.where.device)
+
     def predict(self, features: np.ndarray) -> np.ndarray:
-        with self.torch.no_grad():
-            return self.student(self.torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
+        with self.torch.no_grad(), self.where.autocast():
+            return self.where.host(self.student(self._tensor(np.asarray(features, dtype=np.float32))))
 
     def add_labelled(
         self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None
@@ -162,34 +171,35 @@ class Trainer:
 
     def train_step(self) -> float:
         """One minibatch step; returns the loss. Strategy failures surface as PluginFailure."""
-        torch = self.torch
         index, batch = self.buffer.sample(self.settings.batch_size)
-        teacher = torch.from_numpy(batch["outputs"])
-        outputs, student_features = forward_with_features(self.student, torch.from_numpy(batch["features"]))
-        teacher_features = batch.get("teacher_features")
-        hard_labels = None
-        if self.discrete:  # a stacked ensemble's labels are its members' joint choice
-            joint = teacher_policy_outputs(batch["outputs"], outputs.shape[1], self.discrete)
-            hard_labels = torch.from_numpy(joint.argmax(axis=1))
-        inputs = StrategyInputs(
-            student_outputs=outputs,
-            teacher_outputs=teacher,
-            hard_labels=hard_labels,
-            student_features=student_features,
-            teacher_features=None if teacher_features is None else torch.from_numpy(teacher_features),
-            agreement=self.agreement,
-            teacher_temperature=self.teacher_temperature,
-        )
-        self.loss = self.optimiser.step(strategy_loss(self.strategy_component, self.strategy, inputs))
+        teacher = self._tensor(batch["outputs"])
+        with self.where.autocast():
+            outputs, student_features = forward_with_features(self.student, self._tensor(batch["features"]))
+            teacher_features = batch.get("teacher_features")
+            hard_labels = None
+            if self.discrete:  # a stacked ensemble's labels are its members' joint choice
+                joint = teacher_policy_outputs(batch["outputs"], outputs.shape[1], self.discrete)
+                hard_labels = self._tensor(joint.argmax(axis=1))
+            inputs = StrategyInputs(
+                student_outputs=outputs,
+                teacher_outputs=teacher,
+                hard_labels=hard_labels,
+                student_features=student_features,
+                teacher_features=None if teacher_features is None else self._tensor(teacher_features),
+                agreement=self.agreement,
+                teacher_temperature=self.teacher_temperature,
+            )
+            loss = strategy_loss(self.strategy_component, self.strategy, inputs)
+        self.loss = self.optimiser.step(loss)
         if self.buffer.prioritized or self.buffer.eviction == "lowest_priority":
             self.buffer.update_priorities(
-                index, per_sample_disagreement(outputs.detach().numpy(), batch["outputs"], self.discrete)
+                index, per_sample_disagreement(self.where.host(outputs), batch["outputs"], self.discrete)
             )
         return self.loss
 
     def state(self) -> dict[str, Any]:
-        """A copy of the student's weights."""
-        return {name: tensor.detach().clone() for name, tensor in self.student.state_dict().items()}
+        """A copy of the student's weights, on the CPU (float32: autocast leaves the weights so)."""
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.student.state_dict().items()}
 
     def data(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """The replay buffer and the held-out set as arrays and metadata (``restore_data`` takes them back)."""
@@ -219,8 +229,8 @@ class Trainer:
     def adopt(self, module: torch.nn.Module) -> None:
         """Train ``module`` from now on, with a fresh optimizer: a student of another shape than the
         configured one (a pruned copy, ``runtime.learn.compress``)."""
-        self.student = module
-        self.optimiser = Optimiser(module, self.settings.learning_rate, self.strategy)
+        self.student = module.to(self.where.device)
+        self.optimiser = Optimiser(self.student, self.settings.learning_rate, self.strategy)
 
     def score(self, weights: Weights) -> tuple[float | None, float | None]:
         """Held-out (agreement, loss) of a set of student weights, or of a built student (a
@@ -233,8 +243,8 @@ class Trainer:
             self.scratch.load_state_dict(weights)
             module = self.scratch
         size = len(self.heldout)
-        with self.torch.no_grad():
-            outputs = module(self.torch.from_numpy(self.heldout.columns["features"][:size])).numpy()
+        with self.torch.no_grad(), self.where.autocast():
+            outputs = self.where.host(module(self._tensor(self.heldout.columns["features"][:size])))
         return agreement_and_loss(outputs, self.heldout.columns["outputs"][:size], self.discrete)
 
     def judge(self, candidate: Weights, serving: Weights | None) -> Verdict:

@@ -13,6 +13,10 @@ Import this module to register the environments, or name it in the id, as Gymnas
 * ``agentrt/MountainCarPixels-v0``: MountainCar-v0 whose observation is a ``PIXELS_HEIGHT`` x
   ``PIXELS_WIDTH`` grey image of the car on its hill (0-255, row-major, flattened) followed by the
   two state variables (position, velocity), ``PIXELS_HEIGHT * PIXELS_WIDTH + 2`` floats in all.
+* ``agentrt/MountainCarFrames-v0``: MountainCar-v0 seen as pixels only, for a teacher that reads
+  them (the built-in ``mountaincar_cnn`` CNN teacher): a ``(PIXELS_HEIGHT, PIXELS_WIDTH, 2)``
+  image whose channels are the previous and the current frame (the same frame after a reset), so
+  one observation shows which way the car moves.
 * ``agentrt/MultiTaskCartPole-v0``, ``agentrt/MultiTaskAcrobot-v0``: CartPole-v1 and Acrobot-v1
   behind one shared observation and action space, so that one agent (one student) serves both:
   a one-hot task id (``MULTITASK_TASKS`` order) followed by the task's observation, zero-padded
@@ -73,6 +77,31 @@ class MountainCarPixels(gymnasium.ObservationWrapper):
         return np.concatenate([render_mountaincar(observation).ravel(), observation]).astype(np.float32)
 
 
+class MountainCarFrames(gymnasium.Wrapper):
+    """MountainCar-v0 observed as its last two frames: see the module docstring. The state stays
+    readable as ``unwrapped.state``, for the recipe that labels frames by the state teacher."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(gymnasium.make("MountainCar-v0", **kwargs))
+        self.observation_space = spaces.Box(0.0, 255.0, (PIXELS_HEIGHT, PIXELS_WIDTH, 2), dtype=np.float32)
+        self.previous = np.zeros((PIXELS_HEIGHT, PIXELS_WIDTH), dtype=np.float32)
+
+    def _observe(self, state: np.ndarray) -> np.ndarray:
+        frame = render_mountaincar(state)
+        frames = np.stack([self.previous, frame], axis=-1)
+        self.previous = frame
+        return frames
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        state, info = self.env.reset(**kwargs)
+        self.previous = render_mountaincar(state)
+        return self._observe(state), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        state, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(state), float(reward), terminated, truncated, info
+
+
 def _multitask_space() -> tuple[spaces.Box, spaces.Discrete, list[int]]:
     """The shared observation space (bounds: the union over the tasks, zero padding included), the
     shared action space and each task's observation width."""
@@ -124,6 +153,7 @@ class MultiTask(gymnasium.Wrapper):
 
 
 gymnasium.register("agentrt/MountainCarPixels-v0", entry_point=f"{__name__}:MountainCarPixels")
+gymnasium.register("agentrt/MountainCarFrames-v0", entry_point=f"{__name__}:MountainCarFrames")
 for _task in MULTITASK_TASKS:
     gymnasium.register(
         f"agentrt/MultiTask{_task.split('-')[0]}-v0", entry_point=f"{__name__}:MultiTask", kwargs={"task": _task}

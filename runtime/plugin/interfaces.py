@@ -88,6 +88,16 @@ class Calibrated(Protocol):
         ...
 
 
+@runtime_checkable
+class OnDevice(Protocol):
+    """A teacher that can run on an accelerator (``teacher.device``, ``teacher.dtype``). Checked once
+    where the teacher is built; ``label`` still takes and returns host (numpy) arrays."""
+
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Move the model to ``device`` in ``dtype``; inputs move there per call, outputs come back."""
+        ...
+
+
 @dataclass
 class StrategyInputs:
     """What a distillation strategy sees for one minibatch (torch tensors, first axis = batch)."""

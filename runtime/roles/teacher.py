@@ -13,8 +13,9 @@ import zmq
 
 from runtime.config import endpoint_security
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
+from runtime.learn.device import placement
 from runtime.learn.models import build_teacher, teacher_temperature
-from runtime.plugin.interfaces import LabelWithFeatures
+from runtime.plugin.interfaces import LabelWithFeatures, OnDevice
 from runtime.plugin.pluginmanager import serve
 from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, transport
@@ -128,13 +129,18 @@ class TeacherRole(Role):
             )
         else:
             self.server = self.transport.bind(zmq.ROUTER, self.endpoint or self.transport.internal(transport.TEACHER))
+        # Where the model runs (teacher.device, teacher.dtype), in the log and in status.
+        placed = str(placement(self.settings, "teacher")) if isinstance(self.teacher, OnDevice) else "host"
         self.log.info(
-            "teacher_serving", endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT), plugin=settings.plugin
+            "teacher_serving",
+            endpoint=self.server.getsockopt_string(zmq.LAST_ENDPOINT),
+            plugin=settings.plugin,
+            placement=placed,
         )
         self.on(self.server, self.on_request)
         self.batch_max = settings.batch_max
         self.batch_wait_s = settings.batch_wait_ms / 1000
-        self.gauges.update(latency_us=0.0)
+        self.gauges.update(latency_us=0.0, placement=placed)
 
     def on_request(self, sock: zmq.Socket) -> None:
         """Take the requests that arrived together (decision's and the distiller's), up to

@@ -16,14 +16,11 @@ Procedure (deterministic for a given seed, about a minute on one CPU core):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from runtime.learn.checkpoints import save_safetensors
-from runtime.learn.imitation import dagger, evaluate, network_policy
-from runtime.learn.nets import parameter_count
+from runtime.learn.imitation import dagger, evaluate, network_policy, save_if_accepted
 from runtime.learn.recipes import ASSETS
 
 ENV_ID = "MountainCar-v0"
@@ -50,11 +47,7 @@ def main() -> int:
     expert_return = evaluate(ENV_ID, expert_logits, EVAL_EPISODES, EVAL_SEED)
     mean_return = evaluate(ENV_ID, network_policy(net), EVAL_EPISODES, EVAL_SEED)
     report = {"mean_return": round(mean_return, 1), "expert_mean_return": round(expert_return, 1)}
-    if mean_return < ACCEPT_RETURN:
-        print(json.dumps({"error": f"teacher below {ACCEPT_RETURN} mean return", **report}))
-        return 1
     metadata = {
-        **net.architecture(),
         "env": ENV_ID,
         "mean_return": f"{mean_return:.1f}",
         "expert_mean_return": f"{expert_return:.1f}",
@@ -63,9 +56,7 @@ def main() -> int:
         "seed": str(args.seed),
         "procedure": "runtime/learn/recipes/mountaincar.py",
     }
-    save_safetensors(net.state_dict(), args.output, metadata)
-    print(json.dumps({"written": str(args.output), **report, "parameters": parameter_count(net)}))
-    return 0
+    return save_if_accepted(net, args.output, report, ACCEPT_RETURN, metadata)
 
 
 if __name__ == "__main__":

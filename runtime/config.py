@@ -346,7 +346,8 @@ class SecuritySettings(Section):
     )
     insecure: bool = setting(
         False,
-        "allow a peer endpoint reachable from other hosts without CURVE (anyone reaching it drives the agent)",
+        "allow a peer endpoint (or agentrt teacher serve --endpoint) reachable from other hosts without CURVE "
+        "(anyone reaching it drives the agent)",
         boolean,
     )
 
@@ -556,21 +557,32 @@ def _check_deadlines(daemon: Mapping[str, Any]) -> None:
         )
 
 
-def peer_security(settings: Settings) -> str:
-    """How the peer endpoint is protected: "curve", "loopback" (reachable from this host only) or
-    "insecure" (reachable from others, without CURVE, as ``security.insecure`` allows). ConfigError
-    for an endpoint reachable from other hosts without either."""
-    if settings.security.curve:
+def endpoint_security(endpoint: str, curve: bool, insecure: bool, what: str, exposed: str) -> str:
+    """How ``endpoint`` (``what`` binds it) is protected: "curve", "loopback" (reachable from this
+    host only) or "insecure" (reachable from others, without CURVE, as ``insecure`` allows).
+    ConfigError for an endpoint reachable from other hosts without either; ``exposed`` says what
+    anyone reaching it could do, and the safer choices."""
+    if curve:
         return "curve"
-    endpoint = settings.daemon.peer_endpoint
     if is_loopback(endpoint):
         return "loopback"
-    if settings.security.insecure:
+    if insecure:
         return "insecure"
     raise ConfigError(
-        f"the peer endpoint {endpoint} is reachable from other hosts, and without CURVE anyone who reaches it "
-        "drives the agent: set security.curve = true (keys: agentrt keys generate), bind 127.0.0.1, "
+        f"{what} {endpoint} is reachable from other hosts, and without CURVE {exposed}, "
         "or accept the risk with --insecure (security.insecure = true)"
+    )
+
+
+def peer_security(settings: Settings) -> str:
+    """How the peer endpoint is protected (endpoint_security)."""
+    return endpoint_security(
+        settings.daemon.peer_endpoint,
+        settings.security.curve,
+        settings.security.insecure,
+        "the peer endpoint",
+        "anyone who reaches it drives the agent: set security.curve = true (keys: agentrt keys generate), "
+        "bind 127.0.0.1",
     )
 
 

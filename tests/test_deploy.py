@@ -32,11 +32,12 @@ import zmq.auth
 
 from runtime import config
 from runtime.cli.commands import build_parser
-from runtime.config import Settings, peer_security
+from runtime.config import Settings, endpoint_security, internal_network, peer_security
 from runtime.errors import ExitCode
 from runtime.plugin.pluginmanager import load
-from runtime.wire.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, SERVER, ClientKeys, KeyStore, is_loopback
+from runtime.wire.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, SERVER, ClientKeys, KeyStore, RoleKeys, is_loopback
 from runtime.wire.spaces import agent_spaces
+from runtime.wire.transport import NETWORK_ENDPOINTS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -197,26 +198,64 @@ def endpoint_flag(argv: list[str], flag: str) -> tuple[str, int]:
 
 
 def bind_of(argv: list[str]) -> tuple[str, int] | None:
-    """Where this agentrt command listens over TCP, if it does."""
+    """Where this agentrt command listens for peers (or the `remote` teacher plugin) over TCP, if it does."""
     for flag in ("--peer-endpoint", "--endpoint"):
         if argv[:1] in (["up"], ["teacher"]) and flag in argv:
             return endpoint_flag(argv, flag)
     return None
 
 
-def listens_without_curve(env: dict[str, str], argv: list[str]) -> bool:
-    """Whether this command listens beyond loopback without CURVE. `up` is held to the runtime's own
-    start-up rule (peer_security), which raises ConfigError where the daemon would refuse to start."""
-    bind = bind_of(argv)
-    if bind is None or is_loopback(f"tcp://{bind[0]}:{bind[1]}"):
-        return False
-    if argv[0] != "up":
-        return True  # `agentrt teacher serve` has no CURVE yet (issue 13, item 2)
-    overrides = {"daemon": {"peer_endpoint": argv[argv.index("--peer-endpoint") + 1]}}
-    if "--insecure" in argv:
+def settings_of(env: dict[str, str], argv: list[str]) -> Settings:
+    """The settings this agentrt command runs with: its AGENTRT_* variables and its flags."""
+    parsed = parse_cli(argv)
+    overrides: dict[str, dict] = {}
+    if getattr(parsed, "insecure", False):
         overrides["security"] = {"insecure": True}
+    if getattr(parsed, "peer_endpoint", None):
+        overrides["daemon"] = {"peer_endpoint": parsed.peer_endpoint}
     agentrt_env = {name: value for name, value in env.items() if name.startswith("AGENTRT_")}
-    return peer_security(Settings.of(config.load(environ=agentrt_env, overrides=overrides))) != "curve"
+    return Settings.of(config.load(environ=agentrt_env, overrides=overrides))
+
+
+def internal_ports(settings: Settings) -> dict[int, str]:
+    """Port -> internal endpoint name of the daemon's TCP internal endpoints (none for ipc)."""
+    if settings.internal.endpoints == "ipc":
+        return {}
+    base = int(settings.internal.endpoints.rpartition(":")[2])
+    return {base + index: name for index, name in enumerate(NETWORK_ENDPOINTS)}
+
+
+def listens(env: dict[str, str], argv: list[str]) -> set[tuple[str, int]]:
+    """Every (host, port) this agentrt command binds over TCP: the daemon's internal endpoints too."""
+    bind = bind_of(argv)
+    bound = set() if bind is None else {bind}
+    if argv[:1] == ["up"]:
+        settings = settings_of(env, argv)
+        host = settings.internal.endpoints.removeprefix("tcp://").rpartition(":")[0]
+        bound |= {(host, port) for port in internal_ports(settings)}
+    return bound
+
+
+def listens_without_curve(env: dict[str, str], argv: list[str]) -> bool:
+    """Whether this command listens beyond loopback without CURVE, by the runtime's own start-up rules
+    (endpoint_security, internal_network), which raise ConfigError where it would refuse to start."""
+    if argv[:1] not in (["up"], ["teacher"]):
+        return False
+    settings = settings_of(env, argv)
+    if argv[0] == "teacher":  # `teacher serve`: --connect binds nothing, --endpoint has no CURVE
+        parsed = parse_cli(argv)
+        if parsed.connect:
+            return False
+        return (
+            endpoint_security(parsed.endpoint, False, settings.security.insecure, "the teacher endpoint", "")
+            == "insecure"
+        )
+    if peer_security(settings) != "curve":
+        return True
+    if settings.internal.curve:
+        return False
+    internal_network(settings)
+    return settings.internal.endpoints != "ipc" and not is_loopback(settings.internal.endpoints)
 
 
 def every_command() -> list[tuple[str, list[str]]]:
@@ -266,13 +305,9 @@ def test_every_agentrt_command_parses(where, argv):
     assert callable(parsed.handler), where
 
 
-def test_commands_that_are_not_agentrt_are_the_few_known_ones():
-    """Anything else a file runs would escape the parser check above: only Python TCP checks may."""
-    others = [(where, command) for where, command in every_command() if agentrt_argv(command) is None]
-    assert others, "the teacher's TCP checks are expected here"
-    for where, command in others:
-        assert command[:2] == ["python", "-c"] and "socket.create_connection" in command[2], where
-        compile(command[2], where, "exec")
+def test_every_command_a_deploy_file_runs_is_agentrt():
+    """Anything else would escape the parser check above."""
+    assert [where for where, command in every_command() if agentrt_argv(command) is None] == []
 
 
 def test_the_images_call_the_installed_agentrt_entry_point():
@@ -326,10 +361,12 @@ def test_runtime_image_serves_peers_on_an_exposed_port_with_its_run_directory_on
     assert agentrt_argv(exec_form(healthcheck.split(" CMD ", 1)[1]))[0] == "status"
 
 
-def test_teacher_image_serves_the_teacher_on_an_exposed_port_and_asks_for_the_gpu():
+def test_teacher_image_runs_the_remote_teacher_role_which_binds_nothing_and_asks_for_the_gpu():
     argv = agentrt_argv(image_command("Dockerfile.teacher-cuda"))
-    assert argv[:2] == ["teacher", "serve"]
-    assert instruction("Dockerfile.teacher-cuda", "EXPOSE") == [str(bind_of(argv)[1])]
+    assert argv[:3] == ["role", "teacher", "--connect"] and "--server-key" in argv and "--client-key" in argv
+    assert not listens(image_env("Dockerfile.teacher-cuda"), argv)
+    assert instruction("Dockerfile.teacher-cuda", "EXPOSE") == []
+    assert argv == compose_argv(compose()["services"]["teacher"])  # its default is compose's
     assert image_env("Dockerfile.teacher-cuda")["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert not any("download.pytorch.org/whl/cpu" in run for run in instruction("Dockerfile.teacher-cuda", "RUN"))
 
@@ -349,6 +386,12 @@ def compose_env(service: dict) -> dict[str, str]:
 def compose_services_sharing_a_network(first: str, second: str) -> bool:
     services = compose()["services"]
     return bool(set(services[first].get("networks", [])) & set(services[second].get("networks", [])))
+
+
+def compose_argv(service: dict) -> list[str]:
+    argv = agentrt_argv(compose_command(service))
+    assert argv is not None
+    return argv
 
 
 def test_compose_builds_each_image_from_its_dockerfile_once():
@@ -380,48 +423,62 @@ def test_compose_secrets_are_declared_used_and_kept_out_of_git():
     assert sorted(result.stdout.split()) == sorted(map(str, files)), "a key file could be committed"
 
 
-def test_compose_keys_directory_is_a_mounted_secret_and_peers_get_only_public_server_keys():
+def test_compose_keys_come_from_secrets_and_peers_and_the_teacher_get_only_public_server_keys():
     services, secrets = compose()["services"], compose()["secrets"]
+    clients = 0
     for name, service in services.items():
         env = service.get("environment", {})
         if "AGENTRT_SECURITY_KEYS_DIR" in env:
             secret = PurePosixPath(env["AGENTRT_SECURITY_KEYS_DIR"])
             assert secret.parent == PurePosixPath("/run/secrets") and secret.name in service["secrets"], name
-        argv = agentrt_argv(compose_command(service))
-        if argv[:1] == ["attach"]:
+        argv = compose_argv(service)
+        if "--server-key" in argv or "--client-key" in argv:
             server_key = PurePosixPath(argv[argv.index("--server-key") + 1])
-            assert server_key.parent == PurePosixPath("/run/secrets") and server_key.name in service["secrets"]
-            assert not secrets[server_key.name]["file"].endswith("_secret"), "a peer needs the public key only"
+            client_key = PurePosixPath(argv[argv.index("--client-key") + 1])
+            for key in (server_key, client_key):
+                assert key.parent == PurePosixPath("/run/secrets") and key.name in service["secrets"], name
+            assert not secrets[server_key.name]["file"].endswith(SECRET_SUFFIX), f"{name} needs the public key only"
+            assert secrets[client_key.name]["file"].endswith(SECRET_SUFFIX), f"{name} presents its own key pair"
+            clients += 1
+    assert clients == 2  # the gym peer and the teacher
 
 
 def test_compose_endpoints_name_a_service_on_a_shared_network_at_the_port_it_binds():
     services = compose()["services"]
-    binds = {name: bind_of(agentrt_argv(compose_command(service))) for name, service in services.items()}
+    binds = {name: listens(compose_env(service), compose_argv(service)) for name, service in services.items()}
     references = 0
     for name, service in services.items():
         text = json.dumps([compose_command(service), service.get("environment", {})])
         for host, port in re.findall(r"tcp://([\w.-]+):(\d+)", text):
             if host in services:
                 assert compose_services_sharing_a_network(name, host), f"{name} cannot reach {host}"
-                assert binds[host] == ("0.0.0.0", int(port)), f"{name} expects {host} on port {port}"
+                assert ("0.0.0.0", int(port)) in binds[host], f"{name} expects {host} on port {port}"
                 references += 1
-    assert references >= 2  # the peer finds the runtime, the runtime finds the teacher
+    assert references >= 2  # the peer and the teacher find the runtime
 
 
-def test_compose_runtime_requires_curve_and_what_listens_without_it_is_unpublished_and_internal(tmp_path, monkeypatch):
+def test_compose_nothing_listens_without_curve(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    compose_file = compose()
-    plaintext = []
-    for name, service in compose_file["services"].items():
-        argv = agentrt_argv(compose_command(service))
-        if not listens_without_curve(compose_env(service), argv):
-            continue
-        assert argv[0] != "up", f"{name}: peers must attach with CURVE"
-        plaintext.append(name)
-        assert "ports" not in service, f"{name} listens without CURVE: it must not be published"
-        for network in service["networks"]:
-            assert compose_file["networks"][network].get("internal"), f"{name}: {network} is not internal"
-    assert plaintext == ["teacher"]
+    services = compose()["services"]
+    plaintext = [
+        name for name, service in services.items() if listens_without_curve(compose_env(service), compose_argv(service))
+    ]
+    assert plaintext == []
+    assert listens(compose_env(services["runtime"]), compose_argv(services["runtime"]))  # it does listen
+
+
+def test_compose_teacher_is_the_runtimes_remote_teacher_role_over_curve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    services = compose()["services"]
+    argv = compose_argv(services["teacher"])
+    assert argv[:3] == ["role", "teacher", "--connect"]
+    runtime = settings_of(compose_env(services["runtime"]), compose_argv(services["runtime"]))
+    assert runtime.internal.curve and runtime.internal.remote_roles == ["teacher"]
+    host, port = endpoint_flag(argv, "--connect")
+    assert host == "runtime" and internal_ports(runtime)[port] == NETWORK_ENDPOINTS[0]  # the base port
+    assert runtime.internal.endpoints == f"tcp://0.0.0.0:{port}"
+    teacher = settings_of(compose_env(services["teacher"]), argv)
+    assert teacher.agent.table() == runtime.agent.table(), "a remote role must see the daemon's agent"
 
 
 def test_readme_keys_commands_make_every_file_compose_mounts_and_they_work(tmp_path, monkeypatch):
@@ -444,12 +501,19 @@ def test_readme_keys_commands_make_every_file_compose_mounts_and_they_work(tmp_p
     store = KeyStore(files[PurePosixPath(runtime_env["AGENTRT_SECURITY_KEYS_DIR"]).name])
     assert store.server_secret()
     peer = compose()["services"]["gym-peer"]
-    argv = agentrt_argv(compose_command(peer))
+    argv = compose_argv(peer)
     mounted = {f"/run/secrets/{name}": path for name, path in files.items()}
     client = ClientKeys.from_files(
         mounted[argv[argv.index("--server-key") + 1]], mounted[argv[argv.index("--client-key") + 1]]
     )
     assert store.callback("global", client.public), "the gym peer's key is not authorized by the runtime's keys"
+    argv = compose_argv(compose()["services"]["teacher"])
+    teacher = ClientKeys.from_files(
+        mounted[argv[argv.index("--server-key") + 1]], mounted[argv[argv.index("--client-key") + 1]]
+    )
+    assert teacher.server_public == client.server_public == store.server_public()
+    assert RoleKeys(store).callback("agentrt-roles", teacher.public), "the teacher's key is not an authorized role"
+    assert not store.callback("global", teacher.public), "a role key must not open the peer endpoint"
 
 
 def test_compose_waits_for_what_each_service_needs_at_start():
@@ -536,51 +600,83 @@ def test_kubernetes_keys_secret_mounts_as_a_keys_directory_the_runtime_reads(tmp
     # Fill the Secret with real keys as its comment says, and lay it out as the kubelet would.
     server_public, server_secret = zmq.auth.create_certificates(tmp_path, SERVER)
     content = {SERVER + PUBLIC_SUFFIX: server_public, SERVER + SECRET_SUFFIX: server_secret}
-    peers = [key.removesuffix(PUBLIC_SUFFIX) for key in items if key not in content]
-    for peer in peers:
-        content[peer + PUBLIC_SUFFIX] = zmq.auth.create_certificates(tmp_path, peer)[0]
+    clients = {key: PurePosixPath(path).parent.name for key, path in items.items() if key not in content}
+    assert set(clients.values()) == {"authorized", "roles"}  # peers, and the remote teacher
+    for key in clients:
+        content[key] = zmq.auth.create_certificates(tmp_path, key.removesuffix(PUBLIC_SUFFIX))[0]
     mounted = tmp_path / "mounted"
     for key, path in items.items():
         (mounted / path).parent.mkdir(parents=True, exist_ok=True)
         (mounted / path).write_bytes(Path(content[key]).read_bytes())
     store = KeyStore(mounted)
     assert store.server_secret() == zmq.auth.load_certificate(server_secret)[1]
-    assert peers and sorted(store.authorized()) == sorted(peers)
+    for folder, role in (("authorized", False), ("roles", True)):
+        expected = sorted(key.removesuffix(PUBLIC_SUFFIX) for key, where in clients.items() if where == folder)
+        assert sorted(store.authorized(role=role)) == expected
 
 
-def test_kubernetes_teacher_gets_a_gpu_and_the_runtime_finds_it():
+def mounted_secret(workload: dict, container: dict, path: str) -> tuple[dict, str]:
+    """(Secret, its key) that the file ``path`` of ``container`` comes from: it must come from one."""
+    for mount in container.get("volumeMounts", []):
+        if PurePosixPath(mount["mountPath"]) not in PurePosixPath(path).parents:
+            continue
+        relative = PurePosixPath(path).relative_to(mount["mountPath"])
+        (volume,) = [v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+        assert mount["readOnly"] and "secret" in volume, f"{path} is not mounted read-only from a Secret"
+        items = {item["path"]: item["key"] for item in volume["secret"].get("items", [])}
+        (secret,) = [s for s in objects_of("Secret") if s["metadata"]["name"] == volume["secret"]["secretName"]]
+        key = items.get(str(relative), str(relative))
+        assert key in secret.get("stringData", secret.get("data")), f"{path}: no key {key} in its Secret"
+        return secret, key
+    pytest.fail(f"{path} is not mounted")
+
+
+def test_kubernetes_teacher_gets_a_gpu_and_joins_the_runtime_as_its_remote_teacher_role(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (teacher,) = objects_of("Deployment")
     (container,) = containers(teacher)
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     assert container["image"] == "agentrt-teacher-cuda"
+    argv = agentrt_argv(container_command(container))
+    assert argv[:3] == ["role", "teacher", "--connect"] and "ports" not in container
     (runtime,) = objects_of("StatefulSet")
-    params = k8s_env(containers(runtime)[0])["AGENTRT_TEACHER_PARAMS"]
-    host, port = re.search(r"tcp://([\w.-]+):(\d+)", params).groups()
+    (runtime_container,) = containers(runtime)
+    runtime_env = {**image_env(IMAGES[runtime_container["image"]]), **k8s_env(runtime_container)}
+    settings = settings_of(runtime_env, agentrt_argv(container_command(runtime_container)))
+    assert settings.internal.curve and settings.internal.remote_roles == ["teacher"]
+    host, port = endpoint_flag(argv, "--connect")
+    assert settings.internal.endpoints == f"tcp://0.0.0.0:{port}"
+    # The Service it dials carries every internal port, by name, to the runtime's container.
     (service,) = [s for s in objects_of("Service") if s["metadata"]["name"] == host]
-    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
-    assert bind_of(agentrt_argv(container_command(container))) == ("0.0.0.0", int(port))
+    assert service["spec"]["selector"].items() <= runtime["spec"]["template"]["metadata"]["labels"].items()
+    assert {p["port"]: p["name"] for p in service["spec"]["ports"]} == internal_ports(settings)
+    declared = {p["containerPort"]: p["name"] for p in runtime_container["ports"]}
+    assert internal_ports(settings).items() <= declared.items()
+    # Its keys come from a Secret: the runtime's public key and its own pair, not the server's secret.
+    server_secret, server_key = mounted_secret(teacher, container, argv[argv.index("--server-key") + 1])
+    client_secret, client_key = mounted_secret(teacher, container, argv[argv.index("--client-key") + 1])
+    assert server_key == SERVER + PUBLIC_SUFFIX and client_key.endswith(SECRET_SUFFIX)
+    assert SERVER + SECRET_SUFFIX not in server_secret.get("stringData", server_secret.get("data"))
+    # ... and the runtime's keys directory authorizes that key as a role.
+    keys_dir = k8s_env(runtime_container)["AGENTRT_SECURITY_KEYS_DIR"]
+    role_key = f"{keys_dir}/roles/{client_key.removesuffix(SECRET_SUFFIX)}{PUBLIC_SUFFIX}"
+    assert (
+        mounted_secret(runtime, runtime_container, role_key)[0]["metadata"]["name"] != client_secret["metadata"]["name"]
+    )
 
 
-def test_kubernetes_runtime_requires_curve_and_what_listens_without_it_admits_only_the_runtime(tmp_path, monkeypatch):
+def test_kubernetes_nothing_listens_without_curve_and_the_teacher_admits_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    policies = objects_of("NetworkPolicy")
-    plaintext = []
     for workload in workloads():
         (container,) = containers(workload)
-        argv = agentrt_argv(container_command(container))
-        if not listens_without_curve({**image_env(IMAGES[container["image"]]), **k8s_env(container)}, argv):
-            continue
-        assert argv[0] != "up", "peers must attach with CURVE"
-        plaintext.append(workload["metadata"]["name"])
-        labels = workload["spec"]["template"]["metadata"]["labels"]
-        (policy,) = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
-        assert "Ingress" in policy["spec"]["policyTypes"]
-        for rule in policy["spec"]["ingress"]:
-            assert all(
-                source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "runtime"
-                for source in rule["from"]
-            )
-    assert plaintext == ["agentrt-teacher"]
+        env = {**image_env(IMAGES[container["image"]]), **k8s_env(container)}
+        assert not listens_without_curve(env, agentrt_argv(container_command(container))), workload["metadata"]
+    (teacher,) = objects_of("Deployment")
+    labels = teacher["spec"]["template"]["metadata"]["labels"]
+    (policy,) = [
+        p for p in objects_of("NetworkPolicy") if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    ]
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and not policy["spec"].get("ingress")
 
 
 @pytest.mark.parametrize("workload", ["StatefulSet", "Deployment"])

@@ -4,6 +4,7 @@ that joins from another host (``agentrt role teacher --connect``), here over loo
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -13,8 +14,16 @@ from runtime.wire.keys import KeyStore, generate_client
 from runtime.wire.transport import NETWORK_ENDPOINTS
 
 
-def log_events(daemon, event: str) -> list[dict]:
-    return [line for line in map(json.loads, daemon.log().splitlines()) if line.get("event") == event]
+def log_events(daemon, event: str, count: int = 0, timeout: float = 60) -> list[dict]:
+    """The daemon's ``event`` lines, once there are at least ``count`` of them (status can show a
+    change a moment before the line that logs it is written)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        complete = daemon.log().split("\n")[:-1]  # the last piece may be a line still being written
+        found = [line for line in map(json.loads, complete) if line.get("event") == event]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -63,7 +72,7 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
         teacher.kill()  # by pid, as a host that goes away would
         teacher.wait()
         status = daemon.wait_until(lambda s: s["roles"]["teacher"]["state"] == "lost", what="the teacher lost")
-        assert [e["pid"] for e in log_events(daemon, "remote_role_lost")] == [teacher.pid]
+        assert [e["pid"] for e in log_events(daemon, "remote_role_lost", 1)] == [teacher.pid]
         # The student answers every observation; the gateway answered each one with an action.
         alone = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=2, peers=2)
         assert alone.by_teacher == 0 and alone.by_student == alone.steps > 0, alone.as_dict()
@@ -84,7 +93,7 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
             what="the teacher rejoined",
         )
         assert status["roles"]["teacher"]["restarts"] == 1
-        assert [e["pid"] for e in log_events(daemon, "remote_role_joined")] == [teacher.pid, replacement.pid]
+        assert [e["pid"] for e in log_events(daemon, "remote_role_joined", 2)] == [teacher.pid, replacement.pid]
         again = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=4, peers=2)
         assert again.by_teacher > 0, again.as_dict()
     finally:

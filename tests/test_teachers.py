@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import gymnasium
 import numpy as np
 import pytest
 
 from runtime import config
+from runtime.errors import ExitCode
 from runtime.peer.gym import run_gym_peers
 from runtime.plugin import pluginmanager
-from runtime.testing import start_daemon
+from runtime.testing import agentrt, start_daemon, stop_child
 
 CARTPOLE = gymnasium.make("CartPole-v1")
 
@@ -113,6 +117,42 @@ def test_daemon_learns_from_a_remote_teacher_served_elsewhere(run_dir):
             output = server.communicate()[0]
     assert server.returncode == 0, output
     assert "teacher_serving" in output
+
+
+def test_teacher_serve_beyond_loopback_without_curve_is_refused_unless_insecure(tmp_path):
+    """`teacher serve --endpoint` has no CURVE: like the peer endpoint, a wildcard bind is refused
+    unless --insecure accepts it, and then warned about in the log."""
+    refused = agentrt("teacher", "serve", "--run-dir", str(tmp_path / "run"), "--endpoint", "tcp://0.0.0.0:*")
+    assert refused.returncode == ExitCode.CONFIG, refused.stderr
+    assert "the teacher endpoint tcp://0.0.0.0:* is reachable from other hosts" in refused.stderr
+    assert "--insecure" in refused.stderr and "teacher_serving" not in refused.stderr
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "teacher", "serve", "--run-dir", str(tmp_path / "run")]
+            + ["--endpoint", "tcp://0.0.0.0:*", "--insecure"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env={**os.environ, "AGENTRT_DAEMON_LOG_FORMAT": "json"},
+        )
+    try:
+        serving = None
+        deadline = time.monotonic() + 60
+        while serving is None and server.poll() is None and time.monotonic() < deadline:
+            events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+            serving = next((event for event in events if event["event"] == "teacher_serving"), None)
+            time.sleep(0.1)
+        assert serving is not None, log.read_text()
+        warned = [event for event in events if event["event"] == "teacher_endpoint_insecure"]
+        assert warned and warned[0]["level"] == "warning" and warned[0]["endpoint"] == "tcp://0.0.0.0:*"
+        port = serving["endpoint"].rpartition(":")[2]
+        remote = build("remote", {"endpoint": f"tcp://127.0.0.1:{port}", "timeout_ms": 30_000})
+        observations = np.random.default_rng(2).normal(0, 0.1, (4, 4)).astype(np.float32)
+        np.testing.assert_allclose(remote.label(observations), build("checkpoint", {}).label(observations), rtol=1e-5)
+    finally:
+        stop_child(server)
+    assert server.returncode == 0, log.read_text()
 
 
 @pytest.mark.parametrize("cache_size", [0, 1, 100])

@@ -653,7 +653,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--endpoint",
         default="tcp://127.0.0.1:7412",
-        help="where to listen for the remote teacher plugin (tcp://0.0.0.0:7412 for other hosts; no CURVE)",
+        help="where to listen for the remote teacher plugin (no CURVE: beyond loopback only with --insecure)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow an --endpoint reachable from other hosts, without CURVE (security.insecure)",
     )
     _add_joining(serve)
     serve.set_defaults(handler=cmd_teacher_serve, connect=None)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from runtime.config import endpoint_security
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
 from runtime.learn.device import placement
 from runtime.learn.models import build_teacher, teacher_temperature
@@ -93,6 +94,19 @@ class TeacherRole(Role):
         self.endpoint = endpoint
 
     def setup(self) -> None:
+        if self.endpoint is not None:
+            # The endpoint the `remote` teacher plugin dials has no CURVE: beyond loopback only when
+            # the user accepts it, as for the peer endpoint.
+            security = endpoint_security(
+                self.endpoint,
+                False,
+                self.settings.security.insecure,
+                "the teacher endpoint",
+                "anyone who reaches it can use the teacher: run it as agentrt role teacher --connect "
+                "(CURVE) instead, or bind 127.0.0.1",
+            )
+            if security == "insecure":
+                self.log.warning("teacher_endpoint_insecure", endpoint=self.endpoint)
         import torch
 
         torch.set_num_threads(1)

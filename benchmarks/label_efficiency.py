@@ -227,10 +227,11 @@ TUNED: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 # The soft_target parameters of the "+soft_calibrated" variant per task: CartPole's teacher carries
-# its calibrated temperature in its file; Acrobot's and MountainCar's are given here, as the
-# reported runs had them before they were stored in their files (0.269 and 1.087; the pixel task's
-# `view` teacher would not pass its inner teacher's on in any case) (``python -m runtime.learn.recipes.calibrate plugins/assets/<task>_teacher.safetensors
-# --fit-episodes 3``, docs/distillation.md "Calibrated teachers").
+# its calibrated temperature in its file. Acrobot's and MountainCar's are given here as the reported
+# runs had them, fitted by ``python -m runtime.learn.recipes.calibrate
+# plugins/assets/<task>_teacher.safetensors --fit-episodes 3`` (docs/distillation.md "Calibrated
+# teachers"); their files hold them since (0.269, 1.087), but the pixel task's `view` teacher does
+# not pass its inner teacher's on.
 CALIBRATED = {
     "cartpole": {"calibrated": True},
     "acrobot": {"temperature": 0.27},

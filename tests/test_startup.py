@@ -24,7 +24,7 @@ from runtime.errors import ConfigError, DaemonError, ExitCode
 from runtime.peer.gym import run_gym_peers
 from runtime.processes import SAFE_PATH_ENV, die_with_parent, wait_for_exit
 from runtime.supervisor import control
-from runtime.testing import agentrt
+from runtime.testing import agentrt, start_daemon
 
 ANY_PORT = "tcp://127.0.0.1:*"
 FAST_PUBLISHING = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
@@ -187,3 +187,17 @@ def test_a_full_disk_pauses_publishing_until_space_returns(tmp_path):
         for pid in wait_for_exit(pids | {daemon.pid}, timeout_s=30):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(disk, ignore_errors=True)
+
+
+def test_a_long_tmpdir_does_not_keep_the_fork_server_from_starting(tmp_path):
+    """Python 3.11 puts the fork server's socket under TMPDIR; one too long for a unix socket path
+    (a test's tmp_path under pytest-xdist, say) must not stop the daemon."""
+    long_tmp = tmp_path / ("t" * max(1, 90 - len(str(tmp_path))))
+    long_tmp.mkdir()
+    daemon = start_daemon(env={"TMPDIR": str(long_tmp)})
+    try:
+        status = daemon.status()
+        assert status["daemon"]["fork_server_pid"], status["daemon"]
+        assert all(role["state"] == "running" for role in status["roles"].values()), status["roles"]
+    finally:
+        daemon.stop()

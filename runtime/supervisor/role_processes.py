@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Protocol
 
 from runtime.processes import SAFE_PATH_ENV
 from runtime.rundir import DAEMON_PID_ENV
+
+#: The fork server listens on <temp dir>/pymp-XXXXXXXX/listener-XXXXXXXX, and a unix socket path
+#: holds at most 107 bytes.
+FORK_SERVER_SOCKET_TAIL = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+MAX_UNIX_PATH = 107
+SHORT_TEMP_DIRS = ("/tmp", "/var/tmp", "/usr/tmp")
 
 TORCH_ROLES = frozenset({"decision", "distillation", "teacher"})
 PRELOAD = ["torch", "runtime.roles.decision", "runtime.roles.distillation", "runtime.roles.teacher"]
@@ -78,9 +86,27 @@ def _run_forked(role: str, run_dir: str) -> None:
     sys.exit(run(role, run_dir))
 
 
+def fork_server_temp_dir() -> str:
+    """multiprocessing's private temp directory, made now, where the fork server's socket fits.
+
+    Python 3.11 makes it under TMPDIR, and a long TMPDIR (a test's tmp_path, say) makes the fork
+    server fail to bind; like Python 3.13, a short standard directory is taken then instead.
+    """
+    default = tempfile.gettempdir()
+    if len(default) + FORK_SERVER_SOCKET_TAIL > MAX_UNIX_PATH:
+        short = next((d for d in SHORT_TEMP_DIRS if os.access(d, os.W_OK | os.X_OK)), default)
+        saved, tempfile.tempdir = tempfile.tempdir, short
+        try:
+            return multiprocessing.util.get_temp_dir()  # kept by multiprocessing for this process
+        finally:
+            tempfile.tempdir = saved
+    return multiprocessing.util.get_temp_dir()
+
+
 class Launcher:
     def __init__(self) -> None:
         os.environ.update(SAFE_PATH_ENV)  # the fork server (python -c) and the roles inherit it
+        fork_server_temp_dir()
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(PRELOAD)
 

@@ -17,10 +17,10 @@ What is measured
    four role processes (the gateway is traversed twice)::
 
        hop 1  peer DEALER        --tcp-->               gateway ROUTER     ("observation")
-       hop 2  gateway PUSH       --ipc sock/perception-> perception PULL   ("observed")
-       hop 3  perception PUSH    --ipc sock/decision-->  decision PULL     ("features")
-       hop 4  decision PUSH      --ipc sock/execution--> execution PULL    ("decided")
-       hop 5  execution PUSH     --ipc sock/gateway-->   gateway PULL      ("reply")
+       hop 2  gateway PUSH       --ipc sock/perception-> perception PULL   (observed frames)
+       hop 3  perception PUSH    --ipc sock/decision-->  decision PULL     (observed frames, forwarded)
+       hop 4  decision PUSH      --ipc sock/execution--> execution PULL    (decided frames)
+       hop 5  execution PUSH     --ipc sock/gateway-->   gateway PULL      (returned frames)
        hop 6  gateway ROUTER     --tcp-->               peer DEALER        ("action")
 
    The ring reproduces exactly this: four separate forwarder processes (``multiprocessing`` with

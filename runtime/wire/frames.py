@@ -20,15 +20,15 @@ a message that does not fit raises ProtocolError, which the receiving role count
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from runtime.errors import ProtocolError
-from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, array_nbytes
+from runtime.wire.protocol import ARRAY_DTYPES, ErrorCode, array_nbytes, little_endian
 
 #: Kinds, the header's first byte.
 OBSERVED = 1  # gateway -> perception -> decision: a validated observation (and, after transforms, its features)
@@ -49,13 +49,14 @@ DIM = struct.Struct("<Q")
 MAX_DIMS = 64
 _DTYPES = tuple(np.dtype(name).newbyteorder("<") for name in ARRAY_DTYPES)
 _DTYPE_CODES = {name: code for code, name in enumerate(ARRAY_DTYPES)}
+_POLICY_CODES = {name: code for code, name in enumerate(POLICIES)}
+_DECIDER_CODES = {name: code for code, name in enumerate(DECIDERS)}
 
 #: A frame as it is received (zmq.Frame, with ``copy=False``) or built (bytes, a numpy array).
 Frame = Any
 
 
-@dataclass(frozen=True)
-class Internal:
+class Internal(NamedTuple):
     """One decoded ``[route, header, *arrays]`` message; ``arrays`` share the frames' memory (``buffers``)."""
 
     kind: int
@@ -66,71 +67,62 @@ class Internal:
     decided_by: str
     student_version: int
     arrays: tuple[np.ndarray, ...]
-    buffers: tuple[memoryview, ...] = field(repr=False)
+    dtypes: tuple[str, ...]  # the arrays' dtype names
+    buffers: tuple[memoryview, ...]
 
     def array_map(self, index: int) -> dict[str, Any]:
         """Array ``index`` as the protocol's array map, its bytes as they came (no numpy conversion)."""
-        array = self.arrays[index]
-        return {"dtype": array.dtype.name, "shape": list(array.shape), "data": self.buffers[index].tobytes()}
-
-
-def little_endian(array: Any) -> np.ndarray:
-    """``array`` as a C-ordered little-endian numpy array of a dtype that may travel (TypeError if not)."""
-    array = np.asarray(array)
-    if array.dtype.name not in _DTYPE_CODES:
-        raise TypeError(f"dtype {array.dtype.name} cannot travel; allowed: {', '.join(ARRAY_DTYPES)}")
-    # ascontiguousarray makes a 0-d array 1-d: the reshape (a view) keeps a scalar action a scalar.
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(array.shape)
+        return {
+            "dtype": self.dtypes[index],
+            "shape": list(self.arrays[index].shape),
+            "data": self.buffers[index].tobytes(),
+        }
 
 
 def header(
     kind: int,
     seq: int,
-    arrays: Sequence[np.ndarray],
+    arrays: Sequence[tuple[str, np.ndarray]],
     new_episode: bool = False,
     policy: str = "auto",
     decided_by: str = "student",
     student_version: int = 0,
 ) -> bytes:
-    """The header frame for ``arrays`` (numpy arrays, which ``little_endian`` made travel-ready)."""
-    parts = [
-        HEAD.pack(
-            kind,
-            new_episode,
-            POLICIES.index(policy),
-            DECIDERS.index(decided_by),
-            len(arrays),
-            seq,
-            student_version,
-        )
-    ]
-    for array in arrays:
-        parts.append(LAYOUT.pack(_DTYPE_CODES[array.dtype.name], array.ndim))
-        parts.extend(DIM.pack(dim) for dim in array.shape)
-    return b"".join(parts)
+    """The header frame for ``arrays``: (dtype name, array) as ``protocol.little_endian`` returns them."""
+    head = HEAD.pack(
+        kind, new_episode, _POLICY_CODES[policy], _DECIDER_CODES[decided_by], len(arrays), seq, student_version
+    )
+    return head + b"".join(_layout(a.ndim).pack(_DTYPE_CODES[name], a.ndim, *a.shape) for name, a in arrays)
+
+
+@functools.cache
+def _layout(ndim: int) -> struct.Struct:
+    """LAYOUT and ``ndim`` DIMs, in one struct."""
+    return struct.Struct(f"{LAYOUT.format}{ndim}Q")
 
 
 def observed(route: Frame, seq: int, obs: np.ndarray, policy: str, new_episode: bool) -> list[Frame]:
     """gateway -> perception: a validated observation."""
-    obs = little_endian(obs)
-    return [route, header(OBSERVED, seq, [obs], new_episode, policy), obs]
+    named = little_endian(obs)
+    return [route, header(OBSERVED, seq, [named], new_episode, policy), named[1]]
 
 
 def with_features(message: Internal, frames: Sequence[Frame], features: np.ndarray) -> list[Frame]:
     """perception -> decision: the ``observed`` ``message`` received as ``frames``, its observation
     frame passed on untouched, with ``features`` appended."""
-    features = little_endian(features)
-    head = header(OBSERVED, message.seq, [message.arrays[0], features], message.new_episode, message.policy)
-    return [frames[0], head, frames[2], features]
+    named = little_endian(features)
+    obs = (message.dtypes[0], message.arrays[0])
+    head = header(OBSERVED, message.seq, [obs, named], message.new_episode, message.policy)
+    return [frames[0], head, frames[2], named[1]]
 
 
 def decided(
     route: bytes, seq: int, action: Any, decided_by: str, student_version: int, new_episode: bool
 ) -> list[Frame]:
     """decision -> execution: the raw action chosen for an observation."""
-    action = little_endian(action)
-    head = header(DECIDED, seq, [action], new_episode, decided_by=decided_by, student_version=student_version)
-    return [route, head, action]
+    named = little_endian(action)
+    head = header(DECIDED, seq, [named], new_episode, decided_by=decided_by, student_version=student_version)
+    return [route, head, named[1]]
 
 
 def returned(route: Frame, kind: bytes, payload: bytes) -> list[Frame]:
@@ -166,7 +158,7 @@ def decode(frames: Sequence[Frame], kind: int, arrays: Sequence[int]) -> Interna
             ErrorCode.MALFORMED_MESSAGE, f"{count} arrays in the header, {len(frames) - 2} array frames", seq
         )
     buffers = tuple(memoryview(frame).cast("B") for frame in frames[2:])
-    decoded = []
+    decoded, names = [], []
     offset = HEAD.size
     for buffer in buffers:
         if len(head) < offset + LAYOUT.size:
@@ -182,6 +174,7 @@ def decode(frames: Sequence[Frame], kind: int, arrays: Sequence[int]) -> Interna
             raise ProtocolError(ErrorCode.INVALID_FIELD, detail, seq)
         try:
             decoded.append(np.frombuffer(buffer, dtype=_DTYPES[code]).reshape(shape))
+            names.append(ARRAY_DTYPES[code])
         except ValueError:  # an empty array whose other dims exceed numpy's limits
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"an array of shape {list(shape)} cannot be", seq) from None
     if offset != len(head):
@@ -195,5 +188,6 @@ def decode(frames: Sequence[Frame], kind: int, arrays: Sequence[int]) -> Interna
         DECIDERS[decider],
         version,
         tuple(decoded),
+        tuple(names),
         buffers,
     )

@@ -6,8 +6,8 @@ One observation or decision is ``[route, header, *arrays]``:
 * ``route``: the peer's ROUTER routing id, as the gateway received it;
 * ``header``: ``HEAD`` (kind, flags, seq, student version, number of arrays), then for each array
   ``LAYOUT`` (dtype index in ``protocol.ARRAY_DTYPES``, number of dims) and its dims as ``DIM``s;
-* each array: its raw little-endian, C-ordered bytes, which ``Internal.array`` wraps with
-  ``np.frombuffer`` (no copy).
+* each array: its raw little-endian, C-ordered bytes, which ``decode`` wraps with ``np.frombuffer``
+  (no copy: ``Internal.arrays`` share the received frames' memory).
 
 The way back to the gateway is ``[route, kind, payload]``: ``payload`` is a finished peer-facing
 message (docs/protocol.md), ``kind`` its kind (``RETURN_KINDS``), so the gateway forwards
@@ -96,6 +96,12 @@ def header(
 
 
 @functools.cache
+def _dims(ndim: int) -> struct.Struct:
+    """``ndim`` DIMs, in one struct."""
+    return struct.Struct(f"<{ndim}Q")
+
+
+@functools.cache
 def _layout(ndim: int) -> struct.Struct:
     """LAYOUT and ``ndim`` DIMs, in one struct."""
     return struct.Struct(f"{LAYOUT.format}{ndim}Q")
@@ -167,7 +173,7 @@ def decode(frames: Sequence[Frame], kind: int, arrays: Sequence[int]) -> Interna
         offset += LAYOUT.size
         if code >= len(_DTYPES) or ndim > MAX_DIMS or len(head) < offset + ndim * DIM.size:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"array layout: dtype {code}, {ndim} dims", seq)
-        shape = tuple(DIM.unpack_from(head, offset + i * DIM.size)[0] for i in range(ndim))
+        shape = _dims(ndim).unpack_from(head, offset)
         offset += ndim * DIM.size
         if buffer.nbytes != array_nbytes(list(shape), _DTYPES[code].itemsize, buffer.nbytes):
             detail = f"{buffer.nbytes} array bytes do not fit {ARRAY_DTYPES[code]} {list(shape)}"

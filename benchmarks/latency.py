@@ -17,10 +17,10 @@ What is measured
    four role processes (the gateway is traversed twice)::
 
        hop 1  peer DEALER        --tcp-->               gateway ROUTER     ("observation")
-       hop 2  gateway PUSH       --ipc sock/perception-> perception PULL   ("observed")
-       hop 3  perception PUSH    --ipc sock/decision-->  decision PULL     ("features")
-       hop 4  decision PUSH      --ipc sock/execution--> execution PULL    ("decided")
-       hop 5  execution PUSH     --ipc sock/gateway-->   gateway PULL      ("reply")
+       hop 2  gateway PUSH       --ipc sock/perception-> perception PULL   (observed frames)
+       hop 3  perception PUSH    --ipc sock/decision-->  decision PULL     (observed frames, forwarded)
+       hop 4  decision PUSH      --ipc sock/execution--> execution PULL    (decided frames)
+       hop 5  execution PUSH     --ipc sock/gateway-->   gateway PULL      (returned frames)
        hop 6  gateway ROUTER     --tcp-->               peer DEALER        ("action")
 
    The ring reproduces exactly this: four separate forwarder processes (``multiprocessing`` with
@@ -48,9 +48,10 @@ These machines are noisy and small (2 cores here): absolute microseconds move fr
 machine to machine, so compare ratios against the same-run baselines, not absolute numbers.
 
 * ``runtime / raw ring`` (``ratio_p50``): what the runtime's per-hop work costs on top of moving the
-  same bytes through the same processes and sockets: msgpack decode + validation + encode in every
-  role, observation and space checks, the perception and execution chains, the query policy, peer
-  SDK encode/decode, numpy/torch glue. 1.0 would mean the runtime adds nothing over its transport.
+  same bytes through the same processes and sockets: the gateway's decode and observation checks,
+  the internal framing (a header and an array frame per hop, docs/architecture.md), the perception
+  and execution chains, the peer's ``action`` encoded in execution, the query policy, peer SDK
+  encode/decode, numpy/torch glue. 1.0 would mean the runtime adds nothing over its transport.
 * ``runtime / bare forward``: how much of a round trip is the student itself. A large ratio means
   the latency is transport and bookkeeping, not the model; a better model kernel would not help.
 

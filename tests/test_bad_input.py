@@ -143,7 +143,7 @@ CASES = {
     ),
     "unknown-kind": Case(lambda: [packed(kind="teleport", seq=12)], ErrorCode.UNKNOWN_KIND, 12),
     "internal-kind": Case(
-        lambda: [protocol.encode("observed", route=b"x", seq=13, obs=GOOD_OBS, policy="auto", new_episode=True)],
+        lambda: [packed(kind="teach", seq=13, request_id=1, obs=protocol.encode_array(GOOD_OBS))],
         ErrorCode.UNKNOWN_KIND,
         13,
     ),

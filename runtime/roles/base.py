@@ -23,7 +23,7 @@ from runtime.errors import ConfigError, ExitCode, PluginError, PluginFailure, Pr
 from runtime.plugin import pluginmanager
 from runtime.processes import die_with_parent
 from runtime.rundir import DAEMON_PID_ENV
-from runtime.wire import protocol, transport
+from runtime.wire import frames, protocol, transport
 from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode, Message
 from runtime.wire.spaces import agent_spaces
@@ -135,16 +135,28 @@ class Role:
             self.count_error(exc.code, detail=exc.message, source="internal")
             return None
 
-    def drain(self, sock: zmq.Socket, handle: Callable[[bytes], None]) -> None:
-        """Receive up to DRAIN_LIMIT single-frame messages that are ready and hand each to ``handle``."""
+    def decode_frames(
+        self, parts: list[zmq.Frame], kind: int, arrays: tuple[int, ...] = (1,)
+    ) -> frames.Internal | None:
+        """Decode an internal multipart message (``runtime.wire.frames``); one that does not fit the
+        framing is counted and dropped (never fatal)."""
+        try:
+            return frames.decode(parts, kind, arrays)
+        except ProtocolError as exc:
+            self.count_error(exc.code, detail=exc.message, source="internal")
+            return None
+
+    def drain(self, sock: zmq.Socket, handle: Callable[[Any], None], multipart: bool = False) -> None:
+        """Receive up to DRAIN_LIMIT messages that are ready and hand each to ``handle``: its one
+        frame as bytes, or with ``multipart`` its frames (zmq.Frame, not copied)."""
         for _ in range(DRAIN_LIMIT):
             try:
-                data = sock.recv(zmq.NOBLOCK)
+                data = sock.recv_multipart(zmq.NOBLOCK, copy=False) if multipart else sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             handle(data)
 
-    def send(self, sock: zmq.Socket, data: bytes | list[bytes], what: str) -> bool:
+    def send(self, sock: zmq.Socket, data: bytes | list[Any], what: str) -> bool:
         """Send without blocking; a full queue drops the message and counts it instead of stalling the role."""
         try:
             if isinstance(data, list):
@@ -159,8 +171,7 @@ class Role:
     def reply_error(self, returns: zmq.Socket, route: bytes, code: ErrorCode, message: str, seq: int | None) -> None:
         """Send an error for a peer's request back through the gateway (and count it here)."""
         self.count_error(code, detail=message, seq=seq)
-        payload = protocol.error_message(code, message, seq)
-        self.send(returns, protocol.encode("reply", route=route, payload=payload, payload_kind="error"), "reply")
+        self.send(returns, frames.returned(route, b"error", protocol.error_message(code, message, seq)), "reply")
 
     def log_plugin_failure(self, failure: PluginFailure) -> None:
         component = failure.component

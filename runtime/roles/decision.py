@@ -17,9 +17,11 @@ from runtime.errors import CheckpointError, PluginFailure
 from runtime.learn import registry
 from runtime.learn.checkpoints import CheckpointStore, read_checkpoint
 from runtime.learn.loop import Decider, Decisions, Proposal
+from runtime.learn.models import feature_space
 from runtime.roles.base import Role
-from runtime.wire import protocol, transport
+from runtime.wire import frames, protocol, transport
 from runtime.wire.protocol import ErrorCode
+from runtime.wire.spaces import shape_of
 
 # While the teacher is unavailable (it missed a deadline), how often a batch it should act for is
 # also sent to it, as a probe; the batch itself does not wait.
@@ -41,6 +43,9 @@ class Decision(Role):
             if self.swap_in(version, str(self.store.path(version))):
                 break
         self.batch_max = self.settings.decision.batch_max
+        # What a batch stacks: a message of another shape or dtype is dropped, not stacked.
+        self.obs_layout = (shape_of(self.observation_space), np.dtype(self.observation_space.dtype))
+        self.features_shape = shape_of(feature_space(self.plugins, self.settings, self.observation_space))
         self.teacher_timeout_ms = self.settings.teacher.timeout_ms
         self.request_ids = itertools.count(1)
         # Batches waiting for the teacher, by request id; one timeout deadline for all, so in deadline order.
@@ -95,27 +100,42 @@ class Decision(Role):
         batch = []
         for _ in range(self.batch_max):  # what is queued, never waiting to fill the batch
             try:
-                data = sock.recv(zmq.NOBLOCK)
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            message = self.decode(data, frozenset({"features"}))
-            if message is not None:
+            # The observation, and its features if perception transformed it (else they are the same).
+            message = self.decode_frames(parts, frames.OBSERVED, arrays=(1, 2))
+            if message is not None and self.fits(message):
                 batch.append(message)
         if batch:
             self.decide(batch)
 
-    def decide(self, batch: list[protocol.Message]) -> None:
-        features = np.stack([m["features"] for m in batch]).astype(np.float32, copy=False)
+    def fits(self, message: frames.Internal) -> bool:
+        """Whether the message's arrays stack with the others' (counted and dropped if not)."""
+        obs, features = message.arrays[0], message.arrays[-1]
+        if (obs.shape, obs.dtype) == self.obs_layout and features.shape == self.features_shape:
+            return True
+        self.count_error(
+            ErrorCode.WRONG_SHAPE,
+            detail=f"observation {obs.dtype} {list(obs.shape)}, features {list(features.shape)}",
+            seq=message.seq,
+            source="internal",
+        )
+        return False
+
+    def decide(self, batch: list[frames.Internal]) -> None:
+        # Both stacks copy out of the frames: the student gets writable float32 rows.
+        features = np.stack([m.arrays[-1] for m in batch]).astype(np.float32, copy=False)
         try:
             proposal = self.decider.propose(
                 features,
-                np.stack([m["obs"] for m in batch]),
-                [m["policy"] for m in batch],
-                peers=[m["route"] for m in batch],  # one connection, one peer: its share of labels
+                np.stack([m.arrays[0] for m in batch]),
+                [m.policy for m in batch],
+                peers=[m.route for m in batch],  # one connection, one peer: its share of labels
             )
         except PluginFailure as failure:
             for message in batch:
-                self.plugin_failed(failure, self.returns, message["route"], message["seq"])
+                self.plugin_failed(failure, self.returns, message.route, message.seq)
             return
         self.gauges["student_latency_us"] = proposal.student_latency_us
         if not len(proposal.acting):
@@ -181,7 +201,7 @@ class Decision(Role):
             self.finish(parked.batch, parked.features, self.decider.complete(parked.proposal, None))
         self.parked.clear()
 
-    def finish(self, batch: list[protocol.Message], features: np.ndarray, decisions: Decisions) -> None:
+    def finish(self, batch: list[frames.Internal], features: np.ndarray, decisions: Decisions) -> None:
         """Send each observation's decision on to execution, and its label request to the distiller."""
         self.counters["student_not_finite"] += decisions.not_finite
         self.counters["labels_over_peer_share"] += decisions.over_share
@@ -190,22 +210,21 @@ class Decision(Role):
             if not decisions.acted(index):  # the teacher could not stand in either
                 self.reply_error(
                     self.returns,
-                    message["route"],
+                    message.route,
                     ErrorCode.UNAVAILABLE,
                     "the student produced a non-finite output and the teacher did not answer",
-                    message["seq"],
+                    message.seq,
                 )
                 continue
             self.send(
                 self.to_execution,
-                protocol.encode(
-                    "decided",
-                    route=message["route"],
-                    seq=message["seq"],
-                    action=decisions.actions[index],
-                    student_version=decisions.student_version,
-                    decided_by=decisions.decided_by[index],
-                    new_episode=message["new_episode"],
+                frames.decided(
+                    message.route,
+                    message.seq,
+                    decisions.actions[index],
+                    decisions.decided_by[index],
+                    decisions.student_version,
+                    message.new_episode,
                 ),
                 "decided",
             )
@@ -215,7 +234,7 @@ class Decision(Role):
                     self.to_distiller,
                     protocol.encode(
                         "sample",
-                        obs=message["obs"],
+                        obs=message.arrays[0],
                         features=features[index],
                         teacher_output=decisions.teacher_outputs[index],
                     ),
@@ -230,6 +249,6 @@ class Parked:
     """A batch waiting for the teacher to act, until ``deadline``."""
 
     deadline: float
-    batch: list[protocol.Message]
+    batch: list[frames.Internal]
     features: np.ndarray
     proposal: Proposal

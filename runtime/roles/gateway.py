@@ -20,7 +20,7 @@ from runtime.errors import CheckpointError, ConfigError, ExportError, ProtocolEr
 from runtime.learn import registry
 from runtime.learn.export import Exporter
 from runtime.roles.base import DRAIN_LIMIT, Role
-from runtime.wire import protocol, spaces, transport
+from runtime.wire import frames, protocol, spaces, transport
 from runtime.wire.protocol import ErrorCode
 
 POLICIES = frozenset({"auto", "student", "teacher"})
@@ -246,7 +246,7 @@ class Gateway(Role):
             policy, forced_teacher = "auto", False  # the query policy decides; the reply's decided_by says who
             self.counters["edge_labels_denied" if label else "forced_teacher_denied"] += 1
         episode_start = bool(message.get("episode_start")) or session.observed == 0
-        observed = protocol.encode("observed", route=route, seq=seq, obs=obs, policy=policy, new_episode=episode_start)
+        observed = frames.observed(route, seq, obs, policy, episode_start)
         if not self.send(self.to_perception, observed, "observation"):
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the runtime is overloaded; observation dropped", seq)
         # Counted once accepted, so a dropped first observation still starts the episode next time.
@@ -322,7 +322,7 @@ class Gateway(Role):
         self.count_error(error.code, detail=error.message, seq=error.seq, peer_id=session.peer_id if session else None)
         self.to_peer(route, protocol.error_message(error.code, error.message, error.seq), "error")
 
-    def to_peer(self, route: bytes, payload: bytes, what: str) -> bool:
+    def to_peer(self, route: bytes | zmq.Frame, payload: bytes | zmq.Frame, what: str) -> bool:
         try:
             self.peers.send_multipart([route, payload], zmq.NOBLOCK)
             return True
@@ -332,14 +332,17 @@ class Gateway(Role):
 
     # --- replies from the pipeline ---------------------------------------------------------------
     def on_return(self, sock: zmq.Socket) -> None:
-        self.drain(sock, self.handle_return)
+        self.drain(sock, self.handle_return, multipart=True)
 
-    def handle_return(self, data: bytes) -> None:
-        reply = self.decode(data, frozenset({"reply"}))
-        if reply is None:
+    def handle_return(self, parts: list[zmq.Frame]) -> None:
+        """A finished peer message from the pipeline, sent on as it came: never decoded here."""
+        try:
+            route, kind, payload = frames.decode_return(parts)
+        except ProtocolError as exc:
+            self.count_error(exc.code, detail=exc.message, source="internal")
             return
-        if self.to_peer(reply["route"], reply["payload"], reply["payload_kind"]):
-            self.counters[f"{reply['payload_kind']}s_sent"] += 1
+        if self.to_peer(route, payload, kind):
+            self.counters[f"{kind}s_sent"] += 1
 
     def on_transport_event(self, sock: zmq.Socket) -> None:
         event = recv_monitor_message(sock)

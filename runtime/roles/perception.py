@@ -1,4 +1,7 @@
-"""Perception: observation -> features, through the configured chain of perception transforms."""
+"""Perception: observation -> features, through the configured chain of perception transforms.
+
+With no transforms the features are the observation itself: the gateway's frames go on to decision
+untouched, never decoded here (``forwarded`` counts them)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import zmq
 from runtime.errors import PluginFailure
 from runtime.learn.models import perception_chain
 from runtime.roles.base import Role
-from runtime.wire import protocol, transport
+from runtime.wire import frames, transport
 
 
 class Perception(Role):
@@ -19,31 +22,26 @@ class Perception(Role):
         self.inbox = self.transport.bind(zmq.PULL, self.transport.internal(transport.PERCEPTION_IN))
         self.to_decision = self.transport.connect(zmq.PUSH, self.transport.internal(transport.DECISION_IN))
         self.returns = self.transport.connect(zmq.PUSH, self.transport.internal(transport.GATEWAY_RETURN))
-        self.on(self.inbox, lambda sock: self.drain(sock, self.handle))
+        handle = self.handle if self.chain.steps else self.forward
+        self.on(self.inbox, lambda sock: self.drain(sock, handle, multipart=True))
 
-    def handle(self, data: bytes) -> None:
-        message = self.decode(data, frozenset({"observed"}))
+    def forward(self, parts: list[zmq.Frame]) -> None:
+        # Decision checks the framing: a message that does not fit is counted and dropped there.
+        if self.send(self.to_decision, parts, "features"):
+            self.counters["forwarded"] += 1
+        self.counters["observations"] += 1
+
+    def handle(self, parts: list[zmq.Frame]) -> None:
+        message = self.decode_frames(parts, frames.OBSERVED)
         if message is None:
             return
-        route, seq, obs = message["route"], message["seq"], message["obs"]
+        route, seq = message.route, message.seq
         try:
-            if message["new_episode"]:
+            if message.new_episode:
                 self.chain.reset(route)
-            features = self.chain(np.asarray(obs, dtype=np.float32), route)
+            features = self.chain(np.asarray(message.arrays[0], dtype=np.float32), route)
         except PluginFailure as failure:
             self.plugin_failed(failure, self.returns, route, seq)
             return
         self.counters["observations"] += 1
-        self.send(
-            self.to_decision,
-            protocol.encode(
-                "features",
-                route=route,
-                seq=seq,
-                obs=obs,
-                features=features,
-                policy=message["policy"],
-                new_episode=message["new_episode"],
-            ),
-            "features",
-        )
+        self.send(self.to_decision, frames.with_features(message, parts, features), "features")

@@ -3,7 +3,8 @@
 This module is the single definition of the protocol in code; docs/protocol.md describes it for
 peers written in other languages, and a test keeps the two in step.
 
-Every message is one msgpack map: ``{"v": PROTOCOL_VERSION, "kind": <str>, ...fields}``.
+Every message is one msgpack map: ``{"v": PROTOCOL_VERSION, "kind": <str>, ...fields}`` (except
+on the internal observation path, which is framed by ``runtime.wire.frames``).
 N-dimensional arrays are maps ``{"dtype": <str>, "shape": [<uint>...], "data": <bin>}`` holding
 raw little-endian, C-ordered bytes.
 """
@@ -204,47 +205,9 @@ KINDS: dict[str, Kind] = {
             "peer -> runtime: an observation the peer acted on locally, for the teacher to label",
             *_OBSERVATION_FIELDS,
         ),
-        # --- between role processes (ipc only; not for peers) ------------------------------------
-        _kind(
-            "observed",
-            False,
-            "gateway -> perception: a validated observation from a peer",
-            Field("route", BIN),
-            Field("seq", UINT),
-            Field("obs", ARRAY),
-            Field("policy", STR),
-            Field("new_episode", BOOL),
-        ),
-        _kind(
-            "features",
-            False,
-            "perception -> decision: an observation and its features",
-            Field("route", BIN),
-            Field("seq", UINT),
-            Field("obs", ARRAY),
-            Field("features", ARRAY),
-            Field("policy", STR),
-            Field("new_episode", BOOL),
-        ),
-        _kind(
-            "decided",
-            False,
-            "decision -> execution: the raw action chosen for an observation",
-            Field("route", BIN),
-            Field("seq", UINT),
-            Field("action", ARRAY),
-            Field("student_version", UINT),
-            Field("decided_by", STR),
-            Field("new_episode", BOOL),
-        ),
-        _kind(
-            "reply",
-            False,
-            "execution or any role -> gateway: a finished message to deliver to a peer",
-            Field("route", BIN),
-            Field("payload", BIN),
-            Field("payload_kind", STR),
-        ),
+        # --- between role processes (ipc, or TCP with CURVE; never from or to peers) ----------------
+        # The observation path (gateway -> perception -> decision -> execution -> gateway) is not
+        # msgpack: runtime.wire.frames.
         _kind(
             "sample",
             False,
@@ -334,12 +297,28 @@ class Message:
         return self.fields.get(name, default)
 
 
-def encode_array(array: np.ndarray) -> dict[str, Any]:
+#: The dtypes that travel, little-endian (as numpy has them natively on most machines), to their names.
+LITTLE_DTYPES = {np.dtype(name).newbyteorder("<"): name for name in ARRAY_DTYPES}
+
+
+def little_endian(array: Any) -> tuple[str, np.ndarray]:
+    """``array`` as a C-ordered, little-endian numpy array, and its dtype's name (TypeError for a
+    dtype that cannot travel). An array that is so already is returned as it is: the usual case."""
     array = np.asarray(array)
-    if array.dtype.name not in ARRAY_DTYPES:
-        raise TypeError(f"dtype {array.dtype.name} cannot travel; allowed: {', '.join(ARRAY_DTYPES)}")
-    little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return {"dtype": array.dtype.name, "shape": list(array.shape), "data": little.tobytes()}
+    # A dict of dtypes, not dtype.name, which costs microseconds each time.
+    name = LITTLE_DTYPES.get(array.dtype)
+    if name is not None and array.flags.c_contiguous:
+        return name, array
+    name = array.dtype.name
+    if name not in ARRAY_DTYPES:
+        raise TypeError(f"dtype {name} cannot travel; allowed: {', '.join(ARRAY_DTYPES)}")
+    # ascontiguousarray makes a 0-d array 1-d: the reshape (a view) keeps a scalar a scalar.
+    return name, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(array.shape)
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    name, little = little_endian(array)
+    return {"dtype": name, "shape": list(little.shape), "data": little.tobytes()}
 
 
 def decode_array(value: Any, field: str = "array", seq: int | None = None) -> np.ndarray:
@@ -388,7 +367,8 @@ def array_nbytes(shape: list[int], itemsize: int, limit: int) -> int:
 
 
 def encode(kind: str, **fields: Any) -> bytes:
-    """Encode one message; numpy arrays in ``fields`` are converted to array maps."""
+    """Encode one message; numpy arrays in ``fields`` are converted to array maps (a dict is taken
+    as an array map already made, such as ``runtime.wire.frames.Internal.array_map``)."""
     spec = KINDS[kind]
     body: dict[str, Any] = {"v": PROTOCOL_VERSION, "kind": kind}
     for field in spec.fields:
@@ -397,7 +377,7 @@ def encode(kind: str, **fields: Any) -> bytes:
                 raise ValueError(f"{kind}: missing field {field.name}")
             continue
         value = fields[field.name]
-        if field.type == ARRAY and value is not None:
+        if field.type == ARRAY and value is not None and not isinstance(value, dict):
             value = encode_array(value)
         body[field.name] = value
     packed: bytes = msgpack.packb(body, use_bin_type=True)

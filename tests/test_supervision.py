@@ -61,6 +61,9 @@ class FakeLauncher:
     def fork_server_pid(self) -> int | None:
         return None
 
+    def stop(self) -> None:
+        pass
+
 
 class Clock:
     def __init__(self) -> None:

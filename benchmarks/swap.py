@@ -63,9 +63,8 @@ def seed_versions(run_dir: Path, count: int) -> None:
 
     from runtime import config
     from runtime.config import Settings
-    from runtime.learn.checkpoints import CheckpointStore
     from runtime.learn.models import build_student
-    from runtime.learn.registry import PROMOTED, Registry
+    from runtime.learn.registry import PROMOTED, Registry, VersionRecord, checkpoint_path
     from runtime.plugin import pluginmanager
     from runtime.wire.spaces import agent_spaces
 
@@ -73,8 +72,6 @@ def seed_versions(run_dir: Path, count: int) -> None:
     plugins = pluginmanager.load(settings.plugins.table())
     observation_space, action_space = agent_spaces(settings.agent.table())
     student = build_student(plugins, settings, observation_space, action_space)
-    store = CheckpointStore(run_dir / "checkpoints")
-    store.directory.mkdir(parents=True, exist_ok=True)
     registry = Registry(run_dir)
     generator = torch.Generator().manual_seed(0)
     try:
@@ -83,8 +80,10 @@ def seed_versions(run_dir: Path, count: int) -> None:
                 name: tensor + 0.01 * torch.randn(tensor.shape, generator=generator)
                 for name, tensor in student.state_dict().items()
             }
-            path = store.save(version, state, {"benchmark": "swap"})
-            registry.record(version, version - 1 or None, 0, 0, None, None, None, PROMOTED, str(path))
+            record = VersionRecord(
+                version, version - 1 or None, time.time(), 0, 0, None, None, None, PROMOTED, checkpoint_path(version)
+            )
+            registry.add(record, state, {"benchmark": "swap"})
         registry.serve(1, "benchmarks/swap.py")
     finally:
         registry.close()

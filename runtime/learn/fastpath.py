@@ -1,17 +1,19 @@
 """The student's forward pass without torch's per-call overhead, where the student allows it.
 
 A tiny MLP costs about 20 µs per call through torch and a few through numpy. ``NumpyForward``
-traces the student once with ``torch.fx``; if every operation in its graph is one numpy can run
-(flatten, linear or int8 linear, relu, tanh, a tuple's item), it runs that graph over numpy copies of the
-weights. It is used only after its outputs equal torch's within ``TOLERANCE`` on probe inputs,
-checked again for every set of weights served; any other student keeps the torch forward, as
-does a student served off the CPU or in another dtype than float32 (``decision.device``,
-``decision.dtype``): numpy runs on the host in float32 only.
+traces the student with ``torch.fx`` (once per student module, not per version); if every
+operation in its graph is one numpy can run (flatten, linear or int8 linear, relu, tanh, a
+tuple's item), it runs that graph over numpy copies of the weights. It is used only after its
+outputs equal torch's within ``TOLERANCE`` on probe inputs, checked again for every set of
+weights served; any other student keeps the torch forward, as does a student served off the CPU
+or in another dtype than float32 (``decision.device``, ``decision.dtype``): numpy runs on the
+host in float32 only.
 """
 
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +69,21 @@ class _Tracer(fx.Tracer):
         return isinstance(module, Int8Linear) or super().is_leaf_module(module, qualified_name)
 
 
+#: Each student's fx graph, traced once: a new version changes its weights, not its graph, and
+#: tracing costs decision 10-20 ms per swap.
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, fx.GraphModule | None] = weakref.WeakKeyDictionary()
+
+
+def _graph(student: nn.Module) -> fx.GraphModule | None:
+    """``student``'s fx graph (its submodules, so their current weights), or None if fx cannot trace it."""
+    if student not in _GRAPHS:
+        try:
+            _GRAPHS[student] = fx.GraphModule(student, _Tracer().trace(student))
+        except Exception:  # noqa: BLE001 (a student fx cannot trace keeps the torch forward)
+            _GRAPHS[student] = None
+    return _GRAPHS[student]
+
+
 class NumpyForward:
     """A student's forward graph as numpy steps; build it with ``compile``."""
 
@@ -79,9 +96,8 @@ class NumpyForward:
     def compile(cls, student: nn.Module, probe: np.ndarray) -> NumpyForward | None:
         """The numpy forward of ``student`` with its current weights, or None if some operation is
         not supported or the outputs differ from torch's on ``probe`` (a float32 batch)."""
-        try:
-            graph = fx.GraphModule(student, _Tracer().trace(student))
-        except Exception:  # noqa: BLE001 (a student fx cannot trace keeps the torch forward)
+        graph = _graph(student)
+        if graph is None:
             return None
         inputs = [node.name for node in graph.graph.nodes if node.op == "placeholder"]
         if len(inputs) != 1:

@@ -58,6 +58,21 @@ def test_swap_reads_publish_and_swap_times_from_the_log(tmp_path):
     assert swapped[3] - published[3] == pytest.approx(0.002, abs=1e-6)
 
 
+def test_swap_seeds_promoted_versions_through_the_registry(tmp_path):
+    """The versions swap.py publishes are written the distiller's way (it once called a removed method)."""
+    from runtime.learn.registry import PROMOTED, Registry
+
+    swap = _load("swap")
+    swap.seed_versions(tmp_path, 3)
+    registry = Registry(tmp_path)
+    try:
+        assert [(r.version, r.status) for r in registry.versions()] == [(v, PROMOTED) for v in (1, 2, 3)]
+        assert registry.serving() == 1
+        assert all(registry.file(r).stat().st_size > 0 for r in registry.versions())
+    finally:
+        registry.close()
+
+
 def test_throughput_arguments():
     throughput = _load("throughput")
     args = throughput.parse_args(["--quick", "--peers", "8", "32"])

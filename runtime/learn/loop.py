@@ -227,15 +227,16 @@ class Decider:
         expected = (len(features), self.width)
         with self.torch.no_grad():
             at = self.serving_at
-            inputs = at.inputs(features)
             if self.ensemble:
-                members = serve(self.student_component, lambda x: at.host(self.student.forward_members(x)), inputs)
+                members = serve(
+                    self.student_component, lambda x: at.host(self.student.forward_members(x)), at.inputs(features)
+                )
                 _check_output(self.student_component, "forward_members", members, (len(members), *expected))
                 return members.mean(axis=0), members
-            if self.fast is not None:
+            if self.fast is not None:  # numpy on the features as they are: no tensor made
                 outputs = serve(self.student_component, self.fast, features)
             else:
-                outputs = serve(self.student_component, lambda x: at.host(self.student(x)), inputs)
+                outputs = serve(self.student_component, lambda x: at.host(self.student(x)), at.inputs(features))
             _check_output(self.student_component, "forward", outputs, expected)
             return outputs, None
 

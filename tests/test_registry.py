@@ -119,6 +119,8 @@ def test_a_damaged_or_deleted_registry_is_rebuilt_from_the_checkpoints_metadata(
     assert registry.serving_order(tmp_path) == [3, 1]  # readers fall back on the files meanwhile
 
     store, moved = registry.open_writable(tmp_path)
+    # A reader starting now finds a new, empty registry: until it is rebuilt, the files still decide.
+    assert registry.serving_order(tmp_path) == [3, 1]
     found = store.recover()
     assert (moved is None) == (damage == "deleted")
     assert moved is None or moved.exists()

@@ -373,8 +373,9 @@ def open_writable(run_dir: str | Path) -> tuple[Registry, Path | None]:
 
 def serving_order(run_dir: str | Path) -> list[int]:
     """The versions a reader (decision, the gateway) should try to serve, best first. While the
-    registry is missing or damaged (until the distiller rebuilds it), the promoted versions the
-    checkpoints' own metadata name, newest first."""
+    registry is missing, damaged or names none (until the distiller has rebuilt it: a reader
+    starting meanwhile may find it new and still empty), the promoted versions the checkpoints'
+    own metadata name, newest first."""
     if (Path(run_dir) / FILE_NAME).exists():
         try:
             registry = Registry(run_dir, readonly=True)
@@ -382,7 +383,9 @@ def serving_order(run_dir: str | Path) -> list[int]:
             pass
         else:
             try:
-                return registry.serving_order()
+                order = registry.serving_order()
+                if order:
+                    return order
             except sqlite3.OperationalError:  # the distiller has not created its tables yet
                 pass
             finally:

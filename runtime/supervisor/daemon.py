@@ -22,7 +22,7 @@ from runtime.config import Settings, internal_network
 from runtime.errors import DaemonError, ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
-from runtime.supervisor.role_processes import TORCH_ROLES, Launcher, RoleHandle, RoleLauncher
+from runtime.supervisor.role_processes import Launcher, RoleHandle, RoleLauncher
 from runtime.wire import protocol, transport
 
 #: A role that exits this many times in a row with the same code and reason, each time before
@@ -159,8 +159,7 @@ class Daemon:
                 version=__version__,
                 peer_endpoint=self.settings.daemon.peer_endpoint,
             )
-            # Roles started fresh first: they import while the fork server imports torch.
-            for role in sorted(self.roles.values(), key=lambda role: role.name in TORCH_ROLES):
+            for role in self.roles.values():
                 if not role.remote:
                     self._spawn(role)
             self._loop()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import config
+from runtime import config, rundir
 from runtime.errors import ConfigError, ExitCode
 from runtime.learn import registry
 from runtime.learn.checkpoints import load_safetensors
@@ -21,7 +21,7 @@ from runtime.learn.loop import Decider
 from runtime.learn.models import build_teacher
 from runtime.learn.trainer import Trainer
 from runtime.plugin import pluginmanager
-from runtime.testing import agentrt, private_run_dir, run_gym_peers, start_daemon
+from runtime.testing import agentrt, run_gym_peers, start_daemon
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this test is about a host without CUDA")
 
@@ -70,12 +70,11 @@ def test_dtypes_the_device_cannot_run_are_config_errors():
 
 
 @NO_CUDA
-def test_agentrt_up_refuses_a_cuda_teacher_on_a_host_without_cuda_before_starting_roles():
-    run_dir = private_run_dir()
+def test_agentrt_up_refuses_a_cuda_teacher_on_a_host_without_cuda_before_starting_roles(run_dir):
     result = agentrt("up", "--run-dir", str(run_dir), env={"AGENTRT_TEACHER_DEVICE": "cuda"}, timeout=120)
     assert result.returncode == ExitCode.USAGE, result.stderr  # a ConfigError, as for any bad key
     assert "teacher.device = 'cuda', but CUDA is not available" in result.stderr
-    assert not (run_dir / "agentrt.pid").exists()
+    assert not (run_dir / rundir.PID_FILE).exists() and not (run_dir / "sock").exists()
 
 
 @NO_CUDA

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_PNG = HERE / "results.png"
-SCRIPTS = ("latency", "throughput", "swap", "memory", "distiller", "label_efficiency", "edge")
+SCRIPTS = ("latency", "throughput", "disturbance", "swap", "memory", "distiller", "label_efficiency", "edge")
 # What issue 12 (and, for the edge mode, issue 14) asks for, per figure: (script, JSON key, goal text, test).
 GOALS: list[tuple[str, str, str, Any]] = [
     ("latency", "ratio_p50", "≤ 1.25× (quiet)", lambda v: v <= 1.25),
@@ -42,6 +42,10 @@ GOALS: list[tuple[str, str, str, Any]] = [
     ("throughput", "ratio_8", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_32", "≥ 0.5×", lambda v: v >= 0.5),
     ("throughput", "ratio_128", "-", None),
+    ("disturbance", "ratio_poison", "≥ 0.8×", lambda v: v >= 0.8),
+    ("disturbance", "ratio_teacher_stopped", "≥ 0.8×", lambda v: v >= 0.8),
+    ("disturbance", "teacher_timeouts_poison", "-", None),
+    ("disturbance", "teacher_unavailable_poison", "-", None),
     ("swap", "swap_p50_ms", "≤ 5 ms", lambda v: v <= 5),
     ("swap", "swap_p99_ms", "-", None),
     ("swap", "dropped", "0", lambda v: v == 0),
@@ -221,6 +225,21 @@ def details(by_script: dict[str, dict[str, Any]]) -> list[str]:
                 f"| {fmt(row['ratio'])} | " + " | ".join(fmt(cpu.get(c)) for c in columns) + " |"
             )
         out.append("")
+    disturbance = (by_script.get("disturbance") or {}).get("summary")
+    if disturbance:
+        out += [
+            f"Good peers' decisions/s with a poison peer, and with the teacher stopped (disturbance.py, "
+            f"{disturbance['peers']} peers):",
+            "",
+            "| phase | decisions/s | teacher decided | errors | teacher timeouts | teacher unavailable |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in disturbance["phases"]:
+            out.append(
+                f"| {row['phase']} | {fmt(row['per_s'])} | {row['teacher_share']:.1%} | {row['errors']} "
+                f"| {row['teacher_timeouts']} | {row['teacher_unavailable']} |"
+            )
+        out.append("")
     memory = (by_script.get("memory") or {}).get("summary")
     if memory:
         out += [
@@ -319,6 +338,8 @@ def write_png(runs: list[dict[str, Any]]) -> None:
         ratios = {
             "latency p50\n(runtime/ring)": (s.get("latency") or {}).get("ratio_p50"),
             "throughput 32\n(runtime/echo)": (s.get("throughput") or {}).get("ratio_32"),
+            "poison peer\n(/baseline)": (s.get("disturbance") or {}).get("ratio_poison"),
+            "teacher stopped\n(/baseline)": (s.get("disturbance") or {}).get("ratio_teacher_stopped"),
             "distiller\n(/bare)": (s.get("distiller") or {}).get("ratio"),
             "PSS\n(/400 MiB)": (s.get("memory") or {}).get("ratio_total_pss_to_goal"),
         }
@@ -332,7 +353,7 @@ def write_png(runs: list[dict[str, Any]]) -> None:
     swp.set_title("hot swap (ms)")
     mem.set_title("PSS per process under 8 peers (MiB)")
     dist.set_title("training steps/s")
-    goals.set_title("same-run ratios (goals: 1.25, 0.5, 0.8, 1.0)")
+    goals.set_title("same-run ratios (goals: 1.25, 0.5, 0.8, 0.8, 0.8, 1.0)")
     goals.axhline(1.0, color="grey", linewidth=0.8)
     for ax in (lat, thr, swp, mem, dist, goals):
         ax.grid(True, alpha=0.3)

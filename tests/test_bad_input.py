@@ -447,3 +447,38 @@ def test_a_hammering_peer_is_held_to_its_share_of_labels_while_another_is_labell
         assert counters["labels_requested"] >= 10 and status["errors"]["total"] == 0
     finally:
         daemon.stop()
+
+
+def test_a_poison_peer_never_costs_another_peer_its_teacher(run_dir):
+    """Observations inside the declared space but huge enough that the teacher's outputs are not
+    finite: the poison peer gets the student's action (or UNAVAILABLE where the student's is not
+    finite either), and a peer whose observations share its batches (and the teacher's) still
+    gets the teacher every time, with no teacher timeout."""
+    from runtime.peer.sdk import PeerError
+    from runtime.testing import start_daemon
+
+    poison = np.array([0.0, 3e38, 0.0, -3e38], dtype=np.float32)
+    daemon = start_daemon('[protocol]\nteacher_peers = ["good", "poison"]\n', run_dir=run_dir)
+    rng = np.random.default_rng(6)
+    try:
+        with (
+            Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="good", timeout_s=REPLY_S) as good,
+            Peer(daemon.endpoint, ENV.observation_space, ENV.action_space, name="poison", timeout_s=REPLY_S) as bad,
+        ):
+            for _ in range(40):
+                # Both in flight at once, as one client's peers are: decision often batches them together.
+                good.submit(rng.normal(0, 0.05, 4).astype(np.float32), policy="teacher")
+                bad.submit(poison, policy="teacher")
+                assert good.result().decided_by == "teacher"
+                try:
+                    assert bad.result().decided_by == "student"
+                except PeerError as refused:
+                    assert refused.code == ErrorCode.UNAVAILABLE
+        status = daemon.wait_until(
+            lambda s: s["roles"]["teacher"]["counters"].get("labels_failed", 0) >= 40,
+            what="the teacher's failed labels counted",
+        )
+        assert status["roles"]["decision"]["counters"].get("teacher_timeouts", 0) == 0
+        assert status["roles"]["teacher"]["counters"]["labels"] >= 40
+    finally:
+        daemon.stop()

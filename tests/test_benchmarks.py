@@ -216,6 +216,7 @@ def test_gpu_check_measures_the_cpu_and_says_why_the_gpu_half_is_skipped_without
 SMOKE = {
     "latency": ["p50_us", "p99_us", "baseline_p50_us", "ratio_p50", "cpu_us_per_trip", "gateway_cpu_us_per_hello"],
     "throughput": ["ratio_1", "ratio_8", "configs", "dropped"],
+    "disturbance": ["ratio_poison", "ratio_teacher_stopped", "teacher_timeouts_poison", "phases", "dropped"],
     "swap": ["swap_p50_ms", "swap_p99_ms", "dropped", "delayed_by_swaps", "ratio_p99"],
     "memory": ["total_pss_mib", "idle_total_pss_mib", "total_rss_mib", "total_uss_mib", "loaded", "idle"],
     "distiller": ["ratio", "ratio_per_cpu", "distiller_steps_per_s", "bare_steps_per_s"],

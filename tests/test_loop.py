@@ -199,6 +199,16 @@ def test_the_teacher_stands_in_for_a_non_finite_student(plugins):
     assert silent.teacher_timed_out and not silent.acted(0) and list(silent.decided_by) == ["student", "student"]
 
 
+def test_a_row_the_teacher_could_not_label_keeps_the_students_output(plugins):
+    decide = decider(plugins, share=0.0)
+    observations = np.zeros((3, 4), np.float32)
+    answer = np.array([[0.0, 1.0], [np.nan, np.nan], [1.0, 0.0]], np.float32)  # row 1: the teacher failed
+    decisions = decide.decide(observations, observations, ["teacher"] * 3, lambda obs: answer)
+    assert list(decisions.decided_by) == ["teacher", "student", "teacher"]
+    assert all(decisions.acted(row) for row in range(3)) and [int(a) for a in decisions.actions[[0, 2]]] == [1, 0]
+    assert decisions.teacher_outputs[1] is None  # nothing to learn from for that row
+
+
 def test_the_deciders_clock_reaches_the_query_policy(plugins):
     clock = HandClock()
     decide = decider(plugins, clock, policy="budget", per_second=1.0)

@@ -257,3 +257,67 @@ def test_teacher_role_labels_requests_that_arrive_together_in_one_call():
     finally:
         context.term()
         role.transport.close()
+
+
+POISON = np.array([0.0, 3e38, 0.0, -3e38], dtype=np.float32)  # inside CartPole's space, finite, too big
+
+
+class CountingTeacher:
+    """Wraps a teacher, counting calls; raises for any batch holding an observation over ``refuse_over``."""
+
+    def __init__(self, teacher, refuse_over: float = np.inf) -> None:
+        self.teacher = teacher
+        self.refuse_over = refuse_over
+        self.calls = 0
+
+    def label(self, observations):
+        self.calls += 1
+        if np.abs(observations).max() > self.refuse_over:
+            raise ValueError("an observation out of the range this teacher takes")
+        return self.teacher.label(observations)
+
+
+@pytest.mark.parametrize("refuse_over", [np.inf, 100.0], ids=["not-finite-output", "teacher-raises"])
+def test_one_poison_observation_costs_the_rest_of_its_batch_nothing(refuse_over):
+    from runtime.roles.teacher import TeacherRole
+    from runtime.wire import protocol
+
+    settings = config.defaults()
+    settings["daemon"]["log_format"] = "json"
+    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
+    try:
+        role.setup()
+        role.teacher = counting = CountingTeacher(role.teacher, refuse_over)
+        batch = np.random.default_rng(4).normal(0, 0.1, (8, 4)).astype(np.float32)
+        batch[5] = POISON
+        (data,) = role.answer([protocol.decode(protocol.encode("teach", request_id=7, obs=batch))])
+        reply = protocol.decode(data)
+        good = np.arange(8) != 5
+        assert np.isnan(reply["outputs"][5]).all()
+        np.testing.assert_allclose(reply["outputs"][good], build("checkpoint", {}).label(batch[good]), rtol=1e-5)
+        assert role.counters["labels"] == 7 and role.counters["labels_failed"] == 1
+        # A failed observation is asked again next time, never answered from the cache.
+        assert role.cache.get(role.cache.key(POISON), False) is None
+        # Not finite: one call; raising: the whole batch, then halves down to the poison (2 per level).
+        assert counting.calls == {np.inf: 1, 100.0: 1 + 2 * 3}[refuse_over]
+    finally:
+        role.transport.close()
+
+
+def test_a_teacher_that_fails_every_call_is_asked_three_times_per_batch_not_once_per_observation():
+    from runtime.roles.teacher import TeacherRole
+    from runtime.wire import protocol
+
+    settings = config.defaults()
+    settings["daemon"]["log_format"] = "json"
+    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
+    try:
+        role.setup()
+        role.teacher = counting = CountingTeacher(role.teacher, refuse_over=-1.0)
+        batch = np.random.default_rng(5).normal(0, 0.1, (64, 4)).astype(np.float32)
+        (data,) = role.answer([protocol.decode(protocol.encode("teach", request_id=1, obs=batch))])
+        reply = protocol.decode(data)
+        assert reply["outputs"].shape == (64, 2) and np.isnan(reply["outputs"]).all()
+        assert counting.calls == 3 and role.counters["labels_failed"] == 64
+    finally:
+        role.transport.close()

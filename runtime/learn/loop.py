@@ -296,17 +296,21 @@ class Decider:
 
     def complete(self, proposal: Proposal, answer: np.ndarray | None) -> Decisions:
         """The decisions, with the teacher's ``answer`` for the acting rows, or the student's outputs
-        where it did not answer (None)."""
+        where it did not answer (None) or could not label a row (a NaN row)."""
         outputs = proposal.outputs
         decided_by = np.array(["student"] * len(outputs), dtype=object)
         teacher_outputs: list[np.ndarray | None] = [None] * len(outputs)
         acting = proposal.acting
         if len(acting) and answer is not None:
-            outputs = outputs.copy()
-            outputs[acting] = teacher_policy_outputs(answer, outputs.shape[1], self.discrete)
-            decided_by[acting] = "teacher"
-            for row, index in enumerate(acting):
-                teacher_outputs[index] = answer[row]
+            # A NaN row is an observation the teacher could not label: the student's output stands.
+            labelled = np.isfinite(answer).all(axis=1)
+            rows = acting[labelled]
+            if len(rows):
+                outputs = outputs.copy()
+                outputs[rows] = teacher_policy_outputs(answer[labelled], outputs.shape[1], self.discrete)
+                decided_by[rows] = "teacher"
+                for index, row_answer in zip(rows, answer[labelled], strict=True):
+                    teacher_outputs[index] = row_answer
         return Decisions(
             outputs,
             actions_from_outputs(outputs, self.action_space),

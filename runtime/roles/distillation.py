@@ -35,6 +35,7 @@ from runtime.learn.registry import CHECKPOINTS, PROMOTED, REJECTED, ROLLED_BACK
 from runtime.learn.trainer import Weights
 from runtime.roles.base import Role
 from runtime.wire import protocol, transport
+from runtime.wire.protocol import ErrorCode
 
 LABEL_TIMEOUT_S = 10.0
 # On a full disk, how often writing the held candidates is tried again.
@@ -228,8 +229,20 @@ class Distillation(Role):
             self.heard_teacher = True
             self.learner.trainer.teacher_temperature = reply.get("temperature")
             self.log.info("teacher_temperature", temperature=reply.get("temperature"))
-        if request is not None:
-            self.add_labelled(request[1], reply["outputs"], reply.get("features"))
+        if request is None:
+            return
+        features, outputs, teacher_features = request[1], reply["outputs"], reply.get("features")
+        if outputs.ndim != 2 or len(outputs) != len(features):
+            self.count_error(ErrorCode.WRONG_SHAPE, detail=f"taught: outputs {list(outputs.shape)} for {len(features)}")
+            return
+        # NaN rows are observations the teacher could not label: learnt from, they would poison the student.
+        labelled = np.isfinite(outputs).all(axis=1)
+        if teacher_features is not None:
+            labelled &= np.isfinite(teacher_features).all(axis=1)
+            teacher_features = teacher_features[labelled]
+        self.counters["labels_failed"] += int((~labelled).sum())
+        if labelled.any():
+            self.add_labelled(features[labelled], outputs[labelled], teacher_features)
 
     def add_labelled(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None) -> None:
         self.learner.add_labels(features, outputs, teacher_features)

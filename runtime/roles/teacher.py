@@ -21,6 +21,7 @@ from runtime.roles.base import DRAIN_LIMIT, Role
 from runtime.wire import protocol, transport
 from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
+from runtime.wire.spaces import output_size
 
 # What one entry costs beyond its key's and arrays' bytes and the ordered dict's table (bytes and
 # array headers, the tuple, the dict's node): 197-201 measured with tracemalloc on CPython 3.11.
@@ -72,6 +73,9 @@ class AnswerCache:
     def _cost(key: bytes, entry: tuple[np.ndarray, np.ndarray | None]) -> int:
         outputs, features = entry
         return len(key) + outputs.nbytes + (0 if features is None else features.nbytes) + ENTRY_OVERHEAD_BYTES
+
+
+Answer = tuple[np.ndarray, np.ndarray | None]  # the teacher's outputs for one observation, and its features
 
 
 class TeacherRole(Role):
@@ -140,6 +144,10 @@ class TeacherRole(Role):
         self.on(self.server, self.on_request)
         self.batch_max = settings.batch_max
         self.batch_wait_s = settings.batch_wait_ms / 1000
+        # Widths of the NaN rows that stand for observations the teacher could not label, from its
+        # last answer (before any: the action space's).
+        self.output_width = output_size(self.action_space)
+        self.features_width = 1
         self.gauges.update(latency_us=0.0, placement=placed)
 
     def on_request(self, sock: zmq.Socket) -> None:
@@ -173,12 +181,7 @@ class TeacherRole(Role):
             observations += len(request["obs"])
         if not requests:
             return
-        try:
-            replies = self.answer([request for _, request in requests])
-        except PluginFailure as failure:
-            self.log_plugin_failure(failure)
-            self.counters["errors.PLUGIN_FAILED"] += len(requests)
-            return
+        replies = self.answer([request for _, request in requests])
         for (identity, _), reply in zip(requests, replies, strict=True):
             self.send(sock, [identity, reply], "taught")
 
@@ -190,23 +193,67 @@ class TeacherRole(Role):
                 f"teach: a batch of shape {list(observations.shape)} does not hold observations of shape {list(shape)}",
             )
 
-    def label(self, observations: np.ndarray, want_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Ask the teacher plugin; what it returns is checked, so a bad teacher fails as a plugin."""
-        if want_features:
-            outputs, features = serve(self.component, self.teacher.label_with_features, observations)
-            features = np.asarray(features, dtype=np.float32).reshape(len(observations), -1)
-        else:
-            outputs, features = serve(self.component, self.teacher.label, observations), None
-        outputs = np.asarray(outputs, dtype=np.float32)
-        if outputs.ndim != 2 or len(outputs) != len(observations) or not np.isfinite(outputs).all():
-            raise PluginFailure(
-                self.component,
-                ValueError(
-                    f"label() returned shape {list(outputs.shape)} (finite: {bool(np.isfinite(outputs).all())}) "
-                    f"for {len(observations)} observations; expected ({len(observations)}, k), finite"
-                ),
-            )
-        return outputs, features
+    def label(self, observations: np.ndarray, want_features: bool) -> list[Answer | None]:
+        """The teacher plugin's answer per observation, None where it failed. What it returns is
+        checked, so a bad teacher fails as a plugin; a row whose output is not finite fails alone."""
+        whole = self.label_once(observations, want_features)
+        return whole if whole is not None else self.label_apart(observations, want_features)
+
+    def label_apart(self, observations: np.ndarray, want_features: bool) -> list[Answer | None]:
+        """``observations`` failed as one call: each half is asked on its own, so that one poison
+        observation costs the others nothing. Where both halves fail too, the teacher is taken to
+        be failing rather than the observations (a few calls, not one per observation)."""
+        if len(observations) == 1:
+            return [None]
+        middle = len(observations) // 2
+        parts = (observations[:middle], observations[middle:])
+        halves = [self.label_once(part, want_features) for part in parts]
+        if all(half is None for half in halves):
+            return [None] * len(observations)
+        answers: list[Answer | None] = []
+        for half, part in zip(halves, parts, strict=True):
+            answers += half if half is not None else self.label_apart(part, want_features)
+        return answers
+
+    def label_once(self, observations: np.ndarray, want_features: bool) -> list[Answer | None] | None:
+        """One call of the teacher plugin; None if it raised or returned the wrong shape (logged)."""
+        try:
+            if want_features:
+                outputs, features = serve(self.component, self.teacher.label_with_features, observations)
+                features = np.asarray(features, dtype=np.float32).reshape(len(observations), -1)
+            else:
+                outputs, features = serve(self.component, self.teacher.label, observations), None
+            outputs = np.asarray(outputs, dtype=np.float32)
+            if outputs.ndim != 2 or len(outputs) != len(observations):
+                raise PluginFailure(
+                    self.component,
+                    ValueError(
+                        f"label() returned shape {list(outputs.shape)} for {len(observations)} observations; "
+                        f"expected ({len(observations)}, k)"
+                    ),
+                )
+        except PluginFailure as failure:
+            self.log_plugin_failure(failure)
+            self.counters["errors.PLUGIN_FAILED"] += 1
+            return None
+        finite = np.isfinite(outputs).all(axis=1)
+        if features is not None:
+            finite &= np.isfinite(features).all(axis=1)
+            self.features_width = features.shape[1]
+        self.output_width = outputs.shape[1]
+        # Copies: a row view would keep its whole batch alive as long as the cache keeps the row.
+        return [
+            (outputs[row].copy(), None if features is None else features[row].copy()) if finite[row] else None
+            for row in range(len(observations))
+        ]
+
+    @property
+    def failed_outputs(self) -> np.ndarray:
+        return np.full(self.output_width, np.nan, dtype=np.float32)
+
+    @property
+    def failed_features(self) -> np.ndarray:
+        return np.full(self.features_width, np.nan, dtype=np.float32)
 
     def answer(self, requests: list[protocol.Message]) -> list[bytes]:
         """Label checked ``teach`` requests together, asking the teacher only for observations it
@@ -224,13 +271,17 @@ class TeacherRole(Role):
         }  # first index per key
         if missing:
             started = time.perf_counter()
-            outputs, features = self.label(observations[list(missing.values())], want_features)
+            answers = self.label(observations[list(missing.values())], want_features)
             self.gauges["latency_us"] = (time.perf_counter() - started) * 1e6 / len(missing)
-            for row, key in enumerate(missing):
-                # Copies: a row view would keep its whole batch alive as long as the cache keeps the row.
-                known[key] = (outputs[row].copy(), None if features is None else features[row].copy())
-                self.cache.put(key, *known[key])
-        self.counters["labels"] += len(missing)
+            for key, answer in zip(missing, answers, strict=True):
+                known[key] = answer
+                if answer is not None:
+                    self.cache.put(key, *answer)
+            failed = answers.count(None)
+            if failed:
+                self.counters["labels_failed"] += failed
+                self.log_repeated("labels_failed", "warning", "labels_failed", observations=failed)
+            self.counters["labels"] += len(missing) - failed
         self.counters["cache_hits"] += len(keys) - len(missing)
         self.counters["requests"] += len(requests)
         self.counters["batches"] += 1
@@ -239,11 +290,14 @@ class TeacherRole(Role):
         for request in requests:
             answers = [known[key] for key in keys[start : start + len(request["obs"])]]
             start += len(request["obs"])
+            # A row the teacher could not label is NaN: the requester keeps what it had for it.
             fields: dict[str, Any] = {
-                "outputs": np.stack([outputs for outputs, _ in answers]),
+                "outputs": np.stack([self.failed_outputs if a is None else a[0] for a in answers]),
                 "temperature": self.temperature,
             }
             if request.get("want_features") and want_features:
-                fields["features"] = np.stack([features for _, features in answers])
+                fields["features"] = np.stack(
+                    [self.failed_features if a is None or a[1] is None else a[1] for a in answers]
+                )
             replies.append(protocol.encode("taught", request_id=request["request_id"], **fields))
         return replies

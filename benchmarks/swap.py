@@ -21,7 +21,9 @@ Per swap:
   turned into this machine's monotonic clock) to the first action any peer receives that carries
   the new ``student_version`` (what a peer sees; it includes one trip back through execution and
   the gateway). If the log line is missing, the control reply's arrival stands in.
-* **publish → loaded** (``load_p50_ms``): to decision's ``weights_swapped`` log line.
+* **publish → loaded** (``load_p50_ms``): to decision's ``weights_swapped`` log line; of which
+  ``swap_in_p50_ms`` is decision's own work (reading the file, loading the weights, checking the
+  numpy forward: the line's ``load_ms``), the rest the wait for decision to get to the message.
 * **request → served** (``rollback_p50_ms``): from sending the rollback request, as a person
   would see it (includes the registry's SQLite writes and the distiller's load of the file).
 
@@ -151,9 +153,9 @@ def client_worker(index: int, commands: Any, results: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-def log_events(log_path: Path, event: str, role: str) -> dict[int, float]:
-    """version -> wall-clock time (s) of ``event`` lines logged by ``role``."""
-    found: dict[int, float] = {}
+def log_events(log_path: Path, event: str, role: str) -> dict[int, dict[str, Any]]:
+    """version -> the first ``event`` line logged by ``role`` for it, with ``at``: its wall-clock time (s)."""
+    found: dict[int, dict[str, Any]] = {}
     for line in log_path.read_text(errors="replace").splitlines():
         if event not in line:
             continue
@@ -163,7 +165,7 @@ def log_events(log_path: Path, event: str, role: str) -> dict[int, float]:
             continue
         if record.get("event") == event and record.get("role") == role and "version" in record:
             stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
-            found.setdefault(int(record["version"]), stamp.timestamp())
+            found.setdefault(int(record["version"]), {**record, "at": stamp.timestamp()})
     return found
 
 
@@ -220,11 +222,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     latency_ms = (received - sent) * 1000
     for swap in swaps:
         v = swap["version"]
-        publish = published[v] - offset if v in published else swap["replied"]
+        publish = published[v]["at"] - offset if v in published else swap["replied"]
         served = received[version == v]
         swap["publish"] = publish
         swap["served_ms"] = (served.min() - publish) * 1000 if len(served) else None
-        swap["loaded_ms"] = (loaded[v] - offset - publish) * 1000 if v in loaded else None
+        swap["loaded_ms"] = (loaded[v]["at"] - offset - publish) * 1000 if v in loaded else None
+        swap["load_ms"] = loaded[v].get("load_ms") if v in loaded else None
         swap["rollback_ms"] = (served.min() - swap["requested"]) * 1000 if len(served) else None
     if any(s["served_ms"] is None for s in swaps):
         missing = [s["version"] for s in swaps if s["served_ms"] is None]
@@ -244,6 +247,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     above = int((during > far_p99).sum())
     served = [s["served_ms"] for s in swaps]
     loaded_ms = [s["loaded_ms"] for s in swaps if s["loaded_ms"] is not None]
+    load_ms = [s["load_ms"] for s in swaps if s["load_ms"] is not None]
     rollback = [s["rollback_ms"] for s in swaps]
     resends = sum(a["resends"] for a in answers)
     timeouts = sum(a["timeouts"] for a in answers)
@@ -261,6 +265,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "swap_max_ms": r(max(served)),
         "load_p50_ms": r(p(loaded_ms, 50)),
         "load_p99_ms": r(p(loaded_ms, 99)),
+        "swap_in_p50_ms": r(p(load_ms, 50), 3),
+        "swap_in_p99_ms": r(p(load_ms, 99), 3),
         "rollback_p50_ms": r(p(rollback, 50)),
         "rollback_p99_ms": r(p(rollback, 99)),
         "published_from_log": sum(s["version"] in published for s in swaps),
@@ -305,6 +311,7 @@ def print_table(summary: dict[str, Any], swaps: list[dict[str, Any]]) -> None:
         table.add_column(column, justify="right")
     table.add_row("publish → first action of the new version (ms)", *_cells(summary, "swap"))
     table.add_row("publish → decision loaded it (ms, log)", *_cells(summary, "load"))
+    table.add_row("  of which decision's own work (ms, log's load_ms)", *_cells(summary, "swap_in"))
     table.add_row("rollback request → first action (ms)", *_cells(summary, "rollback"))
     for label, key in (
         ("round trip, before any swap (ms)", "baseline"),

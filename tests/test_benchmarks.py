@@ -44,7 +44,7 @@ def test_swap_reads_publish_and_swap_times_from_the_log(tmp_path):
             [
                 '{"event": "student_rolled_back", "role": "distillation", "version": 3, '
                 '"timestamp": "2026-01-01T00:00:01.250000Z"}',
-                '{"event": "weights_swapped", "role": "decision", "version": 3, '
+                '{"event": "weights_swapped", "role": "decision", "version": 3, "load_ms": 0.4, '
                 '"timestamp": "2026-01-01T00:00:01.252000Z"}',
                 "not json at all: student_rolled_back",
                 '{"event": "student_rolled_back", "role": "distillation", "version": 3, '
@@ -55,7 +55,8 @@ def test_swap_reads_publish_and_swap_times_from_the_log(tmp_path):
     published = swap.log_events(log, "student_rolled_back", "distillation")
     swapped = swap.log_events(log, "weights_swapped", "decision")
     assert list(published) == [3] and list(swapped) == [3]  # the first line per version counts
-    assert swapped[3] - published[3] == pytest.approx(0.002, abs=1e-6)
+    assert swapped[3]["at"] - published[3]["at"] == pytest.approx(0.002, abs=1e-6)
+    assert swapped[3]["load_ms"] == 0.4
 
 
 def test_swap_seeds_promoted_versions_through_the_registry(tmp_path):

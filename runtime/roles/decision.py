@@ -60,9 +60,11 @@ class Decision(Role):
         self.teacher = self.teacher_socket(transport.TEACH_DECISION)
         self.weights = self.transport.connect(zmq.SUB, self.transport.internal(transport.WEIGHTS))
         self.weights.setsockopt(zmq.SUBSCRIBE, b"")
-        self.on(self.inbox, self.on_features)
+        # Handled in this order within a poll turn: a new version serves from the next batch, and
+        # batches the teacher answered go out before new ones are decided.
         self.on(self.weights, lambda sock: self.drain(sock, self.on_weights))
         self.on(self.teacher, lambda sock: self.drain(sock, self.on_taught))
+        self.on(self.inbox, self.on_features)
         self.gauges.update(
             student_version=self.decider.version,
             student_latency_us=0.0,
@@ -79,6 +81,7 @@ class Decision(Role):
     def swap_in(self, version: int, path: str) -> bool:
         """Serve ``version`` from ``path``; False (the current version serves on) if its file cannot be
         read (it is quarantined), is gone, or its weights do not fit the student."""
+        started = time.perf_counter()
         try:
             self.decider.serve(version, *read_checkpoint(path))
         except (CheckpointError, RuntimeError, ValueError) as exc:
@@ -91,7 +94,7 @@ class Decision(Role):
             return False
         self.gauges.update(student_version=version, numpy_forward=self.decider.fast is not None)
         self.counters["weights_swapped"] += 1
-        self.log.info("weights_swapped", version=version)
+        self.log.info("weights_swapped", version=version, load_ms=round((time.perf_counter() - started) * 1000, 3))
         self.plugins.notify("agentrt_weights_swapped", version=version)
         return True
 

@@ -336,12 +336,12 @@ def write_png(runs: list[dict[str, Any]]) -> None:
             )
             dist.set_xticks(x, ["distiller (8 peers)", "bare loop"])
         ratios = {
-            "latency p50\n(runtime/ring)": (s.get("latency") or {}).get("ratio_p50"),
-            "throughput 32\n(runtime/echo)": (s.get("throughput") or {}).get("ratio_32"),
-            "poison peer\n(/baseline)": (s.get("disturbance") or {}).get("ratio_poison"),
-            "teacher stopped\n(/baseline)": (s.get("disturbance") or {}).get("ratio_teacher_stopped"),
-            "distiller\n(/bare)": (s.get("distiller") or {}).get("ratio"),
-            "PSS\n(/400 MiB)": (s.get("memory") or {}).get("ratio_total_pss_to_goal"),
+            "latency\np50\n/ring": (s.get("latency") or {}).get("ratio_p50"),
+            "32 peers\n/echo": (s.get("throughput") or {}).get("ratio_32"),
+            "poison\npeer\n/baseline": (s.get("disturbance") or {}).get("ratio_poison"),
+            "teacher\nstopped\n/baseline": (s.get("disturbance") or {}).get("ratio_teacher_stopped"),
+            "distiller\n/bare": (s.get("distiller") or {}).get("ratio"),
+            "PSS\n/400 MiB": (s.get("memory") or {}).get("ratio_total_pss_to_goal"),
         }
         x = np.arange(len(ratios))
         goals.bar(x + offset, [v or 0 for v in ratios.values()], width, label=label)

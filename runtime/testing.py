@@ -22,7 +22,8 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,21 @@ def stop_child(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def teacher_role(**teacher: Any) -> Iterator[Any]:
+    """A teacher role set up in this process, not supervised, with the built-in configuration and
+    ``teacher`` keys over it, bound to a free loopback port; its sockets are closed afterwards."""
+    from runtime import config
+    from runtime.roles.teacher import TeacherRole
+
+    settings = config.defaults()
+    settings["teacher"].update(teacher)
+    settings["daemon"]["log_format"] = "json"
+    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
+    try:
+        role.setup()
+        yield role
+    finally:
+        role.transport.close()

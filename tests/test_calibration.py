@@ -94,20 +94,14 @@ def test_the_distiller_trains_at_the_temperature_the_teacher_role_sends():
 
 
 def test_teacher_role_sends_its_calibrated_temperature_with_every_answer():
-    from runtime.roles.teacher import TeacherRole
+    from runtime.testing import teacher_role
     from runtime.wire import protocol
 
-    settings = config.defaults()
-    settings["daemon"]["log_format"] = "json"
-    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
-    try:
-        role.setup()
+    with teacher_role() as role:
         batch = np.zeros((2, 4), np.float32)
         request = protocol.decode(protocol.encode("teach", request_id=1, obs=batch))
         reply = protocol.decode(role.answer([request])[0])
-        assert reply["temperature"] == pytest.approx(build_teacher("builtin:cartpole").temperature)
-    finally:
-        role.transport.close()
+    assert reply["temperature"] == pytest.approx(build_teacher("builtin:cartpole").temperature)
 
 
 def test_the_recipe_fits_and_stores_a_temperature_in_a_copy_of_the_shipped_teacher(tmp_path, capsys):

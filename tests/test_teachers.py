@@ -157,16 +157,11 @@ def test_teacher_serve_beyond_loopback_without_curve_is_refused_unless_insecure(
 
 @pytest.mark.parametrize("cache_size", [0, 1, 100])
 def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
-    from runtime.roles.teacher import TeacherRole
+    from runtime.testing import teacher_role
     from runtime.wire import protocol
     from runtime.wire.protocol import ErrorCode, ProtocolError
 
-    settings = config.defaults()
-    settings["teacher"]["cache_size"] = cache_size
-    settings["daemon"]["log_format"] = "json"
-    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
-    try:
-        role.setup()
+    with teacher_role(cache_size=cache_size) as role:
         batch = np.random.default_rng(3).normal(0, 0.1, (5, 4)).astype(np.float32)
         batch[3] = batch[1]  # a repeated question inside one batch
         for _ in range(2):
@@ -180,8 +175,6 @@ def test_teacher_role_answers_every_batch_whatever_the_cache_size(cache_size):
             with pytest.raises(ProtocolError) as refused:
                 role.check_batch(bad)
             assert refused.value.code == ErrorCode.WRONG_SHAPE
-    finally:
-        role.transport.close()
 
 
 def test_answer_cache_holds_no_more_bytes_than_its_bound():
@@ -226,37 +219,31 @@ def test_answer_cache_bound_is_what_the_process_pays_after_much_churn():
 def test_teacher_role_labels_requests_that_arrive_together_in_one_call():
     import zmq
 
-    from runtime.roles.teacher import TeacherRole
+    from runtime.testing import teacher_role
     from runtime.wire import protocol
 
-    settings = config.defaults()
-    settings["teacher"]["batch_wait_ms"] = 5000  # both requests are in one batch however busy the machine
-    settings["daemon"]["log_format"] = "json"
-    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
     context = zmq.Context()
+    # batch_wait_ms: both requests are in one batch however busy the machine.
     try:
-        role.setup()
-        endpoint = role.server.getsockopt_string(zmq.LAST_ENDPOINT)
-        clients = [context.socket(zmq.DEALER) for _ in range(2)]
-        batches = [
-            np.random.default_rng(seed).normal(0, 0.1, (n, 4)).astype(np.float32) for seed, n in ((1, 3), (2, 5))
-        ]
-        for request_id, (client, batch) in enumerate(zip(clients, batches, strict=True), start=1):
-            client.setsockopt(zmq.LINGER, 0)
-            client.connect(endpoint)
-            client.send(protocol.encode("teach", request_id=request_id, obs=batch))
-        assert role.server.poll(30_000)
-        role.on_request(role.server)
-        assert role.counters["batches"] == 1 and role.counters["requests"] == 2 and role.counters["labels"] == 8
-        for request_id, (client, batch) in enumerate(zip(clients, batches, strict=True), start=1):
-            assert client.poll(30_000)
-            reply = protocol.decode(client.recv())
-            assert reply["request_id"] == request_id
-            np.testing.assert_allclose(reply["outputs"], build("checkpoint", {}).label(batch), rtol=1e-5)
-            client.close()
+        with teacher_role(batch_wait_ms=5000) as role:
+            endpoint = role.server.getsockopt_string(zmq.LAST_ENDPOINT)
+            clients = [context.socket(zmq.DEALER) for _ in range(2)]
+            batches = [
+                np.random.default_rng(seed).normal(0, 0.1, (n, 4)).astype(np.float32) for seed, n in ((1, 3), (2, 5))
+            ]
+            for request_id, (client, batch) in enumerate(zip(clients, batches, strict=True), start=1):
+                client.connect(endpoint)
+                client.send(protocol.encode("teach", request_id=request_id, obs=batch))
+            assert role.server.poll(30_000)
+            role.on_request(role.server)
+            assert role.counters["batches"] == 1 and role.counters["requests"] == 2 and role.counters["labels"] == 8
+            for request_id, (client, batch) in enumerate(zip(clients, batches, strict=True), start=1):
+                assert client.poll(30_000)
+                reply = protocol.decode(client.recv())
+                assert reply["request_id"] == request_id
+                np.testing.assert_allclose(reply["outputs"], build("checkpoint", {}).label(batch), rtol=1e-5)
     finally:
-        context.term()
-        role.transport.close()
+        context.destroy(linger=0)  # also when an assertion failed with the clients still open
 
 
 POISON = np.array([0.0, 3e38, 0.0, -3e38], dtype=np.float32)  # inside CartPole's space, finite, too big
@@ -279,14 +266,10 @@ class CountingTeacher:
 
 @pytest.mark.parametrize("refuse_over", [np.inf, 100.0], ids=["not-finite-output", "teacher-raises"])
 def test_one_poison_observation_costs_the_rest_of_its_batch_nothing(refuse_over):
-    from runtime.roles.teacher import TeacherRole
+    from runtime.testing import teacher_role
     from runtime.wire import protocol
 
-    settings = config.defaults()
-    settings["daemon"]["log_format"] = "json"
-    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
-    try:
-        role.setup()
+    with teacher_role() as role:
         role.teacher = counting = CountingTeacher(role.teacher, refuse_over)
         batch = np.random.default_rng(4).normal(0, 0.1, (8, 4)).astype(np.float32)
         batch[5] = POISON
@@ -300,24 +283,16 @@ def test_one_poison_observation_costs_the_rest_of_its_batch_nothing(refuse_over)
         assert role.cache.get(role.cache.key(POISON), False) is None
         # Not finite: one call; raising: the whole batch, then halves down to the poison (2 per level).
         assert counting.calls == {np.inf: 1, 100.0: 1 + 2 * 3}[refuse_over]
-    finally:
-        role.transport.close()
 
 
 def test_a_teacher_that_fails_every_call_is_asked_three_times_per_batch_not_once_per_observation():
-    from runtime.roles.teacher import TeacherRole
+    from runtime.testing import teacher_role
     from runtime.wire import protocol
 
-    settings = config.defaults()
-    settings["daemon"]["log_format"] = "json"
-    role = TeacherRole(settings, supervised=False, endpoint="tcp://127.0.0.1:*")
-    try:
-        role.setup()
+    with teacher_role() as role:
         role.teacher = counting = CountingTeacher(role.teacher, refuse_over=-1.0)
         batch = np.random.default_rng(5).normal(0, 0.1, (64, 4)).astype(np.float32)
         (data,) = role.answer([protocol.decode(protocol.encode("teach", request_id=1, obs=batch))])
         reply = protocol.decode(data)
         assert reply["outputs"].shape == (64, 2) and np.isnan(reply["outputs"]).all()
         assert counting.calls == 3 and role.counters["labels_failed"] == 64
-    finally:
-        role.transport.close()

@@ -597,12 +597,13 @@ def internal_network(settings: Settings, remote: ClientKeys | None = None, joini
     host, _, port = internal.endpoints.removeprefix("tcp://").rpartition(":")
     heartbeat_ms = max(1, round(internal.heartbeat_s * 1000))
     if not internal.curve:
-        if not is_loopback(internal.endpoints) and not settings.security.insecure:
-            raise ConfigError(
-                f"internal.endpoints {internal.endpoints} is reachable from other hosts, and without CURVE anyone "
-                "who reaches it can pose as a role: set internal.curve = true, use a loopback address, or accept "
-                "the risk with security.insecure = true"
-            )
+        endpoint_security(
+            internal.endpoints,
+            False,
+            settings.security.insecure,
+            "internal.endpoints",
+            "anyone who reaches it can pose as a role: set internal.curve = true, use a loopback address",
+        )
         return Network(host, int(port), heartbeat_ms)
     if joining:
         if remote is None:

@@ -82,7 +82,8 @@ def runtime_pids(run_dir: Path) -> dict[str, int]:
     if done.returncode != 0:
         raise RuntimeError(f"agentrt status --json exited with {done.returncode}: {done.stderr.strip()[-500:]}")
     status = json.loads(done.stdout)
-    pids = {"daemon": status["daemon"]["pid"], "fork server": status["daemon"]["fork_server_pid"]}
+    pids = {"daemon": status["daemon"]["pid"]}
+    pids.update({f"fork server ({name})": pid for name, pid in status["daemon"]["fork_servers"].items()})
     pids.update({name: role["pid"] for name, role in sorted(status["roles"].items())})
     missing = [name for name, pid in pids.items() if not pid]
     if missing:

@@ -505,7 +505,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 # Variables with the prefix that are not configuration keys.
-_NON_CONFIG_ENV = frozenset({"AGENTRT_CONFIG", "AGENTRT_DAEMON_PID", TRACE_ENV})
+_NON_CONFIG_ENV = frozenset({"AGENTRT_CONFIG", TRACE_ENV})
 
 
 def load(

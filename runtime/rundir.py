@@ -19,10 +19,6 @@ from runtime.errors import ConfigError, DaemonError, RunDirError
 from runtime.files import atomic_write
 from runtime.processes import process_alive
 
-#: Tells a role started with Popen which pid its parent must have: if the daemon dies before the
-#: role could ask for PR_SET_PDEATHSIG, the role sees a different parent and exits.
-DAEMON_PID_ENV = "AGENTRT_DAEMON_PID"
-
 #: Written when agentrt creates a run directory (or adopts an empty one). Only a directory that has
 #: it is chmod-ed or cleaned by agentrt: a run_dir set to someone's home is refused, untouched.
 MARKER = ".agentrt-run-dir"

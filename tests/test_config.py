@@ -161,7 +161,7 @@ def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_d
         assert {name: role["state"] for name, role in status["roles"].items()} == dict.fromkeys(
             status["roles"], "running"
         )
-        pids += [status["daemon"]["fork_server_pid"], *(role["pid"] for role in status["roles"].values())]
+        pids += [*status["daemon"]["fork_servers"].values(), *(role["pid"] for role in status["roles"].values())]
         stopped = agentrt("down", "--run-dir", str(run_dir), timeout=120)
         assert stopped.returncode == 0, stopped.stderr
         assert json.loads(stopped.stdout)["stopped"] == pid

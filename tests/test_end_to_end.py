@@ -138,11 +138,20 @@ def test_peer_started_before_the_daemon_waits_for_it(run_dir):
 
 
 def test_perception_and_execution_do_not_load_torch(shared_daemon):
-    roles = shared_daemon.wait_until(lambda s: "torch_loaded" in s["roles"]["perception"]["gauges"])["roles"]
+    import psutil
+
+    status = shared_daemon.wait_until(lambda s: "torch_loaded" in s["roles"]["perception"]["gauges"])
+    roles, servers = status["roles"], status["daemon"]["fork_servers"]
     assert roles["perception"]["gauges"]["torch_loaded"] is False
     assert roles["execution"]["gauges"]["torch_loaded"] is False
     assert roles["gateway"]["gauges"]["torch_loaded"] is False
     assert roles["decision"]["gauges"]["torch_loaded"] is True
+    # Each forked from its own fork server: the light roles share pages with a torch-free one.
+    parents = {name: psutil.Process(role["pid"]).ppid() for name, role in roles.items()}
+    assert parents == {
+        name: servers["models" if name in ("decision", "distillation", "teacher") else "light"] for name in roles
+    }
+    assert "torch" not in " ".join(psutil.Process(servers["light"]).cmdline())
 
 
 CRASHING_ROLE = """

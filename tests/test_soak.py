@@ -63,7 +63,8 @@ def test_no_process_grows_while_peers_stream(capsys):
     try:
         status = daemon.status()
         pids = {name: role["pid"] for name, role in status["roles"].items()}
-        pids.update(daemon=status["daemon"]["pid"], fork_server=status["daemon"]["fork_server_pid"])
+        pids.update(daemon=status["daemon"]["pid"])
+        pids.update({f"fork server ({name})": pid for name, pid in status["daemon"]["fork_servers"].items()})
         peers.start()
         daemon.wait_until(lambda s: s["decisions"]["total"] > 0, timeout=60, what="a first decision")
         # The soak's clock: how long to stream is what this test is about, not a wait for an event.

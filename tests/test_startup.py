@@ -149,7 +149,7 @@ def test_a_full_disk_pauses_publishing_until_space_returns(tmp_path):
 
     try:
         ready = status(lambda s: all(r["state"] == "running" for r in s["roles"].values()), "every role running")
-        pids.add(ready["daemon"]["fork_server_pid"])
+        pids.update(ready["daemon"]["fork_servers"].values())
         endpoint = ready["daemon"]["peer_endpoint"]
 
         def play() -> None:
@@ -197,7 +197,7 @@ def test_a_long_tmpdir_does_not_keep_the_fork_server_from_starting(tmp_path):
     daemon = start_daemon(env={"TMPDIR": str(long_tmp)})
     try:
         status = daemon.status()
-        assert status["daemon"]["fork_server_pid"], status["daemon"]
+        assert set(status["daemon"]["fork_servers"]) == {"models", "light"}, status["daemon"]
         assert all(role["state"] == "running" for role in status["roles"].values()), status["roles"]
     finally:
         daemon.stop()

@@ -58,8 +58,8 @@ class FakeLauncher:
         self.started.append((role, process))
         return process
 
-    def fork_server_pid(self) -> int | None:
-        return None
+    def fork_servers(self) -> dict[str, int]:
+        return {}
 
     def stop(self) -> None:
         pass

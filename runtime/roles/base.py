@@ -22,7 +22,6 @@ from runtime.config import Settings, internal_network
 from runtime.errors import ConfigError, ExitCode, PluginError, PluginFailure, ProtocolError
 from runtime.plugin import pluginmanager
 from runtime.processes import die_with_parent
-from runtime.rundir import DAEMON_PID_ENV
 from runtime.wire import frames, protocol, transport
 from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode, Message
@@ -61,7 +60,7 @@ class Role:
         self.joining = joining
         if self.supervised and not joining:
             die_with_parent()
-        self.parent_pid = int(os.environ.get(DAEMON_PID_ENV, os.getppid()))
+        self.parent_pid = os.getppid()
         self.config = config  # the TOML-shaped form, for plugins (agentrt_role_started)
         self.settings = settings = Settings.of(config)
         self.log = logs.configure(self.name, settings.daemon.log_format, settings.daemon.log_level)
@@ -208,9 +207,9 @@ class Role:
         if self.joining:  # on another host: the daemon sees this role lost and back, not the reverse
             return True
         parent = multiprocessing.parent_process()
-        if parent is not None:  # forked by the daemon's fork server: the daemon is not our OS parent
+        if parent is not None:  # forked by one of the daemon's fork servers: the daemon is not our OS parent
             return parent.is_alive()
-        return os.getppid() == self.parent_pid
+        return os.getppid() == self.parent_pid  # run by hand (python -m runtime.roles)
 
     # --- the loop -------------------------------------------------------------------------------
     def _request_stop(self, signum: int, _frame: Any) -> None:

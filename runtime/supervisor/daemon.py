@@ -452,10 +452,9 @@ class Daemon:
         self.control.send(reply)
 
     def pids(self) -> list[int]:
-        """The daemon's own pid, its live role processes' and the fork server's."""
+        """The daemon's own pid, its live role processes' and the fork servers'."""
         roles = [r.process.pid for r in self.roles.values() if r.process is not None and r.process.poll() is None]
-        helper = self.launcher.fork_server_pid()
-        return [os.getpid(), *roles, *([helper] if helper else [])]
+        return [os.getpid(), *roles, *self.launcher.fork_servers().values()]
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -469,7 +468,7 @@ class Daemon:
         return {
             "daemon": {
                 "pid": os.getpid(),
-                "fork_server_pid": self.launcher.fork_server_pid(),
+                "fork_servers": self.launcher.fork_servers(),
                 "version": __version__,
                 "uptime_s": round(now - self.started_at, 3),
                 "run_dir": str(self.run_dir),

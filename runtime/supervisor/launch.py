@@ -103,8 +103,7 @@ class ChildDaemon:
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         status = control.request(self.run_dir, "status", timeout_s=timeout_s)
         self.role_pids.update(role["pid"] for role in status["roles"].values() if role["pid"])
-        if status["daemon"].get("fork_server_pid"):
-            self.role_pids.add(status["daemon"]["fork_server_pid"])
+        self.role_pids.update(status["daemon"]["fork_servers"].values())
         return status
 
     def wait_until(

@@ -1,9 +1,11 @@
-"""How the daemon starts role processes.
+"""How the daemon starts role processes: forked from one of two fork servers.
 
 Roles that run models (decision, distillation, teacher) are forked from a fork server that has
 already imported torch: a restarted decision process serves again in a fraction of a second
 instead of paying torch's import (about 2 s here), and the three share torch's pages in memory.
-The other roles are started fresh with ``python -m runtime.roles`` so that they never load torch.
+The other roles (gateway, perception, execution) never load torch: they are forked from a second
+fork server that imported only what they need, so that they share those pages too and start
+without paying their imports each (0.5-1 s of CPU each here).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from runtime.processes import SAFE_PATH_ENV, process_alive, wait_for_exit
-from runtime.rundir import DAEMON_PID_ENV
 
 #: The fork server listens on <temp dir>/pymp-XXXXXXXX/listener-XXXXXXXX, and a unix socket path
 #: holds at most 107 bytes.
@@ -34,6 +37,7 @@ TORCH_ROLES = frozenset({"decision", "distillation", "teacher"})
 # torch._dynamo too: torch.optim imports it on the first optimizer (the distiller's), 2 s and ~100 MiB
 # that are otherwise paid after the fork, in private pages, by every distiller that starts.
 PRELOAD = ["torch", "torch._dynamo", "runtime.roles.decision", "runtime.roles.distillation", "runtime.roles.teacher"]
+LIGHT_PRELOAD = ["runtime.roles.gateway", "runtime.roles.perception", "runtime.roles.execution"]
 
 
 class RoleHandle(Protocol):
@@ -52,7 +56,7 @@ class RoleLauncher(Protocol):
     """What the daemon needs to start roles (``Launcher``; the supervision tests use a fake)."""
 
     def start(self, role: str, run_dir: str) -> RoleHandle: ...
-    def fork_server_pid(self) -> int | None: ...
+    def fork_servers(self) -> dict[str, int]: ...
     def stop(self) -> None: ...
 
 
@@ -109,34 +113,48 @@ def fork_server_temp_dir() -> str:
     return multiprocessing.util.get_temp_dir()
 
 
+@contextmanager
+def _launching_from(server: multiprocessing.forkserver.ForkServer) -> Iterator[None]:
+    """Processes started inside go through ``server``: multiprocessing keeps one fork server per
+    process, and its Popen asks the module's ``connect_to_new_process`` for the connection."""
+    module = multiprocessing.forkserver
+    saved = module.connect_to_new_process
+    module.connect_to_new_process = server.connect_to_new_process
+    try:
+        yield
+    finally:
+        module.connect_to_new_process = saved
+
+
 class Launcher:
     def __init__(self) -> None:
-        os.environ.update(SAFE_PATH_ENV)  # the fork server (python -c) and the roles inherit it
+        os.environ.update(SAFE_PATH_ENV)  # the fork servers (python -c) and the roles inherit it
         fork_server_temp_dir()
         self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(PRELOAD)
+        self.servers = {
+            "models": multiprocessing.forkserver._forkserver,
+            "light": multiprocessing.forkserver.ForkServer(),
+        }
+        self.servers["models"].set_forkserver_preload(PRELOAD)
+        self.servers["light"].set_forkserver_preload(LIGHT_PRELOAD)
 
-    def fork_server_pid(self) -> int | None:
-        """The fork server's pid once it runs (multiprocessing keeps it on a private attribute)."""
-        return getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    def fork_servers(self) -> dict[str, int]:
+        """The fork servers' pids, of those that run (multiprocessing keeps them on a private attribute)."""
+        pids = {name: getattr(server, "_forkserver_pid", None) for name, server in self.servers.items()}
+        return {name: pid for name, pid in pids.items() if pid is not None}
 
     def stop(self) -> None:
-        """End the fork server, once the roles are gone: left alone it exits only after the
-        daemon has, taking most of a second to tear down an interpreter with torch loaded, which
-        nothing needs (it holds no state; SIGTERM is its default action there)."""
-        pid = self.fork_server_pid()
-        if pid is not None and process_alive(pid):
+        """End the fork servers, once the roles are gone: left alone they exit only after the
+        daemon has, the models' taking most of a second to tear down an interpreter with torch
+        loaded, which nothing needs (they hold no state; SIGTERM is their default action there)."""
+        pids = [pid for pid in self.fork_servers().values() if process_alive(pid)]
+        for pid in pids:
             os.kill(pid, signal.SIGTERM)
-            wait_for_exit([pid], STOP_TIMEOUT_S)
+        wait_for_exit(pids, STOP_TIMEOUT_S)
 
     def start(self, role: str, run_dir: str) -> RoleHandle:
-        if role in TORCH_ROLES:
-            process = self.context.Process(
-                target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False
-            )
+        server = self.servers["models" if role in TORCH_ROLES else "light"]
+        process = self.context.Process(target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False)
+        with _launching_from(server):
             process.start()
-            return ForkedRole(process)
-        return subprocess.Popen(
-            [sys.executable, "-m", "runtime.roles", role, "--run-dir", run_dir],
-            env={**os.environ, DAEMON_PID_ENV: str(os.getpid())},
-        )
+        return ForkedRole(process)

@@ -4,7 +4,7 @@
 What is measured
 ----------------
 A private daemon (``ChildDaemon``, built-in configuration) is started; the pids of the daemon,
-the fork server and the six roles are read from ``agentrt status --json``. For each process,
+the two fork servers and the six roles are read from ``agentrt status --json``. For each process,
 ``/proc/<pid>/smaps_rollup`` gives
 
 * **RSS**: resident pages, shared ones counted in full in every process that maps them;
@@ -68,7 +68,7 @@ def smaps_rollup(pid: int) -> dict[str, float]:
 
 
 def runtime_pids(run_dir: Path) -> dict[str, int]:
-    """The daemon's, the fork server's and every role's pid, as ``agentrt status --json`` reports them."""
+    """The daemon's, the fork servers' and every role's pid, as ``agentrt status --json`` reports them."""
     # As the daemon was started (ChildDaemon defaults_only): no AGENTRT_* variables, no agentrt.toml.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTRT_")}
     done = subprocess.run(
@@ -166,7 +166,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             workers.stop()
     idle_total, loaded_total = totals(idle), totals(loaded)
     light = [name for name in pids if name in TORCH_FREE]
-    heavy = [name for name in pids if name not in TORCH_FREE and name != "fork server"]
+    heavy = [name for name in pids if name not in TORCH_FREE and not name.startswith("fork server")]
     summary: dict[str, Any] = {
         "idle": {name: {k: round(v, 1) for k, v in values.items()} for name, values in idle.items()},
         "loaded": {name: {k: round(v, 1) for k, v in values.items()} for name, values in loaded.items()},

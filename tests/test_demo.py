@@ -56,7 +56,7 @@ def test_demo_json_through_the_console_script(tmp_path):
             stderr=err,
             stdin=subprocess.DEVNULL,
         )
-    seen: set[int] = set()  # every process the demo started (daemon, roles, fork server), by pid
+    seen: set[int] = set()  # every process the demo started (daemon, roles, fork servers), by pid
     try:
         deadline = time.monotonic() + 840
         while demo.poll() is None and time.monotonic() < deadline:
@@ -81,6 +81,6 @@ def test_demo_json_through_the_console_script(tmp_path):
     assert len(summary["student_returns"]) == EVAL_EPISODES and summary["student_version"] >= 1
     assert summary["student_params"] < summary["teacher_params"]
     assert (workdir / summary["plot"]).stat().st_size > 0
-    assert len(seen) >= 7, seen  # the daemon, six roles and the fork server were there to be checked
+    assert len(seen) >= 9, seen  # the daemon, six roles and both fork servers were there to be checked
     assert left == [], f"processes left behind: {left}"
     assert [p.name for p in tmpdir.glob(f"{RUN_DIR_PREFIX}*")] == [], "the demo's run directory was left behind"

@@ -1,6 +1,6 @@
 """Soak: a real daemon serving eight CartPole peers (``runtime.peer``) for ``SOAK_SECONDS`` (60
 by default; ``SOAK_SECONDS=600 make test`` soaks for ten minutes). After a warm-up, the USS
-(private memory, /proc/<pid>/smaps_rollup) of the daemon, the fork server and every role is
+(private memory, /proc/<pid>/smaps_rollup) of the daemon, both fork servers and every role is
 sampled; none may grow by more than ``SLACK_MIB`` over its level at the end of the warm-up.
 
 The caches that are meant to grow up to their bounds are given small bounds here (teacher

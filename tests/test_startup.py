@@ -190,7 +190,7 @@ def test_a_full_disk_pauses_publishing_until_space_returns(tmp_path):
 
 
 def test_a_long_tmpdir_does_not_keep_the_fork_server_from_starting(tmp_path):
-    """Python 3.11 puts the fork server's socket under TMPDIR; one too long for a unix socket path
+    """Python 3.11 puts the fork servers' sockets under TMPDIR; one too long for a unix socket path
     (a test's tmp_path under pytest-xdist, say) must not stop the daemon."""
     long_tmp = tmp_path / ("t" * max(1, 90 - len(str(tmp_path))))
     long_tmp.mkdir()

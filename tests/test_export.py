@@ -74,6 +74,8 @@ def cartpole_observations(count: int = 256) -> np.ndarray:
     return np.asarray(observations, dtype=np.float32)
 
 
+# torch.jit.load is how a TorchScript export is run, and torch 2.13 deprecates it (the README says so).
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_every_format_runs_outside_torch_and_matches_the_student(run_dir):
     settings = settings_for(run_dir)
     student = registry_with(run_dir, settings)

@@ -224,6 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 3.0
+    if args.peers < 1 or not 1 <= args.clients <= args.peers or not args.seconds > 0:
+        parser.error("--peers and --seconds must be positive, 1 <= --clients <= --peers")
     return args
 
 

@@ -82,6 +82,15 @@ def test_throughput_arguments():
         throughput.parse_args(["--peers", "7"])
 
 
+@pytest.mark.parametrize("bad", [["--clients", "0"], ["--peers", "1", "--clients", "2"], ["--seconds", "0"]])
+def test_disturbance_arguments(bad):
+    disturbance = _load("disturbance")
+    args = disturbance.parse_args(["--quick"])
+    assert (args.seconds, args.peers, args.clients) == (3.0, 8, 2)
+    with pytest.raises(SystemExit):
+        disturbance.parse_args(bad)
+
+
 def _fake_run(label: str) -> dict:
     summaries = {
         "latency": {

@@ -265,6 +265,20 @@ def task_methods(setup: EnvSetup) -> dict[str, Method]:
     return methods
 
 
+#: Tasks that also run with an ensemble of their student (key "<task>_ensemble"): the one kind of
+#: student ``disagreement`` can score, and ``uncertainty`` on a box action. Every method runs on it,
+#: so the comparison within such a task is between policies on the same student.
+ENSEMBLE_TASKS = ("pendulum",)
+ENSEMBLE_MEMBERS = 5
+
+
+def ensemble_of(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its student replaced by an ensemble of ENSEMBLE_MEMBERS of that student."""
+    student = config["student"]
+    params = {"members": ENSEMBLE_MEMBERS, "member": student["plugin"], "member_params": dict(student["params"])}
+    return {**copy.deepcopy(config), "student": {"plugin": "ensemble", "params": params}}
+
+
 def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
     """The tasks: CartPole with the runtime's default configuration, the others with their
     example files (Pendulum: its teacher checkpoint, else the scripted expert it was trained from)."""
@@ -301,10 +315,23 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
          "view (state) of checkpoint builtin:mountaincar (2-64-64-3 MLP); student: cnn on 2 x 24 x 40 pixels",
          600, 20_000, 0.05, "truncated"),
     ]  # fmt: skip
+    tasks += [
+        (f"{key}_ensemble", env_id, ensemble_of(config), f"{teacher}; student: ensemble of {ENSEMBLE_MEMBERS}", *rest)
+        for key, env_id, config, teacher, *rest in tasks
+        if key in ENSEMBLE_TASKS
+    ]
     setups = {}
     for key, env_id, config, teacher, labels, steps, period, failure in tasks:
         setup = EnvSetup(
-            key, env_id, config, teacher, int(labels * scale), int(steps * scale), period, failure, CALIBRATED.get(key)
+            key,
+            env_id,
+            config,
+            teacher,
+            int(labels * scale),
+            int(steps * scale),
+            period,
+            failure,
+            CALIBRATED.get(key.removesuffix("_ensemble")),
         )
         setups[key] = dataclasses.replace(setup, methods=task_methods(setup))
     return setups
@@ -1358,7 +1385,7 @@ def parse_set(values: list[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-TASKS = ("cartpole", "pendulum", "acrobot", "mountaincar_pixels")
+TASKS = ("cartpole", "pendulum", "acrobot", "mountaincar_pixels", "pendulum_ensemble")
 
 
 def main(argv: list[str] | None = None) -> int:

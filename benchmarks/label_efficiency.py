@@ -24,7 +24,7 @@ labelled, i.e. DAgger thinned uniformly, at its tuned rate), ``bc`` (``share`` w
 ``teacher_acts``: the teacher acts on every step, a uniform share of its states is labelled:
 behaviour cloning on teacher rollouts spread over episodes), and the query policies ``budget``,
 ``uncertainty``, ``novelty``, ``cascade`` and ``disagreement`` (the last needs an ensemble student,
-``forward_members``; with the tasks' ``mlp``/``cnn`` students it is skipped with a note). On the
+``forward_members``; with an ``mlp``/``cnn`` student it is skipped with a note). On the
 discrete tasks the policy chosen in advance also runs with the other strategies: ``soft_target``
 at T = 2 is the task's configuration, ``+soft_calibrated`` softens at the teacher's calibrated
 temperature, ``+hard_label`` uses hard labels.
@@ -32,7 +32,9 @@ temperature, ``+hard_label`` uses hard labels.
 Tasks (``TASKS``): CartPole-v1 (runtime defaults), Pendulum-v1 (examples/pendulum.toml), Acrobot-v1
 (examples/acrobot.toml, an RL-trained teacher) and MountainCar from pixels
 (examples/mountaincar_pixels.toml: the student sees two stacked 24 x 40 images through the
-configured perception chain, the teacher the state).
+configured perception chain, the teacher the state); ``pendulum_ensemble`` is Pendulum with an
+ensemble of five of its students (``ENSEMBLE_TASKS``), the student ``disagreement`` needs and on
+which ``uncertainty`` has a score for a box action, every method running on that same student.
 
 What is simulated
 -----------------
@@ -176,6 +178,12 @@ class EnvSetup:
     failure: str | None  # which episode ends count as failures: "terminated", "truncated" or None
     calibrated: dict[str, Any] | None  # soft_target parameters at the teacher's calibrated temperature
     methods: dict[str, Method] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The task's name in the tables and the JSON's ``envs``: its env, and its student if
+        another task shares the env."""
+        return f"{self.env_id} (ensemble student)" if self.key.endswith("_ensemble") else self.env_id
 
 
 # --- the methods and how they are tuned ----------------------------------------------------------
@@ -1098,7 +1106,7 @@ def run_benchmark(
                 continue
             method_runs = [next(runs) for _ in seed_list]
             per_method[method.name] = summarise_method(method, method_runs, setups[key].max_labels)
-        results[setups[key].env_id] = env_summary(bench, per_method)
+        results[setups[key].title] = env_summary(bench, per_method)
     return {
         "benchmark": "label_efficiency",
         "date": time.strftime("%Y-%m-%d"),
@@ -1182,9 +1190,9 @@ def print_tables(summary: dict[str, Any], console=None) -> None:
 
     # Piped output (a file, CI log) gets a width that fits the table instead of 80 columns.
     console = console or (Console() if sys.stdout.isatty() else Console(width=200))
-    for env_id, env in summary["envs"].items():
+    for title, env in summary["envs"].items():
         table = Table(
-            title=f"{env_id}: labels until the student alone scores >= {TARGET:.0%} "
+            title=f"{title}: labels until the student alone scores >= {TARGET:.0%} "
             f"(return >= {env['threshold_return']:.0f}; teacher {env['teacher_return']:.0f}, "
             f"random {env['random_return']:.0f}); caps {env['max_labels']:,} labels, "
             f"{env['max_env_steps']:,} steps; failure: {env['failure'] or 'none'}",
@@ -1244,7 +1252,7 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
 
     envs = summary["envs"]
     figure, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 4.5), squeeze=False)
-    for axis, (env_id, env) in zip(axes[0], envs.items(), strict=True):
+    for axis, (title, env) in zip(axes[0], envs.items(), strict=True):
         top = max((p[0] for r in env["methods"].values() for c in r.get("curves", []) for p in c), default=1)
         grid = np.unique(np.geomspace(GRID_START, max(top, GRID_START + 1), 200).round())
         lowest = -0.1
@@ -1268,7 +1276,7 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
         axis.set_ylim(max(-1.0, lowest - 0.05), 1.1)
         axis.set_xlabel("teacher labels")
         axis.set_ylabel("normalised score of the student alone")
-        axis.set_title(f"{env_id} (mean over {len(summary['seeds'])} seeds)")
+        axis.set_title(f"{title} (mean over {len(summary['seeds'])} seeds)")
         axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

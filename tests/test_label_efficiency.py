@@ -233,3 +233,23 @@ def test_the_pixel_task_shows_the_student_pixels_through_its_perception_chain():
         assert pixels.teacher_return > pixels.random_return  # the state teacher drives the car up the hill
     finally:
         pixels.close()
+
+
+def test_the_ensemble_task_runs_disagreement_on_five_of_the_task_students():
+    bench.TUNED.setdefault("pendulum_ensemble", TUNED)
+    setups = bench.env_setups()
+    student = setups["pendulum_ensemble"].config["student"]
+    assert student["plugin"] == "ensemble" and student["params"]["members"] == 5
+    assert student["params"]["member"] == setups["pendulum"].config["student"]["plugin"]
+    assert student["params"]["member_params"] == setups["pendulum"].config["student"]["params"]
+    summary = bench.run_benchmark(
+        envs=["pendulum_ensemble"], seeds=1, quick=True, methods=["disagreement"], max_labels=24, show_progress=False
+    )
+    result = summary["envs"]["Pendulum-v1 (ensemble student)"]["methods"]["disagreement"]
+    assert "skipped" not in result  # the mlp task skips it: no members to disagree
+    assert result["labels"][0] > 0 and result["env_steps"][0] > result["labels"][0]
+    mlp = bench.Bench(setups["pendulum"], eval_episodes=1)
+    try:
+        assert "ensemble student" in bench.skipped(mlp, setups["pendulum_ensemble"].methods["disagreement"])
+    finally:
+        mlp.close()

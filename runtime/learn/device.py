@@ -52,6 +52,13 @@ class Placement:
 
         return torch.as_tensor(np.asarray(array)).to(device=self.device, dtype=self.dtype)
 
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on this device with its own dtype: training data for float32 weights
+        (``dtype`` applies to the forward pass, through ``autocast``), and integer labels."""
+        import torch
+
+        return torch.from_numpy(np.asarray(array)).to(self.device)
+
     @staticmethod
     def host(tensor: torch.Tensor) -> np.ndarray:
         """A result back on the host, float32 (numpy has no bfloat16)."""

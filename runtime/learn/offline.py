@@ -75,6 +75,7 @@ import numpy as np
 from runtime import extras
 from runtime.config import DistillationSettings, Settings
 from runtime.errors import ConfigError, DistillError, ExitCode, PluginError
+from runtime.learn.device import Placement, on_host, placement
 
 if TYPE_CHECKING:
     import torch
@@ -194,6 +195,8 @@ class OfflineSettings:
     threads: int = 1
     output: str | None = None
     save_teacher: str | None = None
+    #: Where every network trains and is evaluated: ``[distillation] device`` and ``dtype``.
+    where: Placement = field(default_factory=lambda: on_host("distillation"))
 
 
 #: Strategy parameters for offline distillation without tuning (``--no-tune``), when neither the
@@ -295,6 +298,7 @@ def settings_from_args(args: argparse.Namespace, config: Settings) -> OfflineSet
         threads=min(distillation.torch_threads, 2),
         output=args.output or None,
         save_teacher=args.save_teacher or None,
+        where=placement(config, "distillation"),
     )
     check(settings)
     return settings
@@ -347,12 +351,12 @@ def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def accuracy(module: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> float:
+def accuracy(module: torch.nn.Module, X: np.ndarray, y: np.ndarray, where: Placement) -> float:
     import torch
 
     module.eval()
-    with torch.no_grad():
-        predicted = module(torch.from_numpy(X)).argmax(dim=1).numpy()
+    with torch.no_grad(), where.autocast():
+        predicted = where.host(module(where.tensor(X))).argmax(axis=1)
     return float((predicted == y).mean())
 
 
@@ -407,15 +411,20 @@ def _fit_labels(
 ) -> None:
     """Cross-entropy on the true labels of ``examples`` (how the teacher and the hard-label baseline
     learn), optionally regularised by label smoothing and weight decay (the baseline's)."""
-    import torch
     import torch.nn.functional as F
 
     from runtime.learn.trainer import Optimiser
 
-    X, y = torch.from_numpy(data.X[examples]), torch.from_numpy(data.y[examples])
+    where = settings.where
+    X, y = where.tensor(data.X[examples]), where.tensor(data.y[examples])
+
+    def loss_of(indices: np.ndarray) -> torch.Tensor:
+        with where.autocast():
+            return F.cross_entropy(module(X[indices]), y[indices], label_smoothing=label_smoothing)
+
     _train(
         Optimiser(module, settings.learning_rate, weight_decay=weight_decay),
-        lambda i: F.cross_entropy(module(X[i]), y[i], label_smoothing=label_smoothing),
+        loss_of,
         len(examples),
         settings,
         steps,
@@ -438,6 +447,7 @@ def train_teacher(
 
     torch.manual_seed(seed)
     teacher = plugins.build("student", "mlp", {"hidden": list(settings.teacher_hidden)}, *spaces_for(data))
+    teacher.to(settings.where.device)
     _fit_labels(teacher, data, examples, settings, settings.teacher_steps, np.random.default_rng([seed, 1]), advance)
     return teacher
 
@@ -469,18 +479,23 @@ def distil_student(
     from runtime.learn.trainer import Optimiser, forward_with_features, running_agreement, strategy_loss
     from runtime.plugin.interfaces import StrategyInputs
 
+    where = settings.where
     inputs = np.concatenate([labelled, transfer])
-    X = torch.from_numpy(data.X[inputs])
+    X = where.tensor(data.X[inputs])
     teacher.eval()
-    with torch.no_grad():
+    with torch.no_grad(), where.autocast():
         teacher_outputs, teacher_features = forward_with_features(teacher, X)
+    # Targets in float32, as the online distiller gets them from the wire.
+    teacher_outputs = teacher_outputs.float()
+    teacher_features = None if teacher_features is None else teacher_features.float()
     hard = teacher_outputs.argmax(dim=1)
-    hard[: len(labelled)] = torch.from_numpy(data.y[labelled])  # true labels where the student has them
+    hard[: len(labelled)] = where.tensor(data.y[labelled])  # true labels where the student has them
     agreement: list[float | None] = [None]
 
     def loss_of(indices: np.ndarray) -> torch.Tensor:
-        outputs, features = forward_with_features(student, X[indices])
-        agree, _ = agreement_and_loss(outputs.detach().numpy(), teacher_outputs[indices].numpy(), discrete=True)
+        with where.autocast():
+            outputs, features = forward_with_features(student, X[indices])
+        agree, _ = agreement_and_loss(where.host(outputs), where.host(teacher_outputs[indices]), discrete=True)
         agreement[0] = running_agreement(agreement[0], agree, len(indices))
         return strategy_loss(
             component,
@@ -575,12 +590,14 @@ class SeedResult:
     teacher: Any = None
 
 
-def tuned(candidates: list[dict[str, Any]], train: Callable[[dict[str, Any]], Any], data: Data) -> Tuned:
+def tuned(
+    candidates: list[dict[str, Any]], train: Callable[[dict[str, Any]], Any], data: Data, where: Placement
+) -> Tuned:
     """Train every candidate; keep the best on the validation split (the first of equals)."""
     best: Tuned | None = None
     for params in candidates:
         module = train(params)
-        score = accuracy(module, *data.validation_set)
+        score = accuracy(module, *data.validation_set, where)
         if best is None or score > best.validation_accuracy:
             best = Tuned(params, score, module)
     assert best is not None, "at least one candidate"
@@ -605,18 +622,23 @@ class Candidates:
     advance: Callable[[int], None]
 
     def fresh(self) -> Any:
-        student = self.make_student()
+        student = self.make_student().to(self.settings.where.device)
         student.load_state_dict(self.initial)
         return student
 
     def distilled(self, params: dict[str, Any]) -> Any:
         """A student distilled with the strategy at ``params``."""
+        import torch
+
         student = self.fresh()
+        strategy = self.make_strategy(params)
+        if isinstance(strategy, torch.nn.Module):  # its own parameters (a projection) train beside
+            strategy.to(self.settings.where.device)
         distil_student(
             self.settings,
             self.data,
             student,
-            self.make_strategy(params),
+            strategy,
             self.plugins.get("strategy", self.settings.strategy),
             self.teacher,
             self.teacher_temperature,
@@ -729,16 +751,16 @@ def run(
             advance,
         )
         describe(f"{prefix}: distilled students")
-        student = tuned(strategy_grid, candidates.distilled, data)
+        student = tuned(strategy_grid, candidates.distilled, data, settings.where)
         describe(f"{prefix}: hard-label students")
-        baseline = tuned(baseline_grid, candidates.hard_label, data)
+        baseline = tuned(baseline_grid, candidates.hard_label, data, settings.where)
         X_test, y_test = data.test_set
         results.append(
             SeedResult(
                 seed,
-                accuracy(teacher, X_test, y_test),
-                accuracy(student.module, X_test, y_test),
-                accuracy(baseline.module, X_test, y_test),
+                accuracy(teacher, X_test, y_test, settings.where),
+                accuracy(student.module, X_test, y_test, settings.where),
+                accuracy(baseline.module, X_test, y_test, settings.where),
                 Tuned(student.params, student.validation_accuracy),
                 Tuned(baseline.params, baseline.validation_accuracy),
                 student.module,
@@ -784,7 +806,7 @@ def load_teacher(
             f"the teacher was trained on {trained_on[0]!r} with split seed {trained_on[1]} and test "
             f"fraction {trained_on[2]}: its training data may overlap this test set"
         )
-    return teacher.module, teacher_temperature(teacher)
+    return teacher.module.to(settings.where.device), teacher_temperature(teacher)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -819,6 +841,7 @@ def _summary(
         "steps": settings.steps,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
+        "device": str(settings.where),
         "teacher": (
             {"path": settings.teacher_path}
             if settings.teacher_path
@@ -916,7 +939,7 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
     table = Table(
         title=f"agentrt distill on {summary['dataset']}: {summary['train_size']} labels, "
         f"{summary['transfer_size']} transfer inputs, {summary['validation_size']} validation, "
-        f"{summary['test_size']} test",
+        f"{summary['test_size']} test; on {summary['device']}",
         title_justify="left",
     )
     table.add_column("test accuracy")

@@ -141,13 +141,9 @@ class Trainer:
     def ready(self) -> bool:
         return len(self.buffer) >= self.settings.min_samples
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        """A host array on the training device, as it is (the student's weights stay float32)."""
-        return self.torch.from_numpy(np.asarray(array)).to(self.where.device)
-
     def predict(self, features: np.ndarray) -> np.ndarray:
         with self.torch.no_grad(), self.where.autocast():
-            return self.where.host(self.student(self._tensor(np.asarray(features, dtype=np.float32))))
+            return self.where.host(self.student(self.where.tensor(np.asarray(features, dtype=np.float32))))
 
     def add_labelled(
         self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None
@@ -172,20 +168,20 @@ class Trainer:
     def train_step(self) -> float:
         """One minibatch step; returns the loss. Strategy failures surface as PluginFailure."""
         index, batch = self.buffer.sample(self.settings.batch_size)
-        teacher = self._tensor(batch["outputs"])
+        teacher = self.where.tensor(batch["outputs"])
         with self.where.autocast():
-            outputs, student_features = forward_with_features(self.student, self._tensor(batch["features"]))
+            outputs, student_features = forward_with_features(self.student, self.where.tensor(batch["features"]))
             teacher_features = batch.get("teacher_features")
             hard_labels = None
             if self.discrete:  # a stacked ensemble's labels are its members' joint choice
                 joint = teacher_policy_outputs(batch["outputs"], outputs.shape[1], self.discrete)
-                hard_labels = self._tensor(joint.argmax(axis=1))
+                hard_labels = self.where.tensor(joint.argmax(axis=1))
             inputs = StrategyInputs(
                 student_outputs=outputs,
                 teacher_outputs=teacher,
                 hard_labels=hard_labels,
                 student_features=student_features,
-                teacher_features=None if teacher_features is None else self._tensor(teacher_features),
+                teacher_features=None if teacher_features is None else self.where.tensor(teacher_features),
                 agreement=self.agreement,
                 teacher_temperature=self.teacher_temperature,
             )
@@ -244,7 +240,7 @@ class Trainer:
             module = self.scratch
         size = len(self.heldout)
         with self.torch.no_grad(), self.where.autocast():
-            outputs = self.where.host(module(self._tensor(self.heldout.columns["features"][:size])))
+            outputs = self.where.host(module(self.where.tensor(self.heldout.columns["features"][:size])))
         return agreement_and_loss(outputs, self.heldout.columns["outputs"][:size], self.discrete)
 
     def judge(self, candidate: Weights, serving: Weights | None) -> Verdict:

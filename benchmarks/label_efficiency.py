@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/label_efficiency.py --tune --env acrobot       # choose the settings (TUNED)
     .venv/bin/python benchmarks/label_efficiency.py --methods dagger,budget --set budget.per_second=2
     .venv/bin/python benchmarks/label_efficiency.py --daemon --env acrobot --methods dagger_uniform --seeds 1
+    .venv/bin/python benchmarks/label_efficiency.py --merge a.json b.json --out all.json  # runs split by --methods
 
 Decided in advance
 ------------------
@@ -989,11 +990,10 @@ def compare(results: dict[str, dict[str, Any]], name: str, reference: str, cap: 
     }
 
 
-def verdicts(setup: EnvSetup, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The comparisons decided in advance: the policy chosen in advance against uniform thinning
-    (and DAgger), and soft targets against hard labels at that policy."""
-    cap = setup.max_labels
-    best = TUNED.get(setup.key, {}).get("best")
+def verdicts(tuned: dict[str, Any] | None, cap: int, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The comparisons decided in advance (``tuned``: the task's TUNED entry): the policy chosen in
+    advance against uniform thinning (and DAgger), and soft targets against hard labels at that policy."""
+    best = (tuned or {}).get("best")
     comparisons: dict[str, Any] = {"best_in_advance": best}
     if best is None:
         return comparisons
@@ -1026,8 +1026,39 @@ def env_summary(bench: Bench, results: dict[str, dict[str, Any]]) -> dict[str, A
         },
         "tuned": TUNED.get(setup.key),
         "methods": results,
-        "verdict": verdicts(setup, results),
+        "verdict": verdicts(TUNED.get(setup.key), setup.max_labels, results),
     }
+
+
+#: What the parts of a split run must share to be merged.
+SHARED = ("benchmark", "quick", "mode", "seeds", "eval_episodes", "schedule")
+
+
+def merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One output from the outputs (path -> output) of runs split by ``--methods`` between
+    processes, with the same seeds and settings: each task's methods united, its verdicts
+    recomputed; ValueError for parts that do not fit together."""
+    (first_path, merged), *rest = ((path, copy.deepcopy(output)) for path, output in parts.items())
+    for path, output in rest:
+        for key in SHARED:
+            if output.get(key) != merged.get(key):
+                raise ValueError(f"{path}: {key} {output.get(key)!r} differs from {first_path}'s {merged.get(key)!r}")
+        for title, env in output["envs"].items():
+            into = merged["envs"].setdefault(title, env)
+            if into is env:
+                continue
+            if (env["tuned"], env["max_labels"]) != (into["tuned"], into["max_labels"]):
+                raise ValueError(
+                    f"{path}: {title} was run with other settings (TUNED entry or caps) than in {first_path}"
+                )
+            if twice := sorted(set(env["methods"]) & set(into["methods"])):
+                raise ValueError(f"{path}: {title}: {', '.join(twice)} also in another part")
+            into["methods"].update(env["methods"])
+        merged["seconds"] += output["seconds"]
+    for env in merged["envs"].values():
+        env["verdict"] = verdicts(env["tuned"], env["max_labels"], env["methods"])
+    merged["parts"] = list(parts)
+    return merged
 
 
 def skipped(bench: Bench, method: Method) -> str | None:
@@ -1448,9 +1479,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run against a private daemon and gym peers instead of in-process (slower)",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="PART",
+        help="instead of running: merge the JSON outputs of runs split by --methods, recomputing the verdicts",
+    )
     args = parser.parse_args(argv)
     if args.daemon and (args.tune or args.workers > 1):
         parser.error("--daemon runs one run at a time and does not tune")
+    if args.merge and (args.tune or args.daemon):
+        parser.error("--merge runs nothing: it merges reported runs' outputs")
     if args.plot:
         try:
             extras.require("matplotlib", "bench", "--plot")
@@ -1476,6 +1515,12 @@ def main(argv: list[str] | None = None) -> int:
         print_tuning(results, seeds)
         output: dict[str, Any] = {"tuning": results, "seeds": seeds, "date": time.strftime("%Y-%m-%d"),
                                   "eval_episodes": eval_episodes, "quick": args.quick}  # fmt: skip
+    elif args.merge:
+        try:
+            output = merge({path: json.loads(Path(path).read_text()) for path in args.merge})
+        except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
+            print(f"label_efficiency: --merge: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
     else:
         output = run_benchmark(
             envs,
@@ -1490,6 +1535,7 @@ def main(argv: list[str] | None = None) -> int:
             daemon=args.daemon,
             workers=args.workers,
         )
+    if not args.tune:
         print_tables(output)
         if args.plot:
             write_plot(output, args.plot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import itertools
 import json
@@ -253,3 +254,29 @@ def test_the_ensemble_task_runs_disagreement_on_five_of_the_task_students():
         assert "ensemble student" in bench.skipped(mlp, setups["pendulum_ensemble"].methods["disagreement"])
     finally:
         mlp.close()
+
+
+def test_runs_split_by_method_merge_into_one_output_with_its_verdicts(summary, tmp_path, capsys):
+    env = summary["envs"]["CartPole-v1"]
+    parts = {}
+    for name in ("dagger", "dagger_uniform"):
+        part = copy.deepcopy(summary)
+        part["envs"]["CartPole-v1"]["methods"] = {name: env["methods"][name]}
+        part["envs"]["CartPole-v1"]["verdict"] = bench.verdicts(env["tuned"], env["max_labels"], {})
+        parts[str(tmp_path / f"{name}.json")] = part
+    merged = bench.merge(parts)
+    assert merged["envs"]["CartPole-v1"]["methods"] == env["methods"]
+    assert merged["envs"]["CartPole-v1"]["verdict"] == env["verdict"]  # recomputed from both parts
+    assert merged["envs"]["CartPole-v1"]["verdict"]["dagger_uniform_vs_dagger"] is not None
+    assert merged["parts"] == list(parts) and merged["seconds"] == 2 * summary["seconds"]
+    for path, part in parts.items():
+        Path(path).write_text(json.dumps(part))
+    assert bench.main(["--merge", *parts]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["envs"] == merged["envs"]
+    # Parts that do not fit together: the same method twice, other seeds.
+    with pytest.raises(ValueError, match="dagger also in another part"):
+        bench.merge({"a": parts[next(iter(parts))], "b": parts[next(iter(parts))]})
+    other = copy.deepcopy(parts[next(iter(parts))]) | {"seeds": [5]}
+    Path(tmp_path / "other.json").write_text(json.dumps(other))
+    assert bench.main(["--merge", next(iter(parts)), str(tmp_path / "other.json")]) == 2
+    assert "seeds [5] differs" in capsys.readouterr().err

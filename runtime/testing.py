@@ -156,12 +156,13 @@ def start_remote_role(
     prefix: Sequence[str] = (),
     python: str = sys.executable,
     command: Sequence[str] = (),
+    options: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """``agentrt role ROLE --connect CONNECT`` as a child process (``prefix`` runs it through a
-    command such as ``nsenter``), presenting ``keys`` (the runtime's server.key, this role's
-    .key_secret), logging JSON to ``log``; ``command`` is another agentrt command that runs it
-    (``teacher serve``). The caller stops it, by pid."""
-    command = [*prefix, python, "-m", "runtime", *(command or ("role", role)), "--connect", connect]
+    """``agentrt role ROLE --connect CONNECT [OPTIONS]`` as a child process (``prefix`` runs it
+    through a command such as ``nsenter``), presenting ``keys`` (the runtime's server.key, this
+    role's .key_secret), logging JSON to ``log``; ``command`` is another agentrt command that runs
+    it (``teacher serve``). The caller stops it, by pid."""
+    command = [*prefix, python, "-m", "runtime", *(command or ("role", role)), "--connect", connect, *options]
     if keys is not None:
         command += ["--server-key", str(keys[0]), "--client-key", str(keys[1])]
     with open(log, "ab") as output:

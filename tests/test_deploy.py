@@ -665,6 +665,30 @@ def test_kubernetes_teacher_gets_a_gpu_and_joins_the_runtime_as_its_remote_teach
     )
 
 
+def test_the_teachers_health_checks_read_the_heartbeat_file_its_command_touches():
+    """The runtime can only report a hung remote teacher as lost; its own host restarts it when the
+    heartbeat file its loop touches goes stale."""
+    (teacher,) = objects_of("Deployment")
+    (container,) = containers(teacher)
+    (healthcheck,) = instruction("Dockerfile.teacher-cuda", "HEALTHCHECK")
+    checks = {
+        "kubernetes": (
+            container_command(container),
+            [container[p]["exec"]["command"] for p in ("startupProbe", "livenessProbe")],
+        ),
+        "image": (image_command("Dockerfile.teacher-cuda"), [exec_form(healthcheck.split(" CMD ", 1)[1])]),
+    }
+    for where, (command, probes) in checks.items():
+        argv = agentrt_argv(command)
+        path = argv[argv.index("--heartbeat-file") + 1]
+        for probe in probes:
+            assert agentrt_argv(probe)[:2] == ["heartbeat", path], (where, probe)
+            max_age = float(agentrt_argv(probe)[agentrt_argv(probe).index("--max-age") + 1])
+            # Many heartbeats fit in the window: one late heartbeat does not fail the check.
+            assert max_age >= 10 * Settings.of(config.defaults()).daemon.stats_interval_s, (where, probe)
+    assert "healthcheck" not in compose()["services"]["teacher"]  # compose keeps the image's
+
+
 def test_kubernetes_nothing_listens_without_curve_and_the_teacher_admits_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for workload in workloads():

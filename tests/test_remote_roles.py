@@ -4,6 +4,8 @@ that joins from another host (``agentrt role teacher --connect``), here over loo
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -100,6 +102,43 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
         stop_child(teacher)
         if replacement is not None:
             stop_child(replacement)
+
+
+def probe(path, max_age: str, expected: int, timeout: float = 60):
+    """``agentrt heartbeat PATH --max-age MAX_AGE``, asked until it exits ``expected``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = agentrt("heartbeat", str(path), "--max-age", max_age)
+        if result.returncode == expected or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def test_a_remote_roles_heartbeat_file_is_a_liveness_probe_on_its_own_host(cluster, tmp_path):
+    daemon, connect, keys = cluster
+    beat = tmp_path / "teacher.heartbeat"
+    missing = agentrt("heartbeat", str(beat))
+    assert missing.returncode == ExitCode.FAILURE and "no heartbeat" in missing.stdout
+    teacher = start_remote_role(
+        "teacher", connect, tmp_path / "teacher.log", keys, options=("--heartbeat-file", str(beat))
+    )
+    try:
+        daemon.wait_until(lambda s: s["roles"]["teacher"]["state"] == "running", timeout=90, what="the teacher joined")
+        alive = probe(beat, "30", ExitCode.OK)
+        assert alive.returncode == ExitCode.OK, alive.stdout
+        # A hung teacher (stopped here) stops touching the file: the probe fails, so its host restarts it.
+        os.kill(teacher.pid, signal.SIGSTOP)
+        try:
+            hung = probe(beat, "1", ExitCode.FAILURE)
+            assert hung.returncode == ExitCode.FAILURE and "more than 1 s" in hung.stdout, hung.stdout
+        finally:
+            os.kill(teacher.pid, signal.SIGCONT)
+        again = probe(beat, "1", ExitCode.OK)
+        assert again.returncode == ExitCode.OK, again.stdout
+    finally:
+        stop_child(teacher)
+    assert teacher.returncode == 0 and not beat.exists()  # a clean exit takes the file with it
+    assert agentrt("heartbeat", str(beat), "--max-age", "0").returncode == ExitCode.USAGE
 
 
 def test_a_remote_role_without_a_key_is_refused_when_curve_is_on(cluster, tmp_path):

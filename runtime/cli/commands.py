@@ -51,6 +51,11 @@ def _add_joining(parser: argparse.ArgumentParser, required: bool = False) -> Non
     parser.add_argument(
         "--client-key", help="CURVE: this role's key pair (NAME.key_secret; keys authorize --role there)"
     )
+    parser.add_argument(
+        "--heartbeat-file",
+        metavar="PATH",
+        help="touch PATH at every heartbeat (removed on exit): `agentrt heartbeat PATH` is a liveness probe",
+    )
 
 
 # --- up / down / status ------------------------------------------------------------------------------
@@ -459,7 +464,26 @@ def cmd_teacher_serve(args: argparse.Namespace) -> int:
     if args.connect:
         args.role = "teacher"
         return cmd_role(args)
-    return TeacherRole(_load_config(args), supervised=False, endpoint=args.endpoint).run()
+    return TeacherRole(
+        _load_config(args), supervised=False, endpoint=args.endpoint, heartbeat_file=args.heartbeat_file
+    ).run()
+
+
+def cmd_heartbeat(args: argparse.Namespace) -> int:
+    """Whether a role's loop still runs on this host: its heartbeat file is fresh."""
+    if not args.max_age > 0:
+        print(f"agentrt heartbeat: --max-age must be a positive number of seconds: {args.max_age:g}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        age = time.time() - os.stat(args.path).st_mtime
+    except FileNotFoundError:
+        print(f"agentrt heartbeat: {args.path}: no heartbeat (no such file: the role has not started its loop)")
+        return ExitCode.FAILURE
+    if age > args.max_age:
+        print(f"agentrt heartbeat: {args.path}: last heartbeat {age:.1f} s ago (more than {args.max_age:g} s)")
+        return ExitCode.FAILURE
+    print(f"agentrt heartbeat: {args.path}: last heartbeat {max(age, 0.0):.1f} s ago")
+    return ExitCode.OK
 
 
 def cmd_role(args: argparse.Namespace) -> int:
@@ -482,7 +506,7 @@ def cmd_role(args: argparse.Namespace) -> int:
         keys = ClientKeys.from_files(args.server_key, args.client_key)
     module_name, _, class_name = ROLE_MODULES[args.role].partition(":")
     role_class = getattr(importlib.import_module(module_name), class_name)
-    return role_class(config, joining=True, keys=keys).run()
+    return role_class(config, joining=True, keys=keys, heartbeat_file=args.heartbeat_file).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -670,6 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("role", choices=REMOTE_CAPABLE)
     _add_joining(role, required=True)
     role.set_defaults(handler=cmd_role)
+
+    heartbeat = commands.add_parser(
+        "heartbeat",
+        help="exit 0 if a role's --heartbeat-file was touched within --max-age seconds, else 1 (a liveness probe)",
+    )
+    heartbeat.add_argument("path", help="the role's --heartbeat-file")
+    heartbeat.add_argument("--max-age", type=float, default=30.0, help="seconds since the last heartbeat (default 30)")
+    heartbeat.set_defaults(handler=cmd_heartbeat)
 
     from runtime.learn.offline import add_parser as add_distill_parser
 

@@ -49,15 +49,23 @@ class Role:
     name = "role"
 
     def __init__(
-        self, config: dict[str, Any], supervised: bool = True, joining: bool = False, keys: ClientKeys | None = None
+        self,
+        config: dict[str, Any],
+        supervised: bool = True,
+        joining: bool = False,
+        keys: ClientKeys | None = None,
+        heartbeat_file: str | None = None,
     ) -> None:
         """``supervised``: run under the daemon (report stats, exit with it); False for a role run
         on its own, such as ``agentrt teacher serve --endpoint``. ``joining``: run on another host
         and join the daemon's supervision over its TCP internal endpoints (``agentrt role NAME
         --connect``), presenting ``keys`` (CURVE): it reports stats, with its host name, but
-        neither dies with the daemon nor writes into its run directory."""
+        neither dies with the daemon nor writes into its run directory. ``heartbeat_file``: touched
+        at every heartbeat and removed on exit, for a liveness probe on the role's own host
+        (``agentrt heartbeat``): the daemon sees a hung remote role only as lost."""
         self.supervised = supervised or joining
         self.joining = joining
+        self.heartbeat_file = Path(heartbeat_file) if heartbeat_file else None
         if self.supervised and not joining:
             die_with_parent()
         self.parent_pid = os.getppid()
@@ -226,6 +234,14 @@ class Role:
         )
         self.send(self._stats, message, "stats")
 
+    def _touch_heartbeat_file(self) -> None:
+        if self.heartbeat_file is None:
+            return
+        try:
+            self.heartbeat_file.touch()
+        except OSError as exc:  # a probe will say so; the role itself keeps serving
+            self.log_repeated("heartbeat_file", "warning", "heartbeat_file_failed", error=str(exc))
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
@@ -250,6 +266,7 @@ class Role:
                 if now >= next_stats:
                     next_stats = now + self.stats_interval
                     self._report_stats()
+                    self._touch_heartbeat_file()
                     if self.supervised and not self._daemon_alive():
                         self.log.warning("daemon_gone")
                         break
@@ -262,5 +279,7 @@ class Role:
             return self.exit_with(ExitCode.FAILURE, f"{type(exc).__name__}: {exc}")
         finally:
             self.transport.close()
+            if self.heartbeat_file is not None:
+                self.heartbeat_file.unlink(missing_ok=True)
         self.log.info("role_stopped")
         return 0

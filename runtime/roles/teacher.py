@@ -93,8 +93,9 @@ class TeacherRole(Role):
         endpoint: str | None = None,
         joining: bool = False,
         keys: ClientKeys | None = None,
+        heartbeat_file: str | None = None,
     ) -> None:
-        super().__init__(config, supervised, joining, keys)
+        super().__init__(config, supervised, joining, keys, heartbeat_file)
         self.endpoint = endpoint
 
     def setup(self) -> None:

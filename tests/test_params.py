@@ -164,7 +164,7 @@ def test_every_builtin_component_lists_its_parameters_with_defaults():
         "t_squared": True,
         "direction": "forward",
     }
-    assert defaults["query_policy", "cascade"] == {"label_share": 0.05, "act_below_confidence": 0.75, "seed": 0}
+    assert defaults["query_policy", "cascade"] == {"label_share": 0.02, "act_below_confidence": 0.75, "seed": 0}
     assert (
         defaults["teacher", "remote"]["timeout_ms"] == 1000
         and defaults["teacher", "checkpoint"]["path"] == "builtin:cartpole"

@@ -233,6 +233,13 @@ TUNED: dict[str, dict[str, Any]] = {
                   "cascade": 0.02},
         "best": "cascade",
     },
+    # 2026-11-30, the same VM: `--tune --env pendulum_ensemble --workers 1`, split by `--methods`
+    # between two processes (the first stopped after uncertainty, its per-run lines kept); seeds 100-102.
+    "pendulum_ensemble": {
+        "rates": {"dagger_uniform": 0.02, "bc": 0.02, "budget": 0.05, "uncertainty": 0.2, "novelty": 0.2,
+                  "disagreement": 0.2, "cascade": 0.05},
+        "best": "budget",
+    },
     # NOT tuned: one pixel run costs about 50 CPU seconds, and the sweep (54 runs) did not fit this
     # session's compute. Fixed in advance instead, 2026-11-30, before its reported run: every method
     # at 5%, and the policy chosen on the other tuned discrete task (Acrobot), cascade.

@@ -1296,8 +1296,12 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
     import matplotlib.ticker
 
     envs = summary["envs"]
-    figure, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 4.5), squeeze=False)
-    for axis, (title, env) in zip(axes[0], envs.items(), strict=True):
+    columns = min(3, len(envs))
+    rows = -(-len(envs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
+    for axis in axes.flat[len(envs) :]:
+        axis.set_visible(False)
+    for axis, (title, env) in zip(axes.flat, envs.items(), strict=False):
         top = max((p[0] for r in env["methods"].values() for c in r.get("curves", []) for p in c), default=1)
         grid = np.unique(np.geomspace(GRID_START, max(top, GRID_START + 1), 200).round())
         lowest = -0.1
@@ -1321,7 +1325,8 @@ def write_plot(summary: dict[str, Any], path: str) -> None:
         axis.set_ylim(max(-1.0, lowest - 0.05), 1.1)
         axis.set_xlabel("teacher labels")
         axis.set_ylabel("normalised score of the student alone")
-        axis.set_title(f"{title} (mean over {len(summary['seeds'])} seeds)")
+        # A registered env's id names its module ("runtime.peer.envs:agentrt/..."): its own name is enough.
+        axis.set_title(f"{title.rsplit('/', 1)[-1]} (mean over {len(summary['seeds'])} seeds)")
         axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

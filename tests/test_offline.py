@@ -248,7 +248,7 @@ def test_the_networks_train_where_the_distillation_section_says(tmp_path):
     config = tmp_path / "agentrt.toml"
     config.write_text('[distillation]\ndevice = "cpu"\ndtype = "bfloat16"\n')
     code, out, err = run_command("--config", str(config), "--json", "--seeds", "1", "--steps", "200",
-                                 "--teacher-steps", "300", "--no-tune")  # fmt: skip
+                                 "--teacher-steps", "300", "--no-tune", "--output", "")  # fmt: skip
     assert code == 0, err
     summary = json.loads(out)
     assert summary["device"] == "cpu bfloat16"

@@ -74,6 +74,11 @@ class TestDaemon(ChildDaemon):
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """The daemon log's lines (JSON, one per line) whose ``event`` is ``event``, oldest first."""
+        lines = (json.loads(line) for line in self.log().splitlines() if f'"{event}"' in line)
+        return [line for line in lines if line.get("event") == event]
+
     def students(self) -> dict[str, Any]:
         """``agentrt student list --json``: the serving version and every version's row."""
         result = self.cli("student", "list", "--json")

@@ -87,7 +87,7 @@ def test_the_distiller_trains_at_the_temperature_the_teacher_role_sends():
     try:
         run_gym_peers(running.endpoint, "CartPole-v1", episodes=2, peers=1)
         running.wait_until(lambda s: s["roles"]["distillation"]["counters"].get("labels", 0) > 0, what="labels")
-        heard = [json.loads(line) for line in running.log().splitlines() if '"teacher_temperature"' in line]
+        heard = running.events("teacher_temperature")
     finally:
         running.stop()
     assert [event["temperature"] for event in heard] == [pytest.approx(build_teacher("builtin:cartpole").temperature)]

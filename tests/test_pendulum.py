@@ -145,7 +145,7 @@ def test_student_learns_pendulum_online_from_the_teacher_through_the_daemon():
         )
         versions = [episode.student_version for episode in training.episodes]
         status = daemon.wait_until(lambda s: s["student_version"] >= 3, what="published students")
-        losses = [json.loads(line)["loss"] for line in daemon.log().splitlines() if '"weights_published"' in line]
+        losses = [event["loss"] for event in daemon.events("weights_published")]
         returns, actions, deciders, eval_versions = evaluate_student(daemon.endpoint, EVAL_SEEDS)
         print(
             json.dumps(

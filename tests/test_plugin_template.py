@@ -98,7 +98,7 @@ def config_file(tmp_path):
 
 
 def template_events(daemon) -> list[dict]:
-    return [json.loads(line) for line in daemon.log().splitlines() if '"template_weights_published"' in line]
+    return daemon.events("template_weights_published")
 
 
 def normalized(name: str) -> str:
@@ -165,9 +165,13 @@ def test_template_student_and_strategy_train_in_the_daemon(venv, monkeypatch):
         # The template's strategy computed every training loss: its agentrt_weights_published hook
         # logs its call count and last loss, which must be the loss the distiller reported.
         # The hook runs just after the weights are announced: wait for its second line to be written.
+        # It runs for each promoted version only: a candidate the promotion gate rejects is not published.
         daemon.wait_until(lambda _: len(template_events(daemon)) >= 2, what="the template's hook logged twice")
         events = template_events(daemon)
-        assert [e["version"] for e in events][:2] == [1, 2], events
+        published = [e["version"] for e in daemon.events("weights_published")]
+        assert [e["version"] for e in events] == published[: len(events)] and published[0] == 1, (events, published)
+        rejected = {e["version"] for e in daemon.events("candidate_rejected")}
+        assert not rejected & {e["version"] for e in events}, (events, rejected)
         for event in events:
             assert event["role"] == "distillation"
             assert event["strategy_calls"] >= STEPS_PER_PUBLISH * event["version"]

@@ -171,7 +171,7 @@ def test_plugin_raising_while_serving_is_named_and_the_role_keeps_running(tmp_pa
             lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED") == 1, what="the failure counted"
         )
         assert status["roles"]["perception"]["pid"] == perception_pid and status["roles"]["perception"]["restarts"] == 0
-        failed = [json.loads(line) for line in running.log().splitlines() if '"plugin_failed"' in line]
+        failed = running.events("plugin_failed")
         assert (
             failed
             and failed[0]["plugin"] == "fragile"

@@ -240,11 +240,12 @@ TUNED: dict[str, dict[str, Any]] = {
                   "disagreement": 0.2, "cascade": 0.05},
         "best": "budget",
     },
-    # NOT tuned: one pixel run costs about 50 CPU seconds, and the sweep (54 runs) did not fit this
-    # session's compute. Fixed in advance instead, 2026-11-30, before its reported run: every method
-    # at 5%, and the policy chosen on the other tuned discrete task (Acrobot), cascade.
+    # 2026-11-30, the same VM: `--tune --env mountaincar_pixels --workers 1`, split by `--methods`
+    # between two processes; seeds 100-102. (Its first reported run had every method at 5% and
+    # cascade fixed in advance without tuning; this entry replaces that.)
     "mountaincar_pixels": {
-        "rates": {name: 0.05 for name in ("dagger_uniform", "bc", "budget", "uncertainty", "novelty", "cascade")},
+        "rates": {"dagger_uniform": 0.02, "bc": 0.02, "budget": 0.05, "uncertainty": 0.02, "novelty": 0.05,
+                  "cascade": 0.2},
         "best": "cascade",
     },
 }  # fmt: skip

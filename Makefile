@@ -23,10 +23,11 @@ demo: $(STAMP)
 
 # Two pytest workers (pytest-xdist): most tests wait on real daemons and role processes, so two
 # side by side take about 60% of the time of one even on 2 cores. make test PYTEST_WORKERS=0: one process.
+# --durations: the slowest tests in every CI log, so a test that grows slower is seen when it does.
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=15
 
 # ruff (lint and format) and mypy (strict for the wire and plugin API), as CI enforces them.
 lint: $(STAMP)

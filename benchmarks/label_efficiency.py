@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/label_efficiency.py --methods dagger,budget --set budget.per_second=2
     .venv/bin/python benchmarks/label_efficiency.py --daemon --env acrobot --methods dagger_uniform --seeds 1
     .venv/bin/python benchmarks/label_efficiency.py --merge a.json b.json --out all.json  # runs split by --methods
+    .venv/bin/python benchmarks/label_efficiency.py --tune --env acrobot --runs runs/  # keep runs; resume when stopped
 
 Decided in advance
 ------------------
@@ -106,6 +107,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import platform
@@ -852,6 +854,56 @@ def _run_job(job: Job, eval_episodes: int, schedule: Schedule) -> Run:
     return simulate(_bench(job.setup, eval_episodes), job.method, job.seed, schedule)
 
 
+class RunStore:
+    """Finished runs on disk (``--runs DIR``), one JSON file per run, so that a stopped run, or a
+    sweep re-split between processes, skips the runs already done. In-process runs are
+    deterministic: the same task (configuration and caps), method, seed, evaluation episodes and
+    schedule give the same run, and those make a run's key."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(job: Job, eval_episodes: int, schedule: Schedule) -> dict[str, Any]:
+        setup = job.setup
+        task = {"key": setup.key, "env": setup.env_id, "config": setup.config, "max_labels": setup.max_labels,
+                "max_env_steps": setup.max_env_steps, "control_period_s": setup.control_period_s,
+                "failure": setup.failure}  # fmt: skip
+        return json.loads(
+            json.dumps(
+                {
+                    "task": task,
+                    "method": dataclasses.asdict(job.method),
+                    "seed": job.seed,
+                    "eval_episodes": eval_episodes,
+                    "schedule": dataclasses.asdict(schedule),
+                },  # fmt: skip
+                sort_keys=True,
+                default=str,
+            )
+        )
+
+    def path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return self.directory / f"{key['task']['key']}-{key['method']['name']}-seed{key['seed']}-{digest}.json"
+
+    def load(self, job: Job, eval_episodes: int, schedule: Schedule) -> Run | None:
+        key = self.key(job, eval_episodes, schedule)
+        try:
+            stored = json.loads(self.path(key).read_text())
+        except FileNotFoundError:
+            return None
+        if stored.get("key") != key:  # a digest collision, or a file edited by hand: run it again
+            return None
+        run = stored["run"]
+        return Run(**{**run, "curve": [tuple(point) for point in run["curve"]]})
+
+    def save(self, job: Job, eval_episodes: int, schedule: Schedule, run: Run) -> None:
+        key = self.key(job, eval_episodes, schedule)
+        atomic_write(self.path(key), json.dumps({"key": key, "run": dataclasses.asdict(run)}).encode())
+
+
 def run_jobs(
     jobs: Sequence[Job],
     eval_episodes: int,
@@ -859,28 +911,38 @@ def run_jobs(
     workers: int = 1,
     daemon: bool = False,
     show_progress: bool = True,
+    store: RunStore | None = None,
 ) -> list[Run]:
     """Every job's run, in the jobs' order: here one after another (against a daemon with
-    ``daemon``), or in ``workers`` processes. Runs are deterministic, so the split changes nothing."""
-    runs: list[Run | None] = [None] * len(jobs)
+    ``daemon``), or in ``workers`` processes. Runs are deterministic, so the split changes nothing.
+    ``store``: runs found there are not run again, and every finished run is saved there."""
+    stored = [store.load(job, eval_episodes, schedule) if store else None for job in jobs]
+    runs: list[Run | None] = list(stored)
+    todo = [index for index, run in enumerate(runs) if run is None]
     plain = show_progress and not sys.stderr.isatty()  # a log file gets one line per run instead of a bar
 
     def done(index: int) -> None:
         run, job = runs[index], jobs[index]
+        if store is not None and run is not None and stored[index] is None:
+            store.save(job, eval_episodes, schedule, run)
         if plain and run is not None:
             line = {"job": index + 1, "of": len(jobs), "task": job.setup.key, "method": job.method.name,
                     "params": job.method.params, "seed": run.seed, "labels_to_target": run.labels_to_target,
-                    "labels": run.labels, "env_steps": run.env_steps, "seconds": round(run.seconds, 1)}  # fmt: skip
+                    "labels": run.labels, "env_steps": run.env_steps, "seconds": round(run.seconds, 1),
+                    "stored": stored[index] is not None}  # fmt: skip
             print(json.dumps(line), file=sys.stderr, flush=True)
 
+    for index in range(len(jobs)):
+        if stored[index] is not None:
+            done(index)
     with progress_bar(show_progress and not plain) as progress:
-        task = progress.add_task("starting", total=len(jobs)) if progress else None
+        task = progress.add_task("starting", total=len(todo)) if progress else None
         if workers > 1 and not daemon:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_job, job, eval_episodes, schedule): i for i, job in enumerate(jobs)}
+                futures = {pool.submit(_run_job, jobs[i], eval_episodes, schedule): i for i in todo}
                 for future in as_completed(futures):
                     index = futures[future]
                     runs[index] = future.result()
@@ -891,7 +953,8 @@ def run_jobs(
                         progress.advance(task)
         else:
             one_run = run_daemon if daemon else simulate
-            for index, job in enumerate(jobs):
+            for index in todo:
+                job = jobs[index]
 
                 def show(run: Run, job: Job = job) -> None:
                     if progress is not None:
@@ -1099,6 +1162,7 @@ def run_benchmark(
     show_progress: bool = True,
     daemon: bool = False,
     workers: int = 1,
+    store: RunStore | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its JSON-ready summary (what the last stdout line holds).
 
@@ -1140,7 +1204,7 @@ def run_benchmark(
         if skips[key, method.name] is None
         for seed in seed_list
     ]
-    runs = iter(run_jobs(jobs, eval_episodes, schedule, workers, daemon, show_progress))
+    runs = iter(run_jobs(jobs, eval_episodes, schedule, workers, daemon, show_progress, store))
     results: dict[str, Any] = {}
     for key in envs:
         bench = benches[key]
@@ -1352,6 +1416,7 @@ def tune(
     workers: int = 1,
     caps: tuple[int | None, int | None] = (None, None),
     methods: Sequence[str] = tuple(TUNABLE),
+    store: RunStore | None = None,
 ) -> dict[str, Any]:
     """Run every tunable method at every rate of RATES on ``seeds``, and choose by ``selection_key``
     (ties: the lower rate): env key -> {"candidates": method -> [{rate, params, labels}], "rates":
@@ -1369,7 +1434,7 @@ def tune(
                     continue
                 index.append((key, name, rate, method.params))
                 jobs.extend(Job(setup, method, seed) for seed in seeds)
-    runs = iter(run_jobs(jobs, eval_episodes, schedule, workers))
+    runs = iter(run_jobs(jobs, eval_episodes, schedule, workers, store=store))
     results: dict[str, Any] = {}
     for key, name, rate, params in index:
         method_runs = [next(runs) for _ in seeds]
@@ -1498,9 +1563,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PART",
         help="instead of running: merge the JSON outputs of runs split by --methods, recomputing the verdicts",
     )
+    parser.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="keep every finished run in DIR and reuse the ones found there (resume a stopped run, re-split one)",
+    )
     args = parser.parse_args(argv)
     if args.daemon and (args.tune or args.workers > 1):
         parser.error("--daemon runs one run at a time and does not tune")
+    if args.runs and (args.daemon or args.merge):
+        parser.error("--runs keeps in-process runs (a daemon's runs are not deterministic); --merge runs nothing")
+    store = RunStore(args.runs) if args.runs else None
     if args.merge and (args.tune or args.daemon):
         parser.error("--merge runs nothing: it merges reported runs' outputs")
     if args.plot:
@@ -1524,6 +1597,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             (args.max_labels, args.max_env_steps),
             args.methods.split(",") if args.methods else tuple(TUNABLE),
+            store,
         )
         print_tuning(results, seeds)
         output: dict[str, Any] = {"tuning": results, "seeds": seeds, "date": time.strftime("%Y-%m-%d"),
@@ -1547,6 +1621,7 @@ def main(argv: list[str] | None = None) -> int:
             schedule,
             daemon=args.daemon,
             workers=args.workers,
+            store=store,
         )
     if not args.tune:
         print_tables(output)

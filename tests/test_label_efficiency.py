@@ -280,3 +280,34 @@ def test_runs_split_by_method_merge_into_one_output_with_its_verdicts(summary, t
     Path(tmp_path / "other.json").write_text(json.dumps(other))
     assert bench.main(["--merge", next(iter(parts)), str(tmp_path / "other.json")]) == 2
     assert "seeds [5] differs" in capsys.readouterr().err
+
+
+def test_stored_runs_are_reused_and_a_changed_setting_runs_again(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = ["--quick", "--env", "cartpole", "--methods", "dagger", "--max-labels", "40", "--runs", str(runs)]
+    assert bench.main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    [stored] = runs.glob("*.json")
+    record = json.loads(stored.read_text())
+    assert record["key"]["seed"] == 0 and record["run"]["labels"] == 40
+
+    # A second invocation reads the run instead of running it: an edit to the file shows in its output.
+    record["run"]["episodes"] = 12345
+    stored.write_text(json.dumps(record))
+    assert bench.main(args) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    dagger = second["envs"]["CartPole-v1"]["methods"]["dagger"]
+    assert dagger["episodes"] == [12345]
+    assert dagger["labels"] == first["envs"]["CartPole-v1"]["methods"]["dagger"]["labels"]
+
+    # Another cap is another run: it runs, and is stored beside the first.
+    assert bench.main([*args[:-4], "--max-labels", "30", "--runs", str(runs)]) == 0
+    third = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert third["envs"]["CartPole-v1"]["methods"]["dagger"]["labels"] == [30]
+    assert len(list(runs.glob("*.json"))) == 2
+
+
+def test_stored_runs_are_refused_with_a_daemon(capsys):
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--daemon", "--env", "cartpole", "--methods", "dagger", "--runs", "unused"])
+    assert exited.value.code == 2 and "--runs" in capsys.readouterr().err

@@ -29,12 +29,14 @@ behaviour cloning on teacher rollouts spread over episodes), and the query polic
 ``forward_members``; with an ``mlp``/``cnn`` student it is skipped with a note). On the
 discrete tasks the policy chosen in advance also runs with the other strategies: ``soft_target``
 at T = 2 is the task's configuration, ``+soft_calibrated`` softens at the teacher's calibrated
-temperature, ``+hard_label`` uses hard labels.
+temperature (where the task has one, ``CALIBRATED``), ``+hard_label`` uses hard labels.
 
 Tasks (``TASKS``): CartPole-v1 (runtime defaults), Pendulum-v1 (examples/pendulum.toml), Acrobot-v1
 (examples/acrobot.toml, an RL-trained teacher) and MountainCar from pixels
 (examples/mountaincar_pixels.toml: the student sees two stacked 24 x 40 images through the
-configured perception chain, the teacher the state); ``pendulum_ensemble`` is Pendulum with an
+configured perception chain, the teacher the state), multi-task (examples/multitask.toml: one
+student taught CartPole and Acrobot by their two teachers, the tasks in turn, one per episode:
+``agentrt/MultiTask-v0``); ``pendulum_ensemble`` is Pendulum with an
 ensemble of five of its students (``ENSEMBLE_TASKS``), the student ``disagreement`` needs and on
 which ``uncertainty`` has a score for a box action, every method running on that same student.
 
@@ -86,17 +88,18 @@ random policy and the teacher on the same episodes::
     score = (R_student - R_random) / (R_teacher - R_random)
 
 Per method and seed: *labels to 95%* (the label count at the first evaluation with
-``score >= 0.95``; the run then stops; a run that hits ``max_labels`` or ``max_env_steps`` is "not
-reached", never a number), *environment steps* and *teacher-acted steps* until the run ended
-(target or cap), *failures while learning* (episodes that ended badly while it learned, per task:
+``score >= 0.95``; the run then stops; a run that hits ``max_labels`` or ``max_env_steps`` is "not reached",
+never a number), *environment steps* and *teacher-acted steps* until the run ended (target or cap),
+*failures while learning* (episodes that ended badly while it learned, per task:
 ``EnvSetup.failure``, CartPole a fall before the time limit, Acrobot and MountainCar an episode cut
-by the time limit without reaching the goal, Pendulum none) and the *area under the learning
-curve* (``auc``: the mean over label budgets 0..``max_labels`` of the score clipped to [0, 1], the
-score at a budget being the last evaluation at or before it, 0 before the first; a run that
-stopped keeps its last score up to the cap). Each is reported as mean ± std over seeds with
-reached n/seeds. The verdict compares the policy chosen in advance with ``dagger_uniform``: the
-ratio of mean labels with a 90% paired bootstrap interval over seeds (a seed that did not reach
-counts at the cap, which favours the method that failed); likewise soft targets against hard labels.
+by the time limit without reaching the goal, multi-task each by its task's rule, Pendulum none) and
+the *area under the learning curve* (``auc``: the mean over label budgets 0..``max_labels`` of the
+score clipped to [0, 1], the score at a budget being the last evaluation at or before it, 0 before
+the first; a run that stopped keeps its last score up to the cap). Each is reported as mean ± std
+over seeds with reached n/seeds. The verdict compares the policy chosen in advance with
+``dagger_uniform``: the ratio of mean labels with a 90% paired bootstrap interval over seeds (a
+seed that did not reach counts at the cap, which favours the method that failed); likewise soft
+targets against hard labels.
 
 Output: a rich table per task (stdout), progress (stderr), ``--plot PATH`` (score against labels)
 and, as the LAST line of stdout, one JSON object with every result (``--out PATH`` also writes it).
@@ -178,7 +181,9 @@ class EnvSetup:
     max_labels: int  # caps per run: labels,
     max_env_steps: int  # and environment steps
     control_period_s: float  # simulated seconds per env step (the budget policy's clock)
-    failure: str | None  # which episode ends count as failures: "terminated", "truncated" or None
+    # Which episode ends count as failures: "terminated", "truncated" or None; on a multi-task env,
+    # that rule per task (the env's info["task"]).
+    failure: str | dict[str, str] | None
     calibrated: dict[str, Any] | None  # soft_target parameters at the teacher's calibrated temperature
     methods: dict[str, Method] = field(default_factory=dict)
 
@@ -209,7 +214,6 @@ TUNABLE: dict[str, tuple[str, Callable[[float, EnvSetup], dict[str, Any]]]] = {
 BASELINES = ("dagger", "dagger_uniform", "bc")
 #: The query policies the policy chosen in advance is picked from.
 QUERY_POLICIES = tuple(name for name in TUNABLE if name not in BASELINES)
-STRATEGY_VARIANTS = ("soft_calibrated", "hard_label")
 
 # The label rate of every tunable method per task, and the query policy chosen in advance: the
 # output of ``--tune`` on TUNING_SEEDS (docs/distillation.md has the sweep). Written here before the
@@ -280,12 +284,11 @@ def task_methods(setup: EnvSetup) -> dict[str, Method]:
     # A method without a rate could not run when the task was tuned (disagreement without an ensemble).
     methods |= {name: tuned_method(name, rate, setup) for name, rate in tuned["rates"].items()}
     best = methods[tuned["best"]]
-    if setup.calibrated is not None:
-        strategy = setup.config["distillation"]["strategy"]
-        variants = {
-            "soft_calibrated": (strategy, {**setup.config["distillation"]["params"], **setup.calibrated}),
-            "hard_label": ("hard_label", {}),
-        }
+    strategy = setup.config["distillation"]["strategy"]
+    if strategy == "soft_target":
+        variants = {"hard_label": ("hard_label", {})}
+        if setup.calibrated is not None:
+            variants["soft_calibrated"] = (strategy, {**setup.config["distillation"]["params"], **setup.calibrated})
         for variant, (name, params) in variants.items():
             methods[f"{best.name}+{variant}"] = Method(f"{best.name}+{variant}", best.policy, best.params, name, params)
     return methods
@@ -313,7 +316,7 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
     cartpole = config_module.defaults()
     examples = {
         key: config_module.load(REPO / "examples" / f"{key}.toml", environ={})
-        for key in ("pendulum", "acrobot", "mountaincar_pixels")
+        for key in ("pendulum", "acrobot", "mountaincar_pixels", "multitask")
     }
     pendulum = examples["pendulum"]
     pendulum_teacher = "checkpoint builtin:pendulum (3-256-256-1 MLP)"
@@ -340,6 +343,12 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
         ("mountaincar_pixels", "runtime.peer.envs:agentrt/MountainCarPixels-v0", examples["mountaincar_pixels"],
          "view (state) of checkpoint builtin:mountaincar (2-64-64-3 MLP); student: cnn on 2 x 24 x 40 pixels",
          600, 20_000, 0.05, "truncated"),
+        # The two tasks in turn, one per episode (half the evaluation episodes each); its score
+        # normalises the mean return over both, in which the tasks weigh about equally (CartPole's
+        # teacher-random gap ~480, Acrobot's ~420). No control period of its own either.
+        ("multitask", "runtime.peer.envs:agentrt/MultiTask-v0", examples["multitask"],
+         "tasks: view of builtin:cartpole (4-256-256-2 MLP) and of builtin:acrobot (6-128-128-3 double-DQN)", 2000,
+         40_000, 0.02, {"CartPole-v1": "terminated", "Acrobot-v1": "truncated"}),
     ]  # fmt: skip
     tasks += [
         (f"{key}_ensemble", env_id, ensemble_of(config), f"{teacher}; student: ensemble of {ENSEMBLE_MEMBERS}", *rest)
@@ -580,13 +589,20 @@ class SimulatedClock:
         return self.now
 
 
-def failed(setup: EnvSetup, terminated: bool, truncated: bool) -> bool:
+def failed(setup: EnvSetup, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool:
     """Whether an episode that just ended counts as a failure on this task (EnvSetup.failure)."""
-    if setup.failure == "terminated":
+    rule = setup.failure.get(info["task"]) if isinstance(setup.failure, dict) else setup.failure
+    if rule == "terminated":
         return terminated and not truncated
-    if setup.failure == "truncated":
+    if rule == "truncated":
         return truncated and not terminated
     return False
+
+
+def failure_text(failure: str | dict[str, str] | None) -> str:
+    if isinstance(failure, dict):
+        return ", ".join(f"{task} {rule}" for task, rule in failure.items())
+    return failure or "none"
 
 
 def simulate(
@@ -636,13 +652,13 @@ def simulate(
         by_student = decisions.decided_by[0] == "student"
         run.teacher_acted += not by_student
         decided_by_student.append(by_student)
-        obs, _, terminated, truncated, _ = env.step(decisions.actions[0])
+        obs, _, terminated, truncated, info = env.step(decisions.actions[0])
         run.env_steps += 1
         clock.now += setup.control_period_s
         new_episode = terminated or truncated
         if new_episode:
             run.episodes += 1
-            run.failures = (run.failures or 0) + failed(setup, terminated, truncated)
+            run.failures = (run.failures or 0) + failed(setup, terminated, truncated, info)
             obs, _ = env.reset(seed=seed * 100_000 + run.episodes)
         progress = learner.tick()
         if progress.failures:
@@ -1305,7 +1321,7 @@ def print_tables(summary: dict[str, Any], console=None) -> None:
             title=f"{title}: labels until the student alone scores >= {TARGET:.0%} "
             f"(return >= {env['threshold_return']:.0f}; teacher {env['teacher_return']:.0f}, "
             f"random {env['random_return']:.0f}); caps {env['max_labels']:,} labels, "
-            f"{env['max_env_steps']:,} steps; failure: {env['failure'] or 'none'}",
+            f"{env['max_env_steps']:,} steps; failure: {failure_text(env['failure'])}",
             title_justify="left",
         )
         columns = ("method", "params", "labels to 95%", "reached", "env steps", "teacher-acted", "failures", "AUC")
@@ -1509,7 +1525,7 @@ def parse_set(values: list[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-TASKS = ("cartpole", "pendulum", "acrobot", "mountaincar_pixels", "pendulum_ensemble")
+TASKS = ("cartpole", "pendulum", "acrobot", "mountaincar_pixels", "multitask", "pendulum_ensemble")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -256,6 +256,25 @@ def test_the_ensemble_task_runs_disagreement_on_five_of_the_task_students():
         mlp.close()
 
 
+def test_the_multitask_task_plays_both_tasks_and_counts_failures_by_each_task_s_rule():
+    setup = bench.env_setups()["multitask"]
+    assert setup.failure == {"CartPole-v1": "terminated", "Acrobot-v1": "truncated"}
+    assert bench.failed(setup, True, False, {"task": "CartPole-v1"})  # the pole fell
+    assert not bench.failed(setup, True, False, {"task": "Acrobot-v1"})  # the goal reached
+    assert bench.failed(setup, False, True, {"task": "Acrobot-v1"})  # out of time
+    assert not bench.failed(setup, False, True, {"task": "CartPole-v1"})  # balanced to the limit
+    both = bench.Bench(bench.capped(setup, None, 1500), eval_episodes=2)
+    try:
+        # One evaluation episode of each task: CartPole's teacher 500, Acrobot's well above -500.
+        assert both.teacher_returns[0] == 500.0 and -500 < both.teacher_returns[1] < 0
+        # The teachers act for 1,500 steps: CartPole to its time limit, Acrobot to its goal, in turn.
+        run = bench.simulate(both, bench.Method("bc", "share", {"share": 0.02, "teacher_acts": True}), seed=0)
+    finally:
+        both.close()
+    assert run.labels_to_target is None and run.episodes >= 3
+    assert run.failures == 0  # neither a CartPole episode at its limit nor an Acrobot one at its goal
+
+
 def test_runs_split_by_method_merge_into_one_output_with_its_verdicts(summary, tmp_path, capsys):
     env = summary["envs"]["CartPole-v1"]
     parts = {}

@@ -132,6 +132,19 @@ def test_multitask_environments_share_their_spaces_and_say_which_task_they_are()
     np.testing.assert_array_equal(cartpole.step(2)[0][2:6], stepped.step(1)[0])
 
 
+def test_the_in_turn_environment_plays_each_task_in_turn_and_names_it():
+    both = gymnasium.make("runtime.peer.envs:agentrt/MultiTask-v0")
+    cartpole = gymnasium.make(MULTITASK["CartPole"])
+    assert both.observation_space == cartpole.observation_space and both.action_space == cartpole.action_space
+    played = [both.reset()[1]["task"] for _ in range(3)]
+    assert played == ["CartPole-v1", "Acrobot-v1", "CartPole-v1"]  # no seed: the next task in turn
+    observation, info = both.reset(seed=7)  # a seed picks task seed % 2: the same episode every time
+    assert info["task"] == "Acrobot-v1"
+    np.testing.assert_array_equal(observation, gymnasium.make(MULTITASK["Acrobot"]).reset(seed=7)[0])
+    assert both.step(0)[4]["task"] == "Acrobot-v1"
+    assert both.reset(seed=4)[1]["task"] == "CartPole-v1"
+
+
 def multitask_teacher():
     example = config.load(EXAMPLES / "multitask.toml", environ={})
     space = gymnasium.make(MULTITASK["CartPole"])

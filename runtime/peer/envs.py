@@ -22,6 +22,10 @@ Import this module to register the environments, or name it in the id, as Gymnas
   a one-hot task id (``MULTITASK_TASKS`` order) followed by the task's observation, zero-padded
   to the longest; actions are those of the task with the most, and an action a task does not
   have is taken as its last one.
+* ``agentrt/MultiTask-v0``: every task of MULTITASK_TASKS in turn behind those shared spaces, one
+  task per episode: a reset with a seed plays task ``seed % len(MULTITASK_TASKS)``, one without
+  the next task in turn. ``info["task"]`` names the task being played (its Gymnasium id), so one
+  peer (or a benchmark) drives both tasks.
 
 Gymnasium and numpy only: peers never need torch.
 """
@@ -152,9 +156,34 @@ class MultiTask(gymnasium.Wrapper):
         return self._observe(observation), float(reward), terminated, truncated, info
 
 
+class MultiTaskInTurn(gymnasium.Env):
+    """Every task of MULTITASK_TASKS in turn, one per episode: see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.tasks = [MultiTask(task, **kwargs) for task in MULTITASK_TASKS]
+        self.observation_space, self.action_space = self.tasks[0].observation_space, self.tasks[0].action_space
+        self.current = len(self.tasks) - 1  # the first reset without a seed plays task 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        self.current = (self.current + 1) % len(self.tasks) if seed is None else seed % len(self.tasks)
+        observation, info = self.tasks[self.current].reset(seed=seed, options=options)
+        return observation, {**info, "task": MULTITASK_TASKS[self.current]}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.tasks[self.current].step(action)
+        return observation, reward, terminated, truncated, {**info, "task": MULTITASK_TASKS[self.current]}
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.close()
+
+
 gymnasium.register("agentrt/MountainCarPixels-v0", entry_point=f"{__name__}:MountainCarPixels")
 gymnasium.register("agentrt/MountainCarFrames-v0", entry_point=f"{__name__}:MountainCarFrames")
 for _task in MULTITASK_TASKS:
     gymnasium.register(
         f"agentrt/MultiTask{_task.split('-')[0]}-v0", entry_point=f"{__name__}:MultiTask", kwargs={"task": _task}
     )
+gymnasium.register("agentrt/MultiTask-v0", entry_point=f"{__name__}:MultiTaskInTurn")

@@ -325,7 +325,7 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
     cartpole = config_module.defaults()
     examples = {
         key: config_module.load(REPO / "examples" / f"{key}.toml", environ={})
-        for key in ("pendulum", "acrobot", "mountaincar_pixels", "multitask")
+        for key in ("pendulum", "acrobot", "mountaincar_pixels", "multitask", "inverted_double_pendulum")
     }
     pendulum = examples["pendulum"]
     pendulum_teacher = "checkpoint builtin:pendulum (3-256-256-1 MLP)"
@@ -358,6 +358,9 @@ def env_setups(quick: bool = False) -> dict[str, EnvSetup]:
         ("multitask", "runtime.peer.envs:agentrt/MultiTask-v0", examples["multitask"],
          "tasks: view of builtin:cartpole (4-256-256-2 MLP) and of builtin:acrobot (6-128-128-3 double-DQN)", 2000,
          40_000, 0.02, {"CartPole-v1": "terminated", "Acrobot-v1": "truncated"}),
+        # MuJoCo (the `mujoco` extra): episodes of up to 1,000 steps; a failure is a fall before that.
+        ("inverted_double_pendulum", "InvertedDoublePendulum-v5", examples["inverted_double_pendulum"],
+         "checkpoint builtin:inverted_double_pendulum (9-256-256-1 MLP)", 4000, 60_000, 0.05, "terminated"),
     ]  # fmt: skip
     tasks += [
         (f"{key}_ensemble", env_id, ensemble_of(config), f"{teacher}; student: ensemble of {ENSEMBLE_MEMBERS}", *rest)
@@ -1534,7 +1537,17 @@ def parse_set(values: list[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-TASKS = ("cartpole", "pendulum", "acrobot", "mountaincar_pixels", "multitask", "pendulum_ensemble")
+TASKS = (
+    "cartpole",
+    "pendulum",
+    "acrobot",
+    "mountaincar_pixels",
+    "multitask",
+    "inverted_double_pendulum",
+    "pendulum_ensemble",
+)
+#: Tasks whose environments need an extra: task -> (module, extra).
+TASK_EXTRAS = {"inverted_double_pendulum": ("mujoco", "mujoco")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1601,13 +1614,15 @@ def main(argv: list[str] | None = None) -> int:
     store = RunStore(args.runs) if args.runs else None
     if args.merge and (args.tune or args.daemon):
         parser.error("--merge runs nothing: it merges reported runs' outputs")
-    if args.plot:
-        try:
-            extras.require("matplotlib", "bench", "--plot")
-        except extras.MissingExtra as exc:
-            print(f"label_efficiency: {exc}", file=sys.stderr)
-            return 2
     envs = list(TASKS) if args.env == "all" else [args.env]
+    needed = [("matplotlib", "bench", "--plot")] if args.plot else []
+    needed += [(*TASK_EXTRAS[env], f"the {env} task") for env in envs if env in TASK_EXTRAS]
+    try:
+        for module, extra, needed_for in needed:
+            extras.require(module, extra, needed_for)
+    except extras.MissingExtra as exc:
+        print(f"label_efficiency: {exc}", file=sys.stderr)
+        return 2
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     eval_episodes = args.eval_episodes or (5 if args.quick else 8)
     if args.tune:

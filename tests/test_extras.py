@@ -39,6 +39,12 @@ def pyproject_extra(name: str) -> list[str]:
     "modules, command, extra, package",
     [
         ("matplotlib", ("benchmarks/label_efficiency.py", "--quick", "--plot", "curves.png"), "bench", "matplotlib"),
+        (
+            "mujoco",
+            ("benchmarks/label_efficiency.py", "--quick", "--env", "inverted_double_pendulum"),
+            "mujoco",
+            "mujoco",
+        ),
         ("psutil", ("benchmarks/latency.py",), "bench", "psutil"),
         ("matplotlib", ("benchmarks/latency.py", "--plot", "latency.png"), "bench", "matplotlib"),
         ("sklearn", ("agentrt", "distill", "--seeds", "1"), "offline", "scikit-learn"),

@@ -275,6 +275,20 @@ def test_the_multitask_task_plays_both_tasks_and_counts_failures_by_each_task_s_
     assert run.failures == 0  # neither a CartPole episode at its limit nor an Acrobot one at its goal
 
 
+def test_the_mujoco_task_counts_a_fall_before_the_time_limit_as_a_failure():
+    pytest.importorskip("mujoco", reason="the inverted_double_pendulum task needs the mujoco extra")
+    setup = bench.capped(bench.env_setups()["inverted_double_pendulum"], None, 60)
+    poles = bench.Bench(setup, eval_episodes=1)
+    try:
+        assert poles.teacher_returns[0] > 9000 > 500 > poles.random_returns[0]  # the teacher lasts 1,000 steps
+        run = bench.simulate(poles, bench.Method("dagger", "always", {}), seed=0)
+    finally:
+        poles.close()
+    # 60 steps of an untrained student: the poles fall within a few dozen, never reaching the limit.
+    assert run.labels_to_target is None and run.episodes >= 1
+    assert run.failures == run.episodes
+
+
 def test_runs_split_by_method_merge_into_one_output_with_its_verdicts(summary, tmp_path, capsys):
     env = summary["envs"]["CartPole-v1"]
     parts = {}

@@ -306,7 +306,7 @@ def task_methods(setup: EnvSetup) -> dict[str, Method]:
 #: Tasks that also run with an ensemble of their student (key "<task>_ensemble"): the one kind of
 #: student ``disagreement`` can score, and ``uncertainty`` on a box action. Every method runs on it,
 #: so the comparison within such a task is between policies on the same student.
-ENSEMBLE_TASKS = ("pendulum",)
+ENSEMBLE_TASKS = ("cartpole", "pendulum")
 ENSEMBLE_MEMBERS = 5
 
 
@@ -1544,6 +1544,7 @@ TASKS = (
     "mountaincar_pixels",
     "multitask",
     "inverted_double_pendulum",
+    "cartpole_ensemble",
     "pendulum_ensemble",
 )
 #: Tasks whose environments need an extra: task -> (module, extra).

@@ -263,6 +263,19 @@ TUNED: dict[str, dict[str, Any]] = {
                   "cascade": 0.02},
         "best": "budget",
     },
+    # 2026-11-30, the same VM: `--tune --env inverted_double_pendulum --runs DIR`, split by `--methods`
+    # between two processes sharing DIR, then run once whole from DIR; seeds 100-102.
+    "inverted_double_pendulum": {
+        "rates": {"dagger_uniform": 0.05, "bc": 0.02, "budget": 0.2, "uncertainty": 0.05, "novelty": 0.2,
+                  "cascade": 0.2},
+        "best": "novelty",
+    },
+    # 2026-11-30, the same VM: `--tune --env cartpole_ensemble --runs DIR`, one process; seeds 100-102.
+    "cartpole_ensemble": {
+        "rates": {"dagger_uniform": 0.05, "bc": 0.02, "budget": 0.05, "uncertainty": 0.2, "novelty": 0.02,
+                  "disagreement": 0.2, "cascade": 0.02},
+        "best": "budget",
+    },
 }  # fmt: skip
 
 # The soft_target parameters of the "+soft_calibrated" variant per task: CartPole's teacher carries

@@ -32,13 +32,15 @@ at T = 2 is the task's configuration, ``+soft_calibrated`` softens at the teache
 temperature (where the task has one, ``CALIBRATED``), ``+hard_label`` uses hard labels.
 
 Tasks (``TASKS``): CartPole-v1 (runtime defaults), Pendulum-v1 (examples/pendulum.toml), Acrobot-v1
-(examples/acrobot.toml, an RL-trained teacher) and MountainCar from pixels
+(examples/acrobot.toml, an RL-trained teacher), MountainCar from pixels
 (examples/mountaincar_pixels.toml: the student sees two stacked 24 x 40 images through the
 configured perception chain, the teacher the state), multi-task (examples/multitask.toml: one
 student taught CartPole and Acrobot by their two teachers, the tasks in turn, one per episode:
-``agentrt/MultiTask-v0``); ``pendulum_ensemble`` is Pendulum with an
-ensemble of five of its students (``ENSEMBLE_TASKS``), the student ``disagreement`` needs and on
-which ``uncertainty`` has a score for a box action, every method running on that same student.
+``agentrt/MultiTask-v0``) and InvertedDoublePendulum-v5 (examples/inverted_double_pendulum.toml,
+MuJoCo: the ``mujoco`` extra); ``cartpole_ensemble`` and ``pendulum_ensemble`` are CartPole and
+Pendulum with an ensemble of five of their students (``ENSEMBLE_TASKS``), the student
+``disagreement`` needs (its ``vote`` on CartPole's actions, the members' spread on Pendulum's) and
+on which ``uncertainty`` has a score for a box action, every method running on that same student.
 
 What is simulated
 -----------------

@@ -892,9 +892,20 @@ def _bench(setup: EnvSetup, eval_episodes: int) -> Bench:
     return bench
 
 
-def _run_job(job: Job, eval_episodes: int, schedule: Schedule) -> Run:
-    """One in-process run in a worker process (``--workers``)."""
-    return simulate(_bench(job.setup, eval_episodes), job.method, job.seed, schedule)
+def _run_job(
+    job: Job,
+    eval_episodes: int,
+    schedule: Schedule,
+    store: RunStore | None = None,
+    on_step: Callable[[Run], None] | None = None,
+) -> tuple[Run, bool]:
+    """One in-process run (in a worker process with ``--workers``), and whether it was read from
+    ``store``: looked up again just before running, as another process sharing the store may have
+    finished it since this one started."""
+    found = store.load(job, eval_episodes, schedule) if store is not None else None
+    if found is not None:
+        return found, True
+    return simulate(_bench(job.setup, eval_episodes), job.method, job.seed, schedule, on_step), False
 
 
 class RunStore:
@@ -985,17 +996,17 @@ def run_jobs(
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_job, jobs[i], eval_episodes, schedule): i for i in todo}
+                futures = {pool.submit(_run_job, jobs[i], eval_episodes, schedule, store): i for i in todo}
                 for future in as_completed(futures):
                     index = futures[future]
-                    runs[index] = future.result()
+                    runs[index], found = future.result()
+                    stored[index] = runs[index] if found else None
                     done(index)
                     if progress is not None:
                         job = jobs[index]
                         progress.update(task, description=f"{job.setup.key} {job.method.name} seed {job.seed}")
                         progress.advance(task)
         else:
-            one_run = run_daemon if daemon else simulate
             for index in todo:
                 job = jobs[index]
 
@@ -1008,7 +1019,11 @@ def run_jobs(
                         )
 
                 show(Run(job.method.name, job.seed))
-                runs[index] = one_run(_bench(job.setup, eval_episodes), job.method, job.seed, schedule, show)
+                if daemon:
+                    runs[index] = run_daemon(_bench(job.setup, eval_episodes), job.method, job.seed, schedule, show)
+                else:
+                    runs[index], found = _run_job(job, eval_episodes, schedule, store, show)
+                    stored[index] = runs[index] if found else None
                 done(index)
                 if progress is not None:
                     progress.advance(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -338,6 +339,18 @@ def test_stored_runs_are_reused_and_a_changed_setting_runs_again(tmp_path, capsy
     third = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert third["envs"]["CartPole-v1"]["methods"]["dagger"]["labels"] == [30]
     assert len(list(runs.glob("*.json"))) == 2
+
+
+def test_a_run_another_process_stored_after_this_one_started_is_read_not_run(tmp_path):
+    store = bench.RunStore(tmp_path)
+    setup = bench.capped(bench.env_setups(quick=True)["cartpole"], 20, None)
+    job = bench.Job(setup, bench.Method("dagger", "always", {}), seed=0)
+    run, found = bench._run_job(job, 2, bench.Schedule(), store)
+    assert not found and run.labels == 20
+    # As a sibling process sharing the store would leave it: looked up again when the job comes up.
+    store.save(job, 2, bench.Schedule(), dataclasses.replace(run, episodes=12345))
+    again, found = bench._run_job(job, 2, bench.Schedule(), store)
+    assert found and again.episodes == 12345
 
 
 def test_stored_runs_are_refused_with_a_daemon(capsys):

@@ -135,6 +135,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 from runtime import config as config_module  # noqa: E402
 from runtime import extras  # noqa: E402
 from runtime.config import Settings  # noqa: E402
+from runtime.errors import ConfigError  # noqa: E402
 from runtime.files import atomic_write  # noqa: E402
 from runtime.wire.spaces import actions_from_outputs  # noqa: E402
 
@@ -148,6 +149,11 @@ LATENCY_REPEATS = 200
 BOOTSTRAP_RESAMPLES = 2000
 # Query policies that take a ``seed`` parameter: each run seeds them with its own seed.
 SEEDED_POLICIES = {"cascade", "share", "uncertainty", "disagreement", "novelty"}
+
+
+class UnknownMethod(ConfigError, ValueError):
+    """A method named on the command line (``--methods``, ``--set``) that the task does not have;
+    the message lists the ones it has."""
 
 
 @dataclass(frozen=True)
@@ -1240,7 +1246,7 @@ def run_benchmark(
         updated = dict(setup.methods)
         for name, params in (overrides or {}).items():
             if name not in updated:
-                raise ValueError(f"--set: unknown method {name!r}; methods: {', '.join(updated)}")
+                raise UnknownMethod(f"--set: unknown method {name!r}; methods: {', '.join(updated)}")
             method = updated[name]
             updated[name] = Method(
                 name, method.policy, {**method.params, **params}, method.strategy, method.strategy_params
@@ -1249,7 +1255,7 @@ def run_benchmark(
         unknown = [name for name in names if name not in updated]
         if unknown:
             hint = "" if key in TUNED else f" ({key} is not tuned yet: run --tune and fill TUNED)"
-            raise ValueError(f"unknown method {unknown[0]!r}; methods: {', '.join(updated)}{hint}")
+            raise UnknownMethod(f"unknown method {unknown[0]!r}; methods: {', '.join(updated)}{hint}")
         setups[key] = dataclasses.replace(capped(setup, max_labels, max_env_steps), methods=updated)
         chosen[key] = [updated[name] for name in names]
     started = time.perf_counter()
@@ -1481,6 +1487,9 @@ def tune(
     method -> chosen rate, "best": the query policy chosen in advance}. ``methods``: a subset of
     TUNABLE, so that a sweep can be split between processes (the best is then chosen in the subset)."""
     setups = env_setups(quick)
+    unknown = [name for name in methods if name not in TUNABLE]
+    if unknown:
+        raise UnknownMethod(f"--tune: unknown method {unknown[0]!r}; tunable methods: {', '.join(TUNABLE)}")
     jobs, index = [], []
     for key in envs:
         setup = setups[key] = capped(setups[key], *caps)
@@ -1656,44 +1665,48 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     schedule = Schedule(args.train_per, args.train_steps, args.publish_every)
     eval_episodes = args.eval_episodes or (5 if args.quick else 8)
-    if args.tune:
-        first = TUNING_SEEDS[0]
-        seeds = list(range(first, first + args.seeds)) if args.seeds else list(TUNING_SEEDS)
-        results = tune(
-            envs,
-            seeds,
-            eval_episodes,
-            schedule,
-            args.quick,
-            args.workers,
-            (args.max_labels, args.max_env_steps),
-            args.methods.split(",") if args.methods else tuple(TUNABLE),
-            store,
-        )
-        print_tuning(results, seeds)
-        output: dict[str, Any] = {"tuning": results, "seeds": seeds, "date": time.strftime("%Y-%m-%d"),
-                                  "eval_episodes": eval_episodes, "quick": args.quick}  # fmt: skip
-    elif args.merge:
-        try:
-            output = merge({path: json.loads(Path(path).read_text()) for path in args.merge})
-        except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
-            print(f"label_efficiency: --merge: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
-    else:
-        output = run_benchmark(
-            envs,
-            args.seeds or (1 if args.quick else DEFAULT_SEEDS),
-            args.quick,
-            args.methods.split(",") if args.methods else None,
-            parse_set(args.set),
-            eval_episodes,
-            args.max_labels,
-            args.max_env_steps,
-            schedule,
-            daemon=args.daemon,
-            workers=args.workers,
-            store=store,
-        )
+    try:
+        if args.tune:
+            first = TUNING_SEEDS[0]
+            seeds = list(range(first, first + args.seeds)) if args.seeds else list(TUNING_SEEDS)
+            results = tune(
+                envs,
+                seeds,
+                eval_episodes,
+                schedule,
+                args.quick,
+                args.workers,
+                (args.max_labels, args.max_env_steps),
+                args.methods.split(",") if args.methods else tuple(TUNABLE),
+                store,
+            )
+            print_tuning(results, seeds)
+            output: dict[str, Any] = {"tuning": results, "seeds": seeds, "date": time.strftime("%Y-%m-%d"),
+                                      "eval_episodes": eval_episodes, "quick": args.quick}  # fmt: skip
+        elif args.merge:
+            try:
+                output = merge({path: json.loads(Path(path).read_text()) for path in args.merge})
+            except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
+                print(f"label_efficiency: --merge: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 2
+        else:
+            output = run_benchmark(
+                envs,
+                args.seeds or (1 if args.quick else DEFAULT_SEEDS),
+                args.quick,
+                args.methods.split(",") if args.methods else None,
+                parse_set(args.set),
+                eval_episodes,
+                args.max_labels,
+                args.max_env_steps,
+                schedule,
+                daemon=args.daemon,
+                workers=args.workers,
+                store=store,
+            )
+    except UnknownMethod as exc:  # raised before any run starts
+        print(f"label_efficiency: {exc}", file=sys.stderr)
+        return 2
     if not args.tune:
         print_tables(output)
         if args.plot:

@@ -193,6 +193,19 @@ def test_unknown_method_is_an_error():
         bench.run_benchmark(envs=["cartpole"], seeds=1, quick=True, methods=["nope"], show_progress=False)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--methods", "nope"], ["--tune", "--methods", "nope"], ["--set", "nope.share=0.1"]],
+    ids=["run", "tune", "set"],
+)
+def test_an_unknown_method_on_the_command_line_is_one_line_and_exit_2(args, capsys):
+    assert bench.main(["--quick", "--env", "cartpole", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran: no table, no JSON
+    [line] = captured.err.strip().splitlines()
+    assert "unknown method 'nope'" in line and "dagger_uniform" in line  # names what there is
+
+
 def test_daemon_mode_runs_the_same_method_against_a_real_daemon():
     summary = bench.run_benchmark(
         envs=["cartpole"],

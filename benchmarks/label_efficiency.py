@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/label_efficiency.py --env acrobot --workers 2   # the reported run: 10 seeds
     .venv/bin/python benchmarks/label_efficiency.py --quick --env cartpole     # 1 seed, halved caps, ~30 s
-    .venv/bin/python benchmarks/label_efficiency.py --tune --env acrobot       # choose the settings (TUNED)
+    .venv/bin/python benchmarks/label_efficiency.py --tune --env acrobot       # choose the settings (the tuned .toml)
     .venv/bin/python benchmarks/label_efficiency.py --methods dagger,budget --set budget.per_second=2
     .venv/bin/python benchmarks/label_efficiency.py --daemon --env acrobot --methods dagger_uniform --seeds 1
     .venv/bin/python benchmarks/label_efficiency.py --merge a.json b.json --out all.json  # runs split by --methods
@@ -18,7 +18,8 @@ parameter, see ``TUNABLE``), every candidate on the same seeds, and the candidat
 that reached the target on the most tuning seeds, then with the fewest mean labels, a seed that did
 not reach counted at the cap; ties go to the lower rate. The *policy chosen in advance* is, by the
 same rule, the best tuned query policy other than the baselines. The choices are written into
-``TUNED`` (with the date and command) before the reported run, which reads them from there.
+``label_efficiency_tuned.toml`` (read as ``TUNED``; with the date and command) and committed before
+the reported run, which reads them from there.
 
 Methods: ``dagger`` (policy ``always``: the student acts, every visited state is labelled),
 ``dagger_uniform`` (policy ``share``: the student acts, a uniform random share of visited states is
@@ -119,6 +120,7 @@ import platform
 import statistics
 import sys
 import time
+import tomllib
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -224,67 +226,11 @@ BASELINES = ("dagger", "dagger_uniform", "bc")
 QUERY_POLICIES = tuple(name for name in TUNABLE if name not in BASELINES)
 
 # The label rate of every tunable method per task, and the query policy chosen in advance: the
-# output of ``--tune`` on TUNING_SEEDS (docs/distillation.md has the sweep). Written here before the
-# reported run on seeds 0..9, which reads them.
-TUNED: dict[str, dict[str, Any]] = {
-    # 2026-11-30, the shared 2-vCPU VM: `--tune --env acrobot --workers 4`, split by `--methods`
-    # between processes (runs are deterministic); seeds 100-102, 8 evaluation episodes.
-    "acrobot": {
-        "rates": {"dagger_uniform": 0.02, "bc": 0.05, "budget": 0.02, "uncertainty": 0.02, "novelty": 0.05,
-                  "cascade": 0.02},
-        "best": "cascade",
-    },
-    # 2026-11-30, the same VM and split: `--tune --env cartpole --workers 3`; seeds 100-102.
-    "cartpole": {
-        "rates": {"dagger_uniform": 0.02, "bc": 0.02, "budget": 0.02, "uncertainty": 0.02, "novelty": 0.05,
-                  "cascade": 0.02},
-        "best": "budget",
-    },
-    # 2026-11-30, the same VM: `--tune --env pendulum --workers 1`; seeds 100-102 (one process,
-    # beside other benchmark runs).
-    "pendulum": {
-        "rates": {"dagger_uniform": 0.05, "bc": 0.02, "budget": 0.2, "uncertainty": 0.02, "novelty": 0.05,
-                  "cascade": 0.02},
-        "best": "cascade",
-    },
-    # 2026-11-30, the same VM: `--tune --env pendulum_ensemble --workers 1`, split by `--methods`
-    # between two processes (the first stopped after uncertainty, its per-run lines kept); seeds 100-102.
-    "pendulum_ensemble": {
-        "rates": {"dagger_uniform": 0.02, "bc": 0.02, "budget": 0.05, "uncertainty": 0.2, "novelty": 0.2,
-                  "disagreement": 0.2, "cascade": 0.05},
-        "best": "budget",
-    },
-    # 2026-11-30, the same VM: `--tune --env mountaincar_pixels --workers 1`, split by `--methods`
-    # between two processes; seeds 100-102. (Its first reported run had every method at 5% and
-    # cascade fixed in advance without tuning; this entry replaces that.)
-    "mountaincar_pixels": {
-        "rates": {"dagger_uniform": 0.02, "bc": 0.02, "budget": 0.05, "uncertainty": 0.02, "novelty": 0.05,
-                  "cascade": 0.2},
-        "best": "cascade",
-    },
-    # 2026-11-30, the same VM: `--tune --env multitask --runs DIR`, split by `--methods` between three
-    # processes sharing DIR, then run once more whole from DIR (every run read, none repeated);
-    # seeds 100-102. uncertainty reached the target on no tuning seed at any rate (the tie rule
-    # keeps the lowest).
-    "multitask": {
-        "rates": {"dagger_uniform": 0.05, "bc": 0.02, "budget": 0.2, "uncertainty": 0.02, "novelty": 0.2,
-                  "cascade": 0.02},
-        "best": "budget",
-    },
-    # 2026-11-30, the same VM: `--tune --env inverted_double_pendulum --runs DIR`, split by `--methods`
-    # between two processes sharing DIR, then run once whole from DIR; seeds 100-102.
-    "inverted_double_pendulum": {
-        "rates": {"dagger_uniform": 0.05, "bc": 0.02, "budget": 0.2, "uncertainty": 0.05, "novelty": 0.2,
-                  "cascade": 0.2},
-        "best": "novelty",
-    },
-    # 2026-11-30, the same VM: `--tune --env cartpole_ensemble --runs DIR`, one process; seeds 100-102.
-    "cartpole_ensemble": {
-        "rates": {"dagger_uniform": 0.05, "bc": 0.02, "budget": 0.05, "uncertainty": 0.2, "novelty": 0.02,
-                  "disagreement": 0.2, "cascade": 0.02},
-        "best": "budget",
-    },
-}  # fmt: skip
+# output of ``--tune`` on TUNING_SEEDS (docs/distillation.md has the sweep), written into
+# TUNED_PATH, each with the date and command, and committed before the task's reported run on seeds
+# 0..9, which reads it.
+TUNED_PATH = Path(__file__).with_name("label_efficiency_tuned.toml")
+TUNED: dict[str, dict[str, Any]] = tomllib.loads(TUNED_PATH.read_text())
 
 # The soft_target parameters of the "+soft_calibrated" variant per task: CartPole's teacher carries
 # its calibrated temperature in its file. Acrobot's and MountainCar's are given here as the reported
@@ -1254,7 +1200,7 @@ def run_benchmark(
         names = methods or list(updated)
         unknown = [name for name in names if name not in updated]
         if unknown:
-            hint = "" if key in TUNED else f" ({key} is not tuned yet: run --tune and fill TUNED)"
+            hint = "" if key in TUNED else f" ({key} is not tuned yet: run --tune and fill {TUNED_PATH.name})"
             raise UnknownMethod(f"unknown method {unknown[0]!r}; methods: {', '.join(updated)}{hint}")
         setups[key] = dataclasses.replace(capped(setup, max_labels, max_env_steps), methods=updated)
         chosen[key] = [updated[name] for name in names]
@@ -1551,8 +1497,10 @@ def print_tuning(results: dict[str, Any], seeds: list[int]) -> None:
                 )
         console.print(table)
         console.print(f"{key}: policy chosen in advance: {result['best']}")
-    tuned = {key: {"rates": result["rates"], "best": result["best"]} for key, result in results.items()}
-    console.print(f"TUNED entries (seeds {seeds}):\n{json.dumps(tuned, indent=4)}")
+    console.print(f"{TUNED_PATH.name} entries (seeds {seeds}; add the date and command as a comment):")
+    for key, result in results.items():
+        rates = ", ".join(f"{name} = {rate:g}" for name, rate in result["rates"].items())
+        console.print(f'[{key}]\nbest = "{result["best"]}"\nrates = {{ {rates} }}\n', markup=False, highlight=False)
 
 
 # --- command line ---------------------------------------------------------------------------------

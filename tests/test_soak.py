@@ -45,7 +45,7 @@ def uss_mib(pid: int) -> float:
 
 
 @pytest.mark.soak
-@pytest.mark.timeout(SOAK_SECONDS + 240)
+@pytest.mark.timeout(SOAK_SECONDS + 540)
 def test_no_process_grows_while_peers_stream(capsys):
     daemon = start_daemon(CONFIG)
     stop = threading.Event()
@@ -67,6 +67,11 @@ def test_no_process_grows_while_peers_stream(capsys):
         pids.update({f"fork server ({name})": pid for name, pid in status["daemon"]["fork_servers"].items()})
         peers.start()
         daemon.wait_until(lambda s: s["decisions"]["total"] > 0, timeout=60, what="a first decision")
+        # The distiller's first training steps and gate checks allocate what it then reuses (optimizer
+        # state, autograd buffers, the held-out batch). On a loaded machine they can come after the
+        # warm-up's seconds, and would count as growth (16.1 MiB once in CI): the warm-up starts
+        # after its second candidate.
+        daemon.wait_until(lambda s: s["candidate_version"] >= 2, timeout=300, what="the distiller's second candidate")
         # The soak's clock: how long to stream is what this test is about, not a wait for an event.
         started = time.monotonic()
         warm_up_s = max(WARM_UP_MIN_S, SOAK_SECONDS * WARM_UP_SHARE)

@@ -22,12 +22,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runtime.peer.gym import run_gym_peers
+from runtime.peer.gym import AttachSummary, run_gym_peers
 from runtime.supervisor.launch import ChildDaemon, private_run_dir
 
 __all__ = [
@@ -35,12 +36,16 @@ __all__ = [
     "agentrt",
     "free_port_range",
     "make_distribution",
+    "peers_playing",
     "private_run_dir",
     "run_gym_peers",
     "start_daemon",
     "start_remote_role",
     "stop_child",
 ]
+
+#: How long a block of ``peers_playing`` waits for its peers to finish their step and close.
+PEERS_STOP_S = 120.0
 
 
 def agentrt(
@@ -78,6 +83,24 @@ class TestDaemon(ChildDaemon):
         """The daemon log's lines (JSON, one per line) whose ``event`` is ``event``, oldest first."""
         lines = (json.loads(line) for line in self.log().splitlines() if f'"{event}"' in line)
         return [line for line in lines if line.get("event") == event]
+
+    def wait_until_distiller_rests(self, decisions: int, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait until play that ended after ``decisions`` decisions is fully learnt from: decision
+        reports them all, every label it asked for reached the distiller and was answered (or lost),
+        and the distiller rests. Until then a last candidate may still come, so a test that rolls
+        back or lists versions would race it."""
+
+        def rests(status: dict[str, Any]) -> bool:
+            distiller = status["roles"]["distillation"]
+            counters = distiller["counters"]
+            answered = sum(counters.get(name, 0) for name in ("labels", "labels_failed", "labels_lost"))
+            return (
+                status["decisions"]["total"] >= decisions
+                and counters.get("samples", 0) == status["labels_requested"] == answered
+                and distiller["gauges"].get("resting") is True
+            )
+
+        return self.wait_until(rests, timeout=timeout, what="the distiller resting with every label learnt from")
 
     def students(self) -> dict[str, Any]:
         """``agentrt student list --json``: the serving version and every version's row."""
@@ -212,3 +235,44 @@ def teacher_role(**teacher: Any) -> Iterator[Any]:
         yield role
     finally:
         role.transport.close()
+
+
+class PlayedSummary:
+    """What ``peers_playing`` played: ``summary`` once its block has ended."""
+
+    summary: AttachSummary
+
+
+@contextmanager
+def peers_playing(
+    endpoint: str, env_id: str = "CartPole-v1", peers: int = 2, **options: Any
+) -> Iterator[PlayedSummary]:
+    """Gym peers (``run_gym_peers``, ``options`` passed on) playing against ``endpoint`` in a
+    background thread for as long as the block runs.
+
+    For waiting on an event that needs play to go on (``daemon.wait_until`` inside the block),
+    rather than playing a fixed number of episodes and hoping it came. Leaving the block stops the
+    peers after their current step and joins them; an error they met is raised there, and the
+    summary is then the yielded object's ``summary``.
+    """
+    stop = threading.Event()
+    played = PlayedSummary()
+    failures: list[BaseException] = []
+
+    def play() -> None:
+        try:
+            played.summary = run_gym_peers(endpoint, env_id, 10**9, peers=peers, should_stop=stop.is_set, **options)
+        except BaseException as exc:  # raised in the test's thread below
+            failures.append(exc)
+
+    player = threading.Thread(target=play, name=f"peers {env_id}", daemon=True)
+    player.start()
+    try:
+        yield played
+    finally:
+        stop.set()
+        player.join(timeout=PEERS_STOP_S)
+    if player.is_alive():
+        raise TimeoutError(f"the {env_id} peers did not stop within {PEERS_STOP_S:g} s")
+    if failures:
+        raise failures[0]

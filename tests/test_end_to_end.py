@@ -37,14 +37,18 @@ def test_two_peers_counts_match_status(daemon):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 6
     assert summary["decided_by_student"] + summary["decided_by_teacher"] == summary["steps"]
-    steps = summary["steps"]
+    # The runtime counts every copy of an observation a peer sent again unanswered (on a busy machine).
+    sent, resends = summary["steps"] + summary["resends"], summary["resends"]
     status = daemon.wait_until(
-        lambda s: s["actions"] == steps and s["observations"] == steps and s["decisions"]["total"] == steps,
-        what="counters to catch up",
+        lambda s: (
+            s["actions"] == s["observations"] == s["decisions"]["total"] == sent
+            and s["teacher_queries"] >= s["decisions"]["by_teacher"]
+        ),
+        what="counters to catch up, the teacher asked at least for every decision it made",
     )
     assert status["errors"]["total"] == 0
-    assert status["decisions"]["by_teacher"] == summary["decided_by_teacher"]
-    assert status["teacher_queries"] >= status["decisions"]["by_teacher"]
+    teacher_decided = summary["decided_by_teacher"]
+    assert teacher_decided <= status["decisions"]["by_teacher"] <= teacher_decided + resends
     # The peers said bye; the gateway forgot them.
     assert daemon.wait_until(lambda s: s["peers_connected"] == 0, what="peers detached")
     status_text = daemon.cli("status")
@@ -52,8 +56,17 @@ def test_two_peers_counts_match_status(daemon):
 
 
 def test_student_learns_and_weights_are_hot_swapped(daemon):
-    summary = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=6, peers=2)
-    versions = [e.student_version for e in summary.episodes]
+    # Play until an episode was served by a newer student than the first (a slow machine trains
+    # slower than it plays), for a few hundred episodes at most.
+    versions: list[int] = []
+    run_gym_peers(
+        daemon.endpoint,
+        "CartPole-v1",
+        episodes=300,
+        peers=2,
+        on_episode=lambda episode: versions.append(episode.student_version),
+        should_stop=lambda: len(versions) >= 6 and versions[-1] > versions[0],
+    )
     assert versions[-1] > versions[0] >= 0, versions
     status = daemon.wait_until(lambda s: s["student_version"] >= 2, what="a published student")
     assert status["distillation"]["train_steps"] > 0

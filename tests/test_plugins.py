@@ -167,9 +167,11 @@ def test_plugin_raising_while_serving_is_named_and_the_role_keeps_running(tmp_pa
             assert failure.value.code == ErrorCode.PLUGIN_FAILED and failure.value.seq == peer.seq
             assert "fragile" in str(failure.value) and "agentrt_register_perception_transforms" in str(failure.value)
             assert peer.act(np.zeros(4, dtype=np.float32)).action.shape == ()
+        # One failing observation, counted once for each copy the runtime got (a busy machine resends).
         status = running.wait_until(
-            lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED") == 1, what="the failure counted"
+            lambda s: s["errors"]["by_code"].get("PLUGIN_FAILED", 0) >= 1, what="the failure counted"
         )
+        assert status["errors"]["by_code"]["PLUGIN_FAILED"] <= 1 + peer.resends
         assert status["roles"]["perception"]["pid"] == perception_pid and status["roles"]["perception"]["restarts"] == 0
         failed = running.events("plugin_failed")
         assert (

@@ -78,8 +78,10 @@ def test_a_remote_teacher_joins_is_reported_lost_when_killed_and_rejoins(cluster
         # The student answers every observation; the gateway answered each one with an action.
         alone = run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=2, peers=2)
         assert alone.by_teacher == 0 and alone.by_student == alone.steps > 0, alone.as_dict()
-        status = daemon.status()
-        assert status["roles"]["decision"]["gauges"]["teacher_available"] is False
+        status = daemon.wait_until(
+            lambda s: s["roles"]["decision"]["gauges"]["teacher_available"] is False,
+            what="decision reporting the teacher unavailable",
+        )
         assert status["errors"]["total"] == 0, status["errors"]
 
         # `agentrt teacher serve --connect` is the same remote role.

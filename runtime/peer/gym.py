@@ -31,6 +31,9 @@ class AttachSummary:
     by_student: int = 0
     by_teacher: int = 0
     duration_s: float = 0.0
+    # Observations sent again unanswered (``Peer.resend_s``; edge peers wait for no answer): the
+    # runtime counts each copy it gets as an observation.
+    resends: int = 0
     edge: list[EdgeStats] = field(default_factory=list)  # each edge peer's, in edge mode
 
     def as_dict(self) -> dict:
@@ -55,6 +58,7 @@ class AttachSummary:
             "decided_by_student": self.by_student,
             "decided_by_teacher": self.by_teacher,
             "duration_s": round(self.duration_s, 3),
+            "resends": self.resends,
             **edge,
         }
 
@@ -166,7 +170,11 @@ def run_gym_peers(
             answer = client.result()
             state.step(i, answer.action, answer.decided_by == "teacher", answer.student_version)
 
-    return _play(clients, envs, AttachSummary(env_id), episodes, seed, wait_s, on_episode, should_stop, step_all)
+    summary = AttachSummary(env_id)
+    try:
+        return _play(clients, envs, summary, episodes, seed, wait_s, on_episode, should_stop, step_all)
+    finally:
+        summary.resends = sum(client.resends for client in clients)
 
 
 def _to_env_action(action: np.ndarray, env: gymnasium.Env):

@@ -159,6 +159,30 @@ def test_restore_serves_an_earlier_version_and_trains_on_from_it(plugins):
         assert np.array_equal(tensor.numpy(), first.state[name].numpy()), name
 
 
+def test_after_a_restore_the_next_candidate_waits_for_labels_that_arrive_after_it(plugins):
+    clock = HandClock()
+    learner = Learner(plugins, make_config(), OBSERVATIONS, ACTIONS, clock)  # the daemon's pacing
+    learner.add_labels(*labels(32))
+    candidates = []
+    while not candidates:
+        clock.now += 1.0
+        candidates = learner.tick().candidates
+    learner.add_labels(*labels(32, seed=1))  # held, not yet learnt from, when a person rolls back
+    learner.restore(candidates[0].version, candidates[0].state)
+    trained = 0
+    for _ in range(50):
+        clock.now += 1.0
+        progress = learner.tick()
+        assert not progress.candidates  # the rollback serves: nothing new arrived since
+        trained += progress.steps
+    assert trained == 5 and learner.next_step_in() is None  # one cycle on the held labels, then rest
+    learner.add_labels(*labels(8, seed=2))
+    while not candidates[-1].version > candidates[0].version:
+        clock.now += 1.0
+        candidates += learner.tick().candidates
+    assert candidates[-1].parent == candidates[0].version  # trained on from the restored weights
+
+
 # --- deciding ---------------------------------------------------------------------------------------
 
 

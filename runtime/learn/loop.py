@@ -555,11 +555,17 @@ class Learner:
 
     def restore(self, version: int, state: Weights) -> None:
         """Serve ``version`` again (a rollback) and train on from its weights, with a fresh optimizer;
-        a compressed version (a built student) serves, and training goes on from the weights in training."""
+        a compressed version (a built student) serves, and training goes on from the weights in training.
+        The labels held so far count as learnt from: the next candidate waits for labels that arrive
+        after the rollback, so a person's rollback is not replaced within a second by weights trained
+        on what the rolled-back versions already saw."""
         if isinstance(state, dict):
             self.trainer.load(state)
             self.trained_from = version
         self.serving_version, self.serving_state = version, state
+        self.steps_since_publish = 0
+        self.last_publish = self.clock()
+        self.added_at_publish = self.trainer.buffer.added
 
     def add_labels(self, features: np.ndarray, outputs: np.ndarray, teacher_features: np.ndarray | None = None) -> None:
         """Teacher outputs for these student features; a ``heldout_share`` goes to the gate's held-out set."""

@@ -9,6 +9,7 @@ import signal
 
 import gymnasium
 import numpy as np
+import pytest
 
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
@@ -221,6 +222,7 @@ def test_restart_with_a_different_student_stops_with_a_clear_error_instead_of_cr
         second.stop()
 
 
+@pytest.mark.timeout(360)  # a 180 s wait for the agreement, after starting the daemon
 def test_stacked_teacher_ensemble_trains_a_multi_teacher_student():
     running = start_daemon(
         '[teacher]\nplugin = "ensemble"\n[teacher.params]\ncombine = "stack"\n'

@@ -75,6 +75,7 @@ NO_TORCH_EDGE = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(LEARN_S + 300)  # the learning deadline is the test's, not the suite's 180 s default
 def test_an_edge_peer_without_torch_learns_cartpole_from_the_runtime(daemon):
     child = subprocess.run(
         [sys.executable, "-c", NO_TORCH_EDGE, daemon.endpoint, str(EVAL_EPISODES), str(LEARN_S)],

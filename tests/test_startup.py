@@ -5,6 +5,7 @@ line, and a disk that fills up while the daemon runs pauses publishing instead o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -201,3 +202,30 @@ def test_a_long_tmpdir_does_not_keep_the_fork_server_from_starting(tmp_path):
         assert all(role["state"] == "running" for role in status["roles"].values()), status["roles"]
     finally:
         daemon.stop()
+
+
+CLI_MODULES = """
+import json, sys
+from runtime.cli import main
+code = main(["status", "--run-dir", sys.argv[1]])
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/PID/maps to see a process's libraries")
+def test_torch_is_loaded_by_the_model_roles_not_by_the_daemon_or_the_cli(daemon):
+    """torch is for the roles that run models: loaded by the daemon it costs about 180 MiB of memory
+    and a second of every start; by ``agentrt status``, a second of every call."""
+
+    def maps_torch(pid: int) -> bool:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+    status = daemon.status()
+    assert maps_torch(status["roles"]["decision"]["pid"])  # what the check looks for is there to be found
+    assert not maps_torch(daemon.process.pid)
+    assert not maps_torch(status["roles"]["gateway"]["pid"])
+    probe = subprocess.run(
+        [sys.executable, "-c", CLI_MODULES, str(daemon.run_dir)], capture_output=True, text=True, timeout=120
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout.splitlines()[-1]) == {"code": 0, "torch": False}

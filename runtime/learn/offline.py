@@ -66,7 +66,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +199,13 @@ class OfflineSettings:
     where: Placement = field(default_factory=lambda: on_host("distillation"))
 
 
+def default_of(name: str) -> Any:
+    """``OfflineSettings``' default for ``name``, without building one: that resolves its placement,
+    which imports torch, and every agentrt command (the daemon itself too) builds the CLI's parser."""
+    declared = next(f for f in fields(OfflineSettings) if f.name == name)
+    return declared.default if declared.default_factory is MISSING else declared.default_factory()
+
+
 #: Strategy parameters for offline distillation without tuning (``--no-tune``), when neither the
 #: configuration file nor ``--param`` sets them. Offline, the soft targets must carry what the few
 #: labels cannot, so they dominate (alpha 0.9) and are soft (T = 4).
@@ -287,7 +294,7 @@ def settings_from_args(args: argparse.Namespace, config: Settings) -> OfflineSet
         teacher_steps=args.teacher_steps,
         batch_size=distillation.batch_size if args.batch_size is None else args.batch_size,
         learning_rate=distillation.learning_rate if args.lr is None else args.lr,
-        teacher_hidden=list(args.teacher_hidden or OfflineSettings().teacher_hidden),
+        teacher_hidden=list(args.teacher_hidden or default_of("teacher_hidden")),
         teacher_data=args.teacher_data,
         teacher_path=args.teacher,
         student=student,
@@ -1081,7 +1088,6 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register ``distill`` (handler ``run_distill``) on the CLI's subcommands."""
-    defaults = OfflineSettings()
     parser = subcommands.add_parser(
         "distill",
         help="offline distillation on a dataset: teacher, distilled and hard-label students compared",
@@ -1094,14 +1100,14 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         "read: [student], [distillation], [plugins]",
     )
     parser.add_argument("--run-dir", help="accepted like the other commands; unused")
-    parser.add_argument("--dataset", default=defaults.dataset, help=f"one of: {', '.join(sorted(DATASETS))}")
-    parser.add_argument("--seeds", type=int, default=defaults.seeds, help=f"seeds to run (default {defaults.seeds})")
+    parser.add_argument("--dataset", default=default_of("dataset"), help=f"one of: {', '.join(sorted(DATASETS))}")
+    parser.add_argument("--seeds", type=int, default=default_of("seeds"), help="seeds to run (default %(default)s)")
     parser.add_argument("--first-seed", type=int, help="the first seed (default: distillation.seed)")
     parser.add_argument(
         "--train-size",
         type=int,
-        default=defaults.train_size,
-        help=f"labelled training examples for the students (default {defaults.train_size})",
+        default=default_of("train_size"),
+        help="labelled training examples for the students (default %(default)s)",
     )
     parser.add_argument(
         "--transfer-size",
@@ -1112,24 +1118,27 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--test-fraction",
         type=float,
-        default=defaults.test_fraction,
-        help=f"share of the dataset held out for testing (default {defaults.test_fraction})",
+        default=default_of("test_fraction"),
+        help="share of the dataset held out for testing (default %(default)s)",
     )
     parser.add_argument(
         "--validation-fraction",
         type=float,
-        default=defaults.validation_fraction,
-        help=f"share of the training split held out to choose settings (default {defaults.validation_fraction})",
+        default=default_of("validation_fraction"),
+        help="share of the training split held out to choose settings (default %(default)s)",
     )
-    parser.add_argument("--split-seed", type=int, default=defaults.split_seed, help="seed of the train/test split")
+    parser.add_argument("--split-seed", type=int, default=default_of("split_seed"), help="seed of the train/test split")
     parser.add_argument(
-        "--steps", type=int, default=defaults.steps, help=f"optimizer steps for each student (default {defaults.steps})"
+        "--steps",
+        type=int,
+        default=default_of("steps"),
+        help="optimizer steps for each student (default %(default)s)",
     )
     parser.add_argument(
         "--teacher-steps",
         type=int,
-        default=defaults.teacher_steps,
-        help=f"optimizer steps for the teacher (default {defaults.teacher_steps})",
+        default=default_of("teacher_steps"),
+        help="optimizer steps for the teacher (default %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, help="minibatch size (default: distillation.batch_size)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: distillation.learning_rate)")
@@ -1138,11 +1147,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         type=int,
         nargs="+",
         metavar="WIDTH",
-        help=f"the teacher MLP's layer widths (default {' '.join(map(str, defaults.teacher_hidden))})",
+        help=f"the teacher MLP's layer widths (default {' '.join(map(str, default_of('teacher_hidden')))})",
     )
     parser.add_argument(
         "--teacher-data",
-        default=defaults.teacher_data,
+        default=default_of("teacher_data"),
         help="the teacher's labels: 'disjoint' (the students' labelled examples and --teacher-size more, "
         "never the transfer set's; default), 'labelled' (the students' only) or 'train' (the whole pool: "
         "the transfer set's labels leak through the teacher)",
@@ -1150,8 +1159,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--teacher-size",
         type=int,
-        default=defaults.teacher_size,
-        help=f"with --teacher-data disjoint: labelled examples only the teacher sees (default {defaults.teacher_size})",
+        default=default_of("teacher_size"),
+        help="with --teacher-data disjoint: labelled examples only the teacher sees (default %(default)s)",
     )
     parser.add_argument(
         "--teacher",
@@ -1176,7 +1185,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tune",
         action=argparse.BooleanOptionalAction,
-        default=defaults.tune,
+        default=default_of("tune"),
         help="choose the strategy's unset parameters and the hard-label baseline's label smoothing and weight "
         "decay on the validation split (default); --no-tune: one training each, as given",
     )

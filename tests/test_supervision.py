@@ -58,6 +58,9 @@ class FakeLauncher:
         self.started.append((role, process))
         return process
 
+    def prepare(self) -> None:
+        pass
+
     def fork_servers(self) -> dict[str, int]:
         return {}
 

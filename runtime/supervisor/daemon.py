@@ -147,6 +147,7 @@ class Daemon:
             network=internal_network(self.settings),
         )
         try:
+            self.launcher.prepare()
             self.control = self.transport.bind(zmq.REP, self.transport.internal(transport.CONTROL))
             self.stats = self.transport.bind(zmq.PULL, self.transport.internal(transport.STATS))
             # Over TCP, a role that fails the handshake (no key, a key not authorized) is counted.

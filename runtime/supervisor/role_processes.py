@@ -55,6 +55,7 @@ class RoleHandle(Protocol):
 class RoleLauncher(Protocol):
     """What the daemon needs to start roles (``Launcher``; the supervision tests use a fake)."""
 
+    def prepare(self) -> None: ...
     def start(self, role: str, run_dir: str) -> RoleHandle: ...
     def fork_servers(self) -> dict[str, int]: ...
     def stop(self) -> None: ...
@@ -137,6 +138,12 @@ class Launcher:
         }
         self.servers["models"].set_forkserver_preload(PRELOAD)
         self.servers["light"].set_forkserver_preload(LIGHT_PRELOAD)
+
+    def prepare(self) -> None:
+        """Start both fork servers now, without waiting for their imports: they import side by side,
+        and while the daemon gets ready, instead of one after the other at the first role of each."""
+        for server in self.servers.values():
+            server.ensure_running()
 
     def fork_servers(self) -> dict[str, int]:
         """The fork servers' pids, of those that run (multiprocessing keeps them on a private attribute)."""

@@ -17,26 +17,39 @@ import pytest
 from runtime.learn import registry
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
-from runtime.testing import TestDaemon, agentrt, start_daemon
+from runtime.testing import TestDaemon, agentrt, private_run_dir, start_daemon
 
 FAST = {"AGENTRT_DISTILLATION_PUBLISH_INTERVAL_S": "0.3", "AGENTRT_DISTILLATION_STEPS_PER_PUBLISH": "50"}
 
 
-def trained_run_dir(promoted: int) -> tuple[Path, dict]:
-    """A stopped daemon's run directory with at least ``promoted`` promoted versions, and its student list."""
+@pytest.fixture(scope="module")
+def trained():
+    """A stopped daemon's run directory with at least two promoted versions, and its student list:
+    trained once, damaged only in copies (``trained_run_dir``)."""
     daemon = start_daemon(env=FAST)
     try:
         for _ in range(10):  # a busy machine may need more episodes for the distiller to publish
             run_gym_peers(daemon.endpoint, "CartPole-v1", episodes=4, peers=2)
             listed = daemon.students()
-            if sum(v["status"] == registry.PROMOTED for v in listed["versions"]) >= promoted:
+            if sum(v["status"] == registry.PROMOTED for v in listed["versions"]) >= 2:
                 break
         else:
-            pytest.fail(f"fewer than {promoted} promoted versions: {listed}")
+            pytest.fail(f"fewer than 2 promoted versions: {listed}")
     finally:
         daemon.stop(remove_run_dir=False)
     listed = json.loads(daemon.cli("student", "list", "--json").stdout)  # the final word, after the stop
-    return daemon.run_dir, listed
+    yield daemon.run_dir, listed
+    shutil.rmtree(daemon.run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def trained_run_dir(trained):
+    """A copy of the trained run directory for one test to damage, and its student list."""
+    source, listed = trained
+    copy = private_run_dir()
+    shutil.copytree(source, copy, dirs_exist_ok=True)
+    yield copy, listed
+    shutil.rmtree(copy, ignore_errors=True)
 
 
 def restart(run_dir: Path, env: dict[str, str] | None = None) -> TestDaemon:
@@ -49,8 +62,8 @@ def acts(daemon: TestDaemon) -> None:
         peer.act(np.zeros(4, dtype=np.float32))
 
 
-def test_a_truncated_serving_checkpoint_is_quarantined_and_an_earlier_version_serves():
-    run_dir, listed = trained_run_dir(promoted=2)
+def test_a_truncated_serving_checkpoint_is_quarantined_and_an_earlier_version_serves(trained_run_dir):
+    run_dir, listed = trained_run_dir
     serving = listed["serving"]
     earlier = max(v["version"] for v in listed["versions"] if v["status"] == "promoted" and v["version"] < serving)
     path = run_dir / registry.checkpoint_path(serving)
@@ -74,8 +87,8 @@ def test_a_truncated_serving_checkpoint_is_quarantined_and_an_earlier_version_se
 
 
 @pytest.mark.parametrize("damage", ["header overwritten", "deleted"])
-def test_a_damaged_or_deleted_registry_is_rebuilt_and_the_same_version_serves(damage):
-    run_dir, listed = trained_run_dir(promoted=1)
+def test_a_damaged_or_deleted_registry_is_rebuilt_and_the_same_version_serves(damage, trained_run_dir):
+    run_dir, listed = trained_run_dir
     path = run_dir / registry.FILE_NAME
     if damage == "deleted":
         path.unlink()
@@ -101,8 +114,8 @@ def test_a_damaged_or_deleted_registry_is_rebuilt_and_the_same_version_serves(da
         daemon.stop()
 
 
-def test_a_moved_run_directory_rolls_back_and_leftover_temp_files_are_removed():
-    run_dir, listed = trained_run_dir(promoted=2)
+def test_a_moved_run_directory_rolls_back_and_leftover_temp_files_are_removed(trained_run_dir):
+    run_dir, listed = trained_run_dir
     moved = run_dir.with_name(run_dir.name + "-m")
     shutil.move(run_dir, moved)
     leftover = moved / "checkpoints" / ".student-v99.safetensors.k3j4.tmp"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import gymnasium
 import numpy as np
 
-from runtime.peer import ClientKeys, Peer
+from runtime.peer import ClientKeys, Peer, results
 from runtime.peer.edge import EdgePeer, EdgeQuery, EdgeStats
 
 
@@ -166,8 +166,7 @@ def run_gym_peers(
             client.submit(
                 state.observations[i], reward=state.rewards[i], episode_start=state.starting(i), policy=policy
             )
-        for i, client in enumerate(clients):
-            answer = client.result()
+        for i, answer in enumerate(results(clients)):
             state.step(i, answer.action, answer.decided_by == "teacher", answer.student_version)
 
     summary = AttachSummary(env_id)

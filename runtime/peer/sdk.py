@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,28 +198,21 @@ class Peer:
 
     def result(self) -> Action:
         """Wait for the action of the last submitted observation, resending and reconnecting as needed."""
-        deadline = time.monotonic() + self.timeout_s
-        silent = 0
-        while time.monotonic() < deadline:
-            message = self._receive(self.resend_s)
-            if message is None:
-                silent += 1
-                if silent >= self.reconnect_after:
-                    self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
-                    silent = 0
-                self.resends += 1
-                self._resend()
-                continue
-            if message.kind == "action" and message["seq"] == self.seq:
-                return Action(message["action"], message["seq"], message["student_version"], message["decided_by"])
-            if message.kind == "error" and message["seq"] in (self.seq, None):
-                if message["code"] == ErrorCode.NOT_ATTACHED:  # the runtime restarted: open a new session
-                    self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
-                    self._resend()
-                    continue
+        [answer] = results([self])
+        return answer
+
+    def _answer(self, message: protocol.Message, deadline: float) -> Action | None:
+        """The action if ``message`` answers the last observation; None if it answers an older one
+        (a resend's duplicate), or said that the runtime restarted: then the peer has a new session
+        and has sent the observation again. Another refusal of it raises."""
+        if message.kind == "action" and message["seq"] == self.seq:
+            return Action(message["action"], message["seq"], message["student_version"], message["decided_by"])
+        if message.kind == "error" and message["seq"] in (self.seq, None):
+            if message["code"] != ErrorCode.NOT_ATTACHED:
                 raise refused(message)
-            # Anything else answers an older request (a resend's duplicate): ignore it.
-        raise TimeoutError(f"no action for observation {self.seq} within {self.timeout_s:g} s")
+            self.connect(wait_s=max(deadline - time.monotonic(), 0.0))
+            self._resend()
+        return None
 
     def act(self, obs: np.ndarray, **kwargs: Any) -> Action:
         """Send one observation and return its action."""
@@ -249,3 +242,41 @@ class Peer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def results(peers: Sequence[Peer]) -> list[Action]:
+    """The action of every peer's last submitted observation, awaited together: each peer resends
+    on its own timer while the others are awaited, so whatever lost a batch of observations (a
+    role that restarted) costs the batch one resend interval, not one per peer. A peer reconnects
+    after ``reconnect_after`` silent resends. TimeoutError if a peer has no answer within its
+    ``timeout_s``."""
+    now = time.monotonic()
+    deadlines = [now + peer.timeout_s for peer in peers]
+    resend_at = [now + peer.resend_s for peer in peers]
+    silent = [0] * len(peers)
+    answers: dict[int, Action] = {}
+    while len(answers) < len(peers):
+        waiting = [i for i in range(len(peers)) if i not in answers]
+        poller = zmq.Poller()
+        for i in waiting:
+            poller.register(peers[i]._connected, zmq.POLLIN)
+        next_resend_s = max(min(resend_at[i] for i in waiting) - time.monotonic(), 0.0)
+        ready = dict(poller.poll(int(next_resend_s * 1000)))
+        for i in waiting:
+            peer, now, reconnects = peers[i], time.monotonic(), peers[i].reconnects
+            message = peer._receive(0) if peer.socket in ready else None
+            if message is not None and (answer := peer._answer(message, deadlines[i])) is not None:
+                answers[i] = answer
+            elif now >= deadlines[i]:
+                raise TimeoutError(f"no action for observation {peer.seq} within {peer.timeout_s:g} s")
+            elif peer.reconnects > reconnects:  # the runtime restarted: sent again in a new session
+                resend_at[i] = time.monotonic() + peer.resend_s
+            elif message is None and now >= resend_at[i]:
+                silent[i] += 1
+                if silent[i] >= peer.reconnect_after:
+                    peer.connect(wait_s=max(deadlines[i] - now, 0.0))
+                    silent[i] = 0
+                peer.resends += 1
+                peer._resend()
+                resend_at[i] = time.monotonic() + peer.resend_s
+    return [answers[i] for i in range(len(peers))]

@@ -145,7 +145,7 @@ def test_two_daemons_side_by_side_and_cli_finds_each_by_run_dir():
 
 
 def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_dir):
-    started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", timeout=300)
+    started = agentrt("up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", timeout=120)
     assert started.returncode == 0, started.stderr
     reply = json.loads(started.stdout)
     pid = reply["pid"]
@@ -193,7 +193,7 @@ def test_detach_with_a_broken_plugin_exits_78_with_its_error(tmp_path, run_dir):
     )
     env = {"PYTHONPATH": str(site), "AGENTRT_STUDENT_PLUGIN": "doomed"}
     result = agentrt(
-        "up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", env=env, timeout=300
+        "up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", env=env, timeout=120
     )
     assert result.returncode == 78, result.stderr
     expected = (
@@ -256,7 +256,7 @@ def test_no_code_from_the_working_directory_runs_in_the_runtime(tmp_path, run_di
     command = [console_script, "up", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*"]
     if detach:
         started = subprocess.run(
-            [*command, "--detach"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+            [*command, "--detach"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
         )
         assert started.returncode == 0, started.stderr
     else:

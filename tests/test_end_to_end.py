@@ -210,7 +210,7 @@ def test_an_essential_role_that_keeps_failing_stops_the_daemon_with_its_reason(t
     site = make_distribution(tmp_path, "crasher", {"crasher": CRASHING_ROLE}, {"crasher": "crasher"})
     env = {"PYTHONPATH": str(site), "CRASH_ROLE": "execution", "AGENTRT_DAEMON_RESTART_BACKOFF_S": "0.05"}
     result = agentrt(
-        "up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", env=env, timeout=300
+        "up", "--detach", "--run-dir", str(run_dir), "--peer-endpoint", "tcp://127.0.0.1:*", env=env, timeout=120
     )
     assert result.returncode == 78, result.stderr
     assert f"execution exited {SAME_EXITS_TO_FAIL} times in a row with code 3" in result.stderr

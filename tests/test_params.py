@@ -193,7 +193,7 @@ def test_a_bad_component_param_stops_start_up_with_the_one_form(run_dir):
         "--peer-endpoint",
         "tcp://127.0.0.1:*",
         env={"AGENTRT_STUDENT_PARAMS": "{hidden = [0]}"},
-        timeout=300,
+        timeout=120,
     )
     assert result.returncode == 78, result.stderr
     assert (

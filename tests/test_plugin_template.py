@@ -25,6 +25,9 @@ from runtime.peer.gym import run_gym_peers
 from runtime.testing import agentrt, start_daemon
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "plugin-template"
+# Every test needs the template installed into a fresh environment (the module's venv fixture), and
+# pip alone is given up to 300 s there: more than the suite's 180 s default.
+pytestmark = pytest.mark.timeout(600)
 DISTRIBUTION = "agentrt-plugin-template"
 HOOKS = ["agentrt_register_distillation_strategies", "agentrt_register_students", "agentrt_weights_published"]
 STEPS_PER_PUBLISH = 25

@@ -68,7 +68,7 @@ def test_a_peer_endpoint_that_cannot_be_bound_stops_up_with_the_reason(run_dir, 
         if endpoint == "in use":
             endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
         result = agentrt(
-            "up", "--detach", "--no-check", "--run-dir", str(run_dir), "--peer-endpoint", endpoint, timeout=300
+            "up", "--detach", "--no-check", "--run-dir", str(run_dir), "--peer-endpoint", endpoint, timeout=120
         )
     assert result.returncode == ExitCode.CONFIG, result.stderr
     assert f"gateway: cannot bind daemon.peer_endpoint {endpoint!r}: {reason}" in result.stderr

@@ -82,6 +82,30 @@ def lock(run_dir: str | Path) -> IO[str] | None:
     return handle
 
 
+def in_use(run_dir: str | Path) -> bool:
+    """Whether a daemon runs with ``run_dir``: its pid file names a live process that holds the
+    lock (a killed daemon's pid taken by another process does not). Creates nothing, and probes the
+    lock only then, so that it never makes a daemon starting there find its lock taken."""
+    if read_pid(run_dir) is None:
+        return False
+    try:
+        with open(Path(run_dir) / LOCK_FILE) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+def in_use_error(run_dir: str | Path) -> DaemonError:
+    """Why a daemon cannot start with ``run_dir``: another process holds its lock."""
+    existing = read_pid(run_dir)
+    # Without a live pid: a daemon still starting, or a command that needs none running (student compress).
+    holder = f"a daemon (pid {existing})" if existing else "a daemon or another agentrt command"
+    return DaemonError(f"{holder} already runs with run directory {run_dir}; use 'agentrt down' or another --run-dir")
+
+
 @contextlib.contextmanager
 def stopped(run_dir: str | Path, command: str) -> Iterator[None]:
     """Hold the run directory's lock through a block that changes what a daemon owns (the registry):

@@ -139,6 +139,14 @@ def test_two_daemons_side_by_side_and_cli_finds_each_by_run_dir():
             assert status["daemon"]["peer_endpoint"] == running.endpoint
         same_dir = agentrt("up", "--run-dir", str(first.run_dir), timeout=30)
         assert same_dir.returncode == 1 and "already runs" in same_dir.stderr
+        assert f"pid {first.process.pid}" in same_dir.stderr
+        # Said before the components are checked (seconds of imports): with one that does not exist,
+        # the answer is still that a daemon runs there, for up and up --detach alike.
+        for detach in ([], ["--detach"]):
+            refused = agentrt(
+                "up", *detach, "--run-dir", str(second.run_dir), env={"AGENTRT_STUDENT_PLUGIN": "transformer9000"}
+            )
+            assert refused.returncode == 1 and "already runs" in refused.stderr, refused.stderr
     finally:
         first.stop()
         second.stop()

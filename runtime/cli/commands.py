@@ -67,6 +67,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = _load_config(args)
     settings = Settings.of(config)
     run_dir = Path(settings.daemon.run_dir)
+    if rundir.in_use(run_dir):  # before the checks below, which take seconds: they could not help
+        raise rundir.in_use_error(run_dir)
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
     if peer_security(settings) == "curve":
         settings.security.keys().server_secret()  # exists and reads, or a ConfigError now
@@ -97,8 +99,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         if code and daemon.exit_reason:  # the log has it too; the terminal that started it should see it
             print(f"agentrt up: {rundir.one_line(daemon.exit_reason)}", file=sys.stderr)
         return code
-    if rundir.read_pid(run_dir) is not None:
-        raise DaemonError(f"a daemon already runs with run directory {run_dir}")
     prepare_run_dir(run_dir)
     command = [sys.executable, "-m", "runtime", "up", "--run-dir", str(run_dir), "--no-check"]  # checked above
     for flag, value in (

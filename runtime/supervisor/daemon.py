@@ -19,7 +19,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from runtime import __version__, logs, rundir
 from runtime.config import Settings, internal_network
-from runtime.errors import DaemonError, ExitCode, ProtocolError
+from runtime.errors import ExitCode, ProtocolError
 from runtime.files import atomic_write
 from runtime.roles import ESSENTIAL_ROLES, ROLES
 from runtime.supervisor.role_processes import Launcher, RoleHandle, RoleLauncher
@@ -128,12 +128,7 @@ class Daemon:
         # file found while holding it is a dead daemon's, even if its pid now names another process.
         self._lock = rundir.lock(self.run_dir)
         if self._lock is None:
-            existing = rundir.read_pid(self.run_dir)
-            # Without a live pid: a daemon still starting, or a command that needs none running (student compress).
-            holder = f"a daemon (pid {existing})" if existing else "a daemon or another agentrt command"
-            raise DaemonError(
-                f"{holder} already runs with run directory {self.run_dir}; use 'agentrt down' or another --run-dir"
-            )
+            raise rundir.in_use_error(self.run_dir)
         with rundir.writing(self.run_dir):
             self._clean_after_dead_daemon()
             atomic_write(self.run_dir / rundir.CONFIG_SNAPSHOT, json.dumps(self.config).encode())

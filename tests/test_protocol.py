@@ -226,6 +226,20 @@ def test_unknown_kind(kind):
     assert error.code == ErrorCode.UNKNOWN_KIND and error.seq == 9
 
 
+@pytest.mark.parametrize(
+    ("message", "seq"),
+    [
+        ({"kind": "hello", "observation_space": {}}, None),  # hello has no seq: a stray one is not echoed
+        ({"kind": "student_request"}, None),
+        ({"kind": "observation", "obs": "not an array"}, 9),
+        ({"kind": "label", "obs": {"dtype": "f4", "shape": [], "data": b""}}, 9),
+    ],
+)
+def test_field_errors_echo_the_seq_only_of_kinds_that_have_one(message, seq):
+    error = rejected(raw(v=1, seq=9, **message))
+    assert (error.code, error.seq) == (ErrorCode.INVALID_FIELD, seq)
+
+
 @pytest.mark.parametrize("kind", sorted(set(KINDS) - PEER_KINDS))
 def test_internal_kinds_are_unknown_where_only_peer_kinds_are_accepted(kind):
     data = protocol.encode(kind, **sample_fields(kind))

@@ -270,27 +270,31 @@ def test_a_stopped_decision_is_unresponsive_then_killed_and_restarted():
 def test_a_silent_peer_is_detached_after_the_peer_timeout():
     daemon = start_daemon(env={"AGENTRT_PROTOCOL_PEER_TIMEOUT_S": "2"})
     env = gymnasium.make("CartPole-v1")
-    silent = Peer(daemon.endpoint, env.observation_space, env.action_space, name="silent", timeout_s=60)
-    lively = Peer(daemon.endpoint, env.observation_space, env.action_space, name="lively", timeout_s=60)
+    silent, lively, garbled = (
+        Peer(daemon.endpoint, env.observation_space, env.action_space, name=name, timeout_s=60)
+        for name in ("silent", "lively", "garbled")
+    )
     try:
-        for peer in (silent, lively):
+        for peer in (silent, lively, garbled):
             peer.connect(wait_s=30)
             peer.act(np.zeros(4, dtype=np.float32))
         deadline = time.monotonic() + 60
         status = daemon.status()
         while time.monotonic() < deadline:
             assert lively.heartbeat() or lively.heartbeat()  # a heartbeat keeps a session, as an observation does
+            garbled.socket.send(b"\xc1")  # so does any message, even one refused as malformed
             status = daemon.status()
             if status["roles"]["gateway"]["counters"].get("peers_detached"):
                 break
-        assert status["roles"]["gateway"]["counters"]["peers_detached"] == 1 and status["peers_connected"] == 1
+        assert status["roles"]["gateway"]["counters"]["peers_detached"] == 1 and status["peers_connected"] == 2
+        assert status["roles"]["gateway"]["counters"]["errors.MALFORMED_MESSAGE"] > 0
         assert '"reason": "timeout"' in daemon.log()
         # The detached peer's next observation is refused (NOT_ATTACHED); the SDK opens a new session.
         assert silent.act(np.zeros(4, dtype=np.float32)).decided_by in ("student", "teacher")
         assert silent.reconnects == 1 and lively.reconnects == 0
     finally:
-        silent.close()
-        lively.close()
+        for peer in (silent, lively, garbled):
+            peer.close()
         daemon.stop()
 
 

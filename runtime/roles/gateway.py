@@ -114,6 +114,9 @@ class Gateway(Role):
             except zmq.Again:
                 return
             route, payload = frames[0], frames[-1]
+            session = self.sessions.get(route)
+            if session is not None:  # any message, a refused one too, shows the peer is there
+                session.last_seen = time.monotonic()
             if len(frames) != 2:
                 self.reject(
                     route,
@@ -137,8 +140,6 @@ class Gateway(Role):
 
     def handle_peer(self, route: bytes, message: protocol.Message) -> None:
         session = self.sessions.get(route)
-        if session is not None:
-            session.last_seen = time.monotonic()
         if message.kind == "hello":
             self.on_hello(route, message)
         elif message.kind == "describe":  # before a hello too: how a peer learns the spaces to say it with

@@ -427,6 +427,9 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: froz
     spec = KINDS.get(kind) if isinstance(kind, str) else None
     if spec is None or (accept is not None and spec.name not in accept):
         raise ProtocolError(ErrorCode.UNKNOWN_KIND, f"unknown message kind {quote(kind)}", seq)
+    # From here the kind is known: only a kind that has a seq (an observation, a label) echoes one.
+    if not any(field.name == "seq" for field in spec.fields):
+        seq = None
     try:
         fields = _checked_fields(spec, body, seq)
     except ProtocolError as exc:

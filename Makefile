@@ -5,7 +5,7 @@ STAMP := $(VENV)/.agentrt-installed
 # torch==2.13.0 first: it is the CPU build available locally; the project's own range accepts it.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test test-js lint install bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -29,6 +29,13 @@ PYTEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=15
 
+# The JavaScript peers of docs/protocol.md, run as a user copies them against real daemons (needs
+# Node.js 18 or newer and npm; make test only checks that they parse).
+JS_DEPS := .js-peer-deps
+test-js: $(STAMP)
+	mkdir -p $(JS_DEPS) && cd $(JS_DEPS) && npm install --silent zeromq@6 @msgpack/msgpack@3
+	JS_PEER_DEPS=$(CURDIR)/$(JS_DEPS) $(PY) -m pytest -q -n 0 tests/test_js_peers.py
+
 # ruff (lint and format) and mypy (strict for the wire and plugin API), as CI enforces them.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -40,4 +47,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache $(JS_DEPS)

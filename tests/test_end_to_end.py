@@ -6,15 +6,21 @@ import json
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 
 import gymnasium
 import numpy as np
+import pytest
 
+from runtime import rundir
+from runtime.errors import ExitCode
 from runtime.peer import Peer
 from runtime.peer.gym import run_gym_peers
 from runtime.processes import process_alive as alive
 from runtime.processes import wait_for_exit
 from runtime.supervisor.daemon import SAME_EXITS_TO_FAIL
+from runtime.supervisor.launch import ChildDaemon
 from runtime.testing import agentrt, make_distribution, start_daemon
 from runtime.wire.transport import socket_dir
 
@@ -126,6 +132,45 @@ def test_sigterm_stops_everything(daemon):
     assert daemon.process.wait(timeout=60) == 0
     assert not wait_for_exit(pids, timeout_s=60)
     assert list(socket_dir(daemon.run_dir).iterdir()) == []
+
+
+def process_group(pgid: int) -> list[int]:
+    """The pids of the processes in group ``pgid``, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_ctrl_c_stops_every_process_cleanly_with_exit_130(when):
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the daemon, its fork
+    servers and its roles at once, the fork servers perhaps still importing torch."""
+    daemon = ChildDaemon(new_session=True)
+    try:
+        if when == "starting":  # the fork servers were started just before this line is logged
+            deadline = time.monotonic() + 60
+            while '"daemon_started"' not in daemon.log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            daemon.wait_ready()
+        os.killpg(daemon.process.pid, signal.SIGINT)
+        assert daemon.process.wait(timeout=60) == ExitCode.INTERRUPTED
+        log = daemon.log_path.read_text()
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+        assert json.loads((daemon.run_dir / rundir.DAEMON_EXIT).read_text())["code"] == ExitCode.INTERRUPTED
+        deadline = time.monotonic() + 60
+        while process_group(daemon.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process_group(daemon.process.pid) == []
+        assert list(socket_dir(daemon.run_dir).iterdir()) == []
+    finally:
+        daemon.stop()
 
 
 def test_roles_exit_when_the_daemon_is_killed(daemon):

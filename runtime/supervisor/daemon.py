@@ -156,7 +156,7 @@ class Daemon:
                 peer_endpoint=self.settings.daemon.peer_endpoint,
             )
             for role in self.roles.values():
-                if not role.remote:
+                if not role.remote and not self.stopping:  # Ctrl-C while starting: start no more
                     self._spawn(role)
             self._loop()
         finally:
@@ -185,6 +185,8 @@ class Daemon:
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stopping = True
+        if signum == signal.SIGINT and self.exit_code == ExitCode.OK:  # Ctrl-C; SIGTERM (`down`) is a plain stop
+            self.exit_code, self.exit_reason = ExitCode.INTERRUPTED, "interrupted (SIGINT)"
 
     def _loop(self) -> None:
         poller = zmq.Poller()

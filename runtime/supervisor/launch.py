@@ -43,7 +43,8 @@ class ChildDaemon:
     which another process could take it) and ``endpoint`` is read back from the daemon's status.
     ``python`` is the interpreter to run it with (another virtualenv's, say). ``defaults_only``
     drops inherited ``AGENTRT_*`` variables and runs in the run directory, where no agentrt.toml
-    is, so the daemon has the built-in configuration plus ``env``. ``stop`` makes sure
+    is, so the daemon has the built-in configuration plus ``env``. ``new_session`` makes it lead a
+    process group of its own, as a shell's foreground job does (for a Ctrl-C to all of it). ``stop`` makes sure
     that no role process it ever reported is left, by pid, and removes the run directory.
     """
 
@@ -55,6 +56,7 @@ class ChildDaemon:
         env: Mapping[str, str] | None = None,
         defaults_only: bool = False,
         python: str = sys.executable,
+        new_session: bool = False,
     ) -> None:
         self.run_dir = run_dir or private_run_dir()
         self._endpoint = endpoint
@@ -88,6 +90,7 @@ class ChildDaemon:
                 env={**inherited, **SAFE_PATH_ENV, **(env or {})},
                 preexec_fn=die_with_parent,
                 cwd=self.run_dir if defaults_only else None,
+                start_new_session=new_session,
             )
 
     @property

@@ -114,6 +114,20 @@ def fork_server_temp_dir() -> str:
     return multiprocessing.util.get_temp_dir()
 
 
+def _ensure_running(server: multiprocessing.forkserver.ForkServer) -> None:
+    """Start ``server`` if it does not run, ignoring SIGINT from its first instruction: a Ctrl-C
+    reaches the terminal's whole process group, and multiprocessing's fork server ignores it only
+    once its imports are done (a second or two for torch), so before then it died with a
+    KeyboardInterrupt traceback, and the daemon with it. The daemon stops the fork servers itself.
+    SIG_IGN survives exec, and Python keeps it; each role installs its own handler. The daemon
+    ignores SIGINT only for the milliseconds of the spawn."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        server.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
 def _launching_from(server: multiprocessing.forkserver.ForkServer) -> Iterator[None]:
     """Processes started inside go through ``server``: multiprocessing keeps one fork server per
@@ -143,7 +157,7 @@ class Launcher:
         """Start both fork servers now, without waiting for their imports: they import side by side,
         and while the daemon gets ready, instead of one after the other at the first role of each."""
         for server in self.servers.values():
-            server.ensure_running()
+            _ensure_running(server)
 
     def fork_servers(self) -> dict[str, int]:
         """The fork servers' pids, of those that run (multiprocessing keeps them on a private attribute)."""
@@ -162,6 +176,7 @@ class Launcher:
     def start(self, role: str, run_dir: str) -> RoleHandle:
         server = self.servers["models" if role in TORCH_ROLES else "light"]
         process = self.context.Process(target=_run_forked, args=(role, run_dir), name=f"agentrt-{role}", daemon=False)
+        _ensure_running(server)  # one that died is started again here, not inside process.start()
         with _launching_from(server):
             process.start()
         return ForkedRole(process)

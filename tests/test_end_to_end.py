@@ -20,7 +20,7 @@ from runtime.peer.gym import run_gym_peers
 from runtime.processes import process_alive as alive
 from runtime.processes import wait_for_exit
 from runtime.supervisor.daemon import SAME_EXITS_TO_FAIL
-from runtime.supervisor.launch import ChildDaemon
+from runtime.supervisor.launch import ChildDaemon, private_run_dir
 from runtime.testing import agentrt, make_distribution, start_daemon
 from runtime.wire.transport import socket_dir
 
@@ -124,6 +124,23 @@ def test_down_leaves_no_process_and_no_ipc_file(daemon):
     assert daemon.process.wait(timeout=60) == 0
     assert list(socket_dir(daemon.run_dir).iterdir()) == []
     assert not (daemon.run_dir / "daemon.pid").exists()
+
+
+def test_down_removes_an_ipc_peer_endpoints_file():
+    """libzmq leaves the file of an ipc endpoint behind when the socket closes."""
+    run_dir = private_run_dir()
+    peers = run_dir / "peers.sock"
+    daemon = start_daemon(endpoint=f"ipc://{peers}", run_dir=run_dir)
+    try:
+        env = gymnasium.make("CartPole-v1")
+        with Peer(daemon.endpoint, env.observation_space, env.action_space, timeout_s=60) as peer:
+            assert peer.act(np.zeros(4, dtype=np.float32)).seq == 1
+        assert peers.is_socket()
+        result = daemon.cli("down")
+        assert result.returncode == 0, result.stderr
+        assert not peers.exists()
+    finally:
+        daemon.stop()
 
 
 def test_sigterm_stops_everything(daemon):

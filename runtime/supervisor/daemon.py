@@ -340,10 +340,14 @@ class Daemon:
                 process.wait()
 
     def _remove_sockets(self) -> None:
+        """The socket files of this run: libzmq leaves an ipc file behind when its socket closes."""
         sockets = transport.socket_dir(self.run_dir)
         if sockets.is_dir():
             for entry in sockets.iterdir():
                 entry.unlink(missing_ok=True)
+        peers = transport.ipc_file(self.settings.daemon.peer_endpoint)
+        if peers is not None and peers.is_socket():
+            peers.unlink(missing_ok=True)
 
     # --- stats and control -----------------------------------------------------------------------
     def _collect_stats(self) -> None:

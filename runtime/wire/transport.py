@@ -75,6 +75,12 @@ def ipc_endpoint(run_dir: str | os.PathLike[str], name: str) -> str:
     return f"ipc://{path}"
 
 
+def ipc_file(endpoint: str) -> Path | None:
+    """The file an ``ipc://`` endpoint binds; None for other transports and Linux's abstract names (``ipc://@``)."""
+    path = endpoint.removeprefix("ipc://")
+    return Path(path) if endpoint.startswith("ipc://") and not path.startswith("@") else None
+
+
 @dataclass(frozen=True)
 class Network:
     """Internal endpoints over TCP: endpoint ``name`` is ``tcp://host:<port + its index in

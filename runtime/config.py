@@ -45,6 +45,8 @@ from runtime.wire.transport import NETWORK_ENDPOINTS, Network
 
 CONFIG_FILE_NAME = "agentrt.toml"
 ENV_PREFIX = "AGENTRT_"
+#: The origin of the values set by ``AGENTRT_<SECTION>_<KEY>`` variables, as ``merge`` is told it.
+ENVIRONMENT = "environment"
 
 
 Config = dict[str, dict[str, Any]]
@@ -115,6 +117,14 @@ class Section:
         return asdict(self)  # type: ignore[call-overload]
 
 
+def _bindable(endpoint: str) -> bool:
+    # libzmq takes a port over 65535 modulo 65536: tcp://127.0.0.1:99999 would bind 34463.
+    if endpoint.startswith("ipc://"):
+        return len(endpoint) > len("ipc://")
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    return endpoint.startswith("tcp://") and bool(host) and (port == "*" or (port.isdigit() and int(port) <= 65535))
+
+
 @dataclass(frozen=True)
 class DaemonSettings(Section):
     run_dir: str = setting(
@@ -124,7 +134,12 @@ class DaemonSettings(Section):
         string,
     )
     peer_endpoint: str = setting(
-        "tcp://127.0.0.1:7411", "where peers connect (ZeroMQ endpoint the gateway binds)", string
+        "tcp://127.0.0.1:7411",
+        "where peers connect (ZeroMQ endpoint the gateway binds)",
+        Validator(
+            "tcp://HOST:PORT (PORT at most 65535, or * for any free one) or ipc://PATH",
+            lambda v: isinstance(v, str) and _bindable(v),
+        ),
     )
     log_format: str = setting(
         "auto", "auto (json unless stderr is a terminal), json or console", in_("auto", "json", "console")
@@ -450,7 +465,12 @@ def _check_value(section: str, key: str, value: Any, origin: str) -> Any:
         return _SECTIONS[section].check(key, value)
     except ConfigError as exc:
         # Users and scripts grep for the dotted key; the origin says which file or variable to fix.
-        raise type(exc)(f"{exc}; key {section}.{key} in {origin}") from None
+        raise type(exc)(f"{exc}; key {section}.{key} in {_where(origin, section, key)}") from None
+
+
+def _where(origin: str, section: str, key: str) -> str:
+    """The file, or for the environment the variable, that set ``section.key``."""
+    return f"environment variable {ENV_PREFIX}{section.upper()}_{key.upper()}" if origin == ENVIRONMENT else origin
 
 
 def merge(config: Config, overrides: Mapping[str, Any], origin: str) -> Config:
@@ -463,7 +483,9 @@ def merge(config: Config, overrides: Mapping[str, Any], origin: str) -> Config:
             raise ConfigError(f"{origin}: [{section}] must be a table")
         for key, value in values.items():
             if key not in SCHEMA[section]:
-                raise ConfigError(f"{origin}: unknown key {section}.{key}; known: {', '.join(SCHEMA[section])}")
+                raise ConfigError(
+                    f"{_where(origin, section, key)}: unknown key {section}.{key}; known: {', '.join(SCHEMA[section])}"
+                )
             result[section][key] = _check_value(section, key, value, origin)
     return result
 
@@ -499,7 +521,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 break
         else:
             raise ConfigError(
-                f"environment variable {name}: no configuration section matches; sections: {', '.join(SCHEMA)}"
+                f"environment variable {name}: no configuration section matches; variables named "
+                f"{ENV_PREFIX}<SECTION>_<KEY> configure agentrt (unset or rename it); sections: {', '.join(SCHEMA)}"
             )
     return overrides
 
@@ -527,7 +550,7 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         config = merge(config, data, str(path))
-    config = merge(config, env_overrides(environ), "environment")
+    config = merge(config, env_overrides(environ), ENVIRONMENT)
     if overrides:
         config = merge(config, overrides, "command line")
     # Absolute: the roles and the daemon started with --detach do not share the caller's working directory.

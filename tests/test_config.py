@@ -72,6 +72,9 @@ def test_run_dir_is_absolute_whatever_the_working_directory(tmp_path, monkeypatc
         ("[daemon]\nunresponsive_after_s = 0.2\n", "daemon.unresponsive_after_s must be more than daemon.stats"),
         ("[daemon]\nkill_unresponsive_after_s = 1\n", "daemon.kill_unresponsive_after_s must be at least"),
         ("[daemon\n", "not valid TOML"),
+        # libzmq would bind port 99999 - 65536 = 34463 and say nothing.
+        ("[daemon]\npeer_endpoint = 'tcp://127.0.0.1:99999'\n", "PORT at most 65535"),
+        ("[daemon]\npeer_endpoint = 'foo'\n", "tcp://HOST:PORT"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path, toml, message):
@@ -79,6 +82,28 @@ def test_bad_configuration_names_the_key(tmp_path, toml, message):
     path.write_text(toml)
     with pytest.raises(config.ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         config.load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://127.0.0.1:7411", "tcp://*:7411", "tcp://127.0.0.1:*", "tcp://[::1]:0", "ipc:///tmp/a.sock"]
+)
+def test_bindable_peer_endpoints_are_accepted(endpoint):
+    assert config.load(environ={"AGENTRT_DAEMON_PEER_ENDPOINT": endpoint})["daemon"]["peer_endpoint"] == endpoint
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (
+            "AGENTRT_DAEMON_LOG_FORMATT",
+            "environment variable AGENTRT_DAEMON_LOG_FORMATT: unknown key daemon.log_formatt",
+        ),
+        ("AGENTRT_PEER", "environment variable AGENTRT_PEER: no configuration section matches"),
+    ],
+)
+def test_a_bad_environment_variable_is_named(variable, message):
+    with pytest.raises(config.ConfigError, match=f"^{message}"):
+        config.load(environ={variable: "x"})
 
 
 def test_environment_overrides_file_and_parses_values(tmp_path):

@@ -69,7 +69,7 @@ def test_the_javascript_peer_says_hello_again_after_a_runtime_restart_and_loses_
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env={**os.environ, "AGENTRT_PEER": endpoint, "STEPS": str(steps)},
+                env={**os.environ, "PEER_ENDPOINT": endpoint, "STEPS": str(steps)},
             )
             try:
                 assert peer.stdout is not None
@@ -106,7 +106,7 @@ def test_the_javascript_edge_peer_acts_with_the_student_it_is_sent():
                 capture_output=True,
                 text=True,
                 timeout=240,
-                env={**os.environ, "AGENTRT_PEER": daemon.endpoint, "EPISODES": "20"},
+                env={**os.environ, "PEER_ENDPOINT": daemon.endpoint, "EPISODES": "20"},
             )
         assert edge.returncode == 0, edge.stdout[-2000:] + edge.stderr[-2000:]
         assert "acting with student v0" in edge.stdout and "episode 20:" in edge.stdout

@@ -127,7 +127,7 @@ def test_configuration_keys_use_the_same_form_and_keep_the_dotted_key(tmp_path):
     with pytest.raises(
         ConfigError,
         match=r"^daemon: parameter 'restart_backoff_s' must be a number > 0 \(got -1\); "
-        r"key daemon.restart_backoff_s in environment$",
+        r"key daemon.restart_backoff_s in environment variable AGENTRT_DAEMON_RESTART_BACKOFF_S$",
     ):
         config.load(environ={"AGENTRT_DAEMON_RESTART_BACKOFF_S": "-1"})
 

@@ -121,6 +121,12 @@ def test_keys_commands_generate_authorize_list_and_revoke(tmp_path):
     assert agentrt("keys", "generate", env=env).returncode == 0
     client = agentrt("keys", "generate", "--client", "arm", "--out", str(tmp_path), env=env)
     assert client.returncode == 0, client.stderr
+    secret = (tmp_path / "arm.key_secret").read_bytes()
+    again = agentrt("keys", "generate", "--client", "arm", "--out", str(tmp_path), env=env)
+    assert again.returncode == 2 and "arm.key exists" in again.stderr, again.stderr
+    assert (tmp_path / "arm.key_secret").read_bytes() == secret  # the authorized peer keeps working
+    absent = agentrt("keys", "authorize", str(tmp_path / "nope.key"), env=env)
+    assert absent.returncode == 2 and "nope.key does not exist" in absent.stderr, absent.stderr
     assert agentrt("keys", "authorize", str(tmp_path / "arm.key"), env=env).returncode == 0
     listed = json.loads(agentrt("keys", "list", "--json", env=env).stdout)
     assert listed["server"] and list(listed["authorized"]) == ["arm"]

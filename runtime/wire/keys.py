@@ -41,6 +41,8 @@ def default_keys_dir(environ: os._Environ[str] | dict[str, str] = os.environ) ->
 
 
 def _read(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+    if not path.is_file():
+        raise ConfigError(f"CURVE key file {path} does not exist")
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
@@ -163,8 +165,12 @@ class RoleKeys:
 
 
 def generate_client(directory: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
-    """A new client key pair ``<name>.key`` and ``<name>.key_secret`` in ``directory``."""
+    """A new client key pair ``<name>.key`` and ``<name>.key_secret`` in ``directory``; never over
+    an existing one, which a runtime may have authorized: the peer holding it would be locked out."""
     _check_name(name)
+    for existing in (Path(directory) / (name + suffix) for suffix in (PUBLIC_SUFFIX, SECRET_SUFFIX)):
+        if existing.exists():
+            raise ConfigError(f"{existing} exists; choose another name, or remove the pair to replace it")
     Path(directory).mkdir(parents=True, exist_ok=True)
     public, secret = zmq.auth.create_certificates(directory, name)
     os.chmod(secret, 0o600)

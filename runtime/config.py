@@ -539,8 +539,7 @@ def load(
     """The effective configuration. ``path`` defaults to ``$AGENTRT_CONFIG`` or ./agentrt.toml if present."""
     environ = os.environ if environ is None else environ
     config = defaults()
-    if path is None:
-        path = environ.get("AGENTRT_CONFIG") or (CONFIG_FILE_NAME if Path(CONFIG_FILE_NAME).exists() else None)
+    path = _config_path(path, environ)
     if path is not None:
         try:
             with open(path, "rb") as handle:
@@ -562,6 +561,28 @@ def load(
             "roles on other hosts cannot reach ipc files"
         )
     return config
+
+
+def _config_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> str | os.PathLike[str] | None:
+    return path or environ.get("AGENTRT_CONFIG") or (CONFIG_FILE_NAME if Path(CONFIG_FILE_NAME).exists() else None)
+
+
+def find_run_dir(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """``daemon.run_dir`` alone, where ``load`` fails on another key: so that a typo made in the
+    file since a daemon started does not keep its user from reaching it (``status``, ``down``).
+    From the environment, else the file's ``[daemon]`` table if it parses, else the default."""
+    environ = os.environ if environ is None else environ
+    found = environ.get(f"{ENV_PREFIX}RUN_DIR") or environ.get(f"{ENV_PREFIX}DAEMON_RUN_DIR")
+    path = _config_path(path, environ)
+    if not found and path is not None:
+        try:
+            with open(path, "rb") as handle:
+                daemon = tomllib.load(handle).get("daemon")
+        except (OSError, tomllib.TOMLDecodeError):
+            daemon = None
+        value = daemon.get("run_dir") if isinstance(daemon, dict) else None
+        found = value if isinstance(value, str) else None
+    return str(Path(found or default_run_dir(environ)).absolute())
 
 
 def _check_deadlines(daemon: Mapping[str, Any]) -> None:

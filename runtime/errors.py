@@ -9,6 +9,7 @@
     │   └── PluginFailure           a component raised, or returned something wrong, while serving
     ├── ProtocolError               a message breaks the wire protocol; carries its ErrorCode and seq
     ├── PeerError                   the runtime answered a peer's request with an error (the SDK's)
+    ├── PeerTimeout                 no runtime answered a peer in time (the SDK's; a TimeoutError too) (124)
     ├── DaemonError                 the daemon cannot start here, or refused a control command
     │   ├── DaemonUnreachable       no daemon answers for this run directory
     │   └── RunDirError             the run directory cannot be written: a full disk, say (73)
@@ -114,6 +115,14 @@ class PeerError(AgentrtError):
         super().__init__(message)
         self.code = code
         self.seq = seq
+
+
+class PeerTimeout(AgentrtError, TimeoutError):
+    """No runtime answered a peer within its wait: none runs at the endpoint, or one with CURVE
+    refused the peer's key, which to the peer looks the same. Also a TimeoutError, as the SDK's
+    waits raised before."""
+
+    exit_code = ExitCode.TIMEOUT
 
 
 class DaemonError(AgentrtError):

@@ -40,9 +40,18 @@ def one_line(text: str) -> str:
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
+def refuse_file(run_dir: Path) -> None:
+    """ConfigError if ``run_dir`` is a file: every command would fail on it with an OSError."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(
+            f"run directory {run_dir} is a file; set daemon.run_dir (--run-dir, AGENTRT_RUN_DIR) to a directory"
+        )
+
+
 def claim(run_dir: Path) -> None:
     """Make ``run_dir`` an agentrt run directory, private to this user (0700): create it, adopt an
     empty one, or accept one that has the marker. Anything else is refused before it is changed."""
+    refuse_file(run_dir)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if run_dir.stat().st_uid != os.getuid():
         raise DaemonError(f"run directory {run_dir} belongs to another user")
@@ -126,7 +135,7 @@ def read_pid(run_dir: str | Path) -> int | None:
     was killed left its pid file behind."""
     try:
         pid = int((Path(run_dir) / PID_FILE).read_text().strip())
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     return pid if process_alive(pid) else None
 

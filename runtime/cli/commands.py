@@ -15,7 +15,7 @@ from typing import Any
 from runtime import config as config_module
 from runtime import rundir
 from runtime.config import REMOTE_CAPABLE, Settings, internal_network, peer_security
-from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode
+from runtime.errors import AgentrtError, ConfigError, DaemonError, DaemonUnreachable, ExitCode, PeerTimeout
 from runtime.files import atomic_write
 from runtime.processes import SAFE_PATH_ENV
 from runtime.supervisor import control
@@ -33,6 +33,46 @@ def _load_config(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "insecure", False):
         overrides.setdefault("security", {})["insecure"] = True
     return config_module.load(getattr(args, "config", None), overrides=overrides)
+
+
+def _daemon_run_dir(args: argparse.Namespace) -> Path:
+    """The run directory of the daemon a command talks to: ``--run-dir``, else the configuration's.
+    A configuration that no longer loads (a typo made since the daemon started) warns, and
+    ``daemon.run_dir`` is read alone: it must not keep its user from stopping the daemon."""
+    if args.run_dir:
+        run_dir = Path(args.run_dir).absolute()
+    else:
+        try:
+            run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+        except ConfigError as exc:
+            run_dir = Path(config_module.find_run_dir(args.config))
+            print(f"agentrt {_command_name(args)}: warning: configuration error: {exc}", file=sys.stderr)
+            print(f"agentrt {_command_name(args)}: warning: using run directory {run_dir}", file=sys.stderr)
+    rundir.refuse_file(run_dir)
+    return run_dir
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``attach gym``, ``student list``: the words that chose the handler, for the prefix of its messages."""
+    return " ".join(getattr(args, dest) for dest in _SUBCOMMAND_DESTS if getattr(args, dest, None))
+
+
+#: Where the parser puts the subcommand at each level (``add_subparsers(dest=...)``).
+_SUBCOMMAND_DESTS = (
+    "command",
+    "config_command",
+    "attach_command",
+    "keys_command",
+    "student_command",
+    "teacher_command",
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = _load_config(args)
     settings = Settings.of(config)
     run_dir = Path(settings.daemon.run_dir)
+    rundir.refuse_file(run_dir)
     if rundir.in_use(run_dir):  # before the checks below, which take seconds: they could not help
         raise rundir.in_use_error(run_dir)
     describe(config)  # every plugin imports and every selected component exists: fail now, not in a role
@@ -183,7 +224,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     """Stop the daemon and return only once it and every process it reported are gone."""
     from runtime.processes import wait_for_exit
 
-    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+    run_dir = _daemon_run_dir(args)
     pid = rundir.read_pid(run_dir)
     try:
         pids = control.request(run_dir, "down")["pids"]
@@ -201,7 +242,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
+    run_dir = _daemon_run_dir(args)
     try:
         status = control.request(run_dir, "status")
     except DaemonUnreachable as exc:
@@ -286,10 +327,31 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 # --- peers and demo ------------------------------------------------------------------------------------
 def cmd_attach_gym(args: argparse.Namespace) -> int:
+    import gymnasium
+
     from runtime.peer.edge import EdgeQuery
     from runtime.peer.gym import run_edge_gym_peers, run_gym_peers
 
-    endpoint = args.endpoint or _load_config(args)["daemon"]["peer_endpoint"]
+    try:
+        gymnasium.spec(args.env_id)
+    except gymnasium.error.Error as exc:
+        raise ConfigError(f"{args.env_id}: {exc}") from None
+    if not args.edge:
+        edge_only = [flag for flag in ("labels_per_s", "transitions", "step_hz") if getattr(args, flag) is not None]
+        if edge_only:
+            raise ConfigError(f"--{edge_only[0].replace('_', '-')} applies to the edge mode only: add --edge")
+    elif args.policy == "teacher":
+        raise ConfigError(
+            "--edge --policy teacher: at the edge the peer's student acts; --policy auto asks the teacher "
+            "for labels where the student is unsure, --policy student asks for none"
+        )
+    endpoint, serving = args.endpoint, None
+    if endpoint is None:
+        try:  # the daemon of the run directory says where it serves: --peer-endpoint may have moved it
+            serving = control.request(_daemon_run_dir(args), "status")["daemon"]
+            endpoint = serving["peer_endpoint"]
+        except DaemonError:
+            endpoint = _load_config(args)["daemon"]["peer_endpoint"]
 
     def report(episode):
         if not args.json:
@@ -306,6 +368,11 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
         if not (args.server_key and args.client_key):
             raise ConfigError("CURVE needs both --server-key (the runtime's server.key) and --client-key")
         curve = ClientKeys.from_files(args.server_key, args.client_key)
+    elif serving is not None and serving.get("peer_security") == "curve":
+        raise ConfigError(
+            f"the runtime at {endpoint} admits CURVE peers only: pass --server-key (its server.key) and "
+            "--client-key (a key pair it authorized: agentrt keys generate --client NAME, agentrt keys authorize)"
+        )
     common: dict[str, Any] = dict(
         endpoint=endpoint,
         env_id=args.env_id,
@@ -316,24 +383,30 @@ def cmd_attach_gym(args: argparse.Namespace) -> int:
         on_episode=report,
         curve=curve,
     )
-    if args.edge:
-        if args.policy == "teacher":
-            raise ConfigError("--edge: the student acts at the edge; --policy student asks for no labels")
-        summary = run_edge_gym_peers(
-            **common,
-            query=EdgeQuery(per_second=args.labels_per_s, seed=args.seed) if args.policy == "auto" else None,
-            transitions=args.transitions,
-            format=args.edge_format,
-            step_hz=args.step_hz,
-        )
-    else:
-        summary = run_gym_peers(**common, policy=args.policy)
+    try:
+        if args.edge:
+            # Unset flags keep the defaults of EdgeQuery and run_edge_gym_peers, which the help repeats.
+            budget = {} if args.labels_per_s is None else {"per_second": args.labels_per_s}
+            transitions = {} if args.transitions is None else {"transitions": args.transitions}
+            summary = run_edge_gym_peers(
+                **common,
+                **transitions,
+                query=EdgeQuery(seed=args.seed, **budget) if args.policy == "auto" else None,
+                format=args.edge_format,
+                step_hz=args.step_hz,
+            )
+        else:
+            summary = run_gym_peers(**common, policy=args.policy)
+    except PeerTimeout as exc:
+        hint = "" if curve else " A runtime that requires CURVE is silent to peers without --server-key, --client-key."
+        raise PeerTimeout(f"{exc}. Is its daemon up (agentrt status)?{hint}") from None
     result = summary.as_dict()
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}, {result['steps']} steps, "
+            f"{result['episodes']} episodes, mean return {result['mean_return']:.1f}; "
+            f"{result['steps']} steps played (unfinished episodes' included), "
             f"student decided {result['decided_by_student']}, teacher {result['decided_by_teacher']}"
         )
         if "edge" in result:
@@ -559,8 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     gym = attach_commands.add_parser("gym", help="run Gymnasium environments as peers")
     _add_common(gym)
     gym.add_argument("env_id")
-    gym.add_argument("--episodes", type=int, default=10)
-    gym.add_argument("--peers", type=int, default=1)
+    gym.add_argument("--episodes", type=_positive_int, default=10, help="episodes in all (default 10)")
+    gym.add_argument("--peers", type=_positive_int, default=1, help="peers side by side (default 1)")
     gym.add_argument(
         "--policy",
         choices=["auto", "student", "teacher"],
@@ -568,7 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="who decides: the runtime's query policy (auto), or force student or teacher",
     )
     gym.add_argument("--seed", type=int, default=0)
-    gym.add_argument("--endpoint", help="peer endpoint (default: daemon.peer_endpoint)")
+    gym.add_argument(
+        "--endpoint", help="peer endpoint (default: where the run directory's daemon serves, else daemon.peer_endpoint)"
+    )
     gym.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the runtime")
     gym.add_argument(
         "--edge",
@@ -576,9 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the edge mode: each peer runs the student itself and asks for labels (--policy auto) or none (student)",
     )
     gym.add_argument("--edge-format", choices=["safetensors+json", "onnx"], default="safetensors+json")
-    gym.add_argument("--labels-per-s", type=float, default=50.0, help="with --edge: each peer's label budget")
+    gym.add_argument("--labels-per-s", type=float, help="with --edge: each peer's label budget (default 50)")
     gym.add_argument(
-        "--transitions", type=float, default=0.0, help="with --edge: share of other steps sent for the query policy"
+        "--transitions", type=float, help="with --edge: share of other steps sent for the query policy (default 0)"
     )
     gym.add_argument("--step-hz", type=float, help="with --edge: control-loop rate (default: as fast as it goes)")
     gym.add_argument("--server-key", help="CURVE: the runtime's public key file (server.key)")
@@ -724,11 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except AgentrtError as exc:
         # The error tree decides the exit code (runtime/errors.py); every line is prefixed with the command.
-        command = " ".join(
-            getattr(args, name)
-            for name in ("command", "config_command", "student_command", "attach_command", "teacher_command")
-            if getattr(args, name, None)
-        )
+        command = _command_name(args)
         kind = "configuration error: " if isinstance(exc, ConfigError) else ""
         for line in f"{kind}{exc}".splitlines():
             print(f"agentrt {command}: {line}", file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import zmq
 
-from runtime.errors import PeerError
+from runtime.errors import PeerError, PeerTimeout
 from runtime.peer.sdk import Peer, refused
 from runtime.wire import protocol
 from runtime.wire.keys import ClientKeys
@@ -193,7 +193,7 @@ class EdgePeer:
         while self.student is None:
             remaining = self.peer.resend_s if deadline is None else min(self.peer.resend_s, deadline - time.monotonic())
             if remaining <= 0:
-                raise TimeoutError(f"the runtime at {self.peer.endpoint} sent no student within {wait_s:g} s")
+                raise PeerTimeout(f"the runtime at {self.peer.endpoint} sent no student within {wait_s:g} s")
             self._take(self.peer._receive(remaining))
         return welcome
 

@@ -65,7 +65,9 @@ class AttachSummary:
 
 class Episodes:
     """What both runners keep per environment: its observation, return, length and teacher steps,
-    and what happens when an episode ends (a result, ``on_episode``, a reset with the next seed)."""
+    and what happens when an episode ends (a result, ``on_episode``, a reset with the next seed).
+    Of the episodes that end, the first ``episodes`` are results: environments stepped side by side
+    can end more in their last step."""
 
     def __init__(
         self,
@@ -73,8 +75,9 @@ class Episodes:
         seed: int,
         summary: AttachSummary,
         on_episode: Callable[[EpisodeResult], None] | None,
+        episodes: int,
     ) -> None:
-        self.envs, self.summary, self.on_episode = envs, summary, on_episode
+        self.envs, self.summary, self.on_episode, self.episodes = envs, summary, on_episode, episodes
         count = len(envs)
         self.observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
         self.returns, self.lengths, self.teacher_steps = [0.0] * count, [0] * count, [0] * count
@@ -97,9 +100,10 @@ class Episodes:
         self.summary.by_student += not by_teacher
         if terminated or truncated:
             result = EpisodeResult(i, self.returns[i], self.lengths[i], self.teacher_steps[i], student_version)
-            self.summary.episodes.append(result)
-            if self.on_episode:
-                self.on_episode(result)
+            if len(self.summary.episodes) < self.episodes:
+                self.summary.episodes.append(result)
+                if self.on_episode:
+                    self.on_episode(result)
             self.observations[i] = env.reset(seed=self.next_seed)[0]
             self.next_seed += 1
             self.returns[i], self.lengths[i], self.teacher_steps[i] = 0.0, 0, 0
@@ -123,7 +127,7 @@ def _play(
     try:
         for client in clients:
             client.connect(wait_s=wait_s)
-        state = Episodes(envs, seed, summary, on_episode)
+        state = Episodes(envs, seed, summary, on_episode, episodes)
         period = 1.0 / step_hz if step_hz else 0.0
         next_step = time.monotonic()
         while len(summary.episodes) < episodes and not (should_stop and should_stop()):
@@ -137,7 +141,6 @@ def _play(
         for env in envs:
             env.close()
         summary.duration_s = time.monotonic() - started
-    summary.episodes = summary.episodes[:episodes]
     return summary
 
 

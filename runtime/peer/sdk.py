@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from runtime.errors import PeerError, ProtocolError
+from runtime.errors import PeerError, PeerTimeout, ProtocolError
 from runtime.wire import protocol
 from runtime.wire.keys import ClientKeys
 from runtime.wire.protocol import ErrorCode
@@ -119,7 +119,7 @@ class Peer:
                 if message is not None and message.kind == "error":
                     raise refused(message)
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"no runtime answered at {endpoint} within {wait_s:g} s")
+                    raise PeerTimeout(f"no runtime answered at {endpoint} within {wait_s:g} s")
         finally:
             asking.close()
 
@@ -138,7 +138,7 @@ class Peer:
             if message is not None and message.kind == "error":
                 raise refused(message)
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"no runtime answered at {self.endpoint} within {wait_s:g} s")
+                raise PeerTimeout(f"no runtime answered at {self.endpoint} within {wait_s:g} s")
 
     def _new_socket(self) -> zmq.Socket[Any]:
         if self.socket is not None:
@@ -248,7 +248,7 @@ def results(peers: Sequence[Peer]) -> list[Action]:
     """The action of every peer's last submitted observation, awaited together: each peer resends
     on its own timer while the others are awaited, so whatever lost a batch of observations (a
     role that restarted) costs the batch one resend interval, not one per peer. A peer reconnects
-    after ``reconnect_after`` silent resends. TimeoutError if a peer has no answer within its
+    after ``reconnect_after`` silent resends. PeerTimeout (a TimeoutError) if a peer has no answer within its
     ``timeout_s``."""
     now = time.monotonic()
     deadlines = [now + peer.timeout_s for peer in peers]
@@ -268,7 +268,7 @@ def results(peers: Sequence[Peer]) -> list[Action]:
             if message is not None and (answer := peer._answer(message, deadlines[i])) is not None:
                 answers[i] = answer
             elif now >= deadlines[i]:
-                raise TimeoutError(f"no action for observation {peer.seq} within {peer.timeout_s:g} s")
+                raise PeerTimeout(f"no action for observation {peer.seq} within {peer.timeout_s:g} s")
             elif peer.reconnects > reconnects:  # the runtime restarted: sent again in a new session
                 resend_at[i] = time.monotonic() + peer.resend_s
             elif message is None and now >= resend_at[i]:

@@ -731,7 +731,8 @@ def test_systemd_unit_verifies(tmp_path):
 def test_systemd_unit_does_not_restart_a_configuration_that_cannot_work(tmp_path, monkeypatch):
     unit = systemd_unit()
     assert unit["Restart"] == ["on-failure"]
-    assert str(int(ExitCode.CONFIG)) in " ".join(unit["RestartPreventExitStatus"]).split()
+    prevented = " ".join(unit["RestartPreventExitStatus"]).split()
+    assert str(int(ExitCode.CONFIG)) in prevented and str(int(ExitCode.USAGE)) in prevented
     env = dict(value.split("=", 1) for value in unit["Environment"])
     monkeypatch.chdir(tmp_path)
     # The unit's --config is deploy/agentrt.toml once installed.

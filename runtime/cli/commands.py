@@ -121,7 +121,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"agentrt up: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
     if args.check:
-        from runtime.learn.check import check_components
+        from runtime.learn.check import causes, check_components
         from runtime.learn.device import check_placements
         from runtime.plugin.pluginmanager import load
 
@@ -129,10 +129,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         # imports torch, which the daemon itself (--no-check, as --detach starts it) never does.
         check_placements(settings)
 
-        failed = [check for check in check_components(load(settings.plugins.table()), settings) if not check.ok]
-        for check in failed:
-            print(f"agentrt up: {check.error}", file=sys.stderr)
-        if failed:
+        failures = causes(check_components(load(settings.plugins.table()), settings))
+        for failure in failures:
+            print(f"agentrt up: {failure}", file=sys.stderr)
+        if failures:
             return ExitCode.CONFIG
     if not args.detach:
         daemon = Daemon(config)

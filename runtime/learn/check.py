@@ -33,9 +33,16 @@ class Check:
     components: list[str]
     ok: bool
     error: str | None = None
+    blocked: bool = False  # not run: an earlier stage it needs failed
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def causes(checks: list[Check]) -> list[str]:
+    """What failed, once each, in stage order: a component serves several stages (the student:
+    decide and train), and a stage left unrun for want of an earlier one's output adds nothing."""
+    return list(dict.fromkeys(check.error for check in checks if not check.ok and not check.blocked and check.error))
 
 
 def check_components(plugins: Plugins, settings: Settings) -> list[Check]:
@@ -53,7 +60,7 @@ def check_components(plugins: Plugins, settings: Settings) -> list[Check]:
         names = [component for point in points for component in EXTENSION_POINTS[point].selected(config)]
         missing = [need for need in needs if need not in state]
         if missing:
-            checks.append(Check(points, names, False, f"not run: it needs the {', '.join(missing)} step"))
+            checks.append(Check(points, names, False, f"not run: it needs the {', '.join(missing)} step", blocked=True))
             return
         try:
             state[name] = run()

@@ -133,11 +133,22 @@ def stopped(run_dir: str | Path, command: str) -> Iterator[None]:
 def read_pid(run_dir: str | Path) -> int | None:
     """The pid of the daemon running with ``run_dir``; None when none runs, also when a daemon that
     was killed left its pid file behind."""
+    pid = _recorded_pid(run_dir)
+    return pid if pid is not None and process_alive(pid) else None
+
+
+def dead_pid(run_dir: str | Path) -> int | None:
+    """The pid of a daemon that ended without stopping (killed, or crashed), whose pid file is left;
+    None otherwise. The next daemon there cleans up after it."""
+    pid = _recorded_pid(run_dir)
+    return pid if pid is not None and not process_alive(pid) else None
+
+
+def _recorded_pid(run_dir: str | Path) -> int | None:
     try:
-        pid = int((Path(run_dir) / PID_FILE).read_text().strip())
+        return int((Path(run_dir) / PID_FILE).read_text().strip())
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
-    return pid if process_alive(pid) else None
 
 
 def write_role_exit(run_dir: str | Path, role: str, pid: int, code: int, reason: str) -> None:

@@ -195,6 +195,9 @@ def test_roles_exit_when_the_daemon_is_killed(daemon):
     daemon.process.kill()
     daemon.process.wait()
     assert not wait_for_exit(pids, timeout_s=60)
+    status = daemon.cli("status")
+    assert status.returncode == ExitCode.FAILURE
+    assert f"its last daemon (pid {daemon.process.pid}) ended without stopping" in status.stderr, status.stderr
 
 
 def test_peer_started_before_the_daemon_waits_for_it(run_dir):

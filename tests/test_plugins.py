@@ -62,6 +62,8 @@ def test_third_party_plugin_is_listed_and_can_be_disabled_or_kept_out(tmp_path):
 
     by_env = plugins_json(site, env={"AGENTRT_PLUGINS_DISABLE": "extra"})
     assert "extra" not in {p["name"] for p in by_env["plugins"]}
+    typo = agentrt("plugins", env={**env_with(site), "AGENTRT_PLUGINS_DISABLE": "extar"})
+    assert typo.returncode == 78 and "plugins.disable names extar, but no such entry point" in typo.stderr
     no_autoload = plugins_json(site, env={"AGENTRT_PLUGINS_AUTOLOAD": "false"})
     assert "extra" not in {p["name"] for p in no_autoload["plugins"]}
     assert "students" in {p["name"] for p in no_autoload["plugins"]}

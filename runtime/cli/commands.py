@@ -75,9 +75,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, run_dir: bool = True) -> None:
     parser.add_argument("--config", help="configuration file (default: $AGENTRT_CONFIG or ./agentrt.toml)")
-    parser.add_argument("--run-dir", help="run directory (default: $AGENTRT_RUN_DIR or daemon.run_dir)")
+    if run_dir:
+        parser.add_argument("--run-dir", help="run directory (default: $AGENTRT_RUN_DIR or daemon.run_dir)")
 
 
 def _add_joining(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -246,10 +247,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         status = control.request(run_dir, "status")
     except DaemonUnreachable as exc:
-        stopped = rundir.read_daemon_exit(run_dir)
+        stopped, dead = rundir.read_daemon_exit(run_dir), rundir.dead_pid(run_dir)
         if stopped:
             raise DaemonUnreachable(
                 f"{exc}\nit last stopped with exit code {stopped['code']}: {stopped['reason']}"
+            ) from None
+        if dead is not None:
+            raise DaemonUnreachable(
+                f"{exc}\nits last daemon (pid {dead}) ended without stopping: it was killed, or crashed "
+                f"(see {run_dir / rundir.LOG_FILE}); the next 'agentrt up' there cleans up after it"
             ) from None
         raise
     if args.json:
@@ -485,9 +491,8 @@ def cmd_student_list(args: argparse.Namespace) -> int:
 def cmd_student_rollback(args: argparse.Namespace) -> int:
     from runtime.wire.transport import DISTILLATION_CONTROL
 
-    run_dir = Path(_load_config(args)["daemon"]["run_dir"])
     result = control.request(
-        run_dir,
+        _daemon_run_dir(args),
         "rollback",
         args={"to": args.to} if args.to is not None else {},
         endpoint=DISTILLATION_CONTROL,
@@ -692,8 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--role", action="store_true", help="a remote role's key, not a peer's")
     revoke.set_defaults(handler=cmd_keys_revoke)
 
-    demo = commands.add_parser("demo", help="online distillation on CartPole-v1, end to end")
-    _add_common(demo)
+    demo = commands.add_parser(
+        "demo", help="online distillation on CartPole-v1, end to end, in a run directory of its own"
+    )
+    _add_common(demo, run_dir=False)
     demo.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")
     demo.add_argument("--peers", type=int, default=4)
     demo.add_argument(
@@ -710,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(listing)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_student_list)
-    rollback = student_commands.add_parser("rollback", help="serve an earlier version again")
+    rollback = student_commands.add_parser("rollback", help="serve an earlier version again (a running daemon's)")
     _add_common(rollback)
     rollback.add_argument("--to", type=int, help="version to serve (default: the promoted one before the serving one)")
     rollback.set_defaults(handler=cmd_student_rollback)

@@ -213,7 +213,14 @@ def load(plugin_config: dict[str, Any], extra: dict[str, object] | None = None) 
     disabled = set(plugin_config.get("disable", []))
     wanted = set(plugin_config.get("load", []))
     infos: dict[str, PluginInfo] = {}
-    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+    entry_points = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    unknown = disabled - {entry_point.name for entry_point in entry_points}
+    if unknown:  # a typo would leave the plugin it meant loaded, silently
+        raise PluginError(
+            f"plugins.disable names {', '.join(sorted(unknown))}, but no such entry point is installed in group "
+            f"{ENTRY_POINT_GROUP!r}; installed: {', '.join(sorted({entry_point.name for entry_point in entry_points}))}"
+        )
+    for entry_point in entry_points:
         distribution = entry_point.dist.name if entry_point.dist else "unknown"
         builtin = distribution == BUILTIN_DISTRIBUTION
         if entry_point.name in disabled:

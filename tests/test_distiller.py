@@ -217,7 +217,10 @@ def test_restart_with_a_different_student_stops_with_a_clear_error_instead_of_cr
     second = start_daemon("[student.params]\nhidden = [7]\n", env=FAST, run_dir=first.run_dir, wait=False)
     try:
         assert second.process.wait(timeout=60) == 78
-        assert "do not fit the configured student" in second.log()
+        stopped = second.events("daemon_stopped")[-1]  # the log holds the first daemon's too
+        reason = stopped["reason"]  # what 'up' and 'status' show: the advice first, one tensor, not torch's list
+        assert "do not fit the configured student" in reason and "use another run directory" in reason
+        assert "first difference: " in reason and "Error(s) in loading state_dict" not in reason
     finally:
         second.stop()
 

@@ -64,9 +64,13 @@ class Distillation(Role):
             # Loading fails now, not mid-training, if the student changed shape.
             self.learner.resume(version, trained_from, state, serving_version, serving_state)
         except RuntimeError as exc:
+            # torch lists every tensor that differs, one per line: the first says enough.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            first = lines[1] if len(lines) > 1 else lines[0]
             raise ConfigError(
-                f"the student checkpoints in {run_dir} do not fit the configured student ({exc}); "
-                "use another run directory, or remove its checkpoints/ and students.sqlite"
+                f"the student checkpoints in {run_dir} do not fit the configured student (trained for another "
+                "student or agent): use another run directory, or remove its checkpoints/ and students.sqlite "
+                f"(first difference: {first})"
             ) from None
         if version:  # versions continue after a crash or restart
             self.log.info("distiller_resumed", version=version, trained_from=trained_from, serving=serving_version)

@@ -202,6 +202,8 @@ def test_detach_returns_when_roles_run_and_down_when_every_process_is_gone(run_d
         assert [p for p in pids if alive(p)] == []
         not_running = agentrt("status", "--run-dir", str(run_dir))
         assert not_running.returncode == 1 and "exit code 0: stopped on request" in not_running.stderr
+        as_json = json.loads(agentrt("status", "--json", "--run-dir", str(run_dir)).stdout)
+        assert as_json["running"] is False and as_json["last_exit"] == {"code": 0, "reason": "stopped on request"}
     finally:
         for leftover in pids:
             if alive(leftover):

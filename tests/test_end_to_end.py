@@ -198,6 +198,14 @@ def test_roles_exit_when_the_daemon_is_killed(daemon):
     status = daemon.cli("status")
     assert status.returncode == ExitCode.FAILURE
     assert f"its last daemon (pid {daemon.process.pid}) ended without stopping" in status.stderr, status.stderr
+    as_json = daemon.cli("status", "--json")
+    assert as_json.returncode == ExitCode.FAILURE
+    assert json.loads(as_json.stdout) == {
+        "running": False,
+        "run_dir": str(daemon.run_dir),
+        "last_exit": None,
+        "killed_pid": daemon.process.pid,
+    }
 
 
 def test_peer_started_before_the_daemon_waits_for_it(run_dir):

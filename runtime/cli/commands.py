@@ -248,6 +248,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = control.request(run_dir, "status")
     except DaemonUnreachable as exc:
         stopped, dead = rundir.read_daemon_exit(run_dir), rundir.dead_pid(run_dir)
+        if args.json:  # a script reads stdout: the same facts as the message below, as JSON
+            print(json.dumps({"running": False, "run_dir": str(run_dir), "last_exit": stopped, "killed_pid": dead}))
         if stopped:
             raise DaemonUnreachable(
                 f"{exc}\nit last stopped with exit code {stopped['code']}: {stopped['reason']}"
@@ -259,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ) from None
         raise
     if args.json:
-        print(json.dumps(status))
+        print(json.dumps({"running": True, **status}))
     else:
         from runtime.cli.display import print_status
 

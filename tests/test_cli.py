@@ -4,6 +4,9 @@ do, with the exit code of runtime/errors.py, and no traceback."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 from pathlib import Path
 
 import gymnasium
@@ -11,7 +14,7 @@ import pytest
 
 from runtime.errors import ExitCode
 from runtime.peer.gym import EpisodeResult
-from runtime.processes import process_alive
+from runtime.processes import process_alive, wait_for_exit
 from runtime.supervisor.launch import private_run_dir
 from runtime.testing import agentrt, free_port_range, run_gym_peers, start_daemon
 
@@ -88,3 +91,31 @@ def test_a_run_directory_that_is_a_file_is_refused_by_every_command(tmp_path):
         assert f"run directory {afile} is a file" in result.stderr, result.stderr
     assert afile.read_text() == "mine\n"
     assert Path(afile).is_file()
+
+
+def test_down_on_a_daemon_that_does_not_answer_sends_sigterm_and_says_what_still_runs():
+    daemon = start_daemon()
+    try:
+        daemon.status()  # records the role pids, for daemon.stop
+        os.kill(daemon.process.pid, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            down = daemon.cli("down", "--wait", "1")
+            assert down.returncode == ExitCode.TIMEOUT, down.stderr
+            assert f"still running after 1 s: pids {daemon.process.pid}" in down.stderr
+        finally:
+            os.kill(daemon.process.pid, signal.SIGCONT)
+        # The SIGTERM that down sent takes effect once it runs again: a graceful stop.
+        assert daemon.process.wait(timeout=60) == ExitCode.OK
+    finally:
+        daemon.stop()
+
+
+def test_a_daemon_whose_run_directory_is_removed_stops_instead_of_living_on_unreachable():
+    daemon = start_daemon()
+    try:
+        daemon.status()
+        shutil.rmtree(daemon.run_dir, ignore_errors=True)  # the roles may be writing into it meanwhile
+        assert daemon.process.wait(timeout=60) == ExitCode.FAILURE
+        assert not wait_for_exit(daemon.role_pids, 60)
+    finally:
+        daemon.stop()

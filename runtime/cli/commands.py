@@ -226,15 +226,16 @@ def cmd_down(args: argparse.Namespace) -> int:
     from runtime.processes import wait_for_exit
 
     run_dir = _daemon_run_dir(args)
+    deadline = time.monotonic() + args.wait  # asking included: --wait is the whole command's
     pid = rundir.read_pid(run_dir)
     try:
-        pids = control.request(run_dir, "down")["pids"]
+        pids = control.request(run_dir, "down", timeout_s=min(3.0, max(args.wait / 2, 0.1)))["pids"]
     except DaemonUnreachable:
         if pid is None:
             raise
         os.kill(pid, signal.SIGTERM)  # the daemon is alive but not answering: ask the OS instead (its roles follow it)
         pids = [pid]
-    remaining = wait_for_exit(pids, args.wait)
+    remaining = wait_for_exit(pids, max(deadline - time.monotonic(), 0.0))
     if not remaining:
         print(json.dumps({"stopped": pids[0], "pids": pids}))
         return ExitCode.OK

@@ -28,6 +28,8 @@ from runtime.wire import protocol, transport
 #: A role that exits this many times in a row with the same code and reason, each time before
 #: ``daemon.restart_reset_s`` of uptime, is failed: no more restarts (and the daemon stops if it is essential).
 SAME_EXITS_TO_FAIL = 5
+#: How often the daemon checks that its run directory is still there.
+RUN_DIR_CHECK_S = 1.0
 
 
 @dataclass
@@ -194,6 +196,7 @@ class Daemon:
         poller.register(self.stats, zmq.POLLIN)
         if self.refusals is not None:
             poller.register(self.refusals, zmq.POLLIN)
+        next_run_dir_check = 0.0
         while not self.stopping:
             for sock, _ in poller.poll(50):
                 if sock is self.stats:
@@ -202,8 +205,20 @@ class Daemon:
                     self._count_refusal()
                 else:
                     self._answer_control()
+            if time.monotonic() >= next_run_dir_check:
+                next_run_dir_check = time.monotonic() + RUN_DIR_CHECK_S
+                self._check_run_dir()
             if not self.stopping:  # on Ctrl-C the roles get SIGINT too: their exits are not crashes
                 self._supervise()
+
+    def _check_run_dir(self) -> None:
+        """A daemon whose run directory was removed cannot be reached any more (its pid file and
+        control socket are gone), yet holds its port and its peers: it stops rather than live on
+        as an orphan that only a kill by pid ends."""
+        if not (self.run_dir / rundir.PID_FILE).exists():
+            self.log.error("run_dir_removed", run_dir=str(self.run_dir))
+            self.exit_code, self.exit_reason = ExitCode.FAILURE, f"its run directory {self.run_dir} was removed"
+            self.stopping = True
 
     # --- supervision -----------------------------------------------------------------------------
     def _spawn(self, role: RoleProcess) -> None:

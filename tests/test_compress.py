@@ -7,6 +7,7 @@ import json
 
 import gymnasium
 import numpy as np
+import pytest
 import torch
 
 from runtime.learn.checkpoints import read_checkpoint, save_safetensors
@@ -41,6 +42,22 @@ def test_a_pruned_int8_mlp_stays_close_to_its_source_and_loads_back_from_safeten
     assert fast is not None and np.allclose(fast(inputs.numpy()), compressed(inputs).detach().numpy(), atol=1e-5)
     float_bytes = sum(t.numel() * t.element_size() for t in source.state_dict().values())
     assert sum(t.numel() * t.element_size() for t in tensors.values()) * 8 < float_bytes
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_pruning_a_unit_that_is_all_bias_keeps_the_outputs(activation):
+    """Its output does not depend on the input, so it is the least important unit, and what it adds
+    (act(bias) times its outgoing weights) moves into the next layer's bias."""
+    torch.manual_seed(0)
+    source = MLP((4,), 2, [3], activation)
+    with torch.no_grad():
+        source.body[1].weight[2] = 0.0
+        source.body[1].bias[2] = 5.0 if activation == "relu" else 1.5
+        source.head.weight[:, 2] = torch.tensor([1.0, -2.0])
+    pruned = prune_mlp(source, 1 / 3)
+    assert pruned.hidden == [2]
+    inputs = torch.randn(64, 4)
+    assert torch.allclose(pruned(inputs), source(inputs), atol=1e-5)
 
 
 def test_compressed_versions_pass_or_fail_the_gate_and_the_daemon_serves_one():

@@ -284,21 +284,32 @@ def quantize_int8(module: nn.Module) -> nn.Module:
 def prune_mlp(mlp: MLP, fraction: float) -> MLP:
     """A copy of ``mlp`` with ``fraction`` of each hidden layer's units removed (structured pruning,
     at least one unit kept): those whose incoming and outgoing weights have the smallest product of
-    L2 norms. The result is a smaller dense MLP, so it saves bytes and time without sparse kernels."""
+    L2 norms, which is what the unit's output varies by. What it does not vary by, its output at
+    zero input ``act(bias)``, is folded into the next layer's bias, so a unit that is mostly bias
+    is removed without shifting the outputs. The result is a smaller dense MLP, so it saves bytes
+    and time without sparse kernels."""
     linears = [m for m in mlp.body if isinstance(m, nn.Linear)] + [mlp.head]
+    activation = ACTIVATIONS[mlp.activation]()
     keep: list[torch.Tensor] = []
+    next_biases: list[torch.Tensor] = []  # each outgoing layer's bias, with its removed inputs folded in
     for incoming, outgoing in zip(linears, linears[1:], strict=False):
         importance = incoming.weight.detach().norm(dim=1) * outgoing.weight.detach().norm(dim=0)
         count = max(1, round(incoming.out_features * (1 - fraction)))
-        keep.append(importance.topk(count).indices.sort().values)
+        kept = importance.topk(count).indices.sort().values
+        removed = torch.ones(incoming.out_features, dtype=torch.bool)
+        removed[kept] = False
+        with torch.no_grad():
+            constant = activation(incoming.bias[removed])
+            next_biases.append(outgoing.bias + outgoing.weight[:, removed] @ constant)
+        keep.append(kept)
     pruned = MLP(mlp.input_shape, mlp.output_size, [len(k) for k in keep], mlp.activation)
     pruned_linears = [m for m in pruned.body if isinstance(m, nn.Linear)] + [pruned.head]
     rows: list[torch.Tensor | None] = [*keep, None]  # which output units each layer keeps (all for the head)
     columns: list[torch.Tensor | None] = [None, *keep]  # which input units it still sees
+    biases = [linears[0].bias, *next_biases]
     with torch.no_grad():
-        for source, target, row, column in zip(linears, pruned_linears, rows, columns, strict=True):
+        for source, target, row, column, bias in zip(linears, pruned_linears, rows, columns, biases, strict=True):
             weight: torch.Tensor = source.weight
-            bias: torch.Tensor = source.bias
             if row is not None:
                 weight, bias = weight[row], bias[row]
             if column is not None:

@@ -389,7 +389,8 @@ def _feature_hints_class() -> type:
                 raise ParamError(
                     "strategy feature_hints: give both parameters 'student_dim' and 'teacher_dim', or neither"
                 )
-            self.projection: torch.nn.Linear | None = None if dims[0] is None else torch.nn.Linear(*dims)
+            self.sized_by_params = dims[0] is not None
+            self.projection: torch.nn.Linear | None = torch.nn.Linear(*dims) if self.sized_by_params else None
 
         def loss(self, inputs: StrategyInputs) -> torch.Tensor:
             base_loss = self.base.loss(inputs)
@@ -397,16 +398,18 @@ def _feature_hints_class() -> type:
                 return base_loss
             student = inputs.student_features.flatten(start_dim=1)
             teacher = inputs.teacher_features.detach().flatten(start_dim=1)
-            if self.projection is None:
-                self.projection = torch.nn.Linear(
-                    student.shape[1], teacher.shape[1], device=student.device, dtype=student.dtype
-                )
-            elif (self.projection.in_features, self.projection.out_features) != (student.shape[1], teacher.shape[1]):
+            widths = (student.shape[1], teacher.shape[1])
+            sized = None if self.projection is None else (self.projection.in_features, self.projection.out_features)
+            if sized != widths and self.sized_by_params:
                 raise ValueError(
-                    f"feature_hints: the projection maps {self.projection.in_features} -> "
-                    f"{self.projection.out_features} features, but got student features "
-                    f"{student.shape[1]} and teacher features {teacher.shape[1]} wide"
+                    f"feature_hints: student_dim and teacher_dim say {sized} features, but the "
+                    f"student's are {widths[0]} and the teacher's {widths[1]} wide (a pruned student is narrower: "
+                    "leave both unset to size the projection from the features)"
                 )
+            if self.projection is None or sized != widths:  # the first batch, or a pruned student
+                # At least float32 whatever autocast computes in (bfloat16, say): the weights stay float32.
+                dtype = torch.promote_types(student.dtype, torch.float32)
+                self.projection = torch.nn.Linear(*widths, device=student.device, dtype=dtype)
             return base_loss + self.params["beta"] * F.mse_loss(self.projection(student), teacher)
 
     return FeatureHints

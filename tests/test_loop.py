@@ -147,6 +147,21 @@ def test_per_label_pacing_buys_the_same_training_for_every_label(plugins):
     assert progress.steps == 3 and learner.stats().train_steps == 63
 
 
+def test_saved_labels_keep_the_teachers_temperature_and_the_agreement_they_were_learnt_with(plugins):
+    """A restarted distiller trains the restored buffer before the teacher has answered again, and
+    compress fine-tunes on it: both must use the calibrated temperature, not the strategy's default."""
+    learner = Learner(plugins, make_config(), OBSERVATIONS, ACTIONS, HandClock())
+    learner.trainer.teacher_temperature = 1.7
+    learner.add_labels(*labels(16))
+    saved = learner.data()
+    restored = Learner(plugins, make_config(), OBSERVATIONS, ACTIONS, HandClock())
+    assert restored.trainer.teacher_temperature is None and restored.trainer.agreement is None
+    restored.restore_data(*saved)
+    assert restored.trainer.teacher_temperature == 1.7
+    assert restored.trainer.agreement == learner.trainer.agreement is not None
+    assert restored.stats().buffer == 16
+
+
 def test_restore_serves_an_earlier_version_and_trains_on_from_it(plugins):
     clock = HandClock()
     learner = Learner(plugins, make_config(publish_interval_s=0.1), OBSERVATIONS, ACTIONS, clock, PerLabel(steps=5))

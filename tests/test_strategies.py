@@ -309,6 +309,26 @@ def test_feature_hints_creates_projection_lazily_and_trains_it():
     assert strategy.projection.weight.grad is not None and strategy.projection.weight.grad.abs().sum() > 0
 
 
+def test_feature_hints_sized_by_the_features_follows_a_narrower_student_in_float32():
+    """compress prunes the student (16 features where there were 32), and under bfloat16 autocast
+    the features are bfloat16 while every weight stays float32."""
+    strategy = build("feature_hints", {"base": "hard_label"})
+
+    def loss(width: int, dtype: torch.dtype) -> torch.Tensor:
+        features = torch.randn(4, width).to(dtype)
+        return strategy.loss(
+            StrategyInputs(
+                torch.randn(4, 3), torch.randn(4, 3), student_features=features, teacher_features=torch.randn(4, 7)
+            )
+        )
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(loss(32, torch.bfloat16))
+    assert strategy.projection.weight.dtype == torch.float32 and strategy.projection.in_features == 32
+    assert torch.isfinite(loss(16, torch.float32))
+    assert (strategy.projection.in_features, strategy.projection.out_features) == (16, 7)
+
+
 def test_feature_hints_eager_projection_is_in_parameters_before_any_call():
     strategy = build("feature_hints", {"student_dim": 4, "teacher_dim": 6})
     assert [tuple(p.shape) for p in strategy.parameters()] == [(6, 4), (6,)]
@@ -323,8 +343,8 @@ def test_feature_hints_rejects_bad_params():
         build("feature_hints", {"base_params": {"temprature": 2.0}})
 
 
-def test_feature_hints_rejects_features_of_the_wrong_width():
-    with pytest.raises(ValueError, match="projection maps 2 -> 3"):
+def test_feature_hints_sized_by_its_params_rejects_features_of_another_width():
+    with pytest.raises(ValueError, match=r"say \(2, 3\) features, but the student's are 4 and the teacher's 3 wide"):
         fixed_hints().loss(
             inputs(
                 [STUDENT[0]],

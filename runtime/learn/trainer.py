@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 #: shape (a compressed version, see ``runtime.learn.compress``).
 Weights: TypeAlias = "dict[str, Any] | torch.nn.Module"
 
+#: What the strategy is told about the labels (``StrategyInputs``), saved with them by ``data``.
+LABEL_CONTEXT = ("teacher_temperature", "agreement")
+
 #: How fast the running agreement forgets: each new sample weighs as if 0.95 of the past remained.
 AGREEMENT_DECAY = 0.95
 
@@ -198,12 +201,19 @@ class Trainer:
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.student.state_dict().items()}
 
     def data(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """The replay buffer and the held-out set as arrays and metadata (``restore_data`` takes them back)."""
+        """The replay buffer and the held-out set as arrays and metadata (``restore_data`` takes them
+        back), with what the strategy was told about those labels: the teacher's temperature and
+        the online agreement, so that training them again (after a restart, in ``compress``) uses
+        what they were learnt with, not the strategy's defaults."""
         arrays: dict[str, np.ndarray] = {}
         metadata: dict[str, str] = {}
         for prefix, buffer in (("buffer", self.buffer), ("heldout", self.heldout)):
             arrays.update({f"{prefix}.{name}": array for name, array in buffer.snapshot().items()})
             metadata.update({f"{prefix}.added": str(buffer.added), f"{prefix}.evicted": str(buffer.evicted)})
+        for name in LABEL_CONTEXT:
+            value = getattr(self, name)
+            if value is not None:
+                metadata[name] = repr(float(value))
         return arrays, metadata
 
     def restore_data(self, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -216,6 +226,9 @@ class Trainer:
                 buffer.restore(snapshot, int(metadata[f"{prefix}.added"]), int(metadata[f"{prefix}.evicted"]))
             except (KeyError, IndexError) as exc:
                 raise ValueError(f"{prefix}: {type(exc).__name__}: {exc}") from None
+        for name in LABEL_CONTEXT:
+            if name in metadata:
+                setattr(self, name, float(metadata[name]))
 
     def load(self, state: dict[str, Any]) -> None:
         """Continue training from ``state`` with a fresh optimizer."""

@@ -90,7 +90,7 @@ class PluginFailure(PluginError):
     def __init__(self, component: NamedComponent, error: Exception) -> None:
         super().__init__(
             f"plugin {component.plugin!r} ({component.hook}): {component.point} {component.name!r} "
-            f"raised {type(error).__name__}: {error}"
+            f"failed: {type(error).__name__}: {error}"  # not "raised": a wrong return is one too
         )
         self.component = component
         self.error = error

@@ -55,7 +55,8 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 def agentrt_register_students() -> dict[str, StudentFactory]:
     """Register student model factories.
 
-    Factories run in: decision and distillation (and ``agentrt distill``), once at start-up.
+    Factories run in: decision and distillation (and ``agentrt distill``), once at start-up;
+    the gateway when an edge peer first asks for the student, and ``agentrt student export``.
     Returns: ``{name: factory}``. ``factory(params, observation_space, action_space)`` builds the
     student ``torch.nn.Module``. ``observation_space`` is the space of the features the student
     receives (after perception), ``action_space`` the agent's action space. ``forward(x)`` maps a
@@ -123,8 +124,8 @@ def agentrt_register_perception_transforms() -> dict[str, StepFactory]:
     """Register perception transforms (observation -> features).
 
     Factories run in: perception (to run them) and decision/distillation (to learn the feature space).
-    Returns: ``{name: factory}``; ``factory(params, input_space)`` returns a
-    ``runtime.plugin.interfaces.StreamStep`` with ``output_space`` set, called as
+    Returns: ``{name: factory}``; ``factory(params, input_space)`` returns an instance ``step`` of a
+    subclass of ``runtime.plugin.interfaces.StreamStep`` with ``output_space`` set, called as
     ``step(features, stream) -> features`` on one observation at a time; ``step.reset(stream)``
     is called when that stream (peer) starts a new episode. Transforms listed in
     ``perception.transforms`` are chained in that order, each getting the previous one's output space.
@@ -137,8 +138,8 @@ def agentrt_register_execution_filters() -> dict[str, StepFactory]:
     """Register execution filters (action -> safe action).
 
     Factories run in: the execution process, at start-up.
-    Returns: ``{name: factory}``; ``factory(params, action_space)`` returns a
-    ``runtime.plugin.interfaces.StreamStep``, called as ``step(action, stream) -> action`` on one
+    Returns: ``{name: factory}``; ``factory(params, action_space)`` returns an instance ``step`` of
+    a subclass of ``runtime.plugin.interfaces.StreamStep``, called as ``step(action, stream) -> action`` on one
     action at a time. Filters listed in ``execution.filters`` are chained in that order. A filter
     should clamp, not raise: raising sends the peer a PLUGIN_FAILED error instead of an action.
     Combination: all results are merged; duplicate names are an error.
@@ -164,8 +165,8 @@ def agentrt_peer_attached(peer_id: str, peer_name: str, observation_space: Space
 
 @hookspec
 def agentrt_peer_detached(peer_id: str, reason: str) -> None:
-    """Called in the gateway process when a peer says bye or times out (``reason``: "bye",
-    "timeout" or "rehello")."""
+    """Called in the gateway process when a peer's session ends (``reason``: "bye", "timeout",
+    "rehello", or "shutdown" for every session still open when the gateway stops)."""
 
 
 @hookspec

@@ -143,6 +143,18 @@ def test_down_removes_an_ipc_peer_endpoints_file():
         daemon.stop()
 
 
+def test_sessions_open_at_shutdown_end_with_reason_shutdown():
+    daemon = start_daemon()
+    try:
+        env = gymnasium.make("CartPole-v1")
+        with Peer(daemon.endpoint, env.observation_space, env.action_space, timeout_s=60) as peer:
+            peer.act(np.zeros(4, dtype=np.float32))
+            daemon.stop(remove_run_dir=False)  # the peer never said bye
+            assert [event["reason"] for event in daemon.events("peer_detached")] == ["shutdown"]
+    finally:
+        daemon.stop()
+
+
 def test_sigterm_stops_everything(daemon):
     pids = [role["pid"] for role in daemon.status()["roles"].values()]
     daemon.process.send_signal(signal.SIGTERM)

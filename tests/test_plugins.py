@@ -96,6 +96,18 @@ def test_hook_implementation_with_an_unknown_argument_is_rejected_at_load(tmp_pa
     assert "favourite_colour" in result.stderr
 
 
+def test_a_plugin_whose_functions_lack_hookimpl_is_pointed_out(tmp_path):
+    source = """
+        def agentrt_register_students():  # no @hookimpl: pluggy sees no hook here
+            return {}
+    """
+    site = make_distribution(tmp_path, "unmarked", {"unmarked_plugin": source}, {"unmarked": "unmarked_plugin"})
+    listed = agentrt("plugins", env={**env_with(site), "COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if "unmarked" in line]
+    assert "are its functions marked @hookimpl?" in row
+
+
 def test_hook_with_no_matching_spec_is_rejected(tmp_path):
     source = """
         from runtime import hookimpl
@@ -447,9 +459,27 @@ BROKEN_AT_RUN_TIME = """
         def loss(self, inputs):
             raise TypeError("loss() got an unexpected keyword argument 'temprature'")
 
+    class NoSpace(StreamStep):  # forgot self.output_space
+        def __call__(self, features, stream):
+            return features
+
+    class OneColumn:  # CartPole has two actions
+        def label(self, observations):
+            return np.zeros((len(observations), 1), np.float32)
+
+    @hookimpl
+    def agentrt_register_teachers():
+        return {"onecolumn": lambda params, observation_space, action_space: OneColumn()}
+
+    @hookimpl
+    def agentrt_register_students():
+        import torch
+
+        return {"threewide": lambda params, observation_space, action_space: torch.nn.Linear(4, 3)}
+
     @hookimpl
     def agentrt_register_perception_transforms():
-        return {"shrinking": lambda params, space: Shrinking(space)}
+        return {"shrinking": lambda params, space: Shrinking(space), "nospace": lambda params, space: NoSpace()}
 
     @hookimpl
     def agentrt_register_distillation_strategies():
@@ -483,6 +513,26 @@ def test_plugins_check_runs_one_step_of_every_selected_component(tmp_path):
     failed = {tuple(c["points"]): c["error"] for c in json.loads(broken.stdout) if not c["ok"]}
     assert "agentrt_register_perception_transforms" in failed[("perception",)]
     assert failed[("strategy",)].startswith("not run")  # nothing to train on without features
+
+    # A step without an output_space: named, 78, no traceback (it was an AttributeError, exit 1).
+    nospace = agentrt(
+        "plugins", "--check", "--json", env={**env_with(site), "AGENTRT_PERCEPTION_TRANSFORMS": "nospace"}
+    )
+    assert nospace.returncode == 78 and "Traceback" not in nospace.stderr, nospace.stderr
+    failed = {tuple(c["points"]): c["error"] for c in json.loads(nospace.stdout) if not c["ok"]}
+    assert "building perception 'nospace' failed: its output_space is NoneType" in failed[("perception",)]
+
+    # A teacher whose answers have one column for two actions (it passed the check before).
+    one = agentrt("plugins", "--check", "--json", env={**env_with(site), "AGENTRT_TEACHER_PLUGIN": "onecolumn"})
+    assert one.returncode == 78
+    failed = {tuple(c["points"]): c["error"] for c in json.loads(one.stdout) if not c["ok"]}
+    assert "teacher 'onecolumn' label returned 1 columns; expected 2" in failed[("teacher",)]
+
+    # A student of the wrong width fails as itself, once: the strategy is not blamed for it.
+    three = agentrt("plugins", "--check", "--json", env={**env_with(site), "AGENTRT_STUDENT_PLUGIN": "threewide"})
+    failed = {tuple(c["points"]): c["error"] for c in json.loads(three.stdout) if not c["ok"]}
+    assert "threewide" in failed.pop(("student", "query_policy"))
+    assert all(error.startswith("not run") for error in failed.values()), failed  # the strategy's too
 
 
 def test_up_refuses_to_start_with_a_component_that_fails_its_first_step(tmp_path, run_dir):

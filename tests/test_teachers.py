@@ -279,10 +279,45 @@ def test_one_poison_observation_costs_the_rest_of_its_batch_nothing(refuse_over)
         assert np.isnan(reply["outputs"][5]).all()
         np.testing.assert_allclose(reply["outputs"][good], build("checkpoint", {}).label(batch[good]), rtol=1e-5)
         assert role.counters["labels"] == 7 and role.counters["labels_failed"] == 1
+        assert role.counters["errors.PLUGIN_FAILED"] >= 1  # named and counted, as any plugin failure
         # A failed observation is asked again next time, never answered from the cache.
         assert role.cache.get(role.cache.key(POISON), False) is None
         # Not finite: one call; raising: the whole batch, then halves down to the poison (2 per level).
         assert counting.calls == {np.inf: 1, 100.0: 1 + 2 * 3}[refuse_over]
+
+
+class ReshapingTeacher:
+    """Wraps a teacher; its ``n``th answer has ``keep[n]`` columns (the last entry from then on;
+    None: the teacher's own), repeating the teacher's to make more."""
+
+    def __init__(self, teacher, keep: list) -> None:
+        self.teacher, self.keep, self.calls = teacher, keep, 0
+
+    def label(self, observations):
+        outputs = self.teacher.label(observations)
+        keep = self.keep[min(self.calls, len(self.keep) - 1)]
+        self.calls += 1
+        return outputs if keep is None else np.tile(outputs, 2)[:, :keep]
+
+
+@pytest.mark.parametrize("keep", [[1], [3], [None, 4]], ids=["too-few", "not-a-multiple", "width-changes"])
+def test_a_teacher_answer_of_the_wrong_width_is_a_counted_plugin_failure_not_a_crash(keep):
+    """CartPole has two actions: one column, or three, cannot stand for them; four (a stack of
+    two) could, but not after answers of two, whose rows go out in the same replies."""
+    from runtime.testing import teacher_role
+    from runtime.wire import protocol
+
+    with teacher_role(cache_size=0) as role:
+        role.teacher = ReshapingTeacher(role.teacher, keep)
+        batches = [np.random.default_rng(seed).normal(0, 0.1, (4, 4)).astype(np.float32) for seed in range(3)]
+        replies = [
+            protocol.decode(role.answer([protocol.decode(protocol.encode("teach", request_id=i, obs=batch))])[0])
+            for i, batch in enumerate(batches)
+        ]
+        assert all(reply["outputs"].shape == (4, 2) for reply in replies)
+        failed = [bool(np.isnan(reply["outputs"]).all()) for reply in replies]
+        assert failed == ([True] * 3 if keep[0] is not None else [False, True, True])
+        assert role.counters["errors.PLUGIN_FAILED"] > 0
 
 
 def test_a_teacher_that_fails_every_call_is_asked_three_times_per_batch_not_once_per_observation():

@@ -65,9 +65,9 @@ def print_plugins(listing: dict[str, Any]) -> None:
     console = Console()
     plugins = Table("plugin", "distribution", "version", "origin", "hooks")
     for plugin in listing["plugins"]:
-        plugins.add_row(
-            plugin["name"], plugin["distribution"], plugin["version"], plugin["origin"], ", ".join(plugin["hooks"])
-        )
+        # A plugin that implements nothing is almost always one whose functions lack @hookimpl.
+        hooks = ", ".join(plugin["hooks"]) or "[yellow]none: are its functions marked @hookimpl?"
+        plugins.add_row(plugin["name"], plugin["distribution"], plugin["version"], plugin["origin"], hooks)
     console.print(plugins)
     points = Table("extension point", "available (plugin)", "selected")
     for point, entry in listing["extension_points"].items():

@@ -14,6 +14,7 @@ import numpy as np
 
 from runtime.config import Settings
 from runtime.errors import PluginError
+from runtime.learn.evaluation import teacher_columns_error
 from runtime.learn.loop import Decider
 from runtime.learn.models import build_teacher, execution_chain, perception_chain
 from runtime.learn.trainer import Trainer
@@ -83,10 +84,16 @@ def check_components(plugins: Plugins, settings: Settings) -> list[Check]:
         component = plugins.get("teacher", settings.teacher.plugin)
         teacher = build_teacher(plugins, settings, observation_space, action_space)
         outputs = np.asarray(serve(component, teacher.label, observations))
-        if outputs.ndim != 2 or len(outputs) != SAMPLES or not np.isfinite(outputs).all():
+        problem: str | None
+        if outputs.ndim != 2 or len(outputs) != SAMPLES:
+            problem = f"{outputs.dtype} {list(outputs.shape)}; expected [{SAMPLES}, k]"
+        elif not np.isfinite(outputs).all():
+            problem = f"NaN or infinity in {int((~np.isfinite(outputs).all(axis=1)).sum())} of {SAMPLES} rows"
+        else:
+            problem = teacher_columns_error(outputs.shape[1], output_size(action_space))
+        if problem is not None:
             raise PluginError(
-                f"plugin {component.plugin!r} ({component.hook}): teacher {component.name!r} label returned "
-                f"{outputs.dtype} {list(outputs.shape)}; expected finite [{SAMPLES}, k >= {output_size(action_space)}]"
+                f"plugin {component.plugin!r} ({component.hook}): teacher {component.name!r} label returned {problem}"
             )
         return outputs
 
@@ -112,6 +119,7 @@ def check_components(plugins: Plugins, settings: Settings) -> list[Check]:
     stage("perceive", ["perception"], perceive)
     stage("teach", ["teacher"], teach)
     stage("decide", ["student", "query_policy"], decide, needs=("perceive", "teach"))
-    stage("train", ["strategy"], train, needs=("perceive", "teach"))
+    # The strategy trains the student's outputs: a student that cannot decide leaves it nothing to check.
+    stage("train", ["strategy"], train, needs=("perceive", "teach", "decide"))
     stage("execute", ["execution"], execute, needs=("decide",))
     return checks

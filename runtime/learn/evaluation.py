@@ -25,6 +25,15 @@ def teacher_policy_outputs(teacher_outputs: np.ndarray, width: int, discrete: bo
     return teacher_outputs[:, :width]
 
 
+def teacher_columns_error(columns: int, width: int) -> str | None:
+    """Why a teacher's (B, ``columns``) outputs cannot stand for the student's ``width`` outputs,
+    or None: ``width`` columns, or a multiple (a stacked ensemble's members side by side; a box
+    teacher's means then variances)."""
+    if columns >= width and columns % width == 0:
+        return None
+    return f"{columns} columns; expected {width} (the action space's outputs) or a multiple of {width}"
+
+
 def per_sample_disagreement(student_outputs: np.ndarray, teacher_outputs: np.ndarray, discrete: bool) -> np.ndarray:
     """How badly the student matches the teacher on each sample: the cross-entropy against the
     teacher's choice (discrete), or the squared error against its action (box)."""

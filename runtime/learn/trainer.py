@@ -19,6 +19,7 @@ from runtime.learn.models import build_student
 from runtime.learn.replay import ReplayBuffer
 from runtime.plugin.interfaces import ForwardFeatures, StrategyInputs
 from runtime.plugin.pluginmanager import Component, Plugins, serve
+from runtime.wire.spaces import output_size
 
 if TYPE_CHECKING:
     import torch
@@ -120,6 +121,8 @@ class Trainer:
         # Float32 weights on the device; distillation.dtype is the forward pass's (autocast).
         self.where = placement(settings, "distillation")
         self.student = build_student(plugins, settings, observation_space, action_space).to(self.where.device)
+        self.student_component = plugins.get("student", settings.student.plugin)
+        self.width = output_size(action_space)
         self.scratch = copy.deepcopy(self.student).eval()  # for scoring other weights
         self.strategy_component = plugins.get("strategy", distillation.strategy)
         self.strategy = plugins.build("strategy", distillation.strategy, dict(distillation.params), action_space)
@@ -169,11 +172,19 @@ class Trainer:
             self.buffer.add(priority=priorities, **{name: column[~held] for name, column in columns.items()})
 
     def train_step(self) -> float:
-        """One minibatch step; returns the loss. Strategy failures surface as PluginFailure."""
+        """One minibatch step; returns the loss. Student and strategy failures surface as PluginFailure."""
         index, batch = self.buffer.sample(self.settings.batch_size)
         teacher = self.where.tensor(batch["outputs"])
         with self.where.autocast():
-            outputs, student_features = forward_with_features(self.student, self.where.tensor(batch["features"]))
+            outputs, student_features = serve(
+                self.student_component, forward_with_features, self.student, self.where.tensor(batch["features"])
+            )
+            # Checked before the strategy sees them: a student of the wrong width fails as itself.
+            if tuple(outputs.shape) != (len(index), self.width):
+                raise PluginFailure(
+                    self.student_component,
+                    ValueError(f"forward returned {list(outputs.shape)}; expected [{len(index)}, {self.width}]"),
+                )
             teacher_features = batch.get("teacher_features")
             hard_labels = None
             if self.discrete:  # a stacked ensemble's labels are its members' joint choice

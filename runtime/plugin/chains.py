@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from runtime.errors import PluginFailure
+from runtime.errors import PluginError, PluginFailure
 from runtime.plugin.interfaces import StreamStep
 from runtime.plugin.pluginmanager import Component, Plugins, serve
 from runtime.plugin.points import EXTENSION_POINTS
@@ -29,8 +29,16 @@ class Chain:
         space = input_space
         for name in names:
             step = plugins.build(point, name, dict(params.get(name, {})), space)
-            space = step.output_space
-            self.steps.append((plugins.get(point, name), step))
+            component = plugins.get(point, name)
+            declared = getattr(step, "output_space", None)
+            if not isinstance(declared, spaces.Space):
+                raise PluginError(
+                    f"plugin {component.plugin!r} ({component.hook}): building {point} {name!r} failed: its "
+                    f"output_space is {type(declared).__name__}, not a Gymnasium space (set self.output_space "
+                    "to the space of what it returns)"
+                )
+            space = declared
+            self.steps.append((component, step))
         self.output_space = space
 
     def __call__(self, item: np.ndarray, stream: bytes) -> np.ndarray:

@@ -368,6 +368,10 @@ class Gateway(Role):
             self.student_messages.clear()
             self.push_student()
 
+    def teardown(self) -> None:
+        for route in list(self.sessions):  # plugins hear of every session's end, this one's too
+            self.detach(route, "shutdown")
+
     def tick(self) -> None:
         now = time.monotonic()
         if now < self.next_sweep:

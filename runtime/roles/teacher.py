@@ -14,6 +14,7 @@ import zmq
 from runtime.config import endpoint_security
 from runtime.errors import ConfigError, PluginFailure, ProtocolError
 from runtime.learn.device import placement
+from runtime.learn.evaluation import teacher_columns_error
 from runtime.learn.models import build_teacher, teacher_temperature
 from runtime.plugin.interfaces import LabelWithFeatures, OnDevice
 from runtime.plugin.pluginmanager import serve
@@ -146,9 +147,11 @@ class TeacherRole(Role):
         self.batch_max = settings.batch_max
         self.batch_wait_s = settings.batch_wait_ms / 1000
         # Widths of the NaN rows that stand for observations the teacher could not label, from its
-        # last answer (before any: the action space's).
+        # first answer (before any: the action space's). Every answer must keep them: rows of
+        # several answers go out in one reply.
         self.output_width = output_size(self.action_space)
         self.features_width = 1
+        self.answered = self.features_known = False
         self.gauges.update(latency_us=0.0, placement=placed)
 
     def on_request(self, sock: zmq.Socket) -> None:
@@ -225,14 +228,9 @@ class TeacherRole(Role):
             else:
                 outputs, features = serve(self.component, self.teacher.label, observations), None
             outputs = np.asarray(outputs, dtype=np.float32)
-            if outputs.ndim != 2 or len(outputs) != len(observations):
-                raise PluginFailure(
-                    self.component,
-                    ValueError(
-                        f"label() returned shape {list(outputs.shape)} for {len(observations)} observations; "
-                        f"expected ({len(observations)}, k)"
-                    ),
-                )
+            problem = self.shape_problem(outputs, features, len(observations))
+            if problem is not None:
+                raise PluginFailure(self.component, ValueError(f"label() returned {problem}"))
         except PluginFailure as failure:
             self.log_plugin_failure(failure)
             self.counters["errors.PLUGIN_FAILED"] += 1
@@ -240,13 +238,34 @@ class TeacherRole(Role):
         finite = np.isfinite(outputs).all(axis=1)
         if features is not None:
             finite &= np.isfinite(features).all(axis=1)
-            self.features_width = features.shape[1]
-        self.output_width = outputs.shape[1]
+            self.features_width, self.features_known = features.shape[1], True
+        self.output_width, self.answered = outputs.shape[1], True
+        if not finite.all():  # those rows go back as NaN; the others are answers
+            self.log_plugin_failure(
+                PluginFailure(
+                    self.component,
+                    ValueError(f"label() returned NaN or infinity in {int((~finite).sum())} of {len(finite)} rows"),
+                )
+            )
+            self.counters["errors.PLUGIN_FAILED"] += 1
         # Copies: a row view would keep its whole batch alive as long as the cache keeps the row.
         return [
             (outputs[row].copy(), None if features is None else features[row].copy()) if finite[row] else None
             for row in range(len(observations))
         ]
+
+    def shape_problem(self, outputs: np.ndarray, features: np.ndarray | None, rows: int) -> str | None:
+        """What is wrong with an answer's shape, or None."""
+        if outputs.ndim != 2 or len(outputs) != rows:
+            return f"shape {list(outputs.shape)} for {rows} observations; expected ({rows}, k)"
+        columns = teacher_columns_error(outputs.shape[1], output_size(self.action_space))
+        if columns is not None:
+            return columns
+        if self.answered and outputs.shape[1] != self.output_width:
+            return f"{outputs.shape[1]} columns; its earlier answers had {self.output_width}"
+        if features is not None and self.features_known and features.shape[1] != self.features_width:
+            return f"{features.shape[1]} features per observation; its earlier answers had {self.features_width}"
+        return None
 
     @property
     def failed_outputs(self) -> np.ndarray:
